@@ -1,0 +1,1 @@
+"""The WAMP component that serves etcd tables under Crossbar (being built)."""

