@@ -1,0 +1,159 @@
+"""Pure units of the client core: prefix math, stream framing, error classification."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from txetcd import (
+    AuthFailed,
+    Compacted,
+    DuplicateKey,
+    EtcdError,
+    FutureRevision,
+    InvalidAuthToken,
+    KeySet,
+    LeaseNotFound,
+    NoSpace,
+    PermissionDenied,
+    ProtocolError,
+    RequestTooLarge,
+    Timeout,
+    TooManyOps,
+    TooManyRequests,
+    Unavailable,
+    UnsupportedServer,
+    prefix_end,
+)
+from txetcd.errors import classify
+from txetcd.stream import JsonStreamParser
+from txetcd.transport import api_prefix
+
+
+@given(st.binary(max_size=12))
+def test_prefix_end_bounds_exactly_the_prefixed_keys(prefix: bytes) -> None:
+    end = prefix_end(prefix)
+    stripped = prefix.rstrip(b"\xff")
+    if not stripped:
+        assert end == b"\0"  # no upper bound
+        return
+    assert end > prefix and not end.startswith(prefix)
+    assert len(end) == len(stripped)
+
+
+@given(st.binary(min_size=1, max_size=8), st.binary(max_size=8))
+def test_every_key_with_the_prefix_is_inside(prefix: bytes, suffix: bytes) -> None:
+    end = prefix_end(prefix)
+    key = prefix + suffix
+    assert key >= prefix and (end == b"\0" or key < end)
+
+
+@given(st.binary(min_size=1, max_size=8), st.binary(min_size=1, max_size=8))
+def test_keys_without_the_prefix_are_outside(prefix: bytes, other: bytes) -> None:
+    end = prefix_end(prefix)
+    if other.startswith(prefix):
+        return
+    assert other < prefix or (end != b"\0" and other >= end)
+
+
+def test_prefix_end_examples() -> None:
+    assert prefix_end(b"a") == b"b"
+    assert prefix_end(b"a\xff") == b"b"
+    assert prefix_end(b"a\xfe") == b"a\xff"
+    assert prefix_end(b"\xff\xff") == b"\0"
+    assert prefix_end(b"") == b"\0"
+    assert KeySet(b"ab\xff", prefix=True).range_end == b"ac"
+
+
+def test_namespace_applies_inside_keysets() -> None:
+    assert KeySet.all().namespaced(b"app/") == (b"app/\0", b"app0")
+    assert KeySet(b"x", prefix=True).namespaced(b"app/") == (b"app/x", b"app/y")
+    assert KeySet(b"x").namespaced(b"app/") == (b"app/x", b"")
+    assert KeySet(b"", prefix=True).namespaced(b"\xff") == (b"\xff", b"\0")
+
+
+def test_api_prefix_by_version() -> None:
+    assert api_prefix("3.5.1") == "/v3"
+    assert api_prefix("3.4.23") == "/v3"
+    assert api_prefix("3.6.0-rc.1") == "/v3"
+    assert api_prefix("3.3.27") == "/v3beta"
+    with pytest.raises(UnsupportedServer, match="too old"):
+        api_prefix("3.2.32")
+
+
+FRAMES = [
+    {"result": {"header": {"revision": "5"}, "created": True}},
+    {"result": {"events": [{"kv": {"key": "YQ==", "value": "x" * 70000}}]}},
+    {"result": {"events": [{"type": "DELETE", "kv": {"key": "YQ=="}}]}},
+]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=5000), min_size=1, max_size=60))
+def test_parser_survives_any_read_boundaries(cuts: list[int]) -> None:
+    data = b"".join(json.dumps(f).encode() + b"\n" for f in FRAMES)
+    parser = JsonStreamParser()
+    got, pos = [], 0
+    for cut in cuts:
+        got += parser.feed(data[pos:pos + cut])
+        pos += cut
+    got += parser.feed(data[pos:])
+    parser.close()
+    assert got == FRAMES
+
+
+def test_parser_edge_frames() -> None:
+    parser = JsonStreamParser()
+    assert parser.feed(b"\n") == []
+    assert parser.feed(b'{"result":{}}{"result":{"a":1}}\n\n') == [{"result": {}},
+                                                                   {"result": {"a": 1}}]
+    # 3.4/3.5 end a stream with an error frame that has no newline.
+    tail = b'{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}'
+    assert parser.feed(tail) == [json.loads(tail)]
+    parser.close()
+    utf8 = '{"result":{"m":"\u00e9\u4e2d"}}'.encode()
+    split = JsonStreamParser()
+    assert split.feed(utf8[:17]) == [] and split.feed(utf8[17:]) == [json.loads(utf8)]
+    truncated = JsonStreamParser()
+    truncated.feed(b'{"result":{"events":[')
+    with pytest.raises(ProtocolError):
+        truncated.close()
+
+
+@pytest.mark.parametrize("status,message,expected", [
+    (400, "etcdserver: mvcc: required revision has been compacted", Compacted),
+    (400, "etcdserver: mvcc: required revision is a future revision", FutureRevision),
+    (400, "etcdserver: too many operations in txn request", TooManyOps),
+    (400, "etcdserver: request is too large", RequestTooLarge),
+    (429, "grpc: received message larger than max (2000000 vs. 2097152)", RequestTooLarge),
+    (400, "etcdserver: duplicate key given in txn request", DuplicateKey),
+    (404, "etcdserver: requested lease not found", LeaseNotFound),
+    (403, "etcdserver: permission denied", PermissionDenied),
+    (400, "etcdserver: authentication failed, invalid user ID or password", AuthFailed),
+    (401, "etcdserver: invalid auth token", InvalidAuthToken),
+    (429, "etcdserver: mvcc: database space exceeded", NoSpace),
+    (429, "etcdserver: too many requests", TooManyRequests),
+    (503, "etcdserver: no leader", Unavailable),
+    (503, "etcdserver: request timed out", Timeout),
+    (500, "something new", EtcdError),
+])
+def test_classify_v1_and_v2_bodies(status: int, message: str, expected: type) -> None:
+    v1 = json.dumps({"error": message, "message": message, "code": 3}).encode()
+    v2 = json.dumps({"code": 3, "message": message, "details": []}).encode()
+    for body in (v1, v2):
+        error = classify(status, body)
+        assert type(error) is expected and error.message == message and error.status == status
+
+
+def test_classify_stream_frames_and_plain_text() -> None:
+    frame = {"error": {"grpc_code": 14, "http_code": 503, "message": "etcdserver: no leader",
+                       "http_status": "Service Unavailable"}}
+    error = classify(0, frame)
+    assert isinstance(error, Unavailable) and error.status == 503 and error.code == 14
+    v2_frame = {"error": {"code": 9, "message": "etcdserver: mvcc: required revision has been "
+                                                "compacted", "details": []}}
+    assert isinstance(classify(0, v2_frame), Compacted)
+    plain = classify(404, b"404 page not found\n")
+    assert plain.message == "404 page not found" and plain.status == 404

@@ -1,0 +1,69 @@
+"""txetcd: an etcd v3 client for Twisted over etcd's gRPC JSON gateway.
+
+The successor of txaioetcd: the same public names, working against etcd 3.4 and later, with
+typed results and errors, transactions, namespaces and several endpoints.
+"""
+
+from .client import DEFAULT_URL, MAX_REQUEST_BYTES, MAX_TXN_OPS, Client
+from .errors import (
+    AuthFailed,
+    Compacted,
+    DuplicateKey,
+    Error,
+    EtcdError,
+    Expired,
+    Failed,
+    FutureRevision,
+    InvalidAuthToken,
+    KeyNotFound,
+    LeaseExpired,
+    LeaseNotFound,
+    NoSpace,
+    PermissionDenied,
+    ProtocolError,
+    RequestTooLarge,
+    Timeout,
+    TooManyOps,
+    TooManyRequests,
+    Unavailable,
+    UnsupportedServer,
+)
+from .op import (
+    Comp,
+    CompCreated,
+    CompLease,
+    CompModified,
+    CompValue,
+    CompVersion,
+    Op,
+    OpDel,
+    OpGet,
+    OpSet,
+    OpTxn,
+    Transaction,
+)
+from .types import (
+    Deleted,
+    Header,
+    KeySet,
+    KeyValue,
+    Member,
+    Range,
+    Revision,
+    Status,
+    Success,
+    TxnResult,
+    prefix_end,
+)
+
+__all__ = [
+    "Client", "DEFAULT_URL", "MAX_REQUEST_BYTES", "MAX_TXN_OPS",
+    "AuthFailed", "Compacted", "DuplicateKey", "Error", "EtcdError", "Expired", "Failed",
+    "FutureRevision", "InvalidAuthToken", "KeyNotFound", "LeaseExpired", "LeaseNotFound",
+    "NoSpace", "PermissionDenied", "ProtocolError", "RequestTooLarge", "Timeout", "TooManyOps",
+    "TooManyRequests", "Unavailable", "UnsupportedServer",
+    "Comp", "CompCreated", "CompLease", "CompModified", "CompValue", "CompVersion", "Op", "OpDel",
+    "OpGet", "OpSet", "OpTxn", "Transaction",
+    "Deleted", "Header", "KeySet", "KeyValue", "Member", "Range", "Revision", "Status", "Success",
+    "TxnResult", "prefix_end",
+]

@@ -1,0 +1,221 @@
+"""The etcd v3 client for Twisted: KV, transactions, maintenance and cluster calls.
+
+Every method returns a Deferred (or is a coroutine usable with ``await``). The call shapes of
+txaioetcd are kept (``Client(reactor, url=...)``, ``get``, ``set``, ``delete``, ``submit``,
+``status``) and extended; see ``txetcd.op`` for the operations and ``txetcd.types`` for results.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+from twisted.internet import defer
+from twisted.web.client import HTTPConnectionPool
+
+from .errors import Failed, RequestTooLarge, TooManyOps
+from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, as_keyset
+from .transport import TLSConfig, Transport
+from .types import Deleted, KeySet, KeyValue, Member, Range, Revision, Status, Success, TxnResult
+
+__all__ = ["Client", "DEFAULT_URL", "MAX_TXN_OPS", "MAX_REQUEST_BYTES"]
+
+DEFAULT_URL = "http://localhost:2379"
+MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
+MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
+
+
+def _as_deferred(coro: Any) -> defer.Deferred[Any]:
+    return defer.ensureDeferred(coro)
+
+
+class Client:
+    """A Twisted client for etcd's v3 API over its gRPC JSON gateway.
+
+    ``url`` (or ``$ETCD_URL``) names one member; ``endpoints`` several, tried in turn.
+    ``namespace`` is prepended to every key and stripped from every result, so an application
+    can live in its own corner of a shared cluster.
+    """
+
+    def __init__(self, reactor: Any, url: str | None = None, pool: HTTPConnectionPool | None = None,
+                 timeout: float | None = 10.0, connect_timeout: float | None = 5.0, *,
+                 endpoints: Sequence[str] | None = None, namespace: bytes = b"",
+                 pool_size: int = 32, max_txn_ops: int = MAX_TXN_OPS,
+                 max_request_bytes: int = MAX_REQUEST_BYTES, user: str | None = None,
+                 password: str | None = None, ca: str | None = None, cert: str | None = None,
+                 key: str | None = None) -> None:
+        if url is not None and endpoints is not None:
+            raise ValueError("pass either url or endpoints, not both")
+        if isinstance(endpoints, str):
+            raise TypeError("endpoints must be a list of URLs, not one string")
+        if not isinstance(namespace, bytes):
+            raise TypeError(f"namespace must be bytes, not {type(namespace).__name__}")
+        for name, limit in (("max_txn_ops", max_txn_ops), ("max_request_bytes", max_request_bytes)):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ValueError(f"{name} must be a positive int, not {limit!r}")
+        urls = list(endpoints or [url or os.environ.get("ETCD_URL") or DEFAULT_URL])
+        self.reactor = reactor
+        self.namespace = namespace
+        self.max_txn_ops = max_txn_ops
+        self.max_request_bytes = max_request_bytes
+        tls = TLSConfig(ca, cert, key) if ca or cert else None
+        self.transport = Transport(reactor, urls, timeout=timeout,
+                                   connect_timeout=connect_timeout or 5.0, pool=pool,
+                                   pool_size=pool_size, tls=tls, user=user, password=password)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    async def _run(self, op: Op, timeout: float | None) -> Any:
+        self._check_size(op.size())
+        reply = await self.transport.call(op.path, op.request(self.namespace),
+                                          idempotent=not op.is_write, timeout=timeout)
+        return op.result(reply, self.namespace)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_request_bytes:
+            raise RequestTooLarge(f"request of about {size} bytes exceeds the limit of "
+                                  f"{self.max_request_bytes} bytes (max_request_bytes)")
+
+    def _check_txn(self, txn: Transaction) -> None:
+        if not isinstance(txn, Transaction):
+            raise TypeError(f"txn must be a Transaction, not {type(txn).__name__}")
+        ops = txn.max_branch()
+        if ops > self.max_txn_ops:
+            raise TooManyOps(f"txn has {ops} operations in one list; the limit is "
+                             f"{self.max_txn_ops} (max_txn_ops)")
+        self._check_size(txn.size())
+
+    # -- KV ------------------------------------------------------------------------------------
+
+    def get(self, key: bytes | KeySet, range_end: bytes | None = None, *,
+            timeout: float | None = None, **options: Any) -> defer.Deferred[Range]:
+        """Read one key, a range or a prefix (``KeySet``); every ``RangeRequest`` option works.
+
+        Options: count_only, keys_only, limit, revision, serializable, sort_order
+        (NONE/ASCEND/DESCEND), sort_target (KEY/VERSION/CREATE/MOD/VALUE),
+        min/max_mod_revision, min/max_create_revision.
+        """
+        return _as_deferred(self._run(OpGet(key, range_end, **options), timeout))
+
+    def set(self, key: bytes, value: bytes, lease: Any = None,
+            return_previous: bool | None = None, timeout: float | None = None, *,
+            ignore_value: bool = False, ignore_lease: bool = False) -> defer.Deferred[Revision]:
+        """Write ``value`` at ``key``; returns the new revision (and the old kv if asked)."""
+        op = OpSet(key, value, lease, return_previous, ignore_value=ignore_value,
+                   ignore_lease=ignore_lease)
+        return _as_deferred(self._run(op, timeout))
+
+    put = set
+
+    def delete(self, key: bytes | KeySet, return_previous: bool | None = None,
+               timeout: float | None = None, *,
+               range_end: bytes | None = None) -> defer.Deferred[Deleted]:
+        """Delete one key, a range or a prefix; returns how many keys were deleted."""
+        return _as_deferred(self._run(OpDel(key, return_previous, range_end=range_end), timeout))
+
+    async def scan(self, key: bytes | KeySet, range_end: bytes | None = None, *,
+                   page_size: int = 1000, revision: int | None = None, keys_only: bool = False,
+                   reverse: bool = False, limit: int | None = None,
+                   timeout: float | None = None) -> AsyncIterator[KeyValue]:
+        """Iterate over a range of any size, ``page_size`` keys per request, in key order.
+
+        Every page reads at the revision of the first one, so the whole scan is one snapshot
+        (unless the revision gets compacted mid-scan, which raises ``Compacted``).
+        """
+        first = OpGet(key, range_end, limit=page_size, revision=revision, keys_only=keys_only)
+        if page_size < 1:
+            raise ValueError(f"page_size must be >= 1, not {page_size}")
+        start, end = first.keys.key, first.keys.range_end
+        if not end:  # a single key: nothing to page
+            end = start + b"\0"
+        remaining = limit
+        pinned = revision
+        while remaining is None or remaining > 0:
+            want = page_size if remaining is None else min(page_size, remaining)
+            page = await self.get(KeySet(start, range_end=end), limit=want, revision=pinned,
+                                  keys_only=keys_only, timeout=timeout,
+                                  sort_order="DESCEND" if reverse else None)
+            pinned = pinned or page.header.revision
+            for kv in page.kvs:
+                yield kv
+            if remaining is not None:
+                remaining -= len(page.kvs)
+            if not page.more or not page.kvs:
+                return
+            if reverse:
+                end = page.kvs[-1].key  # range_end is exclusive: the next page ends before it
+            else:
+                start = page.kvs[-1].key + b"\0"
+
+    def compact(self, revision: int, physical: bool = False,
+                timeout: float | None = None) -> defer.Deferred[Any]:
+        """Discard the history before ``revision``; ``physical`` waits until it is on disk."""
+        if isinstance(revision, bool) or not isinstance(revision, int):
+            raise TypeError(f"revision must be an int, not {type(revision).__name__}")
+        if revision < 1:
+            raise ValueError(f"revision must be >= 1, not {revision}")
+        body: dict[str, Any] = {"revision": revision, "physical": bool(physical)}
+        # Compacting twice to the same revision is harmless, so it may be resent.
+        return _as_deferred(self.transport.call("kv/compaction", body, idempotent=True,
+                                                timeout=timeout))
+
+    # -- transactions --------------------------------------------------------------------------
+
+    def txn(self, txn: Transaction | None = None, *, compare: list[Any] | None = None,
+            success: list[Op] | None = None, failure: list[Op] | None = None,
+            timeout: float | None = None) -> defer.Deferred[TxnResult]:
+        """Run a transaction and return its result, whichever branch ran."""
+        txn = txn if txn is not None else Transaction(compare, success, failure)
+        self._check_txn(txn)
+        return _as_deferred(self._run(OpTxn(txn), timeout))
+
+    def submit(self, txn: Transaction, timeout: float | None = None) -> defer.Deferred[Success]:
+        """Run a transaction; return ``Success`` or raise ``Failed`` (txaioetcd's contract)."""
+
+        async def run() -> Success:
+            result = await self.txn(txn, timeout=timeout)
+            if not result.succeeded:
+                raise Failed(result.header, result.responses)
+            return Success(result.header, result.responses)
+
+        return _as_deferred(run())
+
+    # -- maintenance and cluster ---------------------------------------------------------------
+
+    def status(self, timeout: float | None = None) -> defer.Deferred[Status]:
+        """The answering member's status (version, db size, leader, raft index)."""
+
+        async def run() -> Status:
+            reply = await self.transport.call("maintenance/status", {}, idempotent=True,
+                                              timeout=timeout)
+            return Status.from_json(reply)
+
+        return _as_deferred(run())
+
+    def member_list(self, timeout: float | None = None) -> defer.Deferred[list[Member]]:
+        """The cluster's members with their peer and client URLs."""
+
+        async def run() -> list[Member]:
+            reply = await self.transport.call("cluster/member/list", {}, idempotent=True,
+                                              timeout=timeout)
+            return [Member.from_json(m) for m in reply.get("members", ())]
+
+        return _as_deferred(run())
+
+    def version(self) -> defer.Deferred[tuple[int, ...]]:
+        """The server version of the active endpoint, e.g. ``(3, 5, 1)``."""
+
+        async def run() -> tuple[int, ...]:
+            await self.transport.prefix(self.transport.endpoint)
+            return self.transport.server_version
+
+        return _as_deferred(run())
+
+    def close(self) -> defer.Deferred[None]:
+        """Close idle connections (tests and clean shutdowns want no sockets left behind)."""
+        return _as_deferred(self.transport.close())
+
+
+# Re-exported for callers that build KeySets from a key or a KeySet.
+__all__ += ["as_keyset"]

@@ -1,0 +1,337 @@
+"""Operations and compares, shared by single requests and transactions (as Go's ``clientv3.Op``).
+
+An ``Op`` knows its gateway path, how to encode itself as a request (with a key namespace
+applied) and how to decode its response. ``Client.get/set/delete`` send one op alone;
+``Transaction`` sends many in one atomic request. All arguments are checked when the op is built,
+so bad input raises ``TypeError``/``ValueError`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from .types import Deleted, KeySet, Range, Revision, TxnResult, b64
+
+__all__ = [
+    "Op", "OpGet", "OpSet", "OpDel", "OpTxn", "Comp", "CompValue", "CompVersion", "CompCreated",
+    "CompModified", "CompLease", "Transaction", "SORT_ORDERS", "SORT_TARGETS", "as_keyset",
+]
+
+Json = dict[str, Any]
+
+SORT_ORDERS = ("NONE", "ASCEND", "DESCEND")
+SORT_TARGETS = ("KEY", "VERSION", "CREATE", "MOD", "VALUE")
+
+
+def as_keyset(key: bytes | KeySet) -> KeySet:
+    if isinstance(key, KeySet):
+        return key
+    if not isinstance(key, bytes):
+        raise TypeError(f"key must be bytes or KeySet, not {type(key).__name__}")
+    if not key:
+        raise ValueError("key must not be empty")
+    return KeySet(key)
+
+
+def _int_arg(name: str, value: Any, minimum: int = 0) -> int:
+    # bool is an int subclass; revision=True is a bug, not revision 1.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, not {value}")
+    return value
+
+
+def _enum_arg(name: str, value: str | None, allowed: tuple[str, ...]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or value.upper() not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
+    return value.upper()
+
+
+def _key_fields(keys: KeySet, namespace: bytes) -> Json:
+    key, range_end = keys.namespaced(namespace)
+    obj = {"key": b64(key)}
+    if range_end:
+        obj["range_end"] = b64(range_end)
+    return obj
+
+
+def _proto_bytes(*fields: bytes) -> int:
+    # tag + length varint + payload, the way protobuf sizes a bytes field
+    return sum(len(f) + 2 + (len(f) > 127) + (len(f) > 16383) for f in fields if f)
+
+
+class Op:
+    """One KV operation: a read (``OpGet``), write (``OpSet``/``OpDel``) or nested ``OpTxn``."""
+
+    path: ClassVar[str]
+    request_name: ClassVar[str]
+    is_write: ClassVar[bool] = True
+
+    def request(self, namespace: bytes = b"") -> Json:
+        raise NotImplementedError
+
+    def result(self, obj: Json, namespace: bytes = b"") -> Any:
+        raise NotImplementedError
+
+    def size(self) -> int:
+        """An estimate of the op's protobuf size, for the request-size check."""
+        raise NotImplementedError
+
+    def keyset(self) -> KeySet | None:
+        return None
+
+
+class OpGet(Op):
+    """A range read with every option of etcd's ``RangeRequest``."""
+
+    path = "kv/range"
+    request_name = "request_range"
+    is_write = False
+
+    def __init__(self, key: bytes | KeySet, range_end: bytes | None = None, *,
+                 count_only: bool | None = None, keys_only: bool | None = None,
+                 limit: int | None = None, revision: int | None = None,
+                 serializable: bool | None = None, sort_order: str | None = None,
+                 sort_target: str | None = None, min_mod_revision: int | None = None,
+                 max_mod_revision: int | None = None, min_create_revision: int | None = None,
+                 max_create_revision: int | None = None) -> None:
+        self.keys = as_keyset(key) if range_end is None else KeySet(
+            key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+        self.options: Json = {}
+        for name, flag in (("count_only", count_only), ("keys_only", keys_only),
+                           ("serializable", serializable)):
+            if flag is not None:
+                if not isinstance(flag, bool):
+                    raise TypeError(f"{name} must be bool, not {type(flag).__name__}")
+                if flag:
+                    self.options[name] = True
+        for name, number in (("limit", limit), ("revision", revision),
+                             ("min_mod_revision", min_mod_revision),
+                             ("max_mod_revision", max_mod_revision),
+                             ("min_create_revision", min_create_revision),
+                             ("max_create_revision", max_create_revision)):
+            if number is not None and _int_arg(name, number):
+                self.options[name] = number
+        order = _enum_arg("sort_order", sort_order, SORT_ORDERS)
+        target = _enum_arg("sort_target", sort_target, SORT_TARGETS)
+        if order and order != "NONE":
+            self.options["sort_order"] = order
+        if target and target != "KEY":
+            self.options["sort_target"] = target
+
+    def request(self, namespace: bytes = b"") -> Json:
+        return {**_key_fields(self.keys, namespace), **self.options}
+
+    def result(self, obj: Json, namespace: bytes = b"") -> Range:
+        return Range.from_json(obj, namespace)
+
+    def size(self) -> int:
+        return _proto_bytes(self.keys.key, self.keys.range_end) + 8 * len(self.options)
+
+    def keyset(self) -> KeySet:
+        return self.keys
+
+
+class OpSet(Op):
+    """A put; ``lease`` attaches the key to a lease, ``return_previous`` returns the old kv."""
+
+    path = "kv/put"
+    request_name = "request_put"
+
+    def __init__(self, key: bytes, value: bytes, lease: Any = None,
+                 return_previous: bool | None = None, *, prev_kv: bool | None = None,
+                 ignore_value: bool = False, ignore_lease: bool = False) -> None:
+        if isinstance(key, KeySet) or not isinstance(key, bytes):
+            raise TypeError(f"key must be bytes, not {type(key).__name__}")
+        if not key:
+            raise ValueError("key must not be empty")
+        if not isinstance(value, bytes):
+            raise TypeError(f"value must be bytes, not {type(value).__name__}")
+        if ignore_value and value:
+            raise ValueError("ignore_value=True keeps the stored value; pass value=b''")
+        lease_id = getattr(lease, "lease_id", lease)
+        self.key, self.value = key, value
+        self.lease = _int_arg("lease", lease_id) if lease_id is not None else 0
+        self.prev_kv = bool(return_previous or prev_kv)
+        self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
+        if self.ignore_lease and self.lease:
+            raise ValueError("ignore_lease=True keeps the stored lease; do not pass one")
+
+    def request(self, namespace: bytes = b"") -> Json:
+        obj: Json = {"key": b64(namespace + self.key)}
+        if self.value:
+            obj["value"] = b64(self.value)
+        if self.lease:
+            obj["lease"] = self.lease
+        for name in ("prev_kv", "ignore_value", "ignore_lease"):
+            if getattr(self, name):
+                obj[name] = True
+        return obj
+
+    def result(self, obj: Json, namespace: bytes = b"") -> Revision:
+        return Revision.from_json(obj, namespace)
+
+    def size(self) -> int:
+        return _proto_bytes(self.key, self.value) + 12
+
+    def keyset(self) -> KeySet:
+        return KeySet(self.key)
+
+
+class OpDel(Op):
+    """A delete of one key, a range or a prefix (``KeySet``)."""
+
+    path = "kv/deleterange"
+    request_name = "request_delete_range"
+
+    def __init__(self, key: bytes | KeySet, return_previous: bool | None = None, *,
+                 range_end: bytes | None = None, prev_kv: bool | None = None) -> None:
+        self.keys = as_keyset(key) if range_end is None else KeySet(
+            key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+        self.prev_kv = bool(return_previous or prev_kv)
+
+    def request(self, namespace: bytes = b"") -> Json:
+        obj = _key_fields(self.keys, namespace)
+        if self.prev_kv:
+            obj["prev_kv"] = True
+        return obj
+
+    def result(self, obj: Json, namespace: bytes = b"") -> Deleted:
+        return Deleted.from_json(obj, namespace)
+
+    def size(self) -> int:
+        return _proto_bytes(self.keys.key, self.keys.range_end) + 4
+
+    def keyset(self) -> KeySet:
+        return self.keys
+
+
+_OPERATORS = {"==": "EQUAL", "!=": "NOT_EQUAL", ">": "GREATER", "<": "LESS"}
+
+
+class Comp:
+    """A compare of one key (or every key of a ``KeySet`` range) against an operand."""
+
+    target: ClassVar[str]
+    field: ClassVar[str]
+
+    def __init__(self, key: bytes | KeySet, compare: str, operand: Any) -> None:
+        self.keys = as_keyset(key)
+        if compare not in _OPERATORS:
+            raise ValueError(f"compare must be one of {', '.join(_OPERATORS)}, not {compare!r}")
+        self.key = self.keys.key
+        self.compare = compare
+        self.operand = self._check(operand)
+
+    def _check(self, operand: Any) -> Any:
+        return _int_arg(self.field, getattr(operand, "lease_id", operand))
+
+    def request(self, namespace: bytes = b"") -> Json:
+        obj = _key_fields(self.keys, namespace)
+        obj["result"] = _OPERATORS[self.compare]
+        obj["target"] = self.target
+        obj[self.field] = b64(self.operand) if self.field == "value" else self.operand
+        return obj
+
+    def size(self) -> int:
+        value = self.operand if isinstance(self.operand, bytes) else b""
+        return _proto_bytes(self.keys.key, self.keys.range_end, value) + 8
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.keys!r}, {self.compare!r}, {self.operand!r})"
+
+
+class CompValue(Comp):
+    target, field = "VALUE", "value"
+
+    def _check(self, operand: Any) -> bytes:
+        if not isinstance(operand, bytes):
+            raise TypeError(f"value must be bytes, not {type(operand).__name__}")
+        return operand
+
+
+class CompVersion(Comp):
+    target, field = "VERSION", "version"
+
+
+class CompCreated(Comp):
+    target, field = "CREATE", "create_revision"
+
+
+class CompModified(Comp):
+    target, field = "MOD", "mod_revision"
+
+
+class CompLease(Comp):
+    target, field = "LEASE", "lease"
+
+
+class Transaction:
+    """An atomic txn: if every compare holds run ``success``, else ``failure``."""
+
+    def __init__(self, compare: list[Comp] | None = None, success: list[Op] | None = None,
+                 failure: list[Op] | None = None) -> None:
+        self.compare = list(compare or [])
+        self.success = list(success or [])
+        self.failure = list(failure or [])
+        for comp in self.compare:
+            if not isinstance(comp, Comp):
+                raise TypeError(f"compare entries must be Comp, not {type(comp).__name__}")
+        for op in self.success + self.failure:
+            if not isinstance(op, Op):
+                raise TypeError(f"txn ops must be Op, not {type(op).__name__}")
+
+    def request(self, namespace: bytes = b"") -> Json:
+        def ops(branch: list[Op]) -> list[Json]:
+            return [{op.request_name: op.request(namespace)} for op in branch]
+
+        obj: Json = {}
+        if self.compare:
+            obj["compare"] = [c.request(namespace) for c in self.compare]
+        if self.success:
+            obj["success"] = ops(self.success)
+        if self.failure:
+            obj["failure"] = ops(self.failure)
+        return obj
+
+    def size(self) -> int:
+        return sum(part.size() for part in (*self.compare, *self.success, *self.failure)) + 8
+
+    def max_branch(self) -> int:
+        """The largest number of ops in one list, the way etcd counts against --max-txn-ops."""
+        nested = [op.txn.max_branch() for op in self.success + self.failure
+                  if isinstance(op, OpTxn)]
+        return max([len(self.compare), len(self.success), len(self.failure), *nested])
+
+    @property
+    def is_write(self) -> bool:
+        return any(op.is_write for op in self.success + self.failure)
+
+
+class OpTxn(Op):
+    """A nested transaction inside a txn branch (etcd >= 3.3)."""
+
+    path = "kv/txn"
+    request_name = "request_txn"
+
+    def __init__(self, txn: Transaction | None = None, *, compare: list[Comp] | None = None,
+                 success: list[Op] | None = None, failure: list[Op] | None = None) -> None:
+        self.txn = txn if txn is not None else Transaction(compare, success, failure)
+        if not isinstance(self.txn, Transaction):
+            raise TypeError(f"txn must be a Transaction, not {type(self.txn).__name__}")
+
+    @property
+    def is_write(self) -> bool:  # type: ignore[override]
+        return self.txn.is_write
+
+    def request(self, namespace: bytes = b"") -> Json:
+        return self.txn.request(namespace)
+
+    def result(self, obj: Json, namespace: bytes = b"") -> TxnResult:
+        return TxnResult.from_json(obj, namespace)
+
+    def size(self) -> int:
+        return self.txn.size()

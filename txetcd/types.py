@@ -1,0 +1,271 @@
+"""Immutable, typed results decoded from the gateway's JSON.
+
+The gateway omits every field that holds its proto default and sends int64 as strings, so each
+decoder fills defaults (0, False, b"", []) and converts to int; a missing field never becomes
+None. Keys come back with the client's namespace stripped.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Header", "KeyValue", "Range", "Revision", "Deleted", "Status", "Member", "TxnResult",
+    "Success", "KeySet", "b64", "unb64", "to_int",
+]
+
+Json = dict[str, Any]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: str | None) -> bytes:
+    return base64.b64decode(text) if text else b""
+
+
+def to_int(value: Any) -> int:
+    return int(value) if value is not None else 0
+
+
+def _strip(key: bytes, namespace: bytes) -> bytes:
+    return key[len(namespace):] if namespace and key.startswith(namespace) else key
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """Response header: which member answered, at which store revision and raft term."""
+
+    cluster_id: int = 0
+    member_id: int = 0
+    revision: int = 0
+    raft_term: int = 0
+
+    @classmethod
+    def from_json(cls, obj: Json | None) -> Header:
+        obj = obj or {}
+        return cls(to_int(obj.get("cluster_id")), to_int(obj.get("member_id")),
+                   to_int(obj.get("revision")), to_int(obj.get("raft_term")))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyValue:
+    """A key with its value and MVCC metadata; ``lease`` is 0 when the key has none."""
+
+    key: bytes
+    value: bytes = b""
+    version: int = 0
+    create_revision: int = 0
+    mod_revision: int = 0
+    lease: int = 0
+
+    @classmethod
+    def from_json(cls, obj: Json, namespace: bytes = b"") -> KeyValue:
+        return cls(
+            _strip(unb64(obj.get("key")), namespace), unb64(obj.get("value")),
+            to_int(obj.get("version")), to_int(obj.get("create_revision")),
+            to_int(obj.get("mod_revision")), to_int(obj.get("lease")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Range:
+    """Result of a range read: the matching kvs, the total ``count`` and whether ``more`` exist."""
+
+    kvs: list[KeyValue]
+    header: Header
+    count: int = 0
+    more: bool = False
+
+    @classmethod
+    def from_json(cls, obj: Json, namespace: bytes = b"") -> Range:
+        return cls([KeyValue.from_json(kv, namespace) for kv in obj.get("kvs", ())],
+                   Header.from_json(obj.get("header")), to_int(obj.get("count")),
+                   bool(obj.get("more", False)))
+
+    def __len__(self) -> int:
+        return len(self.kvs)
+
+    def __iter__(self) -> Any:
+        return iter(self.kvs)
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """Result of a put: the new store revision in ``header`` and the previous kv if asked."""
+
+    header: Header
+    previous: KeyValue | None = None
+
+    @property
+    def revision(self) -> int:
+        return self.header.revision
+
+    @classmethod
+    def from_json(cls, obj: Json, namespace: bytes = b"") -> Revision:
+        prev = obj.get("prev_kv")
+        return cls(Header.from_json(obj.get("header")),
+                   KeyValue.from_json(prev, namespace) if prev else None)
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """Result of a delete: how many keys went, and their previous kvs if asked."""
+
+    deleted: int
+    header: Header
+    previous: list[KeyValue] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, obj: Json, namespace: bytes = b"") -> Deleted:
+        return cls(to_int(obj.get("deleted")), Header.from_json(obj.get("header")),
+                   [KeyValue.from_json(kv, namespace) for kv in obj.get("prev_kvs", ())])
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """Result of a txn: which branch ran and one typed result per op of that branch."""
+
+    succeeded: bool
+    header: Header
+    responses: list[Range | Revision | Deleted | TxnResult]
+
+    @classmethod
+    def from_json(cls, obj: Json, namespace: bytes = b"") -> TxnResult:
+        return cls(bool(obj.get("succeeded", False)), Header.from_json(obj.get("header")),
+                   [_op_response(r, namespace) for r in obj.get("responses", ())])
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """A txn whose compares held (txaioetcd's return value of ``submit``)."""
+
+    header: Header
+    responses: list[Range | Revision | Deleted | TxnResult]
+
+
+def _op_response(obj: Json, namespace: bytes) -> Range | Revision | Deleted | TxnResult:
+    if "response_range" in obj:
+        return Range.from_json(obj["response_range"], namespace)
+    if "response_put" in obj:
+        return Revision.from_json(obj["response_put"], namespace)
+    if "response_delete_range" in obj:
+        return Deleted.from_json(obj["response_delete_range"], namespace)
+    if "response_txn" in obj:
+        return TxnResult.from_json(obj["response_txn"], namespace)
+    # An op whose response holds only defaults is serialised as an empty object.
+    return Range([], Header())
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """A member's status: server version, db size, leader and raft position."""
+
+    version: str
+    db_size: int
+    leader: int
+    header: Header
+    raft_term: int
+    raft_index: int
+    raft_applied_index: int = 0
+    db_size_in_use: int = 0
+    is_learner: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, obj: Json) -> Status:
+        return cls(
+            str(obj.get("version", "")), to_int(obj.get("dbSize")), to_int(obj.get("leader")),
+            Header.from_json(obj.get("header")), to_int(obj.get("raftTerm")),
+            to_int(obj.get("raftIndex")), to_int(obj.get("raftAppliedIndex")),
+            to_int(obj.get("dbSizeInUse")), bool(obj.get("isLearner", False)),
+            list(obj.get("errors", ())),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A cluster member as listed by ``member_list``."""
+
+    id: int
+    name: str
+    peer_urls: list[str]
+    client_urls: list[str]
+    is_learner: bool = False
+
+    @classmethod
+    def from_json(cls, obj: Json) -> Member:
+        return cls(to_int(obj.get("ID")), str(obj.get("name", "")), list(obj.get("peerURLs", ())),
+                   list(obj.get("clientURLs", ())), bool(obj.get("isLearner", False)))
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The range end covering every key that starts with ``prefix`` (Go's ``getPrefix``).
+
+    Trailing 0xFF bytes cannot be incremented, so they are dropped first; a prefix that is empty
+    or all 0xFF has no upper bound, which etcd spells ``b"\\0"``.
+    """
+    end = bytearray(prefix.rstrip(b"\xff"))
+    if not end:
+        return b"\0"
+    end[-1] += 1
+    return bytes(end)
+
+
+class KeySet:
+    """A single key, a key range ``[key, range_end)`` or every key with a prefix.
+
+    ``KeySet(b"\\0", range_end=b"\\0")`` is every key; ``range_end=b"\\0"`` alone means "every
+    key >= key".
+    """
+
+    __slots__ = ("key", "range_end", "prefix", "type")
+
+    _SINGLE, _RANGE, _PREFIX = "single", "range", "prefix"
+
+    def __init__(self, key: bytes, range_end: bytes | None = None,
+                 prefix: bool | None = None) -> None:
+        _require_bytes("key", key)
+        if range_end is not None:
+            _require_bytes("range_end", range_end)
+        if prefix is not None and not isinstance(prefix, bool):
+            raise TypeError(f"prefix must be bool, not {type(prefix).__name__}")
+        if prefix and range_end:
+            raise ValueError("a KeySet takes either range_end or prefix=True, not both")
+        self.key = key
+        self.prefix = bool(prefix)
+        self.range_end = prefix_end(key) if prefix else (range_end or b"")
+        self.type = self._PREFIX if prefix else self._RANGE if range_end else self._SINGLE
+
+    @classmethod
+    def all(cls) -> KeySet:
+        return cls(b"\0", range_end=b"\0")
+
+    def namespaced(self, namespace: bytes) -> tuple[bytes, bytes]:
+        """``(key, range_end)`` with ``namespace`` applied, keeping the range inside it."""
+        if not namespace:
+            # etcd rejects an empty key; b"\0" is the first key there is.
+            return self.key or b"\0", self.range_end
+        key = namespace + self.key
+        if self.range_end == b"\0":
+            # "to the end of the keyspace" becomes "to the end of the namespace".
+            return key, prefix_end(namespace)
+        return key, (namespace + self.range_end if self.range_end else b"")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeySet) and (self.key, self.range_end) == (
+            other.key, other.range_end)
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.range_end))
+
+    def __repr__(self) -> str:
+        return f"KeySet(key={self.key!r}, range_end={self.range_end!r}, type={self.type})"
+
+
+def _require_bytes(name: str, value: object) -> None:
+    if not isinstance(value, bytes):
+        raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
