@@ -1,0 +1,1 @@
+"""Typed persistent maps stored in etcd (successor of txaioetcd's pmap layer)."""
