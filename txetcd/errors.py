@@ -190,6 +190,6 @@ def classify(status: int, body: bytes | dict[str, Any]) -> EtcdError:
     lowered = message.lower()
     for fragment, cls in _BY_MESSAGE:
         if fragment in lowered:
-            return cls(message, code=code, status=status)  # type: ignore[call-arg]
+            return cls(message, code=code, status=status)
     cls = _BY_STATUS.get(status, EtcdError)
-    return cls(message, code=code, status=status)  # type: ignore[call-arg]
+    return cls(message, code=code, status=status)

@@ -298,7 +298,8 @@ class Transaction:
         return obj
 
     def size(self) -> int:
-        return sum(part.size() for part in (*self.compare, *self.success, *self.failure)) + 8
+        return (sum(c.size() for c in self.compare)
+                + sum(op.size() for op in self.success + self.failure) + 8)
 
     def max_branch(self) -> int:
         """The largest number of ops in one list, the way etcd counts against --max-txn-ops."""

@@ -41,6 +41,7 @@ from .stream import Stream
 __all__ = ["Transport", "TLSConfig", "api_prefix", "parse_version"]
 
 Json = dict[str, Any]
+Headers = dict[bytes | str, list[bytes | str]]
 
 # Errors raised before a single byte of the request reached a server: always safe to resend.
 _NOT_SENT = (ConnectError, ConnectingCancelledError, DNSLookupError)
@@ -134,7 +135,7 @@ class Transport:
         policy = _TrustCAPolicy(tls) if tls and tls.ca else BrowserLikePolicyForHTTPS()
         self.agent = Agent(reactor, contextFactory=policy, pool=pool,
                            connectTimeout=connect_timeout)
-        self.http = treq.client.HTTPClient(self.agent)
+        self.http = treq.client.HTTPClient(self.agent)  # type: ignore[arg-type]
         self._slots = defer.DeferredSemaphore(pool_size)
         self._prefixes: dict[str, str] = {}
         self.server_version: tuple[int, ...] = ()
@@ -231,7 +232,7 @@ class Transport:
             sent = False
             try:
                 prefix = await self.prefix(endpoint)
-                headers = {b"Content-Type": [b"application/json"]}
+                headers: Headers = {b"Content-Type": [b"application/json"]}
                 if with_auth:
                     token = await self._auth_token()
                     if token:
@@ -282,7 +283,7 @@ class Transport:
 
     async def open_stream(self, path: str, body: Json | list[Json],
                           on_message: Callable[[Json], None], *,
-                          headers: dict[bytes, list[bytes]] | None = None) -> Stream:
+                          headers: Headers | None = None) -> Stream:
         """Open a server stream (watch, observe, ...) on the active endpoint.
 
         ``body`` may be several request messages, sent up front as concatenated JSON: the HTTP/1.1
@@ -295,7 +296,7 @@ class Transport:
         try:
             prefix = await self.prefix(endpoint)
             token = await self._auth_token()
-            all_headers = {b"Content-Type": [b"application/json"], **(headers or {})}
+            all_headers: Headers = {b"Content-Type": [b"application/json"], **(headers or {})}
             if token:
                 all_headers[b"Authorization"] = [token.encode()]
             response = await self.http.post(endpoint + prefix + "/" + path, data=data,
