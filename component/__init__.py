@@ -1,1 +1,5 @@
-"""The WAMP component that serves etcd tables under Crossbar (being built)."""
+"""The WAMP component that serves etcd tables under Crossbar."""
+
+from .session import EtcdComponent
+
+__all__ = ["EtcdComponent"]

@@ -1,0 +1,138 @@
+"""The component's configuration: parsed from Crossbar's ``extra`` or a JSON file, checked once.
+
+Every problem raises ``ConfigError`` naming the offending field (``tables[1].value``), so a
+bad deployment fails at start with a message a person can act on, not at the first call.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
+
+__all__ = ["ConfigError", "EtcdSettings", "TableSettings", "Settings", "parse_settings",
+           "WIRE_KEYS", "WIRE_VALUES"]
+
+# Key and value kinds that have a faithful WAMP representation.
+WIRE_KEYS = ("string", "binary", "oid", "uuid", "timestamp")
+WIRE_VALUES = ("string", "binary", "oid", "uuid", "json", "cbor", "flatbuffers")
+
+# A URI component under loose and strict Crossbar URI rules alike.
+_URI_PART = re.compile(r"^[a-z0-9_]+$")
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``field`` names where."""
+
+    def __init__(self, field_name: str, problem: str) -> None:
+        super().__init__(f"config field {field_name}: {problem}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class EtcdSettings:
+    endpoints: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
+    namespace: bytes = b""
+    user: str | None = None
+    password: str | None = None
+    ca: str | None = None
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    name: str
+    slot: int
+    key: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    prefix: str
+    etcd: EtcdSettings
+    tables: list[TableSettings]
+
+
+def _expect(obj: Any, kind: type | tuple[type, ...], where: str) -> Any:
+    if isinstance(obj, bool) and kind is not bool or not isinstance(obj, kind):
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(where, f"expected {names}, got {type(obj).__name__} {obj!r:.60}")
+    return obj
+
+
+def _uri_part(text: Any, where: str) -> str:
+    _expect(text, str, where)
+    if not _URI_PART.match(text):
+        raise ConfigError(where, f"{text!r} must be lowercase letters, digits and _ only "
+                                 "(it becomes part of WAMP URIs)")
+    return str(text)
+
+
+def _reject_unknown(obj: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}" if where else unknown[0],
+                          f"unknown field (known: {', '.join(sorted(known))})")
+
+
+def parse_settings(raw: Any) -> Settings:
+    """Check and convert a config dict; raises ``ConfigError`` naming the first bad field."""
+    _expect(raw, dict, "(top level)")
+    raw = {k: v for k, v in raw.items() if k != "cbdir"}  # crossbar adds cbdir to extra
+    _reject_unknown(raw, {"prefix", "etcd", "tables"}, "")
+    prefix_text = raw.get("prefix", "etcd")
+    _expect(prefix_text, str, "prefix")
+    for i, part in enumerate(prefix_text.split(".")):
+        _uri_part(part, f"prefix (component {i})")
+    etcd_raw = raw.get("etcd") or {}
+    _expect(etcd_raw, dict, "etcd")
+    _reject_unknown(etcd_raw, {"endpoints", "namespace", "user", "password", "ca"}, "etcd")
+    endpoints = etcd_raw.get("endpoints", ["http://127.0.0.1:2379"])
+    _expect(endpoints, list, "etcd.endpoints")
+    if not endpoints:
+        raise ConfigError("etcd.endpoints", "needs at least one URL")
+    for i, url in enumerate(endpoints):
+        _expect(url, str, f"etcd.endpoints[{i}]")
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"etcd.endpoints[{i}]", f"{url!r} is not an http(s):// URL")
+    namespace = etcd_raw.get("namespace") or ""
+    _expect(namespace, str, "etcd.namespace")
+    for name in ("user", "password", "ca"):
+        if etcd_raw.get(name) is not None:
+            _expect(etcd_raw[name], str, f"etcd.{name}")
+    if (etcd_raw.get("user") is None) != (etcd_raw.get("password") is None):
+        raise ConfigError("etcd.user", "user and password go together")
+    etcd = EtcdSettings(list(endpoints), namespace.encode(), etcd_raw.get("user"),
+                        etcd_raw.get("password"), etcd_raw.get("ca"))
+    tables_raw = raw.get("tables")
+    _expect(tables_raw, list, "tables")
+    if not tables_raw:
+        raise ConfigError("tables", "configure at least one table")
+    tables: list[TableSettings] = []
+    for i, table in enumerate(tables_raw):
+        where = f"tables[{i}]"
+        _expect(table, dict, where)
+        _reject_unknown(table, {"name", "slot", "key", "value"}, where)
+        name = _uri_part(table.get("name"), f"{where}.name")
+        slot = _expect(table.get("slot"), int, f"{where}.slot")
+        if not 1 <= slot <= 65535:
+            raise ConfigError(f"{where}.slot", f"must be 1..65535, not {slot}")
+        key = _expect(table.get("key"), str, f"{where}.key")
+        value = _expect(table.get("value"), str, f"{where}.value")
+        if key not in KEY_CODECS or key not in WIRE_KEYS:
+            raise ConfigError(f"{where}.key", f"{key!r} is not one of {', '.join(WIRE_KEYS)}")
+        if value == "pickle":
+            raise ConfigError(f"{where}.value", "pickle tables are never exposed over WAMP: "
+                                                "unpickling data from the network runs code")
+        if value not in VALUE_CODECS or value not in WIRE_VALUES:
+            raise ConfigError(f"{where}.value",
+                              f"{value!r} is not one of {', '.join(WIRE_VALUES)}")
+        for other in tables:
+            if other.name == name:
+                raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
+            if other.slot == slot:
+                raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
+        tables.append(TableSettings(name, slot, key, value))
+    return Settings(prefix_text, etcd, tables)

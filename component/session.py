@@ -1,0 +1,114 @@
+"""``EtcdComponent``: etcd tables as WAMP procedures, under Crossbar or standalone.
+
+The same class runs in a Crossbar container worker (configured by the component's ``extra``)
+and standalone (``python -m component``). Every join registers everything anew: a reconnect
+is a new session, and no per-session state survives it.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from autobahn.twisted.wamp import ApplicationSession
+from autobahn.wamp.types import RegisterOptions
+from twisted.internet import defer, reactor
+
+from procedures.errors import ProcedureError, to_application_error
+from procedures.table import Table
+from procedures.txn import run_txn
+from txetcd import Client
+
+from .config import Settings, parse_settings
+
+__all__ = ["EtcdComponent"]
+
+
+class EtcdComponent(ApplicationSession):
+    """Serves each configured table as ``<prefix>.<table>.get/put/delete/scan/count``."""
+
+    settings: Settings
+    etcd: Client
+    tables: dict[str, Table]
+
+    async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
+        self.settings = parse_settings(self.config.extra or {})
+        self.etcd = self.connect_etcd()
+        self.tables = self.open_tables()
+        await self.register_table_procedures()
+        await self.register_database_procedures()
+        self.log.info("etcd component ready: {n} tables under {prefix}",
+                      n=len(self.tables), prefix=self.settings.prefix)
+
+    def connect_etcd(self) -> Client:
+        etcd = self.settings.etcd
+        return Client(reactor, endpoints=etcd.endpoints, namespace=etcd.namespace,
+                      user=etcd.user, password=etcd.password, ca=etcd.ca)
+
+    def open_tables(self) -> dict[str, Table]:
+        return {t.name: Table(t.name, t.slot, t.key, t.value, self.etcd)
+                for t in self.settings.tables}
+
+    async def register_table_procedures(self) -> None:
+        for name, table in self.tables.items():
+            for op in ("get", "put", "delete", "count"):
+                await self.register(self.procedure(getattr(table, op)),
+                                    f"{self.settings.prefix}.{name}.{op}")
+            await self.register(self.procedure(self.progressive(table.scan)),
+                                f"{self.settings.prefix}.{name}.scan",
+                                options=RegisterOptions(details_arg="details"))
+
+    async def register_database_procedures(self) -> None:
+        await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn")
+        await self.register(self.procedure(self.status), f"{self.settings.prefix}.status")
+
+    async def txn(self, ops: Any) -> int:
+        return await run_txn(self.etcd, self.tables, ops)
+
+    async def status(self) -> dict[str, Any]:
+        state = await self.etcd.status()
+        return {"prefix": self.settings.prefix,
+                "etcd": {"version": state.version, "revision": state.header.revision},
+                "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
+                           for t in self.settings.tables]}
+
+    @staticmethod
+    def progressive(scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Pass the caller's progress callback (if it asked for progressive results) to scan."""
+
+        @functools.wraps(scan)
+        async def call(*args: Any, details: Any = None, **kwargs: Any) -> Any:
+            progress = getattr(details, "progress", None)
+            return await scan(*args, progress=progress, **kwargs)
+
+        return call
+
+    def procedure(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        """Wrap a handler: arguments are checked against its signature, typed errors become
+        ``<prefix>.error.*`` ApplicationErrors, and the returned Deferred stays cancellable (a
+        cancelled call stops its etcd work)."""
+        prefix = self.settings.prefix
+        signature = inspect.signature(handler)
+
+        def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            try:
+                if "progress" in kwargs:
+                    raise TypeError("unexpected keyword argument 'progress'")
+                signature.bind(*args, **{k: v for k, v in kwargs.items() if k != "details"})
+            except TypeError as exc:
+                error = ProcedureError("invalid_argument", f"bad arguments: {exc}")
+                return defer.fail(to_application_error(prefix, error))
+
+            async def run() -> Any:
+                try:
+                    return await handler(*args, **kwargs)
+                except defer.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - typed ones map, the rest re-raise
+                    raise to_application_error(prefix, exc) from None
+
+            return defer.ensureDeferred(run())
+
+        return call

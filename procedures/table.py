@@ -1,0 +1,164 @@
+"""The get/put/delete/scan/count procedures of one table, over txetcd.
+
+A table's rows live at ``<namespace><slot uint16 big-endian><encoded key>``, the layout of
+``txetcd.pmap``, so a WAMP client and a pmap program see the same rows. Arguments are checked
+before etcd is touched, so a refused call writes nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
+
+from .errors import ProcedureError
+from .wire import KeyWire, ValueWire
+
+__all__ = ["Table", "SCAN_CHUNK"]
+
+SCAN_CHUNK = 100  # rows per progressive result: small messages keep the router responsive
+MAX_SCAN_LIMIT = 100_000
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise ProcedureError("invalid_argument", f"{name} must be true or false, not {value!r}")
+    return value
+
+
+def _revision_arg(value: Any, name: str = "if_revision") -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ProcedureError("invalid_argument",
+                             f"{name} must be a revision (an int >= 0; 0 = only if absent), "
+                             f"not {value!r}")
+    return value
+
+
+class Table:
+    """One configured table: its codecs, its key range in etcd, and its operations."""
+
+    def __init__(self, name: str, slot: int, key_kind: str, value_kind: str,
+                 client: Client) -> None:
+        self.name = name
+        self.slot = slot
+        self.prefix = struct.pack(">H", slot)
+        self.keys = KeyWire(key_kind)
+        self.values = ValueWire(value_kind)
+        self.client = client
+
+    @property
+    def keyset(self) -> KeySet:
+        return KeySet(self.prefix, prefix=True)
+
+    def etcd_key(self, key: Any) -> bytes:
+        return self.prefix + self.keys.encode(key)
+
+    def wire_key(self, etcd_key: bytes) -> Any:
+        return self.keys.decode(etcd_key[len(self.prefix):])
+
+    def guarded_put(self, key: Any, value: Any, if_revision: Any) -> tuple[list[Any], OpSet]:
+        """The compares and the op of a put; shared by ``put`` and ``txn``."""
+        revision = _revision_arg(if_revision)
+        op = OpSet(self.etcd_key(key), self.values.encode(value))
+        return self.compares(op.key, revision), op
+
+    def guarded_delete(self, key: Any, if_revision: Any) -> tuple[list[Any], OpDel]:
+        revision = _revision_arg(if_revision)
+        op = OpDel(self.etcd_key(key))
+        return self.compares(op.keys.key, revision), op
+
+    @staticmethod
+    def compares(etcd_key: bytes, revision: int | None) -> list[Any]:
+        # mod_revision of an absent key is 0, so if_revision=0 means "only if absent".
+        return [] if revision is None else [CompModified(etcd_key, "==", revision)]
+
+    async def get(self, key: Any, meta: Any = False) -> Any:
+        with_meta = _flag(meta, "meta")
+        found = await self.client.get(self.etcd_key(key))
+        if not found.kvs:
+            return None
+        kv = found.kvs[0]
+        value = self.values.decode(kv.value)
+        if not with_meta:
+            return value
+        return {"value": value, "revision": kv.mod_revision, "version": kv.version,
+                "created": kv.create_revision}
+
+    async def put(self, key: Any, value: Any, if_revision: Any = None) -> int:
+        compares, op = self.guarded_put(key, value, if_revision)
+        if not compares:
+            return (await self.client.set(op.key, op.value)).revision
+        result = await self.client.txn(compare=compares, success=[op])
+        if not result.succeeded:
+            raise ProcedureError("conflict", f"{self.name}: key {key!r:.80} is not at revision "
+                                             f"{if_revision} any more (reload and retry)")
+        return result.header.revision
+
+    async def delete(self, key: Any, if_revision: Any = None) -> bool:
+        compares, op = self.guarded_delete(key, if_revision)
+        if not compares:
+            return (await self.client.delete(op.keys)).deleted > 0
+        result = await self.client.txn(compare=compares, success=[op])
+        if not result.succeeded:
+            raise ProcedureError("conflict", f"{self.name}: key {key!r:.80} is not at revision "
+                                             f"{if_revision} any more (reload and retry)")
+        deleted = result.responses[0]
+        assert isinstance(deleted, Deleted)
+        return deleted.deleted > 0
+
+    def bounds(self, from_key: Any, to_key: Any, prefix: Any) -> KeySet:
+        """The etcd range of a scan or count: ``[from_key, to_key)`` and/or a key prefix."""
+        if prefix is not None:
+            low = self.prefix + self.keys.encode_prefix(prefix)
+            high = prefix_end(low)
+        else:
+            low, high = self.prefix, prefix_end(self.prefix)
+        if from_key is not None:
+            low = max(low, self.etcd_key(from_key))
+        if to_key is not None:
+            high = min(high, self.etcd_key(to_key))
+        if high <= low:
+            high = low + b"\0"  # an empty range that etcd still accepts; nothing matches it
+            return KeySet(low, range_end=high)
+        return KeySet(low, range_end=high)
+
+    async def scan(self, from_key: Any = None, to_key: Any = None, prefix: Any = None,
+                   limit: Any = 1000, reverse: Any = False, keys_only: Any = False,
+                   progress: Callable[[list[Any]], None] | None = None) -> list[Any]:
+        """Rows in key order as ``[key, value]`` (or keys); chunks go to ``progress`` if given.
+
+        With progress the final result is an empty list: every row was already delivered.
+        Cancelling the call stops paging through etcd.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
+                MAX_SCAN_LIMIT:
+            raise ProcedureError("invalid_argument",
+                                 f"limit must be an int from 1 to {MAX_SCAN_LIMIT}, not {limit!r}")
+        backwards = _flag(reverse, "reverse")
+        only_keys = _flag(keys_only, "keys_only")
+        keys = self.bounds(from_key, to_key, prefix)
+        rows: list[Any] = []
+        chunk: list[Any] = []
+        page = SCAN_CHUNK * 10 if progress else min(limit, 1000)
+        async for kv in self.client.scan(keys, page_size=page, limit=limit, reverse=backwards,
+                                         keys_only=only_keys):
+            key = self.wire_key(kv.key)
+            row = key if only_keys else [key, self.values.decode(kv.value)]
+            if progress is None:
+                rows.append(row)
+                continue
+            chunk.append(row)
+            if len(chunk) >= SCAN_CHUNK:
+                progress(chunk)
+                chunk = []
+        if progress is not None and chunk:
+            progress(chunk)
+        return rows
+
+    async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
+        return (await self.client.get(self.bounds(from_key, to_key, prefix),
+                                      count_only=True)).count

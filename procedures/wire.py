@@ -1,0 +1,81 @@
+"""Keys and values between their WAMP form and their etcd bytes.
+
+On the wire a uuid key is its canonical string, an oid an int, a string a str, binary bytes and
+a timestamp an int of nanoseconds; json and cbor values are native payloads, binary and
+flatbuffers values are bytes. Anything else is refused with ``invalid_key``/``invalid_value``
+before etcd is touched.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
+
+from .errors import ProcedureError
+
+__all__ = ["KeyWire", "ValueWire"]
+
+
+def _uuid_from_wire(text: Any) -> uuid.UUID:
+    if not isinstance(text, str):
+        raise TypeError(f"expected a UUID string, got {type(text).__name__}")
+    return uuid.UUID(text)
+
+
+def _check_int(number: Any) -> int:
+    if isinstance(number, bool) or not isinstance(number, int):
+        raise TypeError(f"expected an int, got {type(number).__name__}")
+    return number
+
+
+# WAMP form -> codec input, and codec output -> WAMP form, per kind.
+_TO_CODEC: dict[str, Callable[[Any], Any]] = {"uuid": _uuid_from_wire, "oid": _check_int,
+                                              "timestamp": _check_int}
+_FROM_CODEC: dict[str, Callable[[Any], Any]] = {"uuid": str}
+
+
+class KeyWire:
+    """Converts a table's keys between WAMP and the bytes after the table's slot prefix."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.codec: KeyCodec[Any] = KEY_CODECS[kind]()
+
+    def encode(self, key: Any, what: str = "key") -> bytes:
+        try:
+            return self.codec.encode(_TO_CODEC.get(self.kind, lambda k: k)(key))
+        except (TypeError, ValueError) as exc:
+            raise ProcedureError("invalid_key", f"{what} {key!r:.80} is not a valid "
+                                                f"{self.kind} key: {exc}") from None
+
+    def encode_prefix(self, prefix: Any) -> bytes:
+        if self.kind not in ("string", "binary"):
+            raise ProcedureError("invalid_argument", f"prefix scans need string or binary "
+                                                     f"keys; this table has {self.kind} keys")
+        return self.encode(prefix, "prefix") if prefix != "" and prefix != b"" else b""
+
+    def decode(self, data: bytes) -> Any:
+        return _FROM_CODEC.get(self.kind, lambda k: k)(self.codec.decode(data))
+
+
+class ValueWire:
+    """Converts a table's values between WAMP payloads and stored bytes."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        # flatbuffers travel as the serialized bytes: the component never needs the schema.
+        codec_kind = "binary" if kind == "flatbuffers" else kind
+        self.codec: ValueCodec[Any] = VALUE_CODECS[codec_kind]()
+
+    def encode(self, value: Any) -> bytes:
+        try:
+            return self.codec.encode(_TO_CODEC.get(self.kind, lambda v: v)(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ProcedureError("invalid_value", f"value {value!r:.80} is not a valid "
+                                                  f"{self.kind} value: {exc}") from None
+
+    def decode(self, data: bytes) -> Any:
+        return _FROM_CODEC.get(self.kind, lambda v: v)(self.codec.decode(data))

@@ -1,0 +1,209 @@
+"""The WAMP component under a real Crossbar node, against a real etcd."""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import pytest_twisted
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import CallOptions
+from twisted.internet import reactor
+
+from component.config import ConfigError, parse_settings
+from txetcd import Client, KeySet
+from txetcd.embedded import EtcdProcess, find_etcd
+
+from .wamp import CrossbarNode, connect
+
+inline = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture(scope="module")
+def etcd35() -> Iterator[EtcdProcess]:
+    with EtcdProcess(find_etcd("3.5")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def node(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossbarNode]:
+    crossbar = CrossbarNode(tmp_path_factory.mktemp("node"), etcd35.url)
+    crossbar.start()
+    try:
+        yield crossbar
+    finally:
+        crossbar.stop()
+
+
+@pytest.fixture
+def etcd_direct(etcd35: EtcdProcess) -> Iterator[Client]:
+    client = Client(reactor, url=etcd35.url, namespace=b"app/")
+    pytest_twisted.blockon(client.delete(KeySet.all()))
+    yield client
+    pytest_twisted.blockon(client.close())
+
+
+async def writer(node: CrossbarNode):
+    session = await connect(node.url, "writer", "writer-secret")
+    # The container component may still be joining right after boot.
+    for _ in range(100):
+        try:
+            await session.call("etcd.status")
+            return session
+        except ApplicationError as exc:
+            if exc.error != "wamp.error.no_such_procedure":
+                raise
+            from twisted.internet.task import deferLater
+
+            await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("component never registered etcd.status")
+
+
+@inline
+async def test_get_put_delete_roundtrip(node: CrossbarNode, etcd_direct: Client) -> None:
+    session = await writer(node)
+    try:
+        user = str(uuid.uuid4())
+        revision = await session.call("etcd.users.put", user, {"name": "ada", "age": 36})
+        assert isinstance(revision, int) and revision > 0
+        assert await session.call("etcd.users.get", user) == {"name": "ada", "age": 36}
+        meta = await session.call("etcd.users.get", user, meta=True)
+        assert meta == {"value": {"name": "ada", "age": 36}, "revision": revision,
+                        "version": 1, "created": revision}
+        # The row is where pmap puts it: <namespace><slot><uuid bytes>.
+        stored = await etcd_direct.get(struct.pack(">H", 1) + uuid.UUID(user).bytes)
+        assert stored.kvs[0].mod_revision == revision
+        assert await session.call("etcd.users.get", str(uuid.uuid4())) is None
+        assert await session.call("etcd.users.delete", user) is True
+        assert await session.call("etcd.users.delete", user) is False
+    finally:
+        session.leave()
+
+
+@inline
+async def test_if_revision_conflicts(node: CrossbarNode, etcd_direct: Client) -> None:
+    session = await writer(node)
+    try:
+        first = await session.call("etcd.settings.put", "theme", "dark", if_revision=0)
+        with pytest.raises(ApplicationError) as conflict:
+            await session.call("etcd.settings.put", "theme", "light", if_revision=0)
+        assert conflict.value.error == "etcd.error.conflict"
+        second = await session.call("etcd.settings.put", "theme", "light", if_revision=first)
+        assert second > first
+        with pytest.raises(ApplicationError) as stale:
+            await session.call("etcd.settings.delete", "theme", if_revision=first)
+        assert stale.value.error == "etcd.error.conflict"
+        assert await session.call("etcd.settings.get", "theme") == "light"
+    finally:
+        session.leave()
+
+
+@inline
+async def test_scan_count_and_progressive_scan(node: CrossbarNode, etcd_direct: Client) -> None:
+    session = await writer(node)
+    try:
+        await session.call("etcd.txn", [{"table": "settings", "op": "put", "key": f"k{i:04d}",
+                                         "value": {"n": i}} for i in range(120)])
+        await session.call("etcd.settings.put", "other", 1)
+        assert await session.call("etcd.settings.count") == 121
+        assert await session.call("etcd.settings.count", prefix="k") == 120
+        assert await session.call("etcd.settings.count", from_key="k0010", to_key="k0020") == 10
+        rows = await session.call("etcd.settings.scan", prefix="k", limit=5)
+        assert rows == [[f"k{i:04d}", {"n": i}] for i in range(5)]
+        back = await session.call("etcd.settings.scan", prefix="k", limit=2, reverse=True,
+                                  keys_only=True)
+        assert back == ["k0119", "k0118"]
+        chunks: list[list] = []
+        final = await session.call("etcd.settings.scan", prefix="k",
+                                   options=CallOptions(on_progress=chunks.append))
+        assert final == [] and len(chunks) >= 2
+        assert [row[0] for chunk in chunks for row in chunk] == [f"k{i:04d}" for i in range(120)]
+    finally:
+        session.leave()
+
+
+@inline
+async def test_txn_is_all_or_nothing(node: CrossbarNode, etcd_direct: Client) -> None:
+    session = await writer(node)
+    try:
+        user = str(uuid.uuid4())
+        rev = await session.call("etcd.txn", [
+            {"table": "users", "op": "put", "key": user, "value": {"n": 1}},
+            {"table": "settings", "op": "put", "key": "owner", "value": user}])
+        with pytest.raises(ApplicationError) as conflict:
+            await session.call("etcd.txn", [
+                {"table": "settings", "op": "put", "key": "owner", "value": "nobody"},
+                {"table": "users", "op": "check", "key": user, "if_revision": rev - 1}])
+        assert conflict.value.error == "etcd.error.conflict"
+        assert await session.call("etcd.settings.get", "owner") == user
+        with pytest.raises(ApplicationError) as bad:
+            await session.call("etcd.txn", [{"table": "nope", "op": "put", "key": "x"}])
+        assert bad.value.error == "etcd.error.invalid_argument"
+        status = await session.call("etcd.status")
+        assert [t["name"] for t in status["tables"]] == ["users", "settings"]
+    finally:
+        session.leave()
+
+
+@inline
+async def test_bad_input_is_typed_and_writes_nothing(node: CrossbarNode,
+                                                    etcd_direct: Client) -> None:
+    session = await writer(node)
+    before = (await etcd_direct.status()).header.revision
+    try:
+        cases = [
+            ("etcd.users.put", ("not-a-uuid", {}), {}, "invalid_key"),
+            ("etcd.users.get", (42,), {}, "invalid_key"),
+            ("etcd.users.put", (str(uuid.uuid4()), float("nan")), {}, "invalid_value"),
+            ("etcd.settings.put", ("k", 1), {"if_revision": -1}, "invalid_argument"),
+            ("etcd.settings.scan", (), {"limit": 0}, "invalid_argument"),
+            ("etcd.users.scan", (), {"prefix": "ab"}, "invalid_argument"),
+            ("etcd.settings.get", (), {}, "invalid_argument"),
+            ("etcd.settings.put", ("k", 1), {"bogus": 1}, "invalid_argument"),
+            ("etcd.settings.put", ("k", b"x" * (2 * 1024 * 1024)), {}, "too_large"),
+        ]
+        for uri, args, kwargs, kind in cases:
+            with pytest.raises(ApplicationError) as refused:
+                await session.call(uri, *args, **kwargs)
+            assert refused.value.error == f"etcd.error.{kind}", (uri, args, kwargs)
+        assert (await etcd_direct.status()).header.revision == before
+    finally:
+        session.leave()
+
+
+@inline
+async def test_reader_role_cannot_write(node: CrossbarNode, etcd_direct: Client) -> None:
+    await writer(node)
+    reader = await connect(node.url, "reader", "reader-secret")
+    try:
+        assert await reader.call("etcd.settings.count") == 0
+        with pytest.raises(ApplicationError) as refused:
+            await reader.call("etcd.settings.put", "k", 1)
+        assert refused.value.error == "wamp.error.not_authorized"
+    finally:
+        reader.leave()
+    with pytest.raises(Exception):  # noqa: B017 - any refusal of the login is right
+        await connect(node.url, "writer", "wrong-ticket")
+
+
+def test_config_errors_name_the_field(node: CrossbarNode) -> None:
+    good = node.extra
+    assert [t.name for t in parse_settings(good).tables] == ["users", "settings"]
+    bad = [
+        ({**good, "tables": [{"name": "x", "slot": 1, "key": "uuid", "value": "pickle"}]},
+         "tables[0].value", "never exposed"),
+        ({**good, "tables": [{"name": "Bad Name", "slot": 1, "key": "uuid", "value": "json"}]},
+         "tables[0].name", None),
+        ({**good, "tables": [{"name": "a", "slot": 70000, "key": "uuid", "value": "json"}]},
+         "tables[0].slot", None),
+        ({**good, "etcd": {"endpoints": ["localhost:2379"]}}, "etcd.endpoints[0]", None),
+        ({**good, "extra_field": 1}, "extra_field", None),
+    ]
+    for config, field, words in bad:
+        with pytest.raises(ConfigError) as error:
+            parse_settings(config)
+        assert error.value.field == field
+        if words:
+            assert words in str(error.value)
