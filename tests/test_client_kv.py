@@ -6,7 +6,8 @@ import dataclasses
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from txetcd import (
     Client,
@@ -387,8 +388,6 @@ async def test_pool_size_is_configurable(etcd: EtcdProcess) -> None:
     client = Client(reactor, url=etcd.url, pool_size=4)
     try:
         assert client.transport.pool.maxPersistentPerHost == 4
-        from twisted.internet import defer
-
         results = await defer.gatherResults(
             [client.set(b"pool/%d" % i, b"%d" % i) for i in range(50)])
         assert len({r.revision for r in results}) == 50
@@ -440,3 +439,25 @@ async def test_failover_to_next_endpoint(etcd: EtcdProcess) -> None:
     finally:
         await client.delete(b"fo")
         await client.close()
+
+
+@inline
+async def test_cancel_stops_the_request_and_never_retries(fresh_etcd: EtcdProcess) -> None:
+    proxy = TcpProxy("127.0.0.1", fresh_etcd.client_port)
+    client = Client(reactor, url=proxy.url)
+    try:
+        await client.version()
+        fresh_etcd.pause()  # the request hangs at the server, as a slow one would
+        before = proxy.requests
+        request = client.get(b"k")
+        await deferLater(reactor, 0.2, lambda: None)
+        request.cancel()
+        with pytest.raises(defer.CancelledError):
+            await request
+        await deferLater(reactor, 0.5, lambda: None)
+        # Cancelling closed the connection; it was not mistaken for a failure worth a retry.
+        assert proxy.requests - before == 1
+    finally:
+        fresh_etcd.resume()
+        await client.close()
+        await proxy.close()

@@ -21,8 +21,10 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-__all__ = ["EtcdProcess", "EtcdNotFound", "find_etcd", "free_port", "start_cluster"]
+__all__ = ["EtcdProcess", "EtcdNotFound", "find_etcd", "free_port", "start_cluster",
+           "stop_group"]
 
 # Debian's etcd-server package installs the 3.4 server here.
 SYSTEM_ETCD = Path("/usr/bin/etcd")
@@ -109,6 +111,7 @@ class EtcdProcess:
     data_dir: Path | None = None
     initial_cluster: str | None = None
     cluster_state: str = "new"
+    cluster_token: str | None = None  # members of one cluster must share it
     extra_args: list[str] = field(default_factory=list)
     scheme: str = "http"
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -146,7 +149,7 @@ class EtcdProcess:
             "--initial-advertise-peer-urls", self.peer_url,
             "--initial-cluster", self.initial_cluster or f"{self.name}={self.peer_url}",
             "--initial-cluster-state", self.cluster_state,
-            "--initial-cluster-token", f"txetcd-{self.data_dir.name}",  # type: ignore[union-attr]
+            "--initial-cluster-token", self.cluster_token or f"txetcd-{self.data_dir.name}",  # type: ignore[union-attr]
             *self.extra_args,
         ]
 
@@ -197,6 +200,14 @@ class EtcdProcess:
         return {"version": raw.get("version"), "revision": int(raw["header"]["revision"]),
                 "dbSize": int(raw.get("dbSize", 0)), "leader": raw.get("leader")}
 
+    def metric(self, name: str) -> float:
+        """One value from the member's Prometheus ``/metrics`` (e.g. its watcher count)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as resp:
+            for line in resp.read().decode().splitlines():
+                if line.startswith(name + " "):
+                    return float(line.split()[1])
+        raise KeyError(f"etcd {self.version} exposes no metric {name}")
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -244,14 +255,29 @@ class EtcdProcess:
         self.cleanup()
 
 
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
+    """Stop a child started with ``start_new_session``: SIGTERM to its process group, then
+    SIGKILL if it has not ended within ``timeout``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def start_cluster(binary: Path, size: int = 3, extra_args: list[str] | None = None,
                   timeout: float = 60.0) -> list[EtcdProcess]:
     """Start ``size`` members that form one cluster on loopback ports."""
     members = [EtcdProcess(binary, name=f"m{i}", extra_args=list(extra_args or []))
                for i in range(size)]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+    token = f"txetcd-cluster-{members[0].client_port}"
     for member in members:
         member.initial_cluster = initial
+        member.cluster_token = token
         member.start(wait=False)
     for member in members:
         member.wait_ready(timeout)

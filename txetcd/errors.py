@@ -161,6 +161,8 @@ _BY_MESSAGE: list[tuple[str, type[EtcdError]]] = [
     ("no leader", Unavailable),
     ("leader changed", Unavailable),
     ("request timed out", Timeout),
+    # A member without a leader never accepts the proposal; its deadline ends as this (500).
+    ("context deadline exceeded", Timeout),
     ("server stopped", Unavailable),
     ("unhealthy cluster", Unavailable),
     ("request cancelled", Unavailable),

@@ -17,9 +17,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import treq
+from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
-from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
@@ -27,6 +28,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from .errors import (
+    AuthFailed,
     EtcdError,
     InvalidAuthToken,
     ProtocolError,
@@ -46,6 +48,26 @@ Headers = dict[bytes | str, list[bytes | str]]
 # Errors raised before a single byte of the request reached a server: always safe to resend.
 _NOT_SENT = (ConnectError, ConnectingCancelledError, DNSLookupError)
 
+# Linearizable reads need a leader anyway. With this gRPC metadata a member without one refuses
+# them at once ("no leader", before any processing) instead of holding them for its request
+# timeout, so they move on to a member of the majority. Writes go without it: they wait out an
+# election on their member rather than fail with an unknown outcome.
+_REQUIRE_LEADER: Headers = {b"Grpc-Metadata-hasleader": [b"true"]}
+_LEADER_READS = frozenset({"kv/range", "lease/timetolive", "lease/leases"})
+
+# etcd's answer to requests without a token once auth is on (e.g. enabled after we connected).
+_NO_TOKEN = "user name is empty"
+_AUTH_NOT_ENABLED = "authentication is not enabled"
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether a failure is our own cancellation; Twisted's HTTP client wraps it in
+    ResponseNeverReceived, which must not pass for a broken connection worth retrying."""
+    if isinstance(exc, defer.CancelledError):
+        return True
+    reasons = getattr(exc, "reasons", None) or []
+    return any(getattr(r, "check", lambda *_: False)(defer.CancelledError) for r in reasons)
+
 
 def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split("-")[0].split(".")[:3] if part.isdigit())
@@ -60,6 +82,19 @@ def api_prefix(version: str, endpoint: str = "the server") -> str:
     return "/v3" if parsed >= (3, 4) else "/v3beta"
 
 
+def describe_failure(exc: BaseException) -> str:
+    """A readable cause for a failed connection; Twisted hides TLS errors in lists of Failures."""
+    reasons = getattr(exc, "reasons", None)  # ResponseNeverReceived, RequestTransmissionFailed
+    causes = [getattr(r, "value", r) for r in reasons] if reasons else [exc]
+    for cause in causes:
+        if isinstance(cause, SSL.Error):
+            detail = ", ".join(str(arg[-1]) for arg in (cause.args[0] if cause.args else [])
+                               if isinstance(arg, tuple) and arg) or str(cause)
+            return (f"TLS handshake failed: {detail} (check ca= for the server's CA, and cert= "
+                    "and key= if the server requires client certificates)")
+    return "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+
+
 @dataclass(frozen=True)
 class TLSConfig:
     """Files for https endpoints: the CA that signed the servers, and an optional client cert."""
@@ -71,11 +106,14 @@ class TLSConfig:
 
 @implementer(IPolicyForHTTPS)
 class _TrustCAPolicy:
-    """Verify servers against our own CA (and present a client certificate if configured)."""
+    """Verify servers against our own CA or the system's, presenting a client certificate if
+    configured."""
 
     def __init__(self, tls: TLSConfig) -> None:
-        with open(tls.ca or "", "rb") as f:
-            self._ca = Certificate.loadPEM(f.read())
+        self._ca: Any = platformTrust()
+        if tls.ca:
+            with open(tls.ca, "rb") as f:
+                self._ca = Certificate.loadPEM(f.read())
         self._client: PrivateCertificate | None = None
         if tls.cert:
             with open(tls.cert, "rb") as f:
@@ -122,6 +160,8 @@ class Transport:
             raise ValueError(f"pool_size must be a positive int, not {pool_size!r}")
         if (user is None) != (password is None):
             raise ValueError("user and password go together")
+        if tls is not None and tls.key and not tls.cert:
+            raise ValueError("key= needs cert=: a client key without its certificate is useless")
         self.reactor = reactor
         self.endpoints = [url.rstrip("/") for url in endpoints]
         self.timeout = timeout
@@ -132,7 +172,8 @@ class Transport:
             pool.maxPersistentPerHost = pool_size
             pool.retryAutomatically = False
         self.pool = pool
-        policy = _TrustCAPolicy(tls) if tls and tls.ca else BrowserLikePolicyForHTTPS()
+        policy = (_TrustCAPolicy(tls) if tls and (tls.ca or tls.cert)
+                  else BrowserLikePolicyForHTTPS())
         self.agent = Agent(reactor, contextFactory=policy, pool=pool,
                            connectTimeout=connect_timeout)
         self.http = treq.client.HTTPClient(self.agent)  # type: ignore[arg-type]
@@ -140,8 +181,10 @@ class Transport:
         self._prefixes: dict[str, str] = {}
         self.server_version: tuple[int, ...] = ()
         self._user, self._password = user, password
+        # None: not authenticated yet; "": the server has auth disabled, so no token is needed.
         self._token: str | None = None
         self._auth_waiters: list[defer.Deferred[str]] | None = None
+        self.authentications = 0  # successful authenticate calls, for monitoring and tests
 
     @property
     def endpoint(self) -> str:
@@ -193,7 +236,17 @@ class Transport:
 
     async def _authenticate(self) -> str:
         body = {"name": self._user, "password": self._password}
-        reply = await self._send("auth/authenticate", json.dumps(body).encode(), True, False)
+        try:
+            # Its own deadline: a hung authenticate would stall every request that waits for it.
+            reply = await self._with_deadline("auth/authenticate", json.dumps(body).encode(),
+                                              True, False, self.timeout)
+        except AuthFailed as exc:
+            if _AUTH_NOT_ENABLED not in exc.message:
+                raise
+            # Like etcd's Go client: credentials for a server without auth are no error.
+            reply = {"token": ""}
+        else:
+            self.authentications += 1
         self._token = str(reply.get("token", ""))
         return self._token
 
@@ -206,8 +259,14 @@ class Transport:
         """
         data = json.dumps(body, separators=(",", ":")).encode()
         deadline = self.timeout if timeout is None else timeout
+        needs_leader = idempotent and path in _LEADER_READS and not body.get("serializable")
+        return await self._with_deadline(path, data, idempotent, True, deadline, needs_leader)
+
+    async def _with_deadline(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
+                             deadline: float | None, needs_leader: bool = False) -> Json:
         expired = _Flag()
-        request = defer.ensureDeferred(self._send(path, data, idempotent, True, expired))
+        request = defer.ensureDeferred(self._send(path, data, idempotent, with_auth, expired,
+                                                  needs_leader))
         timer = None
         if deadline:
             timer = self.reactor.callLater(deadline, expired.set_and_cancel, request)
@@ -223,7 +282,7 @@ class Transport:
                 timer.cancel()
 
     async def _send(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
-                    expired: _Flag | None = None) -> Json:
+                    expired: _Flag | None = None, needs_leader: bool = False) -> Json:
         attempts = 0
         token: str | None = None
         while True:
@@ -233,6 +292,8 @@ class Transport:
             try:
                 prefix = await self.prefix(endpoint)
                 headers: Headers = {b"Content-Type": [b"application/json"]}
+                if needs_leader:
+                    headers.update(_REQUIRE_LEADER)
                 if with_auth:
                     token = await self._auth_token()
                     if token:
@@ -248,8 +309,10 @@ class Transport:
             except EtcdError:
                 raise
             except Exception as exc:
-                if expired or isinstance(exc, defer.CancelledError):
+                if expired:
                     raise
+                if _cancelled(exc):
+                    raise defer.CancelledError() from exc
                 # The connection failed. Before sending, any request may go elsewhere; after
                 # sending, only one whose repetition cannot change the outcome.
                 never_sent = not sent or isinstance(exc, _NOT_SENT)
@@ -257,7 +320,7 @@ class Transport:
                 if (never_sent or idempotent) and attempts < 3 * len(self.endpoints):
                     await self._pause(attempts)
                     continue
-                raise Unavailable(f"etcd {endpoint} {path}: {exc.__class__.__name__}: {exc}",
+                raise Unavailable(f"etcd {endpoint} {path}: {describe_failure(exc)}",
                                   outcome_unknown=sent and not idempotent) from exc
             if response.code == 200:
                 try:
@@ -266,7 +329,7 @@ class Transport:
                     raise ProtocolError(f"etcd {path} answered non-JSON: {body[:200]!r}") from None
                 return result
             error = classify(response.code, body)
-            if isinstance(error, InvalidAuthToken) and with_auth and attempts < 3:
+            if with_auth and attempts < 3 and self._needs_new_token(error):
                 # Rejected before it was applied: re-authenticate and resend (always safe).
                 self._token = None if self._token == token else self._token
                 continue
@@ -280,6 +343,13 @@ class Transport:
                     continue
                 error.outcome_unknown = not idempotent
             raise error
+
+    def _needs_new_token(self, error: EtcdError) -> bool:
+        """Whether ``error`` asks for a (new) token: expired, or auth enabled since we looked."""
+        if isinstance(error, InvalidAuthToken):
+            return True
+        return (self._user is not None and isinstance(error, AuthFailed)
+                and _NO_TOKEN in error.message)
 
     async def open_stream(self, path: str, body: Json | list[Json],
                           on_message: Callable[[Json], None], *,
@@ -304,13 +374,13 @@ class Transport:
         except EtcdError:
             raise
         except Exception as exc:
-            if isinstance(exc, defer.CancelledError):
-                raise
+            if _cancelled(exc):
+                raise defer.CancelledError() from exc
             self._rotate(endpoint)
-            raise Unavailable(f"etcd {endpoint} {path}: {exc.__class__.__name__}: {exc}") from exc
+            raise Unavailable(f"etcd {endpoint} {path}: {describe_failure(exc)}") from exc
         if response.code != 200:
             error = classify(response.code, await treq.content(response))
-            if isinstance(error, InvalidAuthToken) and self._token == token:
+            if self._needs_new_token(error) and self._token == token:
                 self._token = None
             if isinstance(error, Unavailable):
                 self._rotate(endpoint)
