@@ -67,3 +67,21 @@ __all__ = [
     "Deleted", "Header", "KeySet", "KeyValue", "Member", "Range", "Revision", "Status", "Success",
     "TxnResult", "prefix_end",
 ]
+
+from .concurrency import Election, LeaderKey, LeaderObserver, Leadership, Lock, NotLeader
+from .lease import Lease, LeaseGrant, LeaseInfo, LeaseLost
+
+__all__ += [
+    "Election", "LeaderKey", "LeaderObserver", "Leadership", "Lock", "NotLeader",
+    "Lease", "LeaseGrant", "LeaseInfo", "LeaseLost",
+]
+
+# The persistent-map layer; imported last because it builds on the names above.
+from . import pmap  # noqa: E402
+from .pmap import Database  # noqa: E402
+
+__all__ += ["Database", "pmap"]
+
+from .watch import EventType, Watch, WatchCanceled, WatchCompacted, WatchEvent  # noqa: E402
+
+__all__ += ["EventType", "Watch", "WatchCanceled", "WatchCompacted", "WatchEvent"]

@@ -8,16 +8,31 @@ txaioetcd are kept (``Client(reactor, url=...)``, ``get``, ``set``, ``delete``, 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
-from .errors import Failed, RequestTooLarge, TooManyOps
+from . import lease as _lease
+from .concurrency import DEFAULT_SESSION_TTL, Election, Lock
+from .errors import EtcdError, Failed, RequestTooLarge, TooManyOps
+from .lease import Lease, LeaseGrant, LeaseInfo
 from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, as_keyset
 from .transport import TLSConfig, Transport
-from .types import Deleted, KeySet, KeyValue, Member, Range, Revision, Status, Success, TxnResult
+from .types import (
+    Deleted,
+    Header,
+    KeySet,
+    KeyValue,
+    Member,
+    Range,
+    Revision,
+    Status,
+    Success,
+    TxnResult,
+)
+from .watch import PROBE_INTERVAL, Watch
 
 __all__ = ["Client", "DEFAULT_URL", "MAX_TXN_OPS", "MAX_REQUEST_BYTES"]
 
@@ -59,7 +74,7 @@ class Client:
         self.namespace = namespace
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
-        tls = TLSConfig(ca, cert, key) if ca or cert else None
+        tls = TLSConfig(ca, cert, key) if ca or cert or key else None
         self.transport = Transport(reactor, urls, timeout=timeout,
                                    connect_timeout=connect_timeout or 5.0, pool=pool,
                                    pool_size=pool_size, tls=tls, user=user, password=password)
@@ -211,6 +226,67 @@ class Client:
             return self.transport.server_version
 
         return _as_deferred(run())
+
+    # -- leases, locks and elections -----------------------------------------------------------
+
+    def lease(self, ttl: int, lease_id: int | None = None, *, keepalive: bool = True,
+              on_lost: Callable[[EtcdError], object] | None = None,
+              timeout: float | None = None) -> Lease:
+        """A lease of ``ttl`` seconds, kept alive in the background until revoked or lost.
+
+        ``await client.lease(ttl)`` grants it; ``async with client.lease(ttl) as lease`` grants it
+        and revokes it on exit. ``lease.lost`` fires (and ``on_lost`` is called) if it is lost.
+        """
+        return Lease(self, ttl, lease_id, keepalive=keepalive, on_lost=on_lost, timeout=timeout)
+
+    def lease_grant(self, ttl: int, lease_id: int | None = None,
+                    timeout: float | None = None) -> defer.Deferred[LeaseGrant]:
+        """Grant a bare lease (no keepalive); never resent after an ambiguous failure."""
+        _lease.check_ttl(ttl)
+        if lease_id is not None:
+            _lease.lease_id_of(lease_id)
+        return _as_deferred(_lease.grant(self, ttl, lease_id, timeout))
+
+    def lease_revoke(self, lease: Any, timeout: float | None = None) -> defer.Deferred[Header]:
+        """Revoke a lease (a ``Lease`` or an ID); raises ``LeaseNotFound`` if it is gone."""
+        return _as_deferred(_lease.revoke(self, _lease.lease_id_of(lease), timeout))
+
+    def lease_time_to_live(self, lease: Any, keys: bool = False,
+                           timeout: float | None = None) -> defer.Deferred[LeaseInfo]:
+        """A lease's remaining TTL (-1 once gone), granted TTL and, if ``keys``, its keys."""
+        return _as_deferred(_lease.time_to_live(self, _lease.lease_id_of(lease), keys, timeout))
+
+    def leases(self, timeout: float | None = None) -> defer.Deferred[list[int]]:
+        """The IDs of all leases in the cluster."""
+        return _as_deferred(_lease.leases(self, timeout))
+
+    def lock(self, name: bytes, ttl: int = DEFAULT_SESSION_TTL, *,
+             timeout: float | None = None) -> Lock:
+        """A distributed lock: ``await client.lock(name)`` waits until held (``async with``
+        also releases it). Waits without deadline unless ``timeout``; cancellable."""
+        return Lock(self, name, ttl, timeout=timeout)
+
+    def election(self, name: bytes) -> Election:
+        """A leader election: ``campaign``, ``leader`` and ``observe``."""
+        return Election(self, name)
+
+    # -- watch ---------------------------------------------------------------------------------
+
+    def watch(self, keys: Any, callback: Callable[[Any], Any] | None = None, *,
+              start_revision: int | None = None, prev_kv: bool = False,
+              filters: Sequence[str] | None = (), progress_notify: bool = False,
+              return_previous: bool | None = None,
+              probe_interval: float | None = PROBE_INTERVAL) -> Watch:
+        """Watch keys or KeySets (one or a list) from ``start_revision`` (default: now).
+
+        Returns a running ``Watch``: events go to ``callback`` or to ``async for``, it resumes
+        across disconnects and signals compaction; see ``txetcd.watch``. ``return_previous`` is
+        txaioetcd's name for ``prev_kv``. After ``probe_interval`` silent seconds the watch checks
+        that its member still answers, and moves on if not (None: never).
+        """
+        return Watch(self, keys, callback, start_revision=start_revision,
+                     prev_kv=prev_kv or bool(return_previous), filters=filters,
+                     progress_notify=progress_notify, probe_interval=probe_interval)
 
     def close(self) -> defer.Deferred[None]:
         """Close idle connections (tests and clean shutdowns want no sockets left behind)."""

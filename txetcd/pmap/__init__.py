@@ -1,1 +1,21 @@
-"""Typed persistent maps stored in etcd (successor of txaioetcd's pmap layer)."""
+"""Typed persistent maps stored in etcd (successor of txaioetcd's pmap layer).
+
+``Database(client, prefix=b"...")`` holds tables (``PersistentMap`` and the ``Map<Key><Value>``
+classes) in numbered slots, read and written in optimistic, serializable transactions::
+
+    tab_users = pmap.MapUuidCbor(1, marshal=lambda u: u.marshal(), unmarshal=User.unmarshal)
+    db = Database(Client(reactor))
+    async with db.begin(write=True) as txn:
+        tab_users[txn, user.oid] = user
+"""
+
+from .codecs import *  # noqa: F403 - the codecs are part of the pmap API
+from .codecs import __all__ as _codecs_all
+from .database import CATALOG_SLOT, MAX_SLOT, Database, DbTransaction
+from .errors import *  # noqa: F403
+from .errors import __all__ as _errors_all
+from .maps import *  # noqa: F403
+from .maps import __all__ as _maps_all
+
+__all__ = [*_codecs_all, *_errors_all, *_maps_all, "Database", "DbTransaction", "CATALOG_SLOT",
+           "MAX_SLOT"]
