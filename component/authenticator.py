@@ -3,7 +3,9 @@
 Crossbar's static ticket principals cannot read environment variables, so this router-embedded
 component answers ``etcd.authenticate`` instead: ``reader`` logs in with
 ``$ETCD_WAMP_READER_TICKET`` (default ``reader-secret``), ``writer`` with
-``$ETCD_WAMP_WRITER_TICKET`` (default ``writer-secret``).
+``$ETCD_WAMP_WRITER_TICKET`` (default ``writer-secret``). A standalone component on another
+host logs in as ``backend`` with ``$ETCD_WAMP_BACKEND_TICKET``, which has no default: without
+it, only the local unix socket grants the backend role.
 """
 
 from __future__ import annotations
@@ -22,8 +24,12 @@ DEFAULT_TICKETS = {"reader": "reader-secret", "writer": "writer-secret"}
 
 def tickets() -> dict[str, str]:
     """authid -> ticket; an authid's role has the same name."""
-    return {authid: os.environ.get(f"ETCD_WAMP_{authid.upper()}_TICKET", default)
-            for authid, default in DEFAULT_TICKETS.items()}
+    known = {authid: os.environ.get(f"ETCD_WAMP_{authid.upper()}_TICKET", default)
+             for authid, default in DEFAULT_TICKETS.items()}
+    backend = os.environ.get("ETCD_WAMP_BACKEND_TICKET")
+    if backend:
+        known["backend"] = backend
+    return known
 
 
 class TicketAuthenticator(ApplicationSession):

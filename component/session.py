@@ -22,6 +22,7 @@ from procedures.txn import run_txn
 from txetcd import Client
 
 from .config import Settings, parse_settings
+from .events import EventRelay
 
 __all__ = ["EtcdComponent"]
 
@@ -32,6 +33,7 @@ class EtcdComponent(ApplicationSession):
     settings: Settings
     etcd: Client
     tables: dict[str, Table]
+    events: EventRelay
 
     async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
         self.settings = parse_settings(self.config.extra or {})
@@ -39,6 +41,7 @@ class EtcdComponent(ApplicationSession):
         self.tables = self.open_tables()
         await self.register_table_procedures()
         await self.register_database_procedures()
+        await self.republish_changes()
         self.log.info("etcd component ready: {n} tables under {prefix}",
                       n=len(self.tables), prefix=self.settings.prefix)
 
@@ -63,6 +66,19 @@ class EtcdComponent(ApplicationSession):
     async def register_database_procedures(self) -> None:
         await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn")
         await self.register(self.procedure(self.status), f"{self.settings.prefix}.status")
+
+    async def republish_changes(self) -> None:
+        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd)
+        await self.events.start()
+
+    def onLeave(self, details: Any) -> None:  # noqa: N802 - autobahn API
+        events = getattr(self, "events", None)
+        if events is not None:
+            events.stop()
+        etcd = getattr(self, "etcd", None)
+        if etcd is not None:
+            etcd.close()
+        super().onLeave(details)
 
     async def txn(self, ops: Any) -> int:
         return await run_txn(self.etcd, self.tables, ops)

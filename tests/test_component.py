@@ -10,12 +10,17 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions
-from twisted.internet import reactor
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from component.config import ConfigError, parse_settings
+from procedures.errors import KINDS
 from txetcd import Client, KeySet
 from txetcd.embedded import EtcdProcess, find_etcd
 
+from .blocking import run_blocking, wait
 from .wamp import CrossbarNode, connect
 
 inline = pytest_twisted.ensureDeferred
@@ -207,3 +212,99 @@ def test_config_errors_name_the_field(node: CrossbarNode) -> None:
         assert error.value.field == field
         if words:
             assert words in str(error.value)
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                max_size=3),
+    max_leaves=8)
+ANY_KEY = (st.uuids().map(str) | st.text(max_size=12) | st.integers(-5, 2**70) |
+           st.binary(max_size=8) | st.none() | st.floats() | st.lists(st.integers(), max_size=2))
+ANY_VALUE = JSONISH | st.binary(max_size=16)
+ANY_REVISION = st.none() | st.integers(-3, 10**6) | st.text(max_size=3) | st.booleans()
+CALLS = st.one_of(
+    st.tuples(st.just("get"), st.tuples(ANY_KEY),
+              st.fixed_dictionaries({}, optional={"meta": st.booleans() | st.integers()})),
+    st.tuples(st.just("put"), st.tuples(ANY_KEY, ANY_VALUE),
+              st.fixed_dictionaries({}, optional={"if_revision": ANY_REVISION})),
+    st.tuples(st.just("delete"), st.tuples(ANY_KEY),
+              st.fixed_dictionaries({}, optional={"if_revision": ANY_REVISION})),
+    st.tuples(st.just("scan"), st.just(()), st.fixed_dictionaries({}, optional={
+        "from_key": ANY_KEY, "to_key": ANY_KEY, "prefix": ANY_KEY,
+        "limit": st.integers(-1, 3) | st.text(max_size=2), "reverse": st.booleans() | st.none(),
+        "keys_only": st.booleans() | st.integers()})),
+    st.tuples(st.just("count"), st.just(()), st.fixed_dictionaries({}, optional={
+        "from_key": ANY_KEY, "prefix": ANY_KEY})),
+    st.tuples(st.just("txn"), st.tuples(st.lists(st.fixed_dictionaries(
+        {"table": st.sampled_from(["users", "settings", "nope"]),
+         "op": st.sampled_from(["put", "delete", "check", "drop"])},
+        optional={"key": ANY_KEY, "value": ANY_VALUE, "if_revision": ANY_REVISION}),
+        max_size=3)), st.just({})),
+)
+RESULT_TYPES = {"put": int, "delete": bool, "scan": list, "count": int, "txn": int}
+
+
+@inline
+async def test_random_calls_get_a_result_or_a_typed_error(node: CrossbarNode,
+                                                          etcd_direct: Client) -> None:
+    session = await writer(node)
+    calls = {"n": 0}
+
+    @settings(max_examples=500, deadline=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(table=st.sampled_from(["users", "settings"]), call=CALLS)
+    def one_call(table: str, call: tuple) -> None:
+        op, args, kwargs = call
+        uri = "etcd.txn" if op == "txn" else f"etcd.{table}.{op}"
+        before = wait(etcd_direct.status()).header.revision
+        calls["n"] += 1
+        try:
+            result = wait(session.call(uri, *args, **kwargs))
+        except ApplicationError as exc:
+            assert exc.error.startswith("etcd.error."), (uri, args, kwargs, exc)
+            assert exc.error.rsplit(".", 1)[1] in KINDS
+            assert exc.kwargs.get("message") or exc.args
+            assert wait(etcd_direct.status()).header.revision == before, "a refused call wrote"
+            return
+        expected = RESULT_TYPES.get(op)
+        if expected is not None:
+            assert type(result) is expected, (uri, args, kwargs, result)
+
+    await run_blocking(one_call)
+    assert calls["n"] >= 500
+    session.leave()
+
+
+def range_requests(etcd: EtcdProcess) -> int:
+    return int(etcd.metric("etcd_debugging_mvcc_range_total"))
+
+
+@inline
+async def test_cancelled_progressive_scan_stops_reading_etcd(
+        node: CrossbarNode, etcd_direct: Client, etcd35: EtcdProcess) -> None:
+    from txetcd import OpSet
+
+    session = await writer(node)
+    for start in range(0, 8000, 125):
+        await etcd_direct.txn(success=[
+            OpSet(struct.pack(">H", 2) + b"row%05d" % i, b"\xf6") for i in range(start,
+                                                                                start + 125)])
+    chunks: list[list] = []
+    before = range_requests(etcd35)
+    await session.call("etcd.settings.scan", limit=8000,
+                       options=CallOptions(on_progress=chunks.append))
+    full = range_requests(etcd35) - before
+    assert sum(len(c) for c in chunks) == 8000 and full >= 8
+
+    # Cancel at once: the component gets the INTERRUPT while its first etcd page is on the way.
+    before = range_requests(etcd35)
+    call = session.call("etcd.settings.scan", limit=8000,
+                        options=CallOptions(on_progress=lambda chunk: None))
+    call.cancel()
+    with pytest.raises((ApplicationError, defer.CancelledError)):
+        await call
+    await deferLater(reactor, 0.5, lambda: None)
+    cancelled = range_requests(etcd35) - before
+    assert cancelled < full / 2, (cancelled, full)
+    session.leave()

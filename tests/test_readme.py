@@ -1,4 +1,4 @@
-"""The README's examples run as written against a real etcd."""
+"""The README's examples run as written against a real etcd (and a real node where needed)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 
 from txetcd.embedded import EtcdProcess
 
+from .wamp import CrossbarNode
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,10 +24,19 @@ def readme_examples() -> list[str]:
 
 @pytest.mark.parametrize("index", range(len(readme_examples())))
 def test_readme_example_runs(index: int, etcd: EtcdProcess, tmp_path: Path) -> None:
+    example = readme_examples()[index]
     script = tmp_path / f"example_{index}.py"
-    script.write_text(readme_examples()[index])
+    script.write_text(example)
     env = {**os.environ, "ETCD_URL": etcd.url, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
-                          text=True, timeout=60)
+    node = None
+    if "ETCD_WAMP_URL" in example:
+        node = CrossbarNode(tmp_path / "node", etcd.url).start()
+        env["ETCD_WAMP_URL"] = node.url
+    try:
+        done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                              text=True, timeout=90)
+    finally:
+        if node is not None:
+            node.stop()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr

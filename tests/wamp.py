@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 from autobahn.twisted.component import Component
 from twisted.internet import defer, reactor
 
-from txetcd.embedded import free_port
+from txetcd.embedded import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 CROSSBAR = Path(sys.executable).with_name("crossbar")
@@ -25,7 +24,8 @@ CROSSBAR = Path(sys.executable).with_name("crossbar")
 class CrossbarNode:
     """The repo's node config with its web port and etcd endpoint swapped for the test's."""
 
-    def __init__(self, workdir: Path, etcd_url: str, namespace: str = "app/") -> None:
+    def __init__(self, workdir: Path, etcd_url: str, namespace: str = "app/",
+                 with_component: bool = True) -> None:
         self.workdir = workdir
         shutil.copytree(ROOT / "crossbar-config", workdir, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("key.*", "*.pid", "*.sock", "*.log"))
@@ -40,41 +40,63 @@ class CrossbarNode:
         extra["etcd"]["endpoints"] = [etcd_url]
         extra["etcd"]["namespace"] = namespace
         self.extra = extra
+        if not with_component:
+            # The router alone; the test runs the component standalone (python -m component).
+            config["workers"] = [router]
         (self.cbdir / "config.json").write_text(json.dumps(config, indent=2))
+        self.with_component = with_component
         self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.cbdir / "router.sock"
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 60.0) -> CrossbarNode:
+        seen = len(self.log_text())  # a restart appends to the log of the earlier boot
         log = open(self.workdir / "node.log", "ab")  # noqa: SIM115 - the child owns it
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        # TEST_CROSSBAR_LOGLEVEL=trace logs every WAMP message, for debugging a failing test.
+        level = os.environ.get("TEST_CROSSBAR_LOGLEVEL", "info")
         self.proc = subprocess.Popen([str(CROSSBAR), "start", "--cbdir", str(self.cbdir),
-                                      "--color", "false"], stdout=log, stderr=log, env=env,
-                                     start_new_session=True)
+                                      "--color", "false", "--loglevel", level],
+                                     stdout=log, stderr=log, env=env, start_new_session=True)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 break
-            if "NODE_BOOT_COMPLETE" in self.log_text():
+            log_text = self.log_text()[seen:]
+            # The container component joins a moment after the node reports its boot.
+            if "NODE_BOOT_COMPLETE" in log_text and (
+                    not self.with_component or "etcd component ready" in log_text):
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"crossbar did not start:\n{self.log_text()[-4000:]}")
+
+    def start_component(self) -> subprocess.Popen[bytes]:
+        """The component standalone, on the node's unix socket, with the node's table config."""
+        config = self.workdir / "tables.json"
+        config.write_text(json.dumps(self.extra))
+        log = open(self.workdir / "component.log", "ab")  # noqa: SIM115 - the child owns it
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        proc = subprocess.Popen([sys.executable, "-m", "component", "--router",
+                                 f"unix:{self.socket_path}", "--config", str(config)],
+                                stdout=log, stderr=log, env=env, cwd=ROOT,
+                                start_new_session=True)
+        log.close()
+        return proc
 
     def log_text(self) -> str:
         path = self.workdir / "node.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        if self.proc is not None:
+            stop_group(self.proc)
         self.proc = None
 
     def port_open(self) -> bool:

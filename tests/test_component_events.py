@@ -1,0 +1,222 @@
+"""etcd changes republished as WAMP events, through a real Crossbar node and real etcd."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import cbor2
+import pytest
+import pytest_twisted
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
+
+from txetcd import Client, KeySet
+from txetcd.embedded import EtcdProcess, find_etcd, stop_group
+
+from .wamp import CrossbarNode, connect
+
+inline = pytest_twisted.ensureDeferred
+SETTINGS = struct.pack(">H", 2)  # the demo "settings" table: string keys, cbor values
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+async def eventually(check: Any, timeout: float = 10.0) -> Any:
+    """Poll ``check()`` until it returns something truthy (a bounded wait, not a timing test)."""
+    waited = 0.0
+    while waited < timeout:
+        result = await check() if callable(check) else check
+        if result:
+            return result
+        await sleep(0.05)
+        waited += 0.05
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def watchers(etcd: EtcdProcess) -> int:
+    return int(etcd.metric("etcd_debugging_mvcc_watcher_total"))
+
+
+@pytest.fixture(scope="module")
+def etcd35() -> Iterator[EtcdProcess]:
+    with EtcdProcess(find_etcd("3.5"), extra_args=["--heartbeat-interval=20",
+                                                   "--election-timeout=200"]) as server:
+        yield server
+
+
+@pytest.fixture
+def direct(etcd35: EtcdProcess) -> Iterator[Client]:
+    client = Client(reactor, url=etcd35.url, namespace=b"app/")
+    pytest_twisted.blockon(client.delete(KeySet.all()))
+    yield client
+    pytest_twisted.blockon(client.close())
+
+
+@pytest.fixture
+def node(etcd35: EtcdProcess, tmp_path: Any) -> Iterator[CrossbarNode]:
+    """The router alone, with the component standalone beside it (as a remote backend runs)."""
+    crossbar = CrossbarNode(tmp_path, etcd35.url, with_component=False)
+    crossbar.start()
+    component = crossbar.start_component()
+    try:
+        yield crossbar
+    finally:
+        stop_group(component)
+        crossbar.stop()
+
+
+async def ready(node: CrossbarNode, authid: str = "writer") -> Any:
+    session = await connect(node.url, authid, f"{authid}-secret")
+
+    async def registered() -> bool:
+        try:
+            await session.call("etcd.status")
+            return True
+        except ApplicationError as exc:
+            if exc.error not in ("wamp.error.no_such_procedure", "etcd.error.unavailable"):
+                raise
+            return False
+
+    await eventually(registered, timeout=30)
+    return session
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.resyncs: list[dict[str, Any]] = []
+
+    def on_change(self, **event: Any) -> None:
+        self.events.append(event)
+
+    def on_resync(self, **info: Any) -> None:
+        self.resyncs.append(info)
+
+
+@inline
+async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, direct: Client,
+                                                   etcd35: EtcdProcess) -> None:
+    session = await ready(node)
+    reader = await ready(node, "reader")
+    seen = Recorder()
+    before = watchers(etcd35)
+    subscription = await reader.subscribe(seen.on_change, "etcd.settings.on_change")
+    await eventually(lambda: defer.succeed(watchers(etcd35) == before + 1))
+    try:
+        rev1 = await session.call("etcd.settings.put", "theme", {"dark": True})
+        rev2 = (await direct.set(SETTINGS + b"lang", cbor2.dumps("en"))).revision
+        rev3 = (await direct.delete(SETTINGS + b"theme")).header.revision
+        await direct.set(struct.pack(">H", 1) + b"\x00" * 16, b"{}")  # another table: not here
+        await eventually(lambda: defer.succeed(len(seen.events) >= 3))
+        assert seen.events == [
+            {"type": "put", "key": "theme", "value": {"dark": True}, "revision": rev1},
+            {"type": "put", "key": "lang", "value": "en", "revision": rev2},
+            {"type": "delete", "key": "theme", "value": None, "revision": rev3},
+        ]
+    finally:
+        await subscription.unsubscribe()
+    # The last subscriber left: the component stops watching etcd.
+    await eventually(lambda: defer.succeed(watchers(etcd35) == before))
+    session.leave()
+    reader.leave()
+
+
+@inline
+async def test_prefix_subscription_covers_every_table(node: CrossbarNode, direct: Client,
+                                                      etcd35: EtcdProcess) -> None:
+    session = await ready(node)
+    seen = Recorder()
+    before = watchers(etcd35)
+    from autobahn.wamp.types import SubscribeOptions
+
+    await session.subscribe(lambda *a, **kw: seen.on_change(**kw), "etcd.",
+                            options=SubscribeOptions(match="prefix"))
+    await eventually(lambda: defer.succeed(watchers(etcd35) == before + 2))  # users, settings
+    try:
+        import uuid
+
+        user = str(uuid.uuid4())
+        await direct.set(struct.pack(">H", 1) + uuid.UUID(user).bytes, b'{"n": 1}')
+        await eventually(lambda: defer.succeed(seen.events))
+        assert seen.events[0]["key"] == user and seen.events[0]["value"] == {"n": 1}
+    finally:
+        session.leave()
+    await eventually(lambda: defer.succeed(watchers(etcd35) == before))
+
+
+@inline
+async def test_router_and_etcd_restarts_lose_and_repeat_nothing(
+        node: CrossbarNode, direct: Client, etcd35: EtcdProcess) -> None:
+    seen = Recorder()
+    committed: list[int] = []
+
+    async def subscribed_reader() -> Any:
+        reader = await ready(node, "reader")
+        await reader.subscribe(seen.on_change, "etcd.settings.on_change")
+        return reader
+
+    async def write(i: int) -> None:
+        committed.append((await direct.set(SETTINGS + b"k%03d" % i,
+                                           cbor2.dumps(i))).revision)
+
+    reader = await subscribed_reader()
+    await sleep(0.5)  # let the component start its watch
+    for i in range(5):
+        await write(i)
+    await eventually(lambda: defer.succeed(len(seen.events) == 5))
+
+    # The router goes away; writes go on directly in etcd meanwhile.
+    node.stop()
+    for i in range(5, 10):
+        await write(i)
+    node.start()
+    reader = await subscribed_reader()
+    await eventually(lambda: defer.succeed(len(seen.events) >= 10), timeout=30)
+
+    # etcd dies under the running watch and comes back.
+    etcd35.kill()
+    etcd35.start()
+    # start() blocked the reactor: let it see the old pooled connections close first, or the
+    # next write would go out on one of them and end with an unknown outcome.
+    await sleep(0.2)
+    for i in range(10, 15):
+        await write(i)
+    await eventually(lambda: defer.succeed(len(seen.events) >= 15), timeout=30)
+    await sleep(0.5)  # a repeat would show up here
+    assert [e["revision"] for e in seen.events] == committed
+    assert [e["value"] for e in seen.events] == list(range(15))
+    reader.leave()
+
+
+@inline
+async def test_history_compacted_while_away_publishes_resync(
+        node: CrossbarNode, direct: Client) -> None:
+    seen = Recorder()
+
+    async def subscribed_reader() -> Any:
+        reader = await ready(node, "reader")
+        await reader.subscribe(seen.on_resync, "etcd.settings.on_resync")
+        await reader.subscribe(seen.on_change, "etcd.settings.on_change")
+        return reader
+
+    await subscribed_reader()
+    await sleep(0.5)
+    await direct.set(SETTINGS + b"a", cbor2.dumps(1))
+    await eventually(lambda: defer.succeed(seen.events))
+
+    node.stop()  # while the router is away, history the component still needs is compacted
+    await direct.set(SETTINGS + b"b", cbor2.dumps(2))
+    latest = (await direct.set(SETTINGS + b"c", cbor2.dumps(3))).revision
+    await direct.compact(latest, physical=True)
+    node.start()
+    reader = await subscribed_reader()
+    resync = await eventually(lambda: defer.succeed(seen.resyncs), timeout=30)
+    assert resync[0]["compact_revision"] == latest
+    # Nothing older than the compaction is replayed as if it were complete.
+    assert [e["key"] for e in seen.events] in (["a"], ["a", "c"])
+    reader.leave()

@@ -1,0 +1,68 @@
+"""``make run``'s launcher brings up etcd, Crossbar and the component, and Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest_twisted
+
+from txetcd.embedded import free_port
+
+from .wamp import ROOT, connect
+
+
+def wait_for_line(proc: subprocess.Popen[str], word: str, timeout: float = 90) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if line:
+            lines.append(line)
+            if word in line:
+                return lines
+        elif proc.poll() is not None:
+            break
+        else:
+            time.sleep(0.1)
+    raise AssertionError(f"no {word!r} from the launcher: {''.join(lines)}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_make_run_launcher(tmp_path: Path) -> None:
+    web_port, etcd_port = free_port(), free_port()
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "component.node", "--data-dir",
+                             str(tmp_path), "--web-port", str(web_port), "--etcd-port",
+                             str(etcd_port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        lines = wait_for_line(proc, "explorer")
+        assert any(f"127.0.0.1:{etcd_port}" in line for line in lines)
+        session = await connect(f"ws://127.0.0.1:{web_port}/ws", "reader", "reader-secret")
+        for _ in range(100):  # the container component joins a moment after the node boots
+            try:
+                status = await session.call("etcd.status")
+                break
+            except Exception:  # noqa: BLE001
+                from twisted.internet import reactor
+                from twisted.internet.task import deferLater
+
+                await deferLater(reactor, 0.2, lambda: None)
+        assert [t["name"] for t in status["tables"]] == ["users", "settings"]
+        assert status["etcd"]["version"].startswith("3.")
+        session.leave()
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        proc.wait(60)
+    assert proc.returncode == 0
+    import socket
+
+    for port in (web_port, etcd_port):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
