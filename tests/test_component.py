@@ -179,16 +179,31 @@ async def test_bad_input_is_typed_and_writes_nothing(node: CrossbarNode,
 
 
 @inline
-async def test_reader_role_cannot_write(node: CrossbarNode, etcd_direct: Client) -> None:
-    await writer(node)
+async def test_reader_reads_every_table_and_writes_nothing(node: CrossbarNode,
+                                                           etcd_direct: Client) -> None:
+    session = await writer(node)
+    user = str(uuid.uuid4())
+    await session.call("etcd.users.put", user, {"n": 1})
+    await session.call("etcd.settings.put", "k", 1)
     reader = await connect(node.url, "reader", "reader-secret")
     try:
-        assert await reader.call("etcd.settings.count") == 0
-        with pytest.raises(ApplicationError) as refused:
-            await reader.call("etcd.settings.put", "k", 1)
-        assert refused.value.error == "wamp.error.not_authorized"
+        for table, key in (("users", user), ("settings", "k")):
+            assert await reader.call(f"etcd.{table}.get", key) is not None
+            assert len(await reader.call(f"etcd.{table}.scan")) == 1
+            assert await reader.call(f"etcd.{table}.count") == 1
+        assert (await reader.call("etcd.status"))["prefix"] == "etcd"
+        before = (await etcd_direct.status()).header.revision
+        refused = [("etcd.settings.put", ("k", 2)), ("etcd.users.delete", (user,)),
+                   ("etcd.txn", ([{"table": "settings", "op": "delete", "key": "k"}],)),
+                   ("etcd.authorize", ({}, "etcd.users.put", "call"))]
+        for uri, args in refused:
+            with pytest.raises(ApplicationError) as denied:
+                await reader.call(uri, *args)
+            assert denied.value.error == "wamp.error.not_authorized", uri
+        assert (await etcd_direct.status()).header.revision == before
     finally:
         reader.leave()
+        session.leave()
     with pytest.raises(Exception):  # noqa: B017 - any refusal of the login is right
         await connect(node.url, "writer", "wrong-ticket")
 
