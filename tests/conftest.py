@@ -16,6 +16,8 @@ from twisted.internet import reactor
 from txetcd import Client, KeySet
 from txetcd.embedded import EtcdProcess, find_etcd
 
+from .wamp import CrossbarNode
+
 # The server versions every client test runs against; a missing binary fails the run loudly.
 ETCD_VERSIONS = ["3.5", "3.4"]
 
@@ -50,6 +52,26 @@ def fresh_etcd(etcd_binary) -> Iterator[EtcdProcess]:
     """A server of its own, for tests that kill, pause, compact or reconfigure it."""
     with EtcdProcess(etcd_binary) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def etcd35() -> Iterator[EtcdProcess]:
+    """An etcd 3.5 of the module's own for the WAMP tests, which test the component rather than
+    the client's version support; short election timeouts make its restarts quick."""
+    with EtcdProcess(find_etcd("3.5"), extra_args=["--heartbeat-interval=20",
+                                                   "--election-timeout=200"]) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def node(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossbarNode]:
+    """The repo's Crossbar node (router and the component in its container) on etcd35."""
+    crossbar = CrossbarNode(tmp_path_factory.mktemp("node"), etcd35.url)
+    crossbar.start()
+    try:
+        yield crossbar
+    finally:
+        crossbar.stop()
 
 
 def wipe(client: Client) -> None:

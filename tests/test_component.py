@@ -18,28 +18,12 @@ from twisted.internet.task import deferLater
 from component.config import ConfigError, parse_settings
 from procedures.errors import KINDS
 from txetcd import Client, KeySet
-from txetcd.embedded import EtcdProcess, find_etcd
+from txetcd.embedded import EtcdProcess
 
 from .blocking import run_blocking, wait
 from .wamp import CrossbarNode, connect
 
 inline = pytest_twisted.ensureDeferred
-
-
-@pytest.fixture(scope="module")
-def etcd35() -> Iterator[EtcdProcess]:
-    with EtcdProcess(find_etcd("3.5")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def node(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossbarNode]:
-    crossbar = CrossbarNode(tmp_path_factory.mktemp("node"), etcd35.url)
-    crossbar.start()
-    try:
-        yield crossbar
-    finally:
-        crossbar.stop()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from txetcd import Client, KeySet
-from txetcd.embedded import EtcdProcess, find_etcd, stop_group
+from txetcd.embedded import EtcdProcess, stop_group
 
 from .wamp import CrossbarNode, connect
 
@@ -40,13 +40,6 @@ async def eventually(check: Any, timeout: float = 10.0) -> Any:
 
 def watchers(etcd: EtcdProcess) -> int:
     return int(etcd.metric("etcd_debugging_mvcc_watcher_total"))
-
-
-@pytest.fixture(scope="module")
-def etcd35() -> Iterator[EtcdProcess]:
-    with EtcdProcess(find_etcd("3.5"), extra_args=["--heartbeat-interval=20",
-                                                   "--election-timeout=200"]) as server:
-        yield server
 
 
 @pytest.fixture

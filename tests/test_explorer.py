@@ -19,7 +19,8 @@ import cbor2
 import pytest
 from playwright.sync_api import sync_playwright
 
-from txetcd.embedded import EtcdProcess, find_etcd
+from txetcd import prefix_end
+from txetcd.embedded import EtcdProcess
 
 from .wamp import ROOT, CrossbarNode
 
@@ -67,30 +68,14 @@ class EtcdGateway:
         self.post("kv/deleterange", {"key": self.b64(key)})
 
     def wipe(self, prefix: bytes) -> None:
-        end = prefix[:-1] + bytes([prefix[-1] + 1])
-        self.post("kv/deleterange", {"key": self.b64(prefix), "range_end": self.b64(end)})
+        self.post("kv/deleterange", {"key": self.b64(prefix),
+                                      "range_end": self.b64(prefix_end(prefix))})
 
     def put_user(self, user: str, value: Any) -> int:
         return self.put(users_key(user), json.dumps(value).encode())
 
     def put_setting(self, name: str, value: Any) -> int:
         return self.put(settings_key(name), cbor2.dumps(value))
-
-
-@pytest.fixture(scope="module")
-def etcd35() -> Iterator[EtcdProcess]:
-    with EtcdProcess(find_etcd("3.5")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def node(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CrossbarNode]:
-    crossbar = CrossbarNode(tmp_path_factory.mktemp("explorer-node"), etcd35.url)
-    crossbar.start()
-    try:
-        yield crossbar
-    finally:
-        crossbar.stop()
 
 
 @pytest.fixture
