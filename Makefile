@@ -41,5 +41,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check txetcd component procedures tests bench
 	$(VENV)/bin/mypy txetcd component procedures
 
+# The peers go in venvs of their own under bench/.venvs/ (made on first use); bench/RESULTS.md
+# holds a run's output with its machine. BENCH_ARGS=--rounds 5 etc. are passed on.
+bench: $(STAMP)
+	$(PY) bench/run.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .data

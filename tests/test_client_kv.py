@@ -385,7 +385,8 @@ async def test_timeout_default_and_per_call(fresh_etcd: EtcdProcess) -> None:
 
 @inline
 async def test_pool_size_is_configurable(etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=etcd.url, pool_size=4)
+    # Unbatched: this tests 50 separate requests through 4 connections, one revision each.
+    client = Client(reactor, url=etcd.url, pool_size=4, batching=False)
     try:
         assert client.transport.pool.maxPersistentPerHost == 4
         results = await defer.gatherResults(

@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
 from . import lease as _lease
+from .batch import BATCHABLE, Batcher
 from .concurrency import DEFAULT_SESSION_TTL, Election, Lock
 from .errors import EtcdError, Failed, RequestTooLarge, TooManyOps
 from .lease import Lease, LeaseGrant, LeaseInfo
@@ -50,7 +51,8 @@ class Client:
 
     ``url`` (or ``$ETCD_URL``) names one member; ``endpoints`` several, tried in turn.
     ``namespace`` is prepended to every key and stripped from every result, so an application
-    can live in its own corner of a shared cluster.
+    can live in its own corner of a shared cluster. ``batching`` (default on) sends concurrent
+    gets, puts and deletes as shared txns (``txetcd.batch``); explicit txns are never merged.
     """
 
     def __init__(self, reactor: Any, url: str | None = None, pool: HTTPConnectionPool | None = None,
@@ -59,7 +61,7 @@ class Client:
                  pool_size: int = 32, max_txn_ops: int = MAX_TXN_OPS,
                  max_request_bytes: int = MAX_REQUEST_BYTES, user: str | None = None,
                  password: str | None = None, ca: str | None = None, cert: str | None = None,
-                 key: str | None = None) -> None:
+                 key: str | None = None, batching: bool = True) -> None:
         if url is not None and endpoints is not None:
             raise ValueError("pass either url or endpoints, not both")
         if isinstance(endpoints, str):
@@ -78,11 +80,23 @@ class Client:
         self.transport = Transport(reactor, urls, timeout=timeout,
                                    connect_timeout=connect_timeout or 5.0, pool=pool,
                                    pool_size=pool_size, tls=tls, user=user, password=password)
+        # Concurrent gets, puts and deletes go as shared txns (see txetcd.batch); False: one
+        # request per op.
+        self.batcher = Batcher(self) if batching else None
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    async def _run(self, op: Op, timeout: float | None) -> Any:
-        self._check_size(op.size())
+    def _run(self, op: Op, timeout: float | None) -> defer.Deferred[Any]:
+        # No coroutine around a batched op: one Deferred from the caller to its batch.
+        try:
+            self._check_size(op.size())
+        except RequestTooLarge:
+            return defer.fail()
+        if self.batcher is not None and type(op) in BATCHABLE:
+            return self.batcher.submit(op, timeout)
+        return _as_deferred(self._call(op, timeout))
+
+    async def _call(self, op: Op, timeout: float | None) -> Any:
         reply = await self.transport.call(op.path, op.request(self.namespace),
                                           idempotent=not op.is_write, timeout=timeout)
         return op.result(reply, self.namespace)
@@ -111,7 +125,7 @@ class Client:
         (NONE/ASCEND/DESCEND), sort_target (KEY/VERSION/CREATE/MOD/VALUE),
         min/max_mod_revision, min/max_create_revision.
         """
-        return _as_deferred(self._run(OpGet(key, range_end, **options), timeout))
+        return self._run(OpGet(key, range_end, **options), timeout)
 
     def set(self, key: bytes, value: bytes, lease: Any = None,
             return_previous: bool | None = None, timeout: float | None = None, *,
@@ -119,7 +133,7 @@ class Client:
         """Write ``value`` at ``key``; returns the new revision (and the old kv if asked)."""
         op = OpSet(key, value, lease, return_previous, ignore_value=ignore_value,
                    ignore_lease=ignore_lease)
-        return _as_deferred(self._run(op, timeout))
+        return self._run(op, timeout)
 
     put = set
 
@@ -127,7 +141,7 @@ class Client:
                timeout: float | None = None, *,
                range_end: bytes | None = None) -> defer.Deferred[Deleted]:
         """Delete one key, a range or a prefix; returns how many keys were deleted."""
-        return _as_deferred(self._run(OpDel(key, return_previous, range_end=range_end), timeout))
+        return self._run(OpDel(key, return_previous, range_end=range_end), timeout)
 
     async def scan(self, key: bytes | KeySet, range_end: bytes | None = None, *,
                    page_size: int = 1000, revision: int | None = None, keys_only: bool = False,
@@ -183,7 +197,7 @@ class Client:
         """Run a transaction and return its result, whichever branch ran."""
         txn = txn if txn is not None else Transaction(compare, success, failure)
         self._check_txn(txn)
-        return _as_deferred(self._run(OpTxn(txn), timeout))
+        return self._run(OpTxn(txn), timeout)
 
     def submit(self, txn: Transaction, timeout: float | None = None) -> defer.Deferred[Success]:
         """Run a transaction; return ``Success`` or raise ``Failed`` (txaioetcd's contract)."""

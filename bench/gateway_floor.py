@@ -1,0 +1,41 @@
+"""The floor of any gateway client at 1 in flight: a blocking socket sending the same keep-alive
+HTTP POST ``/v3/kv/range`` (or ``put``) back to back, with no parsing beyond finding the end.
+
+    .venv/bin/python bench/gateway_floor.py URL [get|put] [SECONDS]
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from urllib.parse import urlsplit
+
+
+def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
+    parts = urlsplit(url)
+    body = (b'{"key":"YmVuY2gvMDAwMQ=="}' if op == "get" else
+            b'{"key":"YmVuY2gvMDAwMQ==","value":"' + b"dg==" * 34 + b'"}')
+    path = b"/v3/kv/range" if op == "get" else b"/v3/kv/put"
+    request = (b"POST " + path + b" HTTP/1.1\r\nHost: " + parts.netloc.encode()
+               + b"\r\nContent-Type: application/json\r\nContent-Length: "
+               + str(len(body)).encode() + b"\r\n\r\n" + body)
+    sock = socket.create_connection((parts.hostname, parts.port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    done, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        sock.sendall(request)
+        data = b""
+        while True:
+            data += sock.recv(65536)
+            head, sep, rest = data.partition(b"\r\n\r\n")
+            if sep:
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(rest) >= length:
+                    break
+        done += 1
+    print(f"gateway floor, {op} x1: {done / seconds:,.0f}/s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], *(sys.argv[2:3]), *(float(a) for a in sys.argv[3:4]))

@@ -1,0 +1,70 @@
+"""Where the WAMP component spends its time: the component runs standalone under pyinstrument
+while the benchmarks of ``wamp_bench.py`` drive it; the profile goes to ``--output``.
+
+    .venv/bin/python bench/profile_component.py [--what get|events|scan] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, reactor, task
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import wamp_bench  # noqa: E402
+
+from tests.wamp import CrossbarNode, connect  # noqa: E402
+from txetcd import Client  # noqa: E402
+from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
+
+
+async def main(args: argparse.Namespace) -> None:
+    with EtcdProcess(find_etcd("3.5")) as etcd, \
+            tempfile.TemporaryDirectory(prefix="wamp-profile-") as workdir:
+        node = CrossbarNode(Path(workdir), etcd.url, with_component=False).start()
+        config = Path(workdir) / "tables.json"
+        config.write_text(json.dumps(node.extra))
+        component = subprocess.Popen(
+            [sys.executable, "-m", "pyinstrument", "-o", args.output, "-m", "component",
+             "--router", f"unix:{node.socket_path}", "--config", str(config)], cwd=ROOT)
+        client = Client(reactor, url=etcd.url, namespace=wamp_bench.NAMESPACE)
+        try:
+            await task.deferLater(reactor, 5.0, lambda: None)  # the component joins
+            session: Any = await connect(node.url, "writer", "writer-secret")
+            callee = await wamp_bench.echo_callee(node.socket_path)
+            if args.what == "get":
+                await wamp_bench.get_vs_echo(session, client, 1, args.seconds)
+            elif args.what == "events":
+                await wamp_bench.events(session, client, args.seconds)
+            else:
+                await wamp_bench.scan(session, client, 1)
+            session.leave()
+            callee.leave()
+        finally:
+            component.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 30
+            while component.poll() is None and time.monotonic() < deadline:
+                await task.deferLater(reactor, 0.2, lambda: None)
+            if component.poll() is None:
+                component.kill()
+            await client.close()
+            node.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--what", choices=["get", "events", "scan"], default="events")
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--output", default="/tmp/component-profile.txt")
+    task.react(lambda _: defer.ensureDeferred(main(parser.parse_args())))

@@ -1,0 +1,266 @@
+"""Auto-batching (txetcd.batch) against real etcd 3.4 and 3.5: every caller gets its own answer."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Unavailable
+from txetcd.embedded import EtcdProcess
+
+from .faults import TcpProxy
+
+inline = pytest_twisted.ensureDeferred
+
+
+class PathLog:
+    """Records the gateway path of every request a client sends (wraps the real transport)."""
+
+    def __init__(self, client: Client) -> None:
+        self.paths: list[str] = []
+        self.bodies: list[Any] = []
+        real = client.transport.call
+
+        def call(path: str, body: Any, **kwargs: Any) -> Any:
+            self.paths.append(path)
+            self.bodies.append(body)
+            return real(path, body, **kwargs)
+
+        client.transport.call = call  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def unbatched(etcd: EtcdProcess) -> Iterator[Client]:
+    c = Client(reactor, url=etcd.url, batching=False)
+    yield c
+    pytest_twisted.blockon(c.close())
+
+
+@inline
+async def test_ten_thousand_concurrent_puts_each_acknowledged_and_stored(client: Client) -> None:
+    count = 10_000
+    results = await defer.gatherResults(
+        [client.set(b"many/%05d" % i, b"value-%d" % i) for i in range(count)])
+    assert all(isinstance(r, Revision) and r.revision > 0 for r in results)
+    assert client.batcher is not None
+    # Coalesced: many ops per txn (16 or more), not one request per put.
+    assert client.batcher.requests <= count // 10
+    stored = [kv async for kv in client.scan(KeySet(b"many/", prefix=True), page_size=5000)]
+    assert [(kv.key, kv.value) for kv in stored] == [
+        (b"many/%05d" % i, b"value-%d" % i) for i in range(count)]
+    # Each put's revision is the one its key was written at.
+    assert [kv.mod_revision for kv in stored] == [r.revision for r in results]
+
+
+@inline
+async def test_a_lone_op_is_a_plain_request(client: Client) -> None:
+    log = PathLog(client)
+    await client.set(b"alone", b"1")
+    await client.get(b"alone")
+    await client.delete(b"alone")
+    assert log.paths == ["kv/put", "kv/range", "kv/deleterange"]
+
+
+@inline
+async def test_one_turn_is_one_txn_with_per_op_options(client: Client) -> None:
+    await defer.gatherResults([client.set(b"o/%d" % i, b"old%d" % i) for i in range(5)])
+    log = PathLog(client)
+    put, count, keys, limited, desc, gone = await defer.gatherResults([
+        client.set(b"o/0", b"new0", return_previous=True),
+        client.get(KeySet(b"o/", prefix=True), count_only=True),
+        client.get(KeySet(b"o/", prefix=True), keys_only=True),
+        client.get(KeySet(b"o/", prefix=True), limit=2),
+        client.get(KeySet(b"o/", prefix=True), sort_order="DESCEND", limit=1),
+        client.delete(b"o/4", return_previous=True),
+    ])
+    assert log.paths == ["kv/txn"]
+    assert put.previous.value == b"old0"
+    assert count.count == 5 and count.kvs == []
+    assert [kv.value for kv in keys.kvs] == [b""] * 5
+    assert [kv.key for kv in limited.kvs] == [b"o/0", b"o/1"] and limited.more
+    # Ops run in issue order inside the txn: the read sees the put issued before it.
+    assert limited.kvs[0].value == b"new0"
+    assert [kv.key for kv in desc.kvs] == [b"o/4"]
+    assert gone.deleted == 1 and gone.previous[0].value == b"old4"
+    # All applied atomically: one shared revision in every header.
+    assert len({r.header.revision for r in (put, count, keys, limited, desc, gone)}) == 1
+
+
+@inline
+async def test_duplicate_keys_in_one_window_each_get_their_own_answer(client: Client) -> None:
+    await client.set(b"d/x", b"0")
+    log = PathLog(client)
+    first, second, wipe, third, read = await defer.gatherResults([
+        client.set(b"d/x", b"1", return_previous=True),
+        client.set(b"d/x", b"2", return_previous=True),
+        client.delete(KeySet(b"d/", prefix=True)),  # overlaps the puts: its own txn
+        client.set(b"d/y", b"3"),  # inside the deleted range: after the delete
+        client.get(b"d/x"),
+    ])
+    # etcd refuses a txn that writes one key twice, so the window went as several requests.
+    assert len(log.paths) >= 3 and "kv/txn" in log.paths
+    assert isinstance(first, Revision) and isinstance(second, Revision)
+    assert first.previous.value == b"0" and second.previous.value == b"1"
+    assert second.revision > first.revision
+    assert isinstance(wipe, Deleted) and isinstance(third, Revision) and isinstance(read, Range)
+    assert wipe.deleted >= 1
+    assert (await client.get(b"d/y")).kvs[0].value == b"3"
+
+
+@inline
+async def test_conflicting_writes_apply_in_issue_order_across_batches(client: Client) -> None:
+    # The second write of each key lands in a later batch: after a full (eagerly sent) batch,
+    # or in another timeout's batch. It must still apply after the first.
+    calls = [client.set(b"io/k", b"first", return_previous=True)]
+    calls += [client.set(b"io/other/%d" % i, b"x") for i in range(40)]
+    calls += [client.set(b"io/k", b"second", return_previous=True),
+              client.set(b"io/t", b"first"),
+              client.set(b"io/t", b"second", timeout=5.0)]
+    results = await defer.gatherResults(calls)
+    assert results[0].previous is None and results[41].previous.value == b"first"
+    assert results[41].revision > results[0].revision
+    assert results[43].revision > results[42].revision
+    assert (await client.get(b"io/k")).kvs[0].value == b"second"
+    assert (await client.get(b"io/t")).kvs[0].value == b"second"
+
+
+@inline
+async def test_a_failing_op_never_fails_its_batch_mates(client: Client) -> None:
+    lease = await client.lease_grant(60)
+    await client.lease_revoke(lease.lease_id)
+    log = PathLog(client)
+    calls = [client.set(b"f/%02d" % i, b"ok") for i in range(20)]
+    calls.insert(7, client.set(b"f/bad", b"x", lease=lease.lease_id))
+    calls.append(client.get(KeySet(b"f/", prefix=True), count_only=True))
+    outcomes = await defer.DeferredList(calls, consumeErrors=True)
+    failures = [i for i, (ok, _) in enumerate(outcomes) if not ok]
+    assert failures == [7]
+    assert isinstance(outcomes[7][1].value, LeaseNotFound)
+    assert all(isinstance(result, Revision) for ok, result in outcomes[:-1] if ok)
+    assert (await client.get(KeySet(b"f/", prefix=True), count_only=True)).count == 20
+    assert (await client.get(b"f/bad")).kvs == []
+    # The refused txn was split and resent, not given up: a handful of requests, not 22.
+    assert log.paths[0] == "kv/txn" and len(log.paths) <= 16
+
+
+def _plain(result: Any) -> Any:
+    """A result without revisions and member IDs, which differ between any two runs."""
+    if isinstance(result, Range):
+        return ("range", [(kv.key, kv.value, kv.version) for kv in result.kvs], result.count,
+                result.more)
+    if isinstance(result, Revision):
+        previous = result.previous
+        return ("put", previous and (previous.key, previous.value, previous.version))
+    if isinstance(result, Deleted):
+        return ("deleted", result.deleted, [(kv.key, kv.value) for kv in result.previous])
+    return ("error", type(result).__name__)
+
+
+async def _workload(client: Client) -> list[Any]:
+    """Windows of concurrent ops with every option. Concurrent ops of one window touch disjoint
+    keys (reads go to keys of earlier windows), so the answers are deterministic without
+    batching too: the order of concurrent ops on one key is never defined."""
+    answers: list[Any] = []
+    for round_ in range(4):
+        earlier = KeySet(b"w/%d/" % (round_ - 1), prefix=True)
+        window = [client.set(b"w/%d/%d" % (round_, i), b"v%d" % i, return_previous=True)
+                  for i in range(40)]
+        window += [client.set(b"w/%d" % (round_ - 1), b"x", return_previous=True),
+                   client.get(earlier, count_only=True),
+                   client.get(earlier, keys_only=True, limit=7),
+                   client.get(earlier, sort_order="DESCEND", sort_target="VALUE", limit=3),
+                   client.get(b"w/missing"),
+                   client.get(b"w/%d/1" % (round_ - 1), serializable=True),
+                   client.delete(KeySet(b"w/%d/1" % (round_ - 2), prefix=True),
+                                 return_previous=True)]
+        outcomes = await defer.DeferredList(window, consumeErrors=True)
+        answers += [_plain(result if ok else result.value) for ok, result in outcomes]
+    return answers
+
+
+@inline
+async def test_batching_on_and_off_give_the_same_results(etcd: EtcdProcess) -> None:
+    on = Client(reactor, url=etcd.url, namespace=b"on/")
+    off = Client(reactor, url=etcd.url, namespace=b"off/", batching=False)
+    try:
+        for c in (on, off):
+            await c.delete(KeySet.all())
+        assert await _workload(on) == await _workload(off)
+        stored = [[(kv.key, kv.value, kv.version) for kv in await c.get(KeySet.all())]
+                  for c in (on, off)]
+        assert stored[0] == stored[1] and len(stored[0]) > 100
+    finally:
+        for c in (on, off):
+            await c.delete(KeySet.all())
+            await c.close()
+
+
+@inline
+async def test_a_batched_read_sees_every_write_acknowledged_before_it(
+        client: Client, unbatched: Client) -> None:
+    for i in range(100):
+        # Written through another client and acknowledged, then read in a busy batch.
+        await unbatched.set(b"lin/k", b"%d" % i)
+        reads = await defer.gatherResults(
+            [client.get(b"lin/k")] + [client.set(b"lin/noise/%d" % j, b"n") for j in range(5)]
+            + [client.get(b"lin/k")])
+        assert reads[0].kvs[0].value == reads[-1].kvs[0].value == b"%d" % i
+
+
+@inline
+async def test_serializable_reads_and_other_timeouts_never_share_a_batch(client: Client) -> None:
+    await client.set(b"s/k", b"v")
+    log = PathLog(client)
+    await defer.gatherResults([
+        client.get(b"s/k"), client.get(b"s/k"),
+        client.get(b"s/k", serializable=True), client.get(b"s/k", serializable=True),
+        client.get(b"s/k", timeout=3.0), client.get(b"s/k", timeout=3.0),
+    ])
+    assert sorted(log.paths) == ["kv/txn"] * 3
+    kinds = sorted(sum(1 for op in body["success"] if op["request_range"].get("serializable"))
+                   for body in log.bodies)
+    assert kinds == [0, 0, 2]
+
+
+@inline
+async def test_a_cancelled_queued_call_is_not_sent(client: Client) -> None:
+    log = PathLog(client)
+    doomed = client.set(b"c/doomed", b"x")
+    kept = client.set(b"c/kept", b"y")
+    doomed.cancel()
+    with pytest.raises(defer.CancelledError):
+        await doomed
+    await kept
+    assert log.paths == ["kv/put"]
+    assert (await client.get(b"c/doomed")).kvs == []
+
+
+@inline
+async def test_a_batch_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> None:
+    proxy = TcpProxy("127.0.0.1", etcd.client_port)
+    client = Client(reactor, url=proxy.url, timeout=5.0)
+    direct = Client(reactor, url=etcd.url)
+    try:
+        await client.delete(KeySet(b"u/", prefix=True))
+        log = PathLog(client)
+        proxy.cut_responses = True
+        calls = [client.set(b"u/%d" % i, b"applied?") for i in range(3)] + [client.get(b"u/0")]
+        outcomes = await defer.DeferredList(calls, consumeErrors=True)
+        assert not any(ok for ok, _ in outcomes)
+        errors = [failure.value for _, failure in outcomes]
+        assert all(isinstance(e, Unavailable) for e in errors)
+        assert [e.outcome_unknown for e in errors] == [True, True, True, False]
+        assert log.paths.count("kv/txn") == 1  # the writes went once, never again
+        # They were in fact applied, exactly once: that is why they must not be resent.
+        stored = await direct.get(KeySet(b"u/", prefix=True))
+        assert [kv.version for kv in stored.kvs] == [1, 1, 1]
+    finally:
+        proxy.cut_responses = False
+        await direct.delete(KeySet(b"u/", prefix=True))
+        await client.close()
+        await direct.close()
+        await proxy.close()
