@@ -462,3 +462,18 @@ async def test_cancel_stops_the_request_and_never_retries(fresh_etcd: EtcdProces
         fresh_etcd.resume()
         await client.close()
         await proxy.close()
+
+
+@inline
+async def test_scan_prefetch_is_dropped_when_the_consumer_stops(client: Client) -> None:
+    await client.txn(success=[OpSet(b"early/%03d" % i, b"x") for i in range(50)])
+    seen = []
+    async for kv in client.scan(KeySet(b"early/", prefix=True), page_size=10):
+        seen.append(kv.key)
+        if len(seen) == 3:
+            break  # the second page is already on its way; it must be cancelled quietly
+    assert seen == [b"early/000", b"early/001", b"early/002"]
+    with pytest.raises(ValueError):
+        [kv async for kv in client.scan(KeySet(b"early/", prefix=True), limit=-1)]
+    assert [kv.key async for kv in client.scan(KeySet(b"early/", prefix=True), limit=0)] == []
+    assert (await client.get(KeySet(b"early/", prefix=True), count_only=True)).count == 50

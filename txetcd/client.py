@@ -19,7 +19,7 @@ from .batch import BATCHABLE, Batcher
 from .concurrency import DEFAULT_SESSION_TTL, Election, Lock
 from .errors import EtcdError, Failed, RequestTooLarge, TooManyOps
 from .lease import Lease, LeaseGrant, LeaseInfo
-from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, as_keyset
+from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, _int_arg, as_keyset
 from .transport import TLSConfig, Transport
 from .types import (
     Deleted,
@@ -155,27 +155,43 @@ class Client:
         first = OpGet(key, range_end, limit=page_size, revision=revision, keys_only=keys_only)
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, not {page_size}")
+        if limit is not None and _int_arg("limit", limit) == 0:
+            return
         start, end = first.keys.key, first.keys.range_end
         if not end:  # a single key: nothing to page
             end = start + b"\0"
         remaining = limit
         pinned = revision
-        while remaining is None or remaining > 0:
-            want = page_size if remaining is None else min(page_size, remaining)
-            page = await self.get(KeySet(start, range_end=end), limit=want, revision=pinned,
-                                  keys_only=keys_only, timeout=timeout,
-                                  sort_order="DESCEND" if reverse else None)
-            pinned = pinned or page.header.revision
-            for kv in page.kvs:
-                yield kv
-            if remaining is not None:
-                remaining -= len(page.kvs)
-            if not page.more or not page.kvs:
-                return
-            if reverse:
-                end = page.kvs[-1].key  # range_end is exclusive: the next page ends before it
-            else:
-                start = page.kvs[-1].key + b"\0"
+
+        def fetch(start: bytes, end: bytes, want: int) -> defer.Deferred[Range]:
+            return self.get(KeySet(start, range_end=end), limit=want, revision=pinned,
+                            keys_only=keys_only, timeout=timeout,
+                            sort_order="DESCEND" if reverse else None)
+
+        # The next page is requested before this one is handed out, so that etcd prepares it
+        # while the consumer works: one round trip of waiting per scan instead of per page.
+        pending: defer.Deferred[Range] | None = fetch(
+            start, end, page_size if remaining is None else min(page_size, remaining))
+        try:
+            while pending is not None:
+                page = await pending
+                pending = None
+                pinned = pinned or page.header.revision
+                if remaining is not None:
+                    remaining -= len(page.kvs)
+                if page.more and page.kvs and (remaining is None or remaining > 0):
+                    if reverse:
+                        end = page.kvs[-1].key  # range_end is exclusive: ends before it
+                    else:
+                        start = page.kvs[-1].key + b"\0"
+                    want = page_size if remaining is None else min(page_size, remaining)
+                    pending = fetch(start, end, want)
+                for kv in page.kvs:
+                    yield kv
+        finally:
+            if pending is not None:  # the consumer stopped early: drop the prefetched page
+                pending.addErrback(lambda failure: failure.trap(defer.CancelledError))
+                pending.cancel()
 
     def compact(self, revision: int, physical: bool = False,
                 timeout: float | None = None) -> defer.Deferred[Any]:
