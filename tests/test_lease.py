@@ -171,3 +171,27 @@ def test_bad_lease_input_is_refused_before_sending() -> None:
         client.lease_revoke("1")
     with pytest.raises(ValueError):
         client.lease_time_to_live(-1)
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_close_stops_watches_and_keepalives(etcd: EtcdProcess) -> None:
+    from txetcd import KeySet
+
+    client = Client(reactor, url=etcd.url)
+    observer = Client(reactor, url=etcd.url)
+    try:
+        lease = await client.lease(2)
+        await client.set(b"closing/k", b"v", lease=lease)
+        watch = client.watch(KeySet(b"closing/", prefix=True), lambda event: None)
+        await watch.when_started()
+        await client.close()
+        await watch.done  # the stream is closed, not left running
+        # Nobody keeps the lease alive any more: etcd expires it and its key.
+        for _ in range(60):
+            if not (await observer.get(b"closing/k")).kvs:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        assert (await observer.get(b"closing/k")).kvs == []
+        assert not lease.revoked and lease.lost_reason is None
+    finally:
+        await observer.close()

@@ -8,6 +8,7 @@ txaioetcd are kept (``Client(reactor, url=...)``, ``get``, ``set``, ``delete``, 
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -74,6 +75,9 @@ class Client:
         urls = list(endpoints or [url or os.environ.get("ETCD_URL") or DEFAULT_URL])
         self.reactor = reactor
         self.namespace = namespace
+        # Running watches and kept-alive leases, stopped by close(); weak so that a dropped,
+        # finished one is not kept alive by the client.
+        self._background: weakref.WeakSet[Watch | Lease] = weakref.WeakSet()
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
         tls = TLSConfig(ca, cert, key) if ca or cert or key else None
@@ -267,7 +271,9 @@ class Client:
         ``await client.lease(ttl)`` grants it; ``async with client.lease(ttl) as lease`` grants it
         and revokes it on exit. ``lease.lost`` fires (and ``on_lost`` is called) if it is lost.
         """
-        return Lease(self, ttl, lease_id, keepalive=keepalive, on_lost=on_lost, timeout=timeout)
+        lease = Lease(self, ttl, lease_id, keepalive=keepalive, on_lost=on_lost, timeout=timeout)
+        self._background.add(lease)
+        return lease
 
     def lease_grant(self, ttl: int, lease_id: int | None = None,
                     timeout: float | None = None) -> defer.Deferred[LeaseGrant]:
@@ -314,12 +320,23 @@ class Client:
         txaioetcd's name for ``prev_kv``. After ``probe_interval`` silent seconds the watch checks
         that its member still answers, and moves on if not (None: never).
         """
-        return Watch(self, keys, callback, start_revision=start_revision,
+        watch = Watch(self, keys, callback, start_revision=start_revision,
                      prev_kv=prev_kv or bool(return_previous), filters=filters,
                      progress_notify=progress_notify, probe_interval=probe_interval)
+        self._background.add(watch)
+        return watch
 
     def close(self) -> defer.Deferred[None]:
-        """Close idle connections (tests and clean shutdowns want no sockets left behind)."""
+        """Stop the client's watches and lease keepalives, and close its connections.
+
+        Leases are not revoked: etcd expires them after their TTL (revoke first to end them now).
+        """
+        for running in list(self._background):
+            if isinstance(running, Lease):
+                running.close()
+            else:
+                running.cancel()
+        self._background.clear()
         return _as_deferred(self.transport.close())
 
 

@@ -385,6 +385,10 @@ class Lease(Acquirable):
                 _log.failure("on_lost callback of lease {lease:x} failed", lease=self.lease_id)
         self.lost.callback(reason)
 
+    def close(self) -> None:
+        """Stop keeping the lease alive, without revoking it (its client is closing)."""
+        self._stop()
+
     def _stop(self) -> None:
         self._cancel(self._next_keepalive)
         self._cancel(self._deadline)
