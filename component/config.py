@@ -19,6 +19,9 @@ __all__ = ["ConfigError", "EtcdSettings", "TableSettings", "Settings", "parse_se
 WIRE_KEYS = ("string", "binary", "oid", "uuid", "timestamp")
 WIRE_VALUES = ("string", "binary", "oid", "uuid", "json", "cbor", "flatbuffers")
 
+# The last slot of the namespace is the component's own: publisher elections and positions.
+RESERVED_SLOT = 0xFFFF
+
 # A URI component under loose and strict Crossbar URI rules alike.
 _URI_PART = re.compile(r"^[a-z0-9_]+$")
 
@@ -117,8 +120,10 @@ def parse_settings(raw: Any) -> Settings:
         _reject_unknown(table, {"name", "slot", "key", "value"}, where)
         name = _uri_part(table.get("name"), f"{where}.name")
         slot = _expect(table.get("slot"), int, f"{where}.slot")
-        if not 1 <= slot <= 65535:
-            raise ConfigError(f"{where}.slot", f"must be 1..65535, not {slot}")
+        if not 1 <= slot < RESERVED_SLOT:
+            raise ConfigError(f"{where}.slot", f"must be 1..{RESERVED_SLOT - 1}, not {slot} "
+                                               f"(slot {RESERVED_SLOT} holds the component's "
+                                               "elections and event positions)")
         key = _expect(table.get("key"), str, f"{where}.key")
         value = _expect(table.get("value"), str, f"{where}.value")
         if key not in KEY_CODECS or key not in WIRE_KEYS:

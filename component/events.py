@@ -1,12 +1,16 @@
 """Republish etcd changes of each table as ``<prefix>.<table>.on_change`` WAMP events.
 
-A table is watched only while some subscription covers its topic: the router's subscription
+A table is published only while some subscription covers its topic: the router's subscription
 meta-API tells which (``wamp.subscription.list``/``get`` on every join, then ``on_create`` and
-``on_delete``). Events carry the etcd revision, so subscribers can order and de-duplicate.
+``on_delete``). Events carry the etcd revision and key, so subscribers can order and
+de-duplicate.
 
-What was published survives a reconnect to the router: the position (last revision, and the
-keys of that revision already published) is kept per process, and a new session's watch starts
-at that revision and skips what was sent, so nothing is lost or sent twice. A position is
+Any number of component instances may serve one router: per table, the instances elect one
+publisher in etcd, and the publisher keeps its position (the last revision published, and the
+keys published at it) in etcd, so a new publisher, or a new session after a router reconnect,
+continues where the last one stopped (see ``component.publisher`` for the exact guarantee: no
+loss and no repeat, except that a publisher crashing between a publish and the position update
+leaves that one event to be sent again, with the same revision and key). A position is
 forgotten when the last subscriber goes: a later subscriber starts from "now" and loads the
 table with ``scan``. When etcd compacted past the position, ``<prefix>.<table>.on_resync``
 tells clients to reload. Events are never retained (a retained event would keep the topic, and
@@ -15,19 +19,16 @@ so the etcd watch, alive forever).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from autobahn.wamp.types import PublishOptions
-from twisted.logger import Logger
 
 from procedures.table import Table
 from txetcd import Client
-from txetcd.watch import EventType, Watch, WatchCompacted, WatchEvent
+
+from .publisher import TablePublisher
 
 __all__ = ["EventRelay", "covers"]
-
-log = Logger()
 
 
 def covers(uri: str, match: str, topic: str) -> bool:
@@ -44,34 +45,23 @@ def covers(uri: str, match: str, topic: str) -> bool:
     return False
 
 
-@dataclass
-class Position:
-    """How far a table's events were published: a revision and the keys sent at it."""
-
-    revision: int
-    keys: set[bytes] = field(default_factory=set)
-
-
 class EventRelay:
-    """One session's watches, started and stopped as subscriptions come and go."""
+    """One session's publishers, campaigning and stopping as subscriptions come and go."""
 
-    # Per process, across sessions: a router reconnect creates a new session, not a new process.
-    positions: ClassVar[dict[tuple[Any, ...], Position]] = {}
-
-    def __init__(self, session: Any, prefix: str, tables: dict[str, Table], etcd: Client) -> None:
+    def __init__(self, session: Any, prefix: str, tables: dict[str, Table], etcd: Client,
+                 coordinator: Client | None = None) -> None:
         self.session = session
         self.prefix = prefix
         self.tables = tables
         self.etcd = etcd
+        # Elections and positions want short timeouts (a lease of a few seconds must be kept
+        # alive through a stalled member), table watches and reads do not.
+        self.coordinator = coordinator or etcd
         self.subscriptions: dict[int, tuple[str, str]] = {}
-        self.watches: dict[str, Watch] = {}
+        self.publishers: dict[str, TablePublisher] = {}
 
     def topic(self, table: str) -> str:
         return f"{self.prefix}.{table}.on_change"
-
-    def position_key(self, table: str) -> tuple[Any, ...]:
-        return (tuple(self.etcd.transport.endpoints), self.etcd.namespace, self.prefix, table,
-                self.tables[table].slot)
 
     async def start(self) -> None:
         """Follow subscriptions from now on, then bootstrap from the ones that already exist."""
@@ -94,73 +84,22 @@ class EventRelay:
             self.reconcile()
 
     def reconcile(self) -> None:
-        """Watch exactly the tables whose topic some subscription covers."""
+        """Campaign to publish exactly the tables whose topic some subscription covers."""
         for name in self.tables:
             topic = self.topic(name)
             wanted = any(covers(uri, match, topic) for uri, match in self.subscriptions.values())
-            if wanted and name not in self.watches:
-                self.watches[name] = self.watch(name)
-            elif not wanted and name in self.watches:
-                self.watches.pop(name).cancel()
+            if wanted and name not in self.publishers:
+                self.publishers[name] = TablePublisher(self, name, self.coordinator)
+            elif not wanted and name in self.publishers:
                 # Nobody listens: the next subscriber starts from now, not from here.
-                self.positions.pop(self.position_key(name), None)
+                self.publishers.pop(name).stop(forget=True)
 
-    def watch(self, name: str) -> Watch:
-        position = self.positions.get(self.position_key(name))
-        start = position.revision if position else None
-        table = self.tables[name]
-        return self.etcd.watch(table.keyset, lambda item: self.relay(name, item),
-                               start_revision=start)
-
-    def relay(self, name: str, item: WatchEvent | WatchCompacted) -> None:
-        key = self.position_key(name)
-        if isinstance(item, WatchCompacted):
-            self.positions.pop(key, None)
-            self.publish(f"{self.prefix}.{name}.on_resync", None,
-                         compact_revision=item.compact_revision)
-            return
-        position = self.positions.get(key)
-        if position and (item.revision < position.revision or (
-                item.revision == position.revision and item.kv.key in position.keys)):
-            return  # published by an earlier session of this process
-        table = self.tables[name]
-        try:
-            wire_key = table.wire_key(item.kv.key)
-            value = None if item.type == EventType.DELETE else table.values.decode(item.kv.value)
-        except (TypeError, ValueError) as exc:
-            # A row some other program wrote in a format this table cannot read.
-            log.warn("skipping undecodable change in table {table} at revision {rev}: {exc}",
-                     table=name, rev=item.revision, exc=exc)
-            return
-        self.publish(self.topic(name), (key, item.revision, item.kv.key),
-                     type="delete" if item.type == EventType.DELETE else "put", key=wire_key,
-                     value=value, revision=item.revision)
-
-    def publish(self, topic: str, mark: tuple[Any, int, bytes] | None, **payload: Any) -> None:
-        """Publish with acknowledgement; the position moves only once the router has it."""
-        try:
-            published = self.session.publish(topic, options=PublishOptions(acknowledge=True),
-                                             **payload)
-        except Exception as exc:  # noqa: BLE001 - the session is gone; the next one resumes
-            log.info("not published on {topic} (session gone): {exc}", topic=topic, exc=exc)
-            return
-        if mark is not None:
-            published.addCallback(lambda _: self.advance(*mark))
-        published.addErrback(lambda failure: log.info("publish on {topic} failed: {err}",
-                                                      topic=topic,
-                                                      err=failure.getErrorMessage()))
-
-    def advance(self, key: tuple[Any, ...], revision: int, etcd_key: bytes) -> None:
-        if key[3] not in self.watches:
-            return  # the table stopped being watched meanwhile: nothing to resume
-        position = self.positions.get(key)
-        if position is None or revision > position.revision:
-            self.positions[key] = Position(revision, {etcd_key})
-        elif revision == position.revision:
-            position.keys.add(etcd_key)
+    async def publish(self, topic: str, **payload: Any) -> None:
+        """Publish and wait for the router's acknowledgement (raises if the session is gone)."""
+        await self.session.publish(topic, options=PublishOptions(acknowledge=True), **payload)
 
     def stop(self) -> None:
-        """The session ended: stop watching, keep positions for the next session."""
-        for watch in self.watches.values():
-            watch.cancel()
-        self.watches.clear()
+        """The session ended: stop publishing, keep the positions for the next session."""
+        for publisher in self.publishers.values():
+            publisher.stop(forget=False)
+        self.publishers.clear()

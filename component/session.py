@@ -2,7 +2,9 @@
 
 The same class runs in a Crossbar container worker (configured by the component's ``extra``)
 and standalone (``python -m component``). Every join registers everything anew: a reconnect
-is a new session, and no per-session state survives it.
+is a new session, and no per-session state survives it. Procedures are registered with
+``invoke: roundrobin``, so several instances (on one router) share the load; per table, one of
+them is elected in etcd to publish the change events (``component.publisher``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,11 @@ from txetcd import Client
 from .config import Settings, parse_settings
 from .events import EventRelay
 
+# Every instance registers with the same policy, so any number of them share the calls.
+SHARED = RegisterOptions(invoke="roundrobin")
+# Lease keepalives and position updates must move off a stalled member well within a lease.
+COORDINATION_TIMEOUT = 1.0
+
 __all__ = ["EtcdComponent"]
 
 
@@ -32,12 +39,14 @@ class EtcdComponent(ApplicationSession):
 
     settings: Settings
     etcd: Client
+    coordinator: Client
     tables: dict[str, Table]
     events: EventRelay
 
     async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
         self.settings = parse_settings(self.config.extra or {})
         self.etcd = self.connect_etcd()
+        self.coordinator = self.connect_etcd(timeout=COORDINATION_TIMEOUT)
         self.tables = self.open_tables()
         await self.register_table_procedures()
         await self.register_database_procedures()
@@ -45,10 +54,10 @@ class EtcdComponent(ApplicationSession):
         self.log.info("etcd component ready: {n} tables under {prefix}",
                       n=len(self.tables), prefix=self.settings.prefix)
 
-    def connect_etcd(self) -> Client:
+    def connect_etcd(self, timeout: float = 10.0) -> Client:
         etcd = self.settings.etcd
         return Client(reactor, endpoints=etcd.endpoints, namespace=etcd.namespace,
-                      user=etcd.user, password=etcd.password, ca=etcd.ca)
+                      user=etcd.user, password=etcd.password, ca=etcd.ca, timeout=timeout)
 
     def open_tables(self) -> dict[str, Table]:
         return {t.name: Table(t.name, t.slot, t.key, t.value, self.etcd)
@@ -58,26 +67,31 @@ class EtcdComponent(ApplicationSession):
         for name, table in self.tables.items():
             for op in ("get", "put", "delete", "count"):
                 await self.register(self.procedure(getattr(table, op)),
-                                    f"{self.settings.prefix}.{name}.{op}")
+                                    f"{self.settings.prefix}.{name}.{op}", options=SHARED)
             await self.register(self.procedure(self.progressive(table.scan)),
                                 f"{self.settings.prefix}.{name}.scan",
-                                options=RegisterOptions(details_arg="details"))
+                                options=RegisterOptions(details_arg="details",
+                                                        invoke=SHARED.invoke))
 
     async def register_database_procedures(self) -> None:
-        await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn")
-        await self.register(self.procedure(self.status), f"{self.settings.prefix}.status")
+        await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn",
+                            options=SHARED)
+        await self.register(self.procedure(self.status), f"{self.settings.prefix}.status",
+                            options=SHARED)
 
     async def republish_changes(self) -> None:
-        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd)
+        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd,
+                                 self.coordinator)
         await self.events.start()
 
     def onLeave(self, details: Any) -> None:  # noqa: N802 - autobahn API
         events = getattr(self, "events", None)
         if events is not None:
             events.stop()
-        etcd = getattr(self, "etcd", None)
-        if etcd is not None:
-            etcd.close()
+        for name in ("etcd", "coordinator"):
+            client = getattr(self, name, None)
+            if client is not None:
+                client.close()
         super().onLeave(details)
 
     async def txn(self, ops: Any) -> int:

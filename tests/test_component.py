@@ -202,6 +202,8 @@ def test_config_errors_name_the_field(node: CrossbarNode) -> None:
          "tables[0].name", None),
         ({**good, "tables": [{"name": "a", "slot": 70000, "key": "uuid", "value": "json"}]},
          "tables[0].slot", None),
+        ({**good, "tables": [{"name": "a", "slot": 65535, "key": "uuid", "value": "json"}]},
+         "tables[0].slot", "elections and event positions"),
         ({**good, "etcd": {"endpoints": ["localhost:2379"]}}, "etcd.endpoints[0]", None),
         ({**good, "extra_field": 1}, "extra_field", None),
     ]
