@@ -32,6 +32,7 @@ class _ClientSide(protocol.Protocol):
         self.proxy = proxy
         self.server: _ServerSide | None = None
         self.pending: list[bytes] = []
+        self.request_lines: list[bytes] = []  # e.g. b"POST /v3/watch HTTP/1.1"
 
     def connectionMade(self) -> None:  # noqa: N802
         self.proxy.connections.append(self)
@@ -50,6 +51,8 @@ class _ClientSide(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802
         self.proxy.requests += data.count(b"POST ")
+        if data.startswith((b"POST ", b"GET ")):
+            self.request_lines.append(data.split(b"\r\n", 1)[0])
         if self.server is None:
             self.pending.append(data)
         else:
