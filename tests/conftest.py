@@ -74,6 +74,15 @@ def node(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory) -> Itera
         crossbar.stop()
 
 
+@pytest.fixture
+def etcd_direct(etcd35: EtcdProcess) -> Iterator[Client]:
+    """A client straight to etcd35 in the demo node's namespace, empty at the start."""
+    client = Client(reactor, url=etcd35.url, namespace=b"app/")
+    wipe(client)
+    yield client
+    pytest_twisted.blockon(client.close())
+
+
 def wipe(client: Client) -> None:
     pytest_twisted.blockon(client.delete(KeySet.all()))
 

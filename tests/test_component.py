@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 import uuid
-from collections.abc import Iterator
 
 import pytest
 import pytest_twisted
@@ -17,21 +16,13 @@ from twisted.internet.task import deferLater
 
 from component.config import ConfigError, parse_settings
 from procedures.errors import KINDS
-from txetcd import Client, KeySet
+from txetcd import Client
 from txetcd.embedded import EtcdProcess
 
 from .blocking import run_blocking, wait
 from .wamp import CrossbarNode, connect
 
 inline = pytest_twisted.ensureDeferred
-
-
-@pytest.fixture
-def etcd_direct(etcd35: EtcdProcess) -> Iterator[Client]:
-    client = Client(reactor, url=etcd35.url, namespace=b"app/")
-    pytest_twisted.blockon(client.delete(KeySet.all()))
-    yield client
-    pytest_twisted.blockon(client.close())
 
 
 async def writer(node: CrossbarNode):

@@ -13,7 +13,7 @@ from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from txetcd import Client, KeySet
+from txetcd import Client
 from txetcd.embedded import EtcdProcess, stop_group
 
 from .wamp import CrossbarNode, connect
@@ -40,14 +40,6 @@ async def eventually(check: Any, timeout: float = 10.0) -> Any:
 
 def watchers(etcd: EtcdProcess) -> int:
     return int(etcd.metric("etcd_debugging_mvcc_watcher_total"))
-
-
-@pytest.fixture
-def direct(etcd35: EtcdProcess) -> Iterator[Client]:
-    client = Client(reactor, url=etcd35.url, namespace=b"app/")
-    pytest_twisted.blockon(client.delete(KeySet.all()))
-    yield client
-    pytest_twisted.blockon(client.close())
 
 
 @pytest.fixture
@@ -92,7 +84,7 @@ class Recorder:
 
 
 @inline
-async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, direct: Client,
+async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, etcd_direct: Client,
                                                    etcd35: EtcdProcess) -> None:
     session = await ready(node)
     reader = await ready(node, "reader")
@@ -102,9 +94,9 @@ async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, direct: C
     await eventually(lambda: defer.succeed(watchers(etcd35) == before + 1))
     try:
         rev1 = await session.call("etcd.settings.put", "theme", {"dark": True})
-        rev2 = (await direct.set(SETTINGS + b"lang", cbor2.dumps("en"))).revision
-        rev3 = (await direct.delete(SETTINGS + b"theme")).header.revision
-        await direct.set(struct.pack(">H", 1) + b"\x00" * 16, b"{}")  # another table: not here
+        rev2 = (await etcd_direct.set(SETTINGS + b"lang", cbor2.dumps("en"))).revision
+        rev3 = (await etcd_direct.delete(SETTINGS + b"theme")).header.revision
+        await etcd_direct.set(struct.pack(">H", 1) + b"\x00" * 16, b"{}")  # another table: not here
         await eventually(lambda: defer.succeed(len(seen.events) >= 3))
         assert seen.events == [
             {"type": "put", "key": "theme", "value": {"dark": True}, "revision": rev1},
@@ -120,7 +112,7 @@ async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, direct: C
 
 
 @inline
-async def test_prefix_subscription_covers_every_table(node: CrossbarNode, direct: Client,
+async def test_prefix_subscription_covers_every_table(node: CrossbarNode, etcd_direct: Client,
                                                       etcd35: EtcdProcess) -> None:
     session = await ready(node)
     seen = Recorder()
@@ -134,7 +126,7 @@ async def test_prefix_subscription_covers_every_table(node: CrossbarNode, direct
         import uuid
 
         user = str(uuid.uuid4())
-        await direct.set(struct.pack(">H", 1) + uuid.UUID(user).bytes, b'{"n": 1}')
+        await etcd_direct.set(struct.pack(">H", 1) + uuid.UUID(user).bytes, b'{"n": 1}')
         await eventually(lambda: defer.succeed(seen.events))
         assert seen.events[0]["key"] == user and seen.events[0]["value"] == {"n": 1}
     finally:
@@ -144,7 +136,7 @@ async def test_prefix_subscription_covers_every_table(node: CrossbarNode, direct
 
 @inline
 async def test_router_and_etcd_restarts_lose_and_repeat_nothing(
-        node: CrossbarNode, direct: Client, etcd35: EtcdProcess) -> None:
+        node: CrossbarNode, etcd_direct: Client, etcd35: EtcdProcess) -> None:
     seen = Recorder()
     committed: list[int] = []
 
@@ -154,7 +146,7 @@ async def test_router_and_etcd_restarts_lose_and_repeat_nothing(
         return reader
 
     async def write(i: int) -> None:
-        committed.append((await direct.set(SETTINGS + b"k%03d" % i,
+        committed.append((await etcd_direct.set(SETTINGS + b"k%03d" % i,
                                            cbor2.dumps(i))).revision)
 
     reader = await subscribed_reader()
@@ -188,7 +180,7 @@ async def test_router_and_etcd_restarts_lose_and_repeat_nothing(
 
 @inline
 async def test_history_compacted_while_away_publishes_resync(
-        node: CrossbarNode, direct: Client) -> None:
+        node: CrossbarNode, etcd_direct: Client) -> None:
     seen = Recorder()
 
     async def subscribed_reader() -> Any:
@@ -199,13 +191,13 @@ async def test_history_compacted_while_away_publishes_resync(
 
     await subscribed_reader()
     await sleep(0.5)
-    await direct.set(SETTINGS + b"a", cbor2.dumps(1))
+    await etcd_direct.set(SETTINGS + b"a", cbor2.dumps(1))
     await eventually(lambda: defer.succeed(seen.events))
 
     node.stop()  # while the router is away, history the component still needs is compacted
-    await direct.set(SETTINGS + b"b", cbor2.dumps(2))
-    latest = (await direct.set(SETTINGS + b"c", cbor2.dumps(3))).revision
-    await direct.compact(latest, physical=True)
+    await etcd_direct.set(SETTINGS + b"b", cbor2.dumps(2))
+    latest = (await etcd_direct.set(SETTINGS + b"c", cbor2.dumps(3))).revision
+    await etcd_direct.compact(latest, physical=True)
     node.start()
     reader = await subscribed_reader()
     resync = await eventually(lambda: defer.succeed(seen.resyncs), timeout=30)

@@ -198,10 +198,10 @@ def _unescape(label: str, data: bytes, pos: int) -> tuple[bytes, int]:
 # --- key codecs -----------------------------------------------------------------------------
 
 
-class KeyCodec(ABC, Generic[K]):
-    """Order-preserving bijection between keys of one type and bytes."""
+class _Codec:
+    """What key and value codecs share: a registry name and a label for error messages."""
 
-    #: Registry name, e.g. ``"oid"``; ``CompoundKey`` derives it from its parts.
+    #: Registry name, e.g. ``"oid"`` or ``"json"``; ``CompoundKey`` derives it from its parts.
     name: str = ""
 
     @property
@@ -211,6 +211,10 @@ class KeyCodec(ABC, Generic[K]):
 
     def __repr__(self) -> str:
         return f"{self.label}()"
+
+
+class KeyCodec(_Codec, ABC, Generic[K]):
+    """Order-preserving bijection between keys of one type and bytes."""
 
     @abstractmethod
     def encode(self, key: K) -> bytes:
@@ -444,19 +448,8 @@ class CompoundKey(KeyCodec[tuple[Any, ...]]):
 # --- value codecs ---------------------------------------------------------------------------
 
 
-class ValueCodec(ABC, Generic[V]):
+class ValueCodec(_Codec, ABC, Generic[V]):
     """Converts values of one kind to bytes and back (no ordering guarantee)."""
-
-    #: Registry name, e.g. ``"json"``.
-    name: str = ""
-
-    @property
-    def label(self) -> str:
-        """Human-readable codec name used in error messages."""
-        return type(self).__name__
-
-    def __repr__(self) -> str:
-        return f"{self.label}()"
 
     @abstractmethod
     def encode(self, value: V) -> bytes:
