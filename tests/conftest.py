@@ -14,7 +14,7 @@ import pytest_twisted
 from twisted.internet import reactor
 
 from txetcd import Client, KeySet
-from txetcd.embedded import EtcdProcess, find_etcd
+from txetcd.embedded import EtcdProcess, binary_version, find_etcd
 
 from .wamp import CrossbarNode
 
@@ -26,7 +26,7 @@ def _binary_ids() -> list[str]:
     ids = []
     for version in ETCD_VERSIONS:
         try:
-            ids.append("etcd-" + EtcdProcess(find_etcd(version)).version)
+            ids.append("etcd-" + binary_version(find_etcd(version)))
         except Exception:  # noqa: BLE001 - reported by the fixture itself, with the hint
             ids.append(f"etcd-{version}-missing")
     return ids

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EtcdProcess", "EtcdNotFound", "find_etcd", "free_port", "start_cluster",
-           "stop_group"]
+__all__ = ["EtcdProcess", "EtcdNotFound", "binary_version", "find_etcd", "free_port",
+           "start_cluster", "stop_group"]
 
 # Debian's etcd-server package installs the 3.4 server here.
 SYSTEM_ETCD = Path("/usr/bin/etcd")
