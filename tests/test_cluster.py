@@ -13,7 +13,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from txetcd import Client, KeySet, Timeout, Unavailable
-from txetcd.embedded import EtcdProcess, start_cluster
+from txetcd.embedded import EtcdProcess, running_cluster
 from txetcd.errors import classify
 
 from .test_auth_tls import ROOT, ROOT_PASSWORD, enable_auth
@@ -24,12 +24,8 @@ inline = pytest_twisted.ensureDeferred
 @pytest.fixture
 def cluster(etcd_binary: Path) -> Iterator[list[EtcdProcess]]:
     """Three members on loopback, all stopped and removed afterwards, whatever happened."""
-    members = start_cluster(etcd_binary, 3)
-    try:
+    with running_cluster(etcd_binary, 3) as members:
         yield members
-    finally:
-        for member in members:
-            member.cleanup()
 
 
 async def find_leader(members: list[EtcdProcess]) -> EtcdProcess:

@@ -21,7 +21,7 @@ from txetcd import (
     WatchEvent,
 )
 from txetcd import watch as watch_module
-from txetcd.embedded import EtcdProcess, start_cluster
+from txetcd.embedded import EtcdProcess, running_cluster
 from txetcd.watch import _disjoint_ranges
 
 from .faults import TcpProxy
@@ -438,12 +438,8 @@ async def test_kill_9_under_a_running_watch_loses_and_repeats_nothing(
 @pytest.fixture
 def cluster(etcd_binary: Any) -> Iterator[list[EtcdProcess]]:
     """Three members with fast elections, removed afterwards whatever happened."""
-    members = start_cluster(etcd_binary, 3, list(FAST_ELECTION))
-    try:
+    with running_cluster(etcd_binary, 3, list(FAST_ELECTION)) as members:
         yield members
-    finally:
-        for member in members:
-            member.cleanup()
 
 
 async def a_follower(cluster: list[EtcdProcess]) -> EtcdProcess:

@@ -8,6 +8,7 @@ it is called from fixtures and command lines, before any reactor runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -19,12 +20,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = ["EtcdProcess", "EtcdNotFound", "binary_version", "find_etcd", "free_port",
-           "start_cluster", "stop_group"]
+           "running_cluster", "start_cluster", "stop_group"]
 
 # Debian's etcd-server package installs the 3.4 server here.
 SYSTEM_ETCD = Path("/usr/bin/etcd")
@@ -275,13 +277,30 @@ def start_cluster(binary: Path, size: int = 3, extra_args: list[str] | None = No
                for i in range(size)]
     initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
     token = f"txetcd-cluster-{members[0].client_port}"
-    for member in members:
-        member.initial_cluster = initial
-        member.cluster_token = token
-        member.start(wait=False)
-    for member in members:
-        member.wait_ready(timeout)
+    try:
+        for member in members:
+            member.initial_cluster = initial
+            member.cluster_token = token
+            member.start(wait=False)
+        for member in members:
+            member.wait_ready(timeout)
+    except BaseException:
+        for member in members:  # a half-formed cluster must not outlive the failure
+            member.cleanup()
+        raise
     return members
+
+
+@contextlib.contextmanager
+def running_cluster(binary: Path, size: int = 3, extra_args: list[str] | None = None,
+                    timeout: float = 60.0) -> Iterator[list[EtcdProcess]]:
+    """``start_cluster`` whose members are stopped and removed on exit, whatever happened."""
+    members = start_cluster(binary, size, extra_args, timeout)
+    try:
+        yield members
+    finally:
+        for member in members:
+            member.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:
