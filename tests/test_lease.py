@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -65,6 +66,19 @@ async def test_leased_key_outlives_its_ttl_while_kept_alive(client: Client) -> N
     assert (await client.get(b"leased")).kvs == []
     info = await client.lease_time_to_live(lease.lease_id)
     assert info.ttl == -1 and not info.alive
+
+
+@inline
+async def test_stalled_process_knows_its_lease_is_gone_before_timers_run(client: Client) -> None:
+    """After a stall longer than the TTL (a paused process, a blocked reactor), ``alive`` is
+    false at once, before the deadline timer had a chance to run: a lease-guarded action taken
+    in the first callback after the stall must not trust the lease."""
+    lease = await client.lease(2)
+    assert lease.alive
+    time.sleep(2.2)  # the reactor stalls: no keepalive, no timer
+    assert not lease.alive
+    await sleep(0.1)
+    assert lease.lost.called and isinstance(lease.lost_reason, LeaseLost)
 
 
 @inline

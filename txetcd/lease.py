@@ -240,8 +240,12 @@ class Lease(Acquirable):
 
     @property
     def alive(self) -> bool:
-        """Granted, and neither revoked nor lost as far as this client knows."""
-        return self._held and not self.revoked and self.lost_reason is None
+        """Granted, and neither revoked nor lost as far as this client knows. A deadline that
+        has passed counts even before its timer ran: after a stall (a paused process, a busy
+        reactor) I/O callbacks may run before the timer does."""
+        if not self._held or self.revoked or self.lost_reason is not None:
+            return False
+        return self._deadline is None or self._deadline.getTime() > self._now()
 
     def add_lost_callback(self, callback: LostCallback) -> None:
         """Call ``callback(reason)`` when the lease is lost (at once if it already is)."""
