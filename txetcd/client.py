@@ -18,7 +18,7 @@ from twisted.web.client import HTTPConnectionPool
 from . import lease as _lease
 from .batch import BATCHABLE, Batcher
 from .concurrency import DEFAULT_SESSION_TTL, Election, Lock
-from .errors import EtcdError, Failed, RequestTooLarge, TooManyOps
+from .errors import EtcdError, Failed, FutureRevision, RequestTooLarge, TooManyOps
 from .lease import Lease, LeaseGrant, LeaseInfo
 from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, _int_arg, as_keyset
 from .transport import TLSConfig, Transport
@@ -168,9 +168,19 @@ class Client:
         pinned = revision
 
         def fetch(start: bytes, end: bytes, want: int) -> defer.Deferred[Range]:
-            return self.get(KeySet(start, range_end=end), limit=want, revision=pinned,
-                            keys_only=keys_only, timeout=timeout,
-                            sort_order="DESCEND" if reverse else None)
+            def read(serializable: bool) -> defer.Deferred[Range]:
+                return self.get(KeySet(start, range_end=end), limit=want, revision=pinned,
+                                keys_only=keys_only, timeout=timeout, serializable=serializable,
+                                sort_order="DESCEND" if reverse else None)
+
+            if not pinned:
+                return read(False)
+            # A page at a pinned revision reads history, which no member can change: the member
+            # may answer it locally (no leader round trip), unless it has not applied the
+            # revision yet, and then the leader is asked.
+            page = read(True)
+            page.addErrback(lambda failure: failure.trap(FutureRevision) and read(False))
+            return page
 
         # The next page is requested before this one is handed out, so that etcd prepares it
         # while the consumer works: one round trip of waiting per scan instead of per page.
