@@ -10,10 +10,8 @@ nothing is compacted) and checked:
 * every acknowledged write is in the history at its revision, with its key and value;
 * the first subscriber (it always resubscribes first after a router restart, so the elected
   publisher resumes from its stored position while it listens) receives exactly the committed
-  changes of each table, in order: none lost, none out of order. Raw repeats are counted
-  separately: the one case that may repeat an event is a publisher killed between the router's
-  acknowledgement and its position update (see ``component.publisher``); subscribers drop such a
-  repeat by ``(revision, key)``, and the check runs on the de-duplicated sequence;
+  changes of each table, in order: none lost, none repeated, none out of order. A repeat is
+  reported with the fault before it, and the other checks run on the sequence without repeats;
 * every other subscriber's sequence is strictly increasing and, between two (re)subscriptions,
   a gapless run of the committed changes. Events published while a subscriber is not subscribed
   (between a router restart and its resubscription) are not expected by it;
@@ -43,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
@@ -97,6 +96,7 @@ class Subscriber:
     arrival: dict[str, list[float]] = field(default_factory=dict)
     epochs: dict[str, list[int]] = field(default_factory=dict)
     resyncs: list[tuple[str, int]] = field(default_factory=list)
+    publishers: dict[str, list[int | None]] = field(default_factory=dict)  # WAMP session ids
     session: Any = None
 
     async def subscribe(self, reactor: Any, url: str) -> None:
@@ -105,15 +105,17 @@ class Subscriber:
             self.epochs.setdefault(table, []).append(len(self.events.setdefault(table, [])))
             self.arrival.setdefault(table, [])
             await self.session.subscribe(self.recorder(reactor, table),
-                                         f"{PREFIX}.{table}.on_change")
+                                         f"{PREFIX}.{table}.on_change",
+                                         options=SubscribeOptions(details_arg="details"))
             await self.session.subscribe(
                 lambda compact_revision, table=table: self.resyncs.append(
                     (table, compact_revision)), f"{PREFIX}.{table}.on_resync")
 
     def recorder(self, reactor: Any, table: str) -> Callable[..., None]:
-        def on_change(**event: Any) -> None:
+        def on_change(details: Any = None, **event: Any) -> None:
             self.events[table].append((event["revision"], str(event["key"])))
             self.arrival[table].append(reactor.seconds())
+            self.publishers.setdefault(table, []).append(getattr(details, "publisher", None))
 
         return on_change
 
@@ -141,6 +143,7 @@ class Report:
     lost: dict[str, int] = field(default_factory=dict)
     repeated_raw: dict[str, int] = field(default_factory=dict)
     repeats_after: collections.Counter[str] = field(default_factory=collections.Counter)
+    repeat_details: list[str] = field(default_factory=list)
     fault_times: list[tuple[float, str]] = field(default_factory=list)
     out_of_order: dict[str, int] = field(default_factory=dict)
     gaps: dict[str, int] = field(default_factory=dict)
@@ -154,6 +157,7 @@ class Report:
     @property
     def ok(self) -> bool:
         return not (self.acked_missing or any(self.lost.values())
+                    or any(self.repeated_raw.values())
                     or any(self.out_of_order.values()) or any(self.gaps.values())
                     or self.resyncs or self.problems)
 
@@ -172,8 +176,8 @@ class Report:
             f"acknowledged but missing in etcd {len(self.acked_missing)}",
             f"events per subscriber/table: committed {self.committed}",
             f"  lost {sum(self.lost.values())}, out of order {sum(self.out_of_order.values())}, "
-            f"gaps within a subscription {sum(self.gaps.values())}, repeats "
-            f"(raw, dropped by (revision, key)) {sum(self.repeated_raw.values())} "
+            f"gaps within a subscription {sum(self.gaps.values())}, repeated "
+            f"{sum(self.repeated_raw.values())} "
             f"{ {k: v for k, v in self.repeated_raw.items() if v} }, on_resync {self.resyncs}",
             f"  repeats by the fault before them: {dict(self.repeats_after) or '-'}",
             f"publisher failover (kill -9 to new leader): {self._times(self.publisher_failover)}",
@@ -181,6 +185,7 @@ class Report:
             f"etcd leader kill to next acknowledged write: {self._times(self.etcd_failover)}",
         ]
         lines += [f"PROBLEM: {p}" for p in self.problems[:20]]
+        lines += [f"REPEAT: {r}" for r in self.repeat_details[:10]]
         lines += [f"MISSING: {m}" for m in self.acked_missing[:20]]
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
@@ -228,8 +233,9 @@ class Chaos:
     """The cluster, the node, the instances, the workload and the faults of one run."""
 
     def __init__(self, reactor: Any, workdir: Path, binary: Path, seed: int,
-                 subscribers: int = 2) -> None:
+                 subscribers: int = 2, kinds: tuple[str, ...] = FAULTS) -> None:
         self.reactor = reactor
+        self.kinds = kinds
         self.workdir = workdir
         self.binary = binary
         self.rng = random.Random(seed)
@@ -466,7 +472,7 @@ class Chaos:
             self.writing = True
             self.writers = [defer.ensureDeferred(self.write_directly()),
                             defer.ensureDeferred(self.write_through_wamp())]
-            kinds = [FAULTS[i % len(FAULTS)] for i in range(faults)]
+            kinds = [self.kinds[i % len(self.kinds)] for i in range(faults)]
             self.rng.shuffle(kinds)
             for number, kind in enumerate(kinds, 1):
                 await sleep(self.reactor, settle)
@@ -553,6 +559,11 @@ class Chaos:
                 arrived = subscriber.arrival[table][i]
                 before = [kind for at, kind in report.fault_times if at <= arrived]
                 report.repeats_after[before[-1] if before else "no fault"] += 1
+                publishers = subscriber.publishers[table]
+                report.repeat_details.append(
+                    f"{label} {change} at {arrived:.2f} from session {publishers[i]}, first from "
+                    f"{publishers[raw.index(change)]} at "
+                    f"{subscriber.arrival[table][raw.index(change)]:.2f}")
                 continue
             seen.add(change)
             if kept and change <= kept[-1]:
@@ -574,12 +585,13 @@ class Chaos:
 
 
 async def run_chaos(reactor: Any, faults: int, seed: int, binary: Path,
-                    workdir: Path | None = None, settle: float = 1.0) -> Report:
+                    workdir: Path | None = None, settle: float = 1.0,
+                    kinds: tuple[str, ...] = FAULTS) -> Report:
     """One chaos run; a temporary directory holds the node's config and logs unless given."""
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
-        return await Chaos(reactor, workdir, binary, seed).run(faults, settle)
+        return await Chaos(reactor, workdir, binary, seed, kinds=kinds).run(faults, settle)
 
 
 async def main(reactor: Any, argv: list[str]) -> None:
@@ -590,13 +602,15 @@ async def main(reactor: Any, argv: list[str]) -> None:
     parser.add_argument("--settle", type=float, default=1.0,
                         help="seconds of load between two faults")
     parser.add_argument("--keep", default=None, help="keep node config and logs in this dir")
+    parser.add_argument("--kinds", nargs="+", choices=FAULTS, default=FAULTS,
+                        help="only these faults (default: all, in turn)")
     args = parser.parse_args(argv)
     workdir = Path(args.keep) if args.keep else None
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     report = await run_chaos(reactor, args.faults, args.seed, find_etcd(args.version), workdir,
-                             args.settle)
+                             args.settle, tuple(args.kinds))
     print(f"etcd {args.version}, seed {args.seed}, {time.monotonic() - started:.0f} s wall")
     print(report.summary())
     if not report.ok:

@@ -1,9 +1,9 @@
 """Chaos, short: three component instances on a 3-member etcd cluster under every fault kind.
 
 ``bench/chaos.py`` has the harness and the exact checks; this runs five faults (each kind at
-least once, fixed seed) per etcd version. Nothing acknowledged may be lost, and the first
-subscriber must receive every committed change of each table exactly once after dropping
-repeats by ``(revision, key)``; the others gapless runs between their (re)subscriptions.
+least once, fixed seed) per etcd version. Nothing acknowledged may be lost, the first
+subscriber must receive every committed change of each table exactly once, in order, and the
+others gapless runs between their (re)subscriptions, nothing repeated.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ async def test_faults_lose_and_reorder_nothing(etcd_binary: Path, tmp_path: Path
     assert sum(report.faults.values()) == FAULTS and len(report.faults) == 4
     assert report.acked_writes > 0 and not report.acked_missing
     assert not any(report.lost.values()), report.summary()
+    assert not any(report.repeated_raw.values()), report.summary()
     assert not any(report.out_of_order.values()), report.summary()
     assert not any(report.gaps.values()), report.summary()
     assert not report.problems and not report.resyncs, report.summary()
@@ -47,3 +48,12 @@ def test_position_covers_what_was_published() -> None:
     position.advance(12, b"c")
     assert position == Position(12, {b"c"}) == Position.decode(position.encode())
     assert not position.covers(12, b"a") and position.covers(11, b"z")
+
+
+def test_position_through_a_retained_event() -> None:
+    """From the router's last event (revision 7, key b): everything up to b in etcd's order."""
+    position = Position(5).newest(Position(7, through=b"b"))
+    assert position.covers(6, b"z")
+    assert position.covers(7, b"a") and position.covers(7, b"b")  # up to and including b
+    assert not position.covers(7, b"c") and not position.covers(8, b"a")
+    assert position.covers(7, b"a")  # asked again (a watch replayed): still published
