@@ -56,6 +56,9 @@ class Settings:
     prefix: str
     etcd: EtcdSettings
     tables: list[TableSettings]
+    # Seconds between two writes of a publisher's position while events flow (see
+    # component.publisher): what a lone instance may resend after a crash, against etcd writes.
+    position_interval: float = 0.1
 
 
 def _expect(obj: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -84,7 +87,7 @@ def parse_settings(raw: Any) -> Settings:
     """Check and convert a config dict; raises ``ConfigError`` naming the first bad field."""
     _expect(raw, dict, "(top level)")
     raw = {k: v for k, v in raw.items() if k != "cbdir"}  # crossbar adds cbdir to extra
-    _reject_unknown(raw, {"prefix", "etcd", "tables"}, "")
+    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval"}, "")
     prefix_text = raw.get("prefix", "etcd")
     _expect(prefix_text, str, "prefix")
     for i, part in enumerate(prefix_text.split(".")):
@@ -140,4 +143,7 @@ def parse_settings(raw: Any) -> Settings:
             if other.slot == slot:
                 raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
         tables.append(TableSettings(name, slot, key, value))
-    return Settings(prefix_text, etcd, tables)
+    interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
+    if not 0 <= interval <= 3600:
+        raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")
+    return Settings(prefix_text, etcd, tables, float(interval))

@@ -1,34 +1,40 @@
 """Republish etcd changes of each table as ``<prefix>.<table>.on_change`` WAMP events.
 
-A table is published only while some subscription covers its topic: the router's subscription
-meta-API tells which (``wamp.subscription.list``/``get`` on every join, then ``on_create`` and
-``on_delete``). Events carry the etcd revision and key, so subscribers can order and
-de-duplicate.
+A table is published only while some subscriber receives its topic: the router's subscription
+meta-API tells which (``wamp.subscription.list``, ``get`` and ``list_subscribers`` on every
+join, then ``on_create``, ``on_subscribe``, ``on_unsubscribe`` and ``on_delete``). Events carry
+the etcd revision and key, so subscribers can order them.
 
 Any number of component instances may serve one router: per table, the instances elect one
-publisher in etcd, and the publisher keeps its position (the last revision published, and the
-keys published at it) in etcd, so a new publisher, or a new session after a router reconnect,
-continues where the last one stopped (see ``component.publisher`` for the exact guarantee: no
-loss and no repeat, except that a publisher crashing between a publish and the position update
-leaves that one event to be sent again, with the same revision and key). A position is
-forgotten when the last subscriber goes: a later subscriber starts from "now" and loads the
-table with ``scan``. When etcd compacted past the position, ``<prefix>.<table>.on_resync``
-tells clients to reload. Events are never retained (a retained event would keep the topic, and
-so the etcd watch, alive forever).
-"""
+publisher in etcd. The router retains the last event of each table, and the publisher keeps its
+position (the last revision published, and the keys published at it) in etcd, so a new
+publisher, or a new session after a router reconnect, continues exactly where the last one
+stopped (see ``component.publisher``). A position is forgotten when the last subscriber goes:
+a later subscriber starts from "now" and loads the table with ``scan``. When etcd compacted
+past the position, ``<prefix>.<table>.on_resync`` tells clients to reload."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from autobahn.wamp.types import PublishOptions
+from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.types import PublishOptions, SubscribeOptions
+from twisted.internet import defer
+from twisted.logger import Logger
 
 from procedures.table import Table
 from txetcd import Client
 
-from .publisher import TablePublisher
+from .publisher import POSITION_INTERVAL, Position, TablePublisher
 
 __all__ = ["EventRelay", "covers"]
+
+log = Logger()
+
+# Retained: the router keeps the last event of each table, which tells a new publisher where
+# its predecessor stopped.
+RETAINED = PublishOptions(acknowledge=True, retain=True)
 
 
 def covers(uri: str, match: str, topic: str) -> bool:
@@ -45,11 +51,19 @@ def covers(uri: str, match: str, topic: str) -> bool:
     return False
 
 
+@dataclass
+class _Subscription:
+    uri: str
+    match: str
+    sessions: set[int] = field(default_factory=set)
+
+
 class EventRelay:
-    """One session's publishers, campaigning and stopping as subscriptions come and go."""
+    """One session's publishers, campaigning and stopping as subscribers come and go."""
 
     def __init__(self, session: Any, prefix: str, tables: dict[str, Table], etcd: Client,
-                 coordinator: Client | None = None) -> None:
+                 coordinator: Client | None = None,
+                 position_interval: float = POSITION_INTERVAL) -> None:
         self.session = session
         self.prefix = prefix
         self.tables = tables
@@ -57,49 +71,107 @@ class EventRelay:
         # Elections and positions want short timeouts (a lease of a few seconds must be kept
         # alive through a stalled member), table watches and reads do not.
         self.coordinator = coordinator or etcd
-        self.subscriptions: dict[int, tuple[str, str]] = {}
+        self.position_interval = position_interval
+        self.subscriptions: dict[int, _Subscription] = {}
         self.publishers: dict[str, TablePublisher] = {}
 
     def topic(self, table: str) -> str:
         return f"{self.prefix}.{table}.on_change"
 
     async def start(self) -> None:
-        """Follow subscriptions from now on, then bootstrap from the ones that already exist."""
-        await self.session.subscribe(self.on_create, "wamp.subscription.on_create")
-        await self.session.subscribe(self.on_delete, "wamp.subscription.on_delete")
+        """Follow subscribers from now on, then bootstrap from the subscriptions that exist.
+        Subscribers, not subscriptions: a topic with a retained event keeps its subscription
+        after the last subscriber left."""
+        for event in ("on_create", "on_subscribe", "on_unsubscribe", "on_delete"):
+            await self.session.subscribe(getattr(self, event), f"wamp.subscription.{event}")
         listing = await self.session.call("wamp.subscription.list")
         for ids in listing.values():
             for sub_id in ids:
-                info = await self.session.call("wamp.subscription.get", sub_id)
-                if info:
-                    self.subscriptions[info["id"]] = (info["uri"], info.get("match", "exact"))
+                await self.learn(sub_id)
         self.reconcile()
 
+    async def learn(self, sub_id: int) -> None:
+        """Fetch a subscription's topic and subscribers (it may be gone by now)."""
+        try:
+            info = await self.session.call("wamp.subscription.get", sub_id)
+            sessions = await self.session.call("wamp.subscription.list_subscribers", sub_id)
+        except ApplicationError:
+            return
+        if info:
+            known = self.subscriptions.setdefault(
+                sub_id, _Subscription(info["uri"], info.get("match", "exact")))
+            known.sessions.update(sessions or ())
+
     def on_create(self, session_id: int, info: dict[str, Any]) -> None:
-        self.subscriptions[info["id"]] = (info["uri"], info.get("match", "exact"))
+        self.subscriptions.setdefault(info["id"], _Subscription(info["uri"],
+                                                                info.get("match", "exact")))
+
+    def on_subscribe(self, session_id: int, sub_id: int) -> None:
+        known = self.subscriptions.get(sub_id)
+        if known is None:  # created before this session followed the meta events
+            defer.ensureDeferred(self.learn(sub_id)).addCallback(lambda _: self.reconcile())
+            return
+        known.sessions.add(session_id)
         self.reconcile()
+
+    def on_unsubscribe(self, session_id: int, sub_id: int) -> None:
+        known = self.subscriptions.get(sub_id)
+        if known is not None and session_id in known.sessions:
+            known.sessions.discard(session_id)
+            self.reconcile()
 
     def on_delete(self, session_id: int, sub_id: int) -> None:
         if self.subscriptions.pop(sub_id, None) is not None:
             self.reconcile()
 
     def reconcile(self) -> None:
-        """Campaign to publish exactly the tables whose topic some subscription covers."""
+        """Campaign to publish exactly the tables whose topic some subscriber receives."""
         for name in self.tables:
             topic = self.topic(name)
-            wanted = any(covers(uri, match, topic) for uri, match in self.subscriptions.values())
+            wanted = any(sub.sessions and covers(sub.uri, sub.match, topic)
+                         for sub in self.subscriptions.values())
             if wanted and name not in self.publishers:
-                self.publishers[name] = TablePublisher(self, name, self.coordinator)
+                self.publishers[name] = TablePublisher(self, name, self.coordinator,
+                                                       self.position_interval)
             elif not wanted and name in self.publishers:
                 # Nobody listens: the next subscriber starts from now, not from here.
                 self.publishers.pop(name).stop(forget=True)
 
-    async def publish(self, topic: str, **payload: Any) -> None:
-        """Publish and wait for the router's acknowledgement (raises if the session is gone)."""
-        await self.session.publish(topic, options=PublishOptions(acknowledge=True), **payload)
+    def publish(self, topic: str, **payload: Any) -> defer.Deferred[Any]:
+        """Publish, retained; fires with the router's acknowledgement, fails if the session is
+        gone."""
+        return defer.maybeDeferred(self.session.publish, topic, options=RETAINED, **payload)
 
-    def stop(self) -> None:
-        """The session ended: stop publishing, keep the positions for the next session."""
-        for publisher in self.publishers.values():
-            publisher.stop(forget=False)
+    async def last_published(self, table: str) -> Position | None:
+        """What the router retained of ``table``'s events: the last one it accepted."""
+        topic = self.topic(table)
+        seen: list[dict[str, Any]] = []
+        try:
+            subscription = await self.session.subscribe(
+                lambda *args, **event: seen.append(event), topic,
+                options=SubscribeOptions(get_retained=True))
+            try:
+                # One round trip: the router sent the retained event before answering it.
+                await self.session.call("wamp.subscription.lookup", topic)
+            finally:
+                await subscription.unsubscribe()
+        except ApplicationError as exc:
+            log.warn("cannot read the retained event of {topic} ({exc}): continuing from the "
+                     "stored position, which may repeat the last events", topic=topic, exc=exc)
+            return None
+        if not seen:
+            return None
+        last = seen[-1]  # anything after the retained event is newer still
+        try:
+            return Position(int(last["revision"]), through=self.tables[table].etcd_key(
+                last["key"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warn("unreadable retained event of {topic}: {exc}", topic=topic, exc=exc)
+            return None
+
+    def stop(self) -> defer.Deferred[Any]:
+        """The session ended: stop publishing and store the positions for the next session;
+        fires when every publisher has."""
+        stopped = [publisher.stop(forget=False) for publisher in self.publishers.values()]
         self.publishers.clear()
+        return defer.DeferredList(stopped)

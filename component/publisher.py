@@ -1,30 +1,34 @@
-"""One publisher per table across all component instances, elected in etcd, resuming in etcd.
+"""One publisher per table across all component instances, elected in etcd; exactly once.
 
 Every instance whose router has a subscriber for ``<prefix>.<table>.on_change`` campaigns in the
 election ``<namespace>\\xff\\xffwamp/<prefix>/publisher/<table>`` with a lease of
-``LEASE_TTL`` seconds. Only the leader watches the table and publishes. After each acknowledged
-publish it records its position, "everything below revision R, and the keys already sent at R",
-in the key ``...wamp/<prefix>/position/<table>`` with a txn guarded by its leader key
-(``CompCreated(leader_key) == leader_rev``): a deposed leader can never move the position. A new
-leader reads the position and watches from R, skipping the keys already sent at R.
+``LEASE_TTL`` seconds. Only the leader watches the table and publishes.
 
-Guarantee: no event is lost while its history is in etcd (compaction past the position is
-announced with ``on_resync``), events of a table are published in revision order, and a router
-restart or a leader that resigns cleanly repeats nothing. Limit: the publish and the position
-update are two systems without a common commit. A leader that loses the lead after the router
-accepted an event and before its position update committed leaves that one event to be
-published again by its successor: when it is killed, stalls past its lease, or cannot reach a
-working etcd member for longer than its lease (the chaos bench sees this after a member is
-stopped with SIGSTOP). So across a change of publisher delivery is at-least-once, and a repeat
-is always the last event before the change, with the same ``revision`` and ``key``:
-subscribers that drop an event whose ``(revision, key)`` they have already seen get
-exactly-once delivery.
+What has been published is known in two places:
+
+* **etcd**: the leader stores its position, "everything below revision R, and the keys already
+  sent at R", in ``...wamp/<prefix>/position/<table>`` with a txn guarded by its leader key
+  (``CompCreated(leader_key) == leader_rev``), so a deposed leader can never move it. Publishes
+  are pipelined and the position is written at most every ``position_interval`` seconds, so it
+  may lag behind what the router accepted.
+* **the router**: every event is published with ``retain``, so the router keeps the last one
+  it accepted on the table's topic.
+
+A new leader subscribes once with ``get_retained`` to read that last event, makes one round trip
+to the router so that it has arrived, and continues after the newer of the stored position and
+that event. Events are published in revision order and etcd delivers the events of one revision
+in the same order every time, so everything up to the retained event was published: nothing is
+skipped, and nothing the router accepted is sent again, whichever instance dies. A router
+restart forgets the retained event; the session that ends with it stores its exact position
+before it resigns. A subscriber that subscribes with ``get_retained`` receives the last change
+first.
 
 Slot 65535 of the namespace is reserved for these keys; no table may use it.
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import socket
 from dataclasses import dataclass, field
@@ -44,12 +48,14 @@ from .config import RESERVED_SLOT
 if TYPE_CHECKING:
     from .events import EventRelay
 
-__all__ = ["TablePublisher", "Position", "LEASE_TTL", "RESERVED_SLOT", "election_name",
-           "position_key", "instance_id"]
+__all__ = ["TablePublisher", "Position", "LEASE_TTL", "RESERVED_SLOT", "POSITION_INTERVAL",
+           "election_name", "position_key", "instance_id"]
 
 log = Logger()
 
 LEASE_TTL = 2  # seconds: a dead publisher is replaced within about TTL + one campaign round trip
+POSITION_INTERVAL = 0.1  # seconds between two position writes while events flow
+MAX_IN_FLIGHT = 500  # publishes sent and not yet acknowledged by the router
 _COORDINATION = RESERVED_SLOT.to_bytes(2, "big") + b"wamp/"
 RETRY_DELAY = 0.2
 
@@ -69,19 +75,39 @@ def instance_id() -> bytes:
 
 @dataclass
 class Position:
-    """Published: every event below ``revision``, and at ``revision`` the events of ``keys``."""
+    """Published: every event below ``revision``, and at ``revision`` the events of ``keys``
+    and, if ``through`` is set, every event up to the one of key ``through`` in etcd's order."""
 
     revision: int
     keys: set[bytes] = field(default_factory=set)
+    through: bytes | None = None
 
     def covers(self, revision: int, key: bytes) -> bool:
-        return revision < self.revision or (revision == self.revision and key in self.keys)
+        """Whether the event ``(revision, key)`` was published; ask in etcd's order."""
+        if revision != self.revision:
+            return revision < self.revision
+        if self.through is not None:
+            if key == self.through:
+                self.through = None  # the events after it at this revision are new
+            self.keys.add(key)
+            return True
+        return key in self.keys
 
     def advance(self, revision: int, key: bytes) -> None:
+        """Record the event ``(revision, key)`` as published; an older one changes nothing."""
         if revision > self.revision:
             self.revision, self.keys = revision, {key}
-        else:
+        elif revision == self.revision:
             self.keys.add(key)
+
+    def newest(self, other: Position) -> Position:
+        """The later of two positions (both true: events go out in revision order)."""
+        if other.revision != self.revision:
+            return (self if self.revision > other.revision else other).copy()
+        return Position(self.revision, self.keys | other.keys, self.through or other.through)
+
+    def copy(self) -> Position:
+        return Position(self.revision, set(self.keys), self.through)
 
     def encode(self) -> bytes:
         return cbor2.dumps({"revision": self.revision, "keys": sorted(self.keys)})
@@ -93,36 +119,61 @@ class Position:
 
 
 class _Lost:
-    """Queued when the leadership is lost or the watch ended, to end the publishing loop."""
+    """Queued when the leadership is lost, the watch ended or a publish failed."""
 
     def __init__(self, reason: Any) -> None:
         self.reason = reason
+
+
+@dataclass
+class _Sent:
+    """One watch event on its way: published (or skipped) once ``done``."""
+
+    revision: int
+    key: bytes
+    done: bool = False
 
 
 async def _sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
+def _leading(leadership: Leadership) -> bool:
+    return not leadership.lost.called and leadership.lease is not None and \
+        leadership.lease.alive
+
+
 class TablePublisher:
     """Campaigns for one table's election while wanted; publishes its changes while leading."""
 
-    def __init__(self, relay: EventRelay, name: str, coordinator: Client) -> None:
+    def __init__(self, relay: EventRelay, name: str, coordinator: Client,
+                 position_interval: float = POSITION_INTERVAL) -> None:
         self.relay = relay
         self.name = name
+        self.table = relay.tables[name]
         self.coordinator = coordinator
+        self.position_interval = position_interval
         self.election = coordinator.election(election_name(relay.prefix, name))
         self.position_key = position_key(relay.prefix, name)
+        self.published = Position(0)  # what the router accepted in this lead
+        self.stored = Position(0)  # what its last position write (as leader) stored
+        self.sent: collections.deque[_Sent] = collections.deque()
+        self.waiter: tuple[int, defer.Deferred[None]] | None = None  # (fewer than, wakes)
+        self.storing: defer.Deferred[None] | None = None
+        self.queue: defer.DeferredQueue[Any] = defer.DeferredQueue()
         self.leadership: Leadership | None = None
         self.running = True
         self.forget = False
         self.task = defer.ensureDeferred(self.run())
 
-    def stop(self, forget: bool) -> None:
+    def stop(self, forget: bool) -> defer.Deferred[None]:
         """Stop campaigning or publishing; ``forget`` (nobody subscribes any more) also deletes
-        the position, so that a later subscriber starts from then, not from here."""
+        the position, so that a later subscriber starts from then, not from here. Fires when
+        the position is stored and the lead resigned."""
         self.running = False
         self.forget = forget
         self.task.cancel()
+        return self.task.addErrback(lambda _: None)
 
     async def run(self) -> None:
         while self.running:
@@ -139,26 +190,38 @@ class TablePublisher:
                 except defer.CancelledError:
                     return
 
+    # -- leading -----------------------------------------------------------------------------
+
     async def lead(self) -> None:
-        """Win the election, then publish from the stored position until the lead ends."""
+        """Win the election, then publish from what was published until the lead ends."""
         leadership = self.election.campaign(instance_id(), ttl=LEASE_TTL)
         await leadership
         self.leadership = leadership
         log.info("publishing {table} as elected leader", table=self.name)
         watch = None
+        queue: defer.DeferredQueue[Any] = defer.DeferredQueue()
+        self.queue = queue
+        self.sent.clear()
+        # Nothing to store until this lead has read where to start: what an earlier lead
+        # published is stale by now, and storing it would move the position back.
+        self.published = self.stored = Position(0)
         try:
-            position = await self.load_position(leadership)
-            queue: defer.DeferredQueue[Any] = defer.DeferredQueue()
+            retained = await self.relay.last_published(self.name)
+            self.stored = await self.load_position(leadership)
+            start = self.stored.copy()
+            if retained is not None:
+                start = start.newest(retained)
+            # Moves on with each acknowledgement, and with each event skipped below.
+            self.published = Position(start.revision, set(start.keys))
             leadership.lost.addBoth(self.end_on, queue)
-            table = self.relay.tables[self.name]
-            watch = self.relay.etcd.watch(table.keyset, queue.put,
-                                          start_revision=max(position.revision, 1))
+            watch = self.relay.etcd.watch(self.table.keyset, queue.put,
+                                          start_revision=max(start.revision, 1))
             watch.done.addBoth(self.end_on, queue)
             while True:
                 item = await queue.get()
                 if isinstance(item, _Lost):
                     raise NotLeader(f"publishing {self.name} ended: {item.reason}")
-                await self.relay_item(leadership, position, item)
+                await self.relay_item(leadership, start, item)
         finally:
             if watch is not None:
                 watch.cancel()
@@ -171,12 +234,103 @@ class TablePublisher:
         queue.put(_Lost(reason))
         return reason
 
-    async def step_down(self, leadership: Leadership) -> None:
-        """Resign (deleting the position first when nobody subscribes any more)."""
+    async def relay_item(self, leadership: Leadership, start: Position,
+                         item: WatchEvent | WatchCompacted) -> None:
+        relay = self.relay
+        if isinstance(item, WatchCompacted):
+            await self.in_flight_below(1)
+            await relay.publish(f"{relay.prefix}.{self.name}.on_resync",
+                                compact_revision=item.compact_revision)
+            self.published = Position(item.compact_revision)
+            self.position_changed(leadership)
+            return
+        key = item.kv.key
+        if start.covers(item.revision, key):
+            self.published.advance(item.revision, key)
+            return  # published before (by a predecessor, or a replayed revision)
+        if not _leading(leadership):
+            raise NotLeader(f"lost the lead of {self.name}")
+        await self.in_flight_below(MAX_IN_FLIGHT)
+        sent = _Sent(item.revision, key)
+        self.sent.append(sent)
         try:
-            if self.forget and not leadership.lost.called:
-                await self.coordinator.txn(compare=[self.guard(leadership)],
-                                           success=[OpDel(self.position_key)])
+            wire_key = self.table.wire_key(key)
+            value = None if item.type == EventType.DELETE else self.table.values.decode(
+                item.kv.value)
+        except (TypeError, ValueError) as exc:
+            # A row some other program wrote in a format this table cannot read.
+            log.warn("skipping undecodable change in table {table} at revision {rev}: {exc}",
+                     table=self.name, rev=item.revision, exc=exc)
+            self.finished(None, sent, leadership)
+            return
+        ack = relay.publish(relay.topic(self.name),
+                            type="delete" if item.type == EventType.DELETE else "put",
+                            key=wire_key, value=value, revision=item.revision)
+        ack.addCallbacks(self.finished, self.publish_failed, callbackArgs=(sent, leadership),
+                         errbackArgs=(leadership,))
+
+    def finished(self, _: Any, sent: _Sent, leadership: Leadership) -> None:
+        """An event was acknowledged (or skipped): advance over every finished one in order."""
+        sent.done = True
+        if leadership is not self.leadership:
+            return  # acknowledged after its lead ended; the next lead asks the router anyway
+        while self.sent and self.sent[0].done:
+            done = self.sent.popleft()
+            self.published.advance(done.revision, done.key)
+        if self.waiter is not None and len(self.sent) < self.waiter[0]:
+            _, wake = self.waiter
+            self.waiter = None
+            wake.callback(None)
+        self.position_changed(leadership)
+
+    def publish_failed(self, failure: Any, leadership: Leadership) -> None:
+        """The session is gone or the router refused: end this lead (its position is exact)."""
+        if leadership is not self.leadership:
+            return
+        self.queue.put(_Lost(failure.value))
+        if self.waiter is not None:
+            _, wake = self.waiter
+            self.waiter = None
+            wake.errback(failure)
+
+    async def in_flight_below(self, limit: int) -> None:
+        """Wait until fewer than ``limit`` events are unacknowledged."""
+        if len(self.sent) >= limit:
+            wake: defer.Deferred[None] = defer.Deferred()
+            self.waiter = (limit, wake)
+            await wake
+
+    # -- the stored position -----------------------------------------------------------------
+
+    def position_changed(self, leadership: Leadership) -> None:
+        """Store the position soon, with at most one write in flight."""
+        if self.storing is None and self.published != self.stored:
+            self.storing = defer.ensureDeferred(self.store_changes(leadership))
+
+    async def store_changes(self, leadership: Leadership) -> None:
+        try:
+            while self.published != self.stored:
+                if self.position_interval:
+                    await _sleep(self.position_interval)  # let more acknowledgements come in
+                await self.persist(leadership, self.published.copy())
+        except defer.CancelledError:
+            pass
+        except Exception as exc:  # noqa: BLE001 - deposed or etcd gone: end this lead
+            self.queue.put(_Lost(exc))
+        finally:
+            self.storing = None
+
+    async def step_down(self, leadership: Leadership) -> None:
+        """Store the position (or delete it when nobody subscribes any more), then resign."""
+        if self.storing is not None:
+            self.storing.cancel()
+        try:
+            if _leading(leadership):
+                if self.forget:
+                    await self.coordinator.txn(compare=[self.guard(leadership)],
+                                               success=[OpDel(self.position_key)])
+                elif self.published != self.stored:
+                    await self.persist(leadership, self.published.copy(), retry=False)
             await leadership.resign()
         except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
             log.info("publisher of {table} could not resign cleanly: {exc!r}", table=self.name,
@@ -187,7 +341,7 @@ class TablePublisher:
         return CompCreated(leadership.key, "==", leadership.revision)
 
     async def load_position(self, leadership: Leadership) -> Position:
-        """The predecessor's position; none yet means "from now on", stored at once so that a
+        """The stored position; none yet means "from now on", stored at once so that a
         successor continues from the same revision."""
         found = await self.coordinator.get(self.position_key)
         if found.kvs:
@@ -196,49 +350,25 @@ class TablePublisher:
         await self.persist(leadership, position)
         return position
 
-    async def persist(self, leadership: Leadership, position: Position) -> None:
-        """Store the position if still leading; rewriting the same value is harmless, so a write
+    async def persist(self, leadership: Leadership, position: Position,
+                      retry: bool = True) -> None:
+        """Store ``position`` if still leading; rewriting the same value is harmless, so a write
         of unknown outcome is simply sent again."""
         value = position.encode()
         while True:
-            if leadership.lost.called:
+            if not _leading(leadership):
                 raise NotLeader(f"lost the lead of {self.name}")
             try:
                 result = await self.coordinator.txn(compare=[self.guard(leadership)],
                                                     success=[OpSet(self.position_key, value)])
             except Unavailable as exc:
+                if not retry:
+                    raise
                 log.info("position of {table} not stored yet ({exc}); again", table=self.name,
                          exc=exc)
                 await _sleep(RETRY_DELAY)
                 continue
             if not result.succeeded:
                 raise NotLeader(f"another instance leads {self.name} now")
+            self.stored = position
             return
-
-    async def relay_item(self, leadership: Leadership, position: Position,
-                         item: WatchEvent | WatchCompacted) -> None:
-        relay = self.relay
-        if isinstance(item, WatchCompacted):
-            await relay.publish(f"{relay.prefix}.{self.name}.on_resync",
-                                compact_revision=item.compact_revision)
-            position.revision, position.keys = item.compact_revision, set()
-            await self.persist(leadership, position)
-            return
-        if position.covers(item.revision, item.kv.key):
-            return  # published before (by this leader's predecessor, or a replayed revision)
-        if leadership.lost.called:
-            raise NotLeader(f"lost the lead of {self.name}")
-        table = relay.tables[self.name]
-        try:
-            wire_key = table.wire_key(item.kv.key)
-            value = None if item.type == EventType.DELETE else table.values.decode(item.kv.value)
-        except (TypeError, ValueError) as exc:
-            # A row some other program wrote in a format this table cannot read.
-            log.warn("skipping undecodable change in table {table} at revision {rev}: {exc}",
-                     table=self.name, rev=item.revision, exc=exc)
-        else:
-            await relay.publish(relay.topic(self.name),
-                                type="delete" if item.type == EventType.DELETE else "put",
-                                key=wire_key, value=value, revision=item.revision)
-        position.advance(item.revision, item.kv.key)
-        await self.persist(leadership, position)

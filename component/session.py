@@ -81,18 +81,21 @@ class EtcdComponent(ApplicationSession):
 
     async def republish_changes(self) -> None:
         self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd,
-                                 self.coordinator)
+                                 self.coordinator, self.settings.position_interval)
         await self.events.start()
 
     def onLeave(self, details: Any) -> None:  # noqa: N802 - autobahn API
         events = getattr(self, "events", None)
-        if events is not None:
-            events.stop()
+        # The publishers store their positions before the etcd clients close.
+        stopped = events.stop() if events is not None else defer.succeed(None)
+        stopped.addBoth(lambda _: self.close_etcd())
+        super().onLeave(details)
+
+    def close_etcd(self) -> None:
         for name in ("etcd", "coordinator"):
             client = getattr(self, name, None)
             if client is not None:
                 client.close()
-        super().onLeave(details)
 
     async def txn(self, ops: Any) -> int:
         return await run_txn(self.etcd, self.tables, ops)

@@ -186,6 +186,7 @@ async def test_reader_reads_every_table_and_writes_nothing(node: CrossbarNode,
 def test_config_errors_name_the_field(node: CrossbarNode) -> None:
     good = node.extra
     assert [t.name for t in parse_settings(good).tables] == ["users", "settings"]
+    assert parse_settings({**good, "position_interval": 2}).position_interval == 2.0
     bad = [
         ({**good, "tables": [{"name": "x", "slot": 1, "key": "uuid", "value": "pickle"}]},
          "tables[0].value", "never exposed"),
@@ -197,6 +198,8 @@ def test_config_errors_name_the_field(node: CrossbarNode) -> None:
          "tables[0].slot", "elections and event positions"),
         ({**good, "etcd": {"endpoints": ["localhost:2379"]}}, "etcd.endpoints[0]", None),
         ({**good, "extra_field": 1}, "extra_field", None),
+        ({**good, "position_interval": -1}, "position_interval", "0..3600"),
+        ({**good, "position_interval": "fast"}, "position_interval", "expected int or float"),
     ]
     for config, field, words in bad:
         with pytest.raises(ConfigError) as error:
