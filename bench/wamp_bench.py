@@ -6,7 +6,7 @@
   events/s at full speed and latency percentiles at 1,000 events/s.
 - scan: one progressive ``etcd.settings.scan`` of 100,000 rows, rows/s.
 
-    .venv/bin/python bench/wamp_bench.py [--seconds 3] [--rounds 3]
+    .venv/bin/python bench/wamp_bench.py [--seconds 3] [--rounds 3] [--only get events scan]
 """
 
 from __future__ import annotations
@@ -190,9 +190,12 @@ async def main(args: argparse.Namespace) -> None:
             subscriber = await connect(node.url, "writer", "writer-secret")
             print("| WAMP benchmark | result | detail | target |\n|---|---|---|---|",
                   flush=True)
-            await get_vs_echo(session, client, args.rounds, args.seconds)
-            await events(subscriber, client, args.seconds)
-            await scan(session, client, args.rounds)
+            if "get" in args.only:
+                await get_vs_echo(session, client, args.rounds, args.seconds)
+            if "events" in args.only:
+                await events(subscriber, client, args.seconds)
+            if "scan" in args.only:
+                await scan(session, client, args.rounds)
             for s in (session, subscriber, callee):
                 s.leave()
         finally:
@@ -205,4 +208,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only", nargs="+", choices=("get", "events", "scan"),
+                        default=("get", "events", "scan"), help="run just these benchmarks")
     task.react(lambda _: defer.ensureDeferred(main(parser.parse_args())))
