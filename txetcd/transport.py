@@ -1,10 +1,12 @@
 """HTTP transport to etcd's gRPC JSON gateway: endpoints, API prefix, auth, TLS, errors.
 
-One connection pool serves every request (txaioetcd passed its pool to watches only), a
-semaphore caps the unary requests in flight, and every request has a deadline. Failover follows
-one rule: a request is resent only when that is safe. Idempotent requests move to the next
-endpoint on connection errors; a write whose connection broke after it was sent may have been
-applied, so it fails with ``Unavailable(outcome_unknown=True)`` and is never resent.
+Unary requests go through txetcd's own keep-alive HTTP client (``txetcd.http``: Twisted's
+Agent cost more CPU per request than the rest of the client); streams and ``GET /version`` use
+treq. A semaphore caps the unary requests in flight, and every request has a deadline.
+
+Failover follows one rule: a request is resent only when that is safe. Idempotent requests move
+to the next endpoint on connection errors; a write whose connection broke after it was sent may
+have been applied, so it fails with ``Unavailable(outcome_unknown=True)`` and is never resent.
 """
 
 from __future__ import annotations
@@ -24,14 +26,11 @@ from twisted.internet.error import (
     ConnectingCancelledError,
     DNSLookupError,
 )
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS, platformTrust
 from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers as TwistedHeaders
-from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from .errors import (
@@ -45,6 +44,7 @@ from .errors import (
     UnsupportedServer,
     classify,
 )
+from .http import HTTPPool, build_request, request_head
 from .stream import Stream
 
 __all__ = ["Transport", "TLSConfig", "api_prefix", "parse_version"]
@@ -53,13 +53,14 @@ Json = dict[str, Any]
 Headers = dict[bytes | str, list[bytes | str]]
 
 # Errors raised before a single byte of the request reached a server: always safe to resend.
+# (txetcd.http raises ConnectError subclasses for failed connects and TLS handshakes.)
 _NOT_SENT = (ConnectError, ConnectingCancelledError, DNSLookupError)
 
 # Linearizable reads need a leader anyway. With this gRPC metadata a member without one refuses
 # them at once ("no leader", before any processing) instead of holding them for its request
 # timeout, so they move on to a member of the majority. Writes go without it: they wait out an
 # election on their member rather than fail with an unknown outcome.
-_REQUIRE_LEADER: Headers = {b"Grpc-Metadata-hasleader": [b"true"]}
+_REQUIRE_LEADER = (b"Grpc-Metadata-hasleader", b"true")
 _LEADER_READS = frozenset({"kv/range", "lease/timetolive", "lease/leases"})
 
 # etcd's answer to requests without a token once auth is on (e.g. enabled after we connected).
@@ -150,57 +151,6 @@ class _Agent(Agent):
         return endpoint
 
 
-class _BodyReader(Protocol):
-    """Collects a response body (readBody, but without its deprecation warning for the pool's
-    transports, and tolerant of a caller that stopped waiting)."""
-
-    def __init__(self, finished: defer.Deferred[bytes]) -> None:
-        self._finished = finished
-        self._parts: list[bytes] = []
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
-        self._parts.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
-        if self._finished.called:  # cancelled by a deadline: the body is of no use
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self._finished.callback(b"".join(self._parts))
-        else:
-            self._finished.errback(reason)
-
-
-def _read_body(response: Any) -> defer.Deferred[bytes]:
-    finished: defer.Deferred[bytes] = defer.Deferred()
-    response.deliverBody(_BodyReader(finished))
-    return finished
-
-
-@implementer(IBodyProducer)
-class _BytesBody:
-    """A request body already in memory, written at once (Twisted's FileBodyProducer would
-    schedule a cooperative task for it)."""
-
-    __slots__ = ("_data", "length")
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: Any) -> defer.Deferred[None]:  # noqa: N802 - Twisted API
-        consumer.write(self._data)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:  # noqa: N802 - Twisted API
-        pass
-
-    def resumeProducing(self) -> None:  # noqa: N802 - Twisted API
-        pass
-
-    def stopProducing(self) -> None:  # noqa: N802 - Twisted API
-        pass
-
-
 class _Flag:
     """Set when a request's deadline passed, so that its cancellation is not mistaken for a
     connection failure worth retrying."""
@@ -240,6 +190,7 @@ class Transport:
         self.endpoints = [url.rstrip("/") for url in endpoints]
         self.timeout = timeout
         self._active = 0
+        # Twisted's pool (a caller's, or our own) carries streams and GET /version only.
         if pool is None:
             pool = HTTPConnectionPool(reactor, persistent=True)
             # Twisted keeps only 2 idle connections per host; a busy client would churn sockets.
@@ -251,10 +202,11 @@ class Transport:
         self.agent = _Agent(reactor, contextFactory=policy, pool=pool,
                            connectTimeout=connect_timeout)
         self.http = treq.client.HTTPClient(self.agent)  # type: ignore[arg-type]
+        # Unary requests: our own client, as many connections per endpoint as requests in flight.
+        self.unary = HTTPPool(reactor, policy, connect_timeout=connect_timeout, max_idle=pool_size)
         self._slots = defer.DeferredSemaphore(pool_size)
         self._prefixes: dict[str, str] = {}
-        self._urls: dict[tuple[str, str, str], bytes] = {}
-        self._header_cache: dict[tuple[str, bool, str | None], TwistedHeaders] = {}
+        self._heads: dict[tuple[str, str, str, bool, str | None], bytes] = {}
         self.server_version: tuple[int, ...] = ()
         self._user, self._password = user, password
         # None: not authenticated yet; "": the server has auth disabled, so no token is needed.
@@ -372,16 +324,11 @@ class Transport:
                 prefix = self._prefixes.get(endpoint) or await self.prefix(endpoint)
                 if with_auth and self._user is not None:
                     token = await self._auth_token()
+                head = self._head(endpoint, prefix, path, needs_leader, token)
                 await self._slots.acquire()
                 try:
                     sent = True
-                    # The Agent directly, not treq: treq's URL parsing (hyperlink, idna) and body
-                    # producer cost more CPU than the rest of a request's client side together.
-                    response = await self.agent.request(
-                        b"POST", self._url(endpoint, prefix, path),
-                        self._headers(endpoint, needs_leader, token),
-                        _BytesBody(data))  # type: ignore[arg-type]  # zope, not a Protocol
-                    body = await _read_body(response)
+                    code, body = await self.unary.request(endpoint, build_request(head, data))
                 finally:
                     self._slots.release()
             except EtcdError:
@@ -400,13 +347,13 @@ class Transport:
                     continue
                 raise Unavailable(f"etcd {endpoint} {path}: {describe_failure(exc)}",
                                   outcome_unknown=sent and not idempotent) from exc
-            if response.code == 200:
+            if code == 200:
                 try:
                     result: Json = json.loads(body)
                 except ValueError:
                     raise ProtocolError(f"etcd {path} answered non-JSON: {body[:200]!r}") from None
                 return result
-            error = classify(response.code, body)
+            error = classify(code, body)
             if with_auth and attempts < 3 and self._needs_new_token(error):
                 # Rejected before it was applied: re-authenticate and resend (always safe).
                 self._token = None if self._token == token else self._token
@@ -422,29 +369,23 @@ class Transport:
                 error.outcome_unknown = not idempotent
             raise error
 
-    def _url(self, endpoint: str, prefix: str, path: str) -> bytes:
-        key = (endpoint, prefix, path)
-        url = self._urls.get(key)
-        if url is None:
-            url = self._urls[key] = (endpoint + prefix + "/" + path).encode()
-        return url
-
-    def _headers(self, endpoint: str, needs_leader: bool, token: str | None) -> TwistedHeaders:
-        """Request headers, built once per kind; with Host, so that the Agent need not copy them
-        to add it."""
-        key = (endpoint, needs_leader, token)
-        headers = self._header_cache.get(key)
-        if headers is None:
-            raw: Headers = {b"Content-Type": [b"application/json"],
-                            b"Host": [urlsplit(endpoint).netloc.encode()]}
+    def _head(self, endpoint: str, prefix: str, path: str, needs_leader: bool,
+              token: str | None) -> bytes:
+        """The request line and headers of a request, built once per kind."""
+        key = (endpoint, prefix, path, needs_leader, token)
+        head = self._heads.get(key)
+        if head is None:
+            headers = [(b"Content-Type", b"application/json")]
             if needs_leader:
-                raw.update(_REQUIRE_LEADER)
+                headers.append(_REQUIRE_LEADER)
             if token:
-                raw[b"Authorization"] = [token.encode()]
-            if len(self._header_cache) > 16:  # old tokens
-                self._header_cache.clear()
-            headers = self._header_cache[key] = TwistedHeaders(raw)  # type: ignore[type-var]
-        return headers
+                headers.append((b"Authorization", token.encode()))
+            if len(self._heads) > 256:  # old tokens
+                self._heads.clear()
+            url = urlsplit(endpoint)  # a path in the endpoint URL comes first, as with Agent
+            head = self._heads[key] = request_head(b"POST", f"{url.path}{prefix}/{path}".encode(),
+                                                   url.netloc.encode(), headers)
+        return head
 
     def _needs_new_token(self, error: EtcdError) -> bool:
         """Whether ``error`` asks for a (new) token: expired, or auth enabled since we looked."""
@@ -495,4 +436,5 @@ class Transport:
         await deferLater(self.reactor, delay, lambda: None)
 
     async def close(self) -> None:
+        await self.unary.close()
         await self.pool.closeCachedConnections()

@@ -1,0 +1,358 @@
+"""txetcd.http, the keep-alive HTTP/1.1 client of unary requests: against real etcd servers, and
+against a scripted loopback server for the framings and failures etcd does not produce on demand.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet.error import ConnectError
+from twisted.internet.task import deferLater
+from twisted.web.client import BrowserLikePolicyForHTTPS
+
+from txetcd import Client, KeySet, Timeout
+from txetcd.embedded import EtcdProcess, free_port
+from txetcd.http import HTTPPool, ResponseFailed, TLSHandshakeFailed, build_request, request_head
+from txetcd.transport import describe_failure
+
+from .certs import TestPKI, make_pki
+from .faults import TcpProxy
+
+inline = pytest_twisted.ensureDeferred
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def range_request(url: str, key: bytes, prefix: bool = False) -> bytes:
+    body: dict[str, Any] = {"key": b64(key)}
+    if prefix:
+        body["range_end"] = b64(key[:-1] + bytes([key[-1] + 1]))
+    head = request_head(b"POST", b"/v3/kv/range", urlsplit(url).netloc.encode(),
+                        [(b"Content-Type", b"application/json")])
+    return build_request(head, json.dumps(body).encode())
+
+
+def new_pool(max_idle: int = 32) -> HTTPPool:
+    return HTTPPool(reactor, BrowserLikePolicyForHTTPS(), connect_timeout=5, max_idle=max_idle)
+
+
+async def tick(seconds: float = 0.05) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+# -- against etcd ------------------------------------------------------------------------------
+
+@inline
+async def test_sequential_requests_reuse_one_connection(client: Client, etcd: EtcdProcess) -> None:
+    await client.set(b"ka", b"1")
+    proxy = TcpProxy("127.0.0.1", etcd.client_port)
+    pool = new_pool()
+    try:
+        for _ in range(50):
+            code, body = await pool.request(proxy.url, range_request(proxy.url, b"ka"))
+            assert code == 200
+            assert json.loads(body)["kvs"][0]["value"] == b64(b"1")
+        assert len(proxy.connections) == 1 and proxy.requests == 50
+        assert pool.connections == 1 and pool.idle(proxy.url) == 1
+    finally:
+        await pool.close()
+        await proxy.close()
+    assert pool.connections == 0
+
+
+@inline
+async def test_a_big_chunked_range_arrives_whole(etcd: EtcdProcess) -> None:
+    client = Client(reactor, url=etcd.url, batching=False)
+    try:
+        values = {b"big/%04d" % i: (b"%04d" % i) * 256 for i in range(2000)}  # 1 KB each
+        await defer.gatherResults([client.set(k, v) for k, v in values.items()])
+        # etcd's gateway sends an answer this big chunked: make sure that is what is tested.
+        request = range_request(etcd.url, b"big/", prefix=True)
+
+        def raw() -> tuple[str | None, bytes]:
+            head, _, body = request.partition(b"\r\n\r\n")
+            conn = http.client.HTTPConnection("127.0.0.1", etcd.client_port, timeout=10)
+            conn.request("POST", "/v3/kv/range", body=body,
+                         headers={"Content-Type": "application/json"})
+            response = conn.getresponse()
+            try:
+                return response.getheader("Transfer-Encoding"), response.read()
+            finally:
+                conn.close()
+
+        encoding, expected = await threads.deferToThread(raw)
+        assert encoding == "chunked" and len(expected) > 2_000_000
+        pool = new_pool()
+        try:
+            code, body = await pool.request(etcd.url, request)
+            assert code == 200
+            got = {base64.b64decode(kv["key"]): base64.b64decode(kv["value"])
+                   for kv in json.loads(body)["kvs"]}
+            assert got == values
+            # The connection survives a chunked answer: the next request uses it again.
+            code, _ = await pool.request(etcd.url, range_request(etcd.url, b"big/0001"))
+            assert code == 200 and pool.connections == 1
+        finally:
+            await pool.close()
+        rng = await client.get(KeySet(b"big/", prefix=True))
+        assert {kv.key: kv.value for kv in rng.kvs} == values
+    finally:
+        await client.delete(KeySet(b"big/", prefix=True))
+        await client.close()
+
+
+@inline
+async def test_concurrent_requests_use_at_most_pool_size_connections(etcd: EtcdProcess) -> None:
+    client = Client(reactor, url=etcd.url, pool_size=8, batching=False)
+    try:
+        await defer.gatherResults([client.set(b"cc/%03d" % i, b"%d" % i) for i in range(100)])
+        ranges = await defer.gatherResults([client.get(b"cc/%03d" % i) for i in range(100)])
+        assert [r.kvs[0].value for r in ranges] == [b"%d" % i for i in range(100)]
+        assert 1 <= client.transport.unary.connections <= 8
+    finally:
+        await client.delete(KeySet(b"cc/", prefix=True))
+        await client.close()
+    assert client.transport.unary.connections == 0
+
+
+@inline
+async def test_cancel_mid_request_drops_the_connection_only(fresh_etcd: EtcdProcess) -> None:
+    client = Client(reactor, url=fresh_etcd.url, batching=False)
+    try:
+        await client.set(b"k", b"v")
+        fresh_etcd.pause()  # the request hangs at the server
+        try:
+            await tick(0.1)  # SIGSTOP takes a moment to stop all of etcd's threads
+            request = client.get(b"k")
+            await tick(0.2)
+            request.cancel()
+            with pytest.raises(defer.CancelledError):
+                await request
+            with pytest.raises(Timeout):
+                await client.get(b"k", timeout=0.3)
+            await tick()
+            assert client.transport.unary.connections == 0  # both aborted
+        finally:
+            fresh_etcd.resume()
+        assert (await client.get(b"k")).kvs[0].value == b"v"
+        assert client.transport.unary.connections == 1
+    finally:
+        await client.close()
+
+
+@inline
+async def test_cancel_while_connecting(etcd: EtcdProcess) -> None:
+    pool = new_pool()
+    request = pool.request(etcd.url, range_request(etcd.url, b"k"))
+    request.cancel()
+    with pytest.raises(defer.CancelledError):
+        await request
+    await tick()
+    assert pool.connections == 0
+    code, _ = await pool.request(etcd.url, range_request(etcd.url, b"k"))
+    assert code == 200
+    await pool.close()
+
+
+@inline
+async def test_idle_connections_closed_by_a_restart_are_not_used(fresh_etcd: EtcdProcess) -> None:
+    client = Client(reactor, url=fresh_etcd.url, pool_size=4, batching=False)
+    try:
+        await defer.gatherResults([client.set(b"r/%d" % i, b"1") for i in range(4)])
+        assert client.transport.unary.connections >= 1
+        fresh_etcd.kill()
+        fresh_etcd.start()
+        # No reactor turn since the restart: the closed connections still look idle. A write
+        # must not go out on one of them (its outcome would be unknown): it just works.
+        rev = await client.set(b"r/0", b"2")
+        assert (await client.get(b"r/0")).kvs[0].mod_revision == rev.revision
+        await tick()
+        assert client.transport.unary.connections == 1
+    finally:
+        await client.close()
+
+
+@inline
+async def test_connect_refused_is_a_connect_error() -> None:
+    pool = new_pool()
+    url = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(ConnectError):
+        await pool.request(url, range_request(url, b"k"))
+    assert pool.connections == 0
+
+
+@pytest.fixture(scope="module")
+def tls_etcd(etcd_binary: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EtcdProcess, TestPKI]]:
+    pki = make_pki(tmp_path_factory.mktemp("pki"))
+    args = ["--cert-file", str(pki.server_cert), "--key-file", str(pki.server_key)]
+    with EtcdProcess(etcd_binary, extra_args=args, scheme="https") as server:
+        yield server, pki
+
+
+@inline
+async def test_tls_keep_alive_and_restart(tls_etcd: tuple[EtcdProcess, TestPKI]) -> None:
+    server, pki = tls_etcd
+    client = Client(reactor, url=server.url, ca=str(pki.ca), batching=False)
+    try:
+        for i in range(20):
+            await client.set(b"tls/%d" % i, b"x")
+        assert len((await client.get(KeySet(b"tls/", prefix=True))).kvs) == 20
+        assert client.transport.unary.connections == 1
+        server.kill()
+        server.start()
+        await client.set(b"tls/0", b"y")  # not on the connection the restart closed
+        assert client.transport.unary.connections == 1
+    finally:
+        await client.delete(KeySet(b"tls/", prefix=True))
+        await client.close()
+
+
+@inline
+async def test_a_failed_tls_handshake_is_a_connect_error(
+        tls_etcd: tuple[EtcdProcess, TestPKI]) -> None:
+    server, _ = tls_etcd
+    pool = new_pool()  # trusts the system's CAs, not the test CA
+    with pytest.raises(TLSHandshakeFailed) as failed:
+        await pool.request(server.url, range_request(server.url, b"k"))
+    assert isinstance(failed.value, ConnectError)  # never sent: safe to resend
+    assert "TLS handshake failed" in describe_failure(failed.value)
+    await tick()
+    assert pool.connections == 0
+
+
+# -- against a scripted server -----------------------------------------------------------------
+
+class _Scripted(protocol.Protocol):
+    """Answers each request (one ``\\r\\n\\r\\n``-terminated head plus Content-Length body) with
+    the next scripted reply, written in pieces of ``split`` bytes; None: say nothing."""
+
+    def __init__(self, server: Scripted) -> None:
+        self.server = server
+        self.buffer = b""
+
+    def connectionMade(self) -> None:  # noqa: N802
+        self.server.connections += 1
+
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802
+        self.buffer += data
+        while b"\r\n\r\n" in self.buffer:
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            if len(rest) < length:
+                return
+            self.buffer = rest[length:]
+            self.server.requests.append(head + b"\r\n\r\n" + rest[:length])
+            reply = self.server.replies.pop(0)
+            if reply is None:
+                continue
+            for i in range(0, len(reply), self.server.split):
+                self.transport.write(reply[i:i + self.server.split])
+            if self.server.close_after:
+                self.transport.loseConnection()
+
+
+class Scripted(protocol.Factory):
+    def __init__(self) -> None:
+        self.replies: list[bytes | None] = []
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.split = 1 << 20
+        self.close_after = False
+        self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def buildProtocol(self, addr: Any) -> _Scripted:  # noqa: N802
+        return _Scripted(self)
+
+
+@pytest.fixture
+def scripted() -> Iterator[Scripted]:
+    server = Scripted()
+    yield server
+    pytest_twisted.blockon(defer.maybeDeferred(server.port.stopListening))
+
+
+def post(url: str, body: bytes = b"{}") -> bytes:
+    return build_request(request_head(b"POST", b"/x", urlsplit(url).netloc.encode(), []), body)
+
+
+CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n"
+           b"\r\n5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n")
+
+
+@inline
+async def test_framings_byte_by_byte(scripted: Scripted) -> None:
+    pool = new_pool()
+    scripted.split = 1  # every byte its own write: parser state across reads
+    scripted.replies = [b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}", CHUNKED,
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
+                        b"HTTP/1.1 204 No Content\r\n\r\n"]
+    try:
+        assert await pool.request(scripted.url, post(scripted.url)) == (200, b'{"a":1}')
+        assert await pool.request(scripted.url, post(scripted.url)) == (200, b'{"a": 1}')
+        assert await pool.request(scripted.url, post(scripted.url)) == (404, b"no")
+        assert await pool.request(scripted.url, post(scripted.url)) == (204, b"")
+        assert scripted.connections == 1
+        assert scripted.requests[0] == (b"POST /x HTTP/1.1\r\nHost: " +
+                                        urlsplit(scripted.url).netloc.encode() +
+                                        b"\r\nContent-Length: 2\r\n\r\n{}")
+    finally:
+        await pool.close()
+
+
+@inline
+async def test_connection_close_is_honoured(scripted: Scripted) -> None:
+    pool = new_pool()
+    scripted.replies = [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
+    try:
+        assert await pool.request(scripted.url, post(scripted.url)) == (200, b"ok")
+        assert pool.idle(scripted.url) == 0
+        assert await pool.request(scripted.url, post(scripted.url)) == (200, b"ok")
+        assert scripted.connections == 2
+    finally:
+        await pool.close()
+
+
+@inline
+async def test_lost_or_garbled_responses_fail_and_are_not_reused(scripted: Scripted) -> None:
+    pool = new_pool()
+    scripted.close_after = True
+    scripted.replies = [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+                        b"HTTP/1.1 200 OK\r\n",
+                        b"garbage\r\n\r\n"]
+    try:
+        for _ in range(4):
+            with pytest.raises(ResponseFailed) as failed:
+                await pool.request(scripted.url, post(scripted.url))
+            assert describe_failure(failed.value)  # names the cause, for Unavailable
+        await tick()
+        assert pool.connections == 0 and scripted.connections == 4
+    finally:
+        await pool.close()
+
+
+@inline
+async def test_close_aborts_a_busy_connection(scripted: Scripted) -> None:
+    pool = new_pool()
+    scripted.replies = [None]
+    request = pool.request(scripted.url, post(scripted.url))
+    while not scripted.requests:
+        await tick(0.01)
+    await pool.close()
+    with pytest.raises(ResponseFailed):
+        await request
+    assert pool.connections == 0
