@@ -335,6 +335,9 @@ class Transport:
                 raise
             except Exception as exc:
                 if expired:
+                    # A member that does not answer in time (stalled, overloaded, cut off from
+                    # its peers) is left for the next request, as one that refuses would be.
+                    self._rotate(endpoint)
                     raise
                 if _cancelled(exc):
                     raise defer.CancelledError() from exc
