@@ -15,12 +15,14 @@ past the position, ``<prefix>.<table>.on_resync`` tells clients to reload."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
-from twisted.internet import defer
+from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from procedures.table import Table
@@ -35,6 +37,7 @@ log = Logger()
 # Retained: the router keeps the last event of each table, which tells a new publisher where
 # its predecessor stopped.
 RETAINED = PublishOptions(acknowledge=True, retain=True)
+FENCE_PATIENCE = 1.0  # seconds to wait for a killed publisher session to be gone
 
 
 def covers(uri: str, match: str, topic: str) -> bool:
@@ -141,6 +144,31 @@ class EventRelay:
         """Publish, retained; fires with the router's acknowledgement, fails if the session is
         gone."""
         return defer.maybeDeferred(self.session.publish, topic, options=RETAINED, **payload)
+
+    async def fence(self, session_id: int, patience: float = FENCE_PATIENCE) -> None:
+        """Detach a publisher's session from the router, so that nothing it still sends is
+        published: an etcd lease can be lost by a process that does not know it yet. The router
+        detaches a killed session once the peer answers its GOODBYE, so this asks again until
+        the session is gone; a stalled peer, which cannot answer, gets ``patience`` seconds
+        (it knows from its lease's deadline that it lost the lead once it runs again)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                await self.session.call("wamp.session.kill", session_id)
+            except ApplicationError as exc:
+                if exc.error == ApplicationError.NO_SUCH_SESSION:
+                    return
+                if exc.error == ApplicationError.NOT_AUTHORIZED:
+                    log.warn("cannot detach the former publisher session {session} ({exc}): if "
+                             "it still runs, it may publish an event again", session=session_id,
+                             exc=exc)
+                    return
+                # Otherwise it is closing already: the peer has not answered yet.
+            if time.monotonic() > deadline:
+                log.info("former publisher session {session} does not answer the router",
+                         session=session_id)
+                return
+            await deferLater(reactor, 0.05, lambda: None)
 
     async def last_published(self, table: str) -> Position | None:
         """What the router retained of ``table``'s events: the last one it accepted."""

@@ -29,6 +29,7 @@ Slot 65535 of the namespace is reserved for these keys; no table may use it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import socket
 from dataclasses import dataclass, field
@@ -109,13 +110,21 @@ class Position:
     def copy(self) -> Position:
         return Position(self.revision, set(self.keys), self.through)
 
-    def encode(self) -> bytes:
-        return cbor2.dumps({"revision": self.revision, "keys": sorted(self.keys)})
+    def encode(self, publisher: int | None = None) -> bytes:
+        """The stored form, with the WAMP session that may still be publishing after it."""
+        return cbor2.dumps({"revision": self.revision, "keys": sorted(self.keys),
+                            "publisher": publisher})
 
     @classmethod
     def decode(cls, data: bytes) -> Position:
         raw = cbor2.loads(data)
         return cls(int(raw["revision"]), {bytes(k) for k in raw.get("keys", ())})
+
+    @staticmethod
+    def publisher(data: bytes) -> int | None:
+        """The session recorded with a stored position (None: it resigned cleanly)."""
+        session = cbor2.loads(data).get("publisher")
+        return int(session) if session is not None else None
 
 
 class _Lost:
@@ -206,11 +215,14 @@ class TablePublisher:
         # published is stale by now, and storing it would move the position back.
         self.published = self.stored = Position(0)
         try:
+            stored, predecessor = await self.load_position(leadership)
+            if predecessor is not None and predecessor != self.relay.session.session_id:
+                # It did not resign: it may be stalled, not dead, and publish once it wakes.
+                await self.relay.fence(predecessor)
             retained = await self.relay.last_published(self.name)
-            self.stored = await self.load_position(leadership)
-            start = self.stored.copy()
-            if retained is not None:
-                start = start.newest(retained)
+            start = stored.newest(retained) if retained is not None else stored.copy()
+            # From here on a successor fences this session before it reads the router.
+            await self.persist(leadership, Position(start.revision, set(start.keys)))
             # Moves on with each acknowledgement, and with each event skipped below.
             self.published = Position(start.revision, set(start.keys))
             leadership.lost.addBoth(self.end_on, queue)
@@ -329,32 +341,39 @@ class TablePublisher:
                 if self.forget:
                     await self.coordinator.txn(compare=[self.guard(leadership)],
                                                success=[OpDel(self.position_key)])
-                elif self.published != self.stored:
-                    await self.persist(leadership, self.published.copy(), retry=False)
+                elif self.published.revision:  # this lead got as far as reading its start
+                    await self.settle_in_flight()
+                    # The exact position, and no session to fence: this one stops here.
+                    await self.persist(leadership, self.published.copy(), resigning=True)
             await leadership.resign()
         except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
             log.info("publisher of {table} could not resign cleanly: {exc!r}", table=self.name,
                      exc=exc)
 
+    async def settle_in_flight(self) -> None:
+        """Wait (briefly) for the acknowledgements still due; a failed publish ends it too."""
+        waiting = defer.ensureDeferred(self.in_flight_below(1))
+        waiting.addTimeout(LEASE_TTL / 2, reactor)
+        with contextlib.suppress(Exception):
+            await waiting
+
     @staticmethod
     def guard(leadership: Leadership) -> CompCreated:
         return CompCreated(leadership.key, "==", leadership.revision)
 
-    async def load_position(self, leadership: Leadership) -> Position:
-        """The stored position; none yet means "from now on", stored at once so that a
-        successor continues from the same revision."""
+    async def load_position(self, leadership: Leadership) -> tuple[Position, int | None]:
+        """The stored position and the session that stored it; none yet means "from now on"."""
         found = await self.coordinator.get(self.position_key)
         if found.kvs:
-            return Position.decode(found.kvs[0].value)
-        position = Position(found.header.revision + 1)
-        await self.persist(leadership, position)
-        return position
+            data = found.kvs[0].value
+            return Position.decode(data), Position.publisher(data)
+        return Position(found.header.revision + 1), None
 
     async def persist(self, leadership: Leadership, position: Position,
-                      retry: bool = True) -> None:
-        """Store ``position`` if still leading; rewriting the same value is harmless, so a write
-        of unknown outcome is simply sent again."""
-        value = position.encode()
+                      resigning: bool = False) -> None:
+        """Store ``position`` if still leading (until the lease runs out); rewriting the same
+        value is harmless, so a write of unknown outcome is simply sent again."""
+        value = position.encode(None if resigning else self.relay.session.session_id)
         while True:
             if not _leading(leadership):
                 raise NotLeader(f"lost the lead of {self.name}")
@@ -362,8 +381,6 @@ class TablePublisher:
                 result = await self.coordinator.txn(compare=[self.guard(leadership)],
                                                     success=[OpSet(self.position_key, value)])
             except Unavailable as exc:
-                if not retry:
-                    raise
                 log.info("position of {table} not stored yet ({exc}); again", table=self.name,
                          exc=exc)
                 await _sleep(RETRY_DELAY)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +11,7 @@ from typing import Any
 import cbor2
 import pytest
 import pytest_twisted
+from autobahn.twisted.component import Component
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
@@ -259,6 +262,85 @@ async def test_takeover_after_kill_repeats_nothing_the_router_accepted(
         assert [e["revision"] for e in seen.events] == committed
         reader.leave()
     finally:
+        for proc in instances:
+            stop_group(proc)
+        node.stop()
+
+
+async def backend_session(node: CrossbarNode) -> Any:
+    """A session on the node's unix socket, where it joins as the component's role."""
+    joined: defer.Deferred[Any] = defer.Deferred()
+    comp = Component(transports=[{"type": "rawsocket", "serializer": "cbor", "max_retries": 0,
+                                  "endpoint": {"type": "unix", "path": str(node.socket_path)}}],
+                     realm="realm1")
+    comp.on_join(lambda session, details: joined.callback(session))
+    comp.start(reactor)
+    return await joined
+
+
+@inline
+async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
+        etcd35: EtcdProcess, etcd_direct: Client, tmp_path: Any) -> None:
+    """A publisher stalled past its lease (SIGSTOP) may still believe it leads when it wakes:
+    its successor detaches its WAMP session first, so nothing it sends then is published."""
+    node = CrossbarNode(tmp_path, etcd35.url, with_component=False)
+    node.start()
+    instances = [node.start_component(), node.start_component()]
+    election = etcd_direct.election(election_name("etcd", "settings"))
+    seen = Recorder()
+    committed: list[int] = []
+
+    async def write(i: int) -> None:
+        committed.append((await etcd_direct.set(SETTINGS + b"k%03d" % i,
+                                                cbor2.dumps(i))).revision)
+
+    async def leader_value() -> bytes | None:
+        try:
+            return (await election.leader()).value
+        except KeyNotFound:
+            return None
+
+    async def stored_publisher() -> int | None:
+        found = await etcd_direct.get(position_key("etcd", "settings"))
+        return Position.publisher(found.kvs[0].value) if found.kvs else None
+
+    stalled = None
+    try:
+        reader = await ready(node, "reader")
+        await reader.subscribe(seen.on_change, "etcd.settings.on_change")
+        leader = await eventually(leader_value, timeout=30)
+        await write(0)
+        first_session = await eventually(stored_publisher)
+        await eventually(lambda: defer.succeed(len(seen.events) == 1))
+        stalled = next(p for p in instances if leader.endswith(b":%d" % p.pid))
+        os.kill(stalled.pid, signal.SIGSTOP)
+        for i in range(1, 4):
+            await write(i)
+        await eventually(lambda: defer.succeed(len(seen.events) == 4), timeout=30)
+        assert await leader_value() != leader
+        assert await stored_publisher() not in (None, first_session)
+        os.kill(stalled.pid, signal.SIGCONT)
+        stalled = None
+        backend = await backend_session(node)
+
+        async def detached() -> bool:
+            try:  # (this would detach it, but too late for the assertion)
+                await backend.call("wamp.session.kill", first_session)
+            except ApplicationError as exc:
+                return exc.error == ApplicationError.NO_SUCH_SESSION
+            raise AssertionError("the stalled publisher's session was still attached")
+
+        await eventually(detached)
+        for i in range(4, 6):
+            await write(i)
+        await eventually(lambda: defer.succeed(len(seen.events) >= 6), timeout=30)
+        await sleep(1.0)  # the woken instance had events to send: none may show up
+        assert [e["revision"] for e in seen.events] == committed
+        backend.leave()
+        reader.leave()
+    finally:
+        if stalled is not None:
+            os.kill(stalled.pid, signal.SIGCONT)
         for proc in instances:
             stop_group(proc)
         node.stop()
