@@ -37,6 +37,7 @@ log = Logger()
 # Retained: the router keeps the last event of each table, which tells a new publisher where
 # its predecessor stopped.
 RETAINED = PublishOptions(acknowledge=True, retain=True)
+FENCED = "wamp.close.killed"  # the close reason a detached publisher's session gets
 FENCE_PATIENCE = 1.0  # seconds to wait for a killed publisher session to be gone
 
 
@@ -154,7 +155,9 @@ class EventRelay:
         deadline = time.monotonic() + patience
         while True:
             try:
-                await self.session.call("wamp.session.kill", session_id)
+                # Not wamp.close.normal: a session that leaves normally does not reconnect.
+                await self.session.call("wamp.session.kill", session_id, FENCED,
+                                        "another instance publishes these events now")
             except ApplicationError as exc:
                 if exc.error == ApplicationError.NO_SUCH_SESSION:
                     return

@@ -14,9 +14,13 @@ What has been published is known in two places:
 * **the router**: every event is published with ``retain``, so the router keeps the last one
   it accepted on the table's topic.
 
-A new leader subscribes once with ``get_retained`` to read that last event, makes one round trip
-to the router so that it has arrived, and continues after the newer of the stored position and
-that event. Events are published in revision order and etcd delivers the events of one revision
+A lease can be lost by a process that does not know it yet (a stale etcd leader renewed it),
+so the stored position also names the WAMP session of the lead that wrote it, written before
+that lead publishes anything, and cleared when it resigns cleanly. A new leader first detaches
+that session from the router (``wamp.session.kill``, until the router has let it go), then
+subscribes once with ``get_retained`` to read the last event, makes one round trip to the
+router so that it has arrived, and continues after the newer of the stored position and that
+event. Events are published in revision order and etcd delivers the events of one revision
 in the same order every time, so everything up to the retained event was published: nothing is
 skipped, and nothing the router accepted is sent again, whichever instance dies. A router
 restart forgets the retained event; the session that ends with it stores its exact position

@@ -320,7 +320,7 @@ async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
         assert await leader_value() != leader
         assert await stored_publisher() not in (None, first_session)
         os.kill(stalled.pid, signal.SIGCONT)
-        stalled = None
+        woken, stalled = stalled, None
         backend = await backend_session(node)
 
         async def detached() -> bool:
@@ -336,6 +336,7 @@ async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
         await eventually(lambda: defer.succeed(len(seen.events) >= 6), timeout=30)
         await sleep(1.0)  # the woken instance had events to send: none may show up
         assert [e["revision"] for e in seen.events] == committed
+        assert woken.poll() is None  # detached, it joins again as a standby: it did not exit
         backend.leave()
         reader.leave()
     finally:
