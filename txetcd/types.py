@@ -7,7 +7,7 @@ None. Keys come back with the client's namespace stripped.
 
 from __future__ import annotations
 
-import base64
+import binascii
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,13 @@ __all__ = [
 Json = dict[str, Any]
 
 
+# binascii directly: base64's wrappers re-check their arguments on every key and value.
 def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
+    return binascii.b2a_base64(data, newline=False).decode("ascii")
 
 
 def unb64(text: str | None) -> bytes:
-    return base64.b64decode(text) if text else b""
+    return binascii.a2b_base64(text) if text else b""
 
 
 def to_int(value: Any) -> int:
