@@ -20,6 +20,8 @@ __all__ = ["Table", "SCAN_CHUNK"]
 
 SCAN_CHUNK = 100  # rows per progressive result: small messages keep the router responsive
 MAX_SCAN_LIMIT = 100_000
+SCAN_PAGE = 1000  # rows of the first etcd page of a scan; later pages hold about
+SCAN_PAGE_BYTES = 1 << 20  # this many bytes (etcd's gateway costs per request, not per row)
 
 
 def _flag(value: Any, name: str) -> bool:
@@ -143,9 +145,9 @@ class Table:
         keys = self.bounds(from_key, to_key, prefix)
         rows: list[Any] = []
         chunk: list[Any] = []
-        page = SCAN_CHUNK * 10 if progress else min(limit, 1000)
-        async for kv in self.client.scan(keys, page_size=page, limit=limit, reverse=backwards,
-                                         keys_only=only_keys):
+        async for kv in self.client.scan(keys, page_size=min(limit, SCAN_PAGE), limit=limit,
+                                         reverse=backwards, keys_only=only_keys,
+                                         page_bytes=SCAN_PAGE_BYTES):
             key = self.wire_key(kv.key)
             row = key if only_keys else [key, self.values.decode(kv.value)]
             if progress is None:

@@ -477,3 +477,33 @@ async def test_scan_prefetch_is_dropped_when_the_consumer_stops(client: Client) 
         [kv async for kv in client.scan(KeySet(b"early/", prefix=True), limit=-1)]
     assert [kv.key async for kv in client.scan(KeySet(b"early/", prefix=True), limit=0)] == []
     assert (await client.get(KeySet(b"early/", prefix=True), count_only=True)).count == 50
+
+
+@inline
+async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
+    """With ``page_bytes``, small rows go in big pages and big rows in small ones."""
+    proxy = TcpProxy("127.0.0.1", etcd.client_port)
+    client = Client(reactor, url=proxy.url, batching=False)
+    try:
+        await client.delete(KeySet(b"pb/", prefix=True))
+        small = [(b"pb/s/%05d" % i, b"v") for i in range(3000)]
+        big = [(b"pb/b/%03d" % i, b"x" * 10_000) for i in range(40)]
+        for key, value in small + big:
+            await client.set(key, value)
+
+        async def scan(prefix: bytes, **options: int) -> tuple[list[bytes], int]:
+            before = proxy.requests
+            keys = [kv.key async for kv in client.scan(KeySet(prefix, prefix=True), **options)]
+            return keys, proxy.requests - before
+
+        keys, requests = await scan(b"pb/s/", page_size=100, page_bytes=1 << 20)
+        assert keys == [k for k, _ in small] and requests == 2  # 100 rows, then the rest
+        keys, requests = await scan(b"pb/s/", page_size=100)
+        assert keys == [k for k, _ in small] and requests == 30
+        keys, requests = await scan(b"pb/b/", page_size=5, page_bytes=50_000)
+        assert keys == [k for k, _ in big] and requests == 8  # never more than 5 big rows
+        with pytest.raises(ValueError):
+            await scan(b"pb/", page_bytes=0)
+    finally:
+        await client.close()
+        await proxy.close()

@@ -41,6 +41,7 @@ __all__ = ["Client", "DEFAULT_URL", "MAX_TXN_OPS", "MAX_REQUEST_BYTES"]
 DEFAULT_URL = "http://localhost:2379"
 MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
 MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
+MAX_PAGE_ROWS = 10_000  # the most keys a scan asks for at once
 
 
 def _as_deferred(coro: Any) -> defer.Deferred[Any]:
@@ -150,12 +151,18 @@ class Client:
     async def scan(self, key: bytes | KeySet, range_end: bytes | None = None, *,
                    page_size: int = 1000, revision: int | None = None, keys_only: bool = False,
                    reverse: bool = False, limit: int | None = None,
-                   timeout: float | None = None) -> AsyncIterator[KeyValue]:
+                   timeout: float | None = None,
+                   page_bytes: int | None = None) -> AsyncIterator[KeyValue]:
         """Iterate over a range of any size, ``page_size`` keys per request, in key order.
 
         Every page reads at the revision of the first one, so the whole scan is one snapshot
-        (unless the revision gets compacted mid-scan, which raises ``Compacted``).
+        (unless the revision gets compacted mid-scan, which raises ``Compacted``). With
+        ``page_bytes``, the pages after the first hold about that many bytes of keys and values
+        (``page_size`` to ``MAX_PAGE_ROWS`` keys): etcd's gateway costs per request, so small
+        rows go in big pages, and big rows never make a huge one.
         """
+        if page_bytes is not None and _int_arg("page_bytes", page_bytes) < 1:
+            raise ValueError(f"page_bytes must be >= 1, not {page_bytes}")
         first = OpGet(key, range_end, limit=page_size, revision=revision, keys_only=keys_only)
         if page_size < 1:
             raise ValueError(f"page_size must be >= 1, not {page_size}")
@@ -198,8 +205,12 @@ class Client:
                         end = page.kvs[-1].key  # range_end is exclusive: ends before it
                     else:
                         start = page.kvs[-1].key + b"\0"
-                    want = page_size if remaining is None else min(page_size, remaining)
-                    pending = fetch(start, end, want)
+                    want = page_size
+                    if page_bytes is not None:
+                        row = sum(len(kv.key) + len(kv.value) for kv in page.kvs) // len(page.kvs)
+                        want = min(max(page_size, page_bytes // max(row, 1)), MAX_PAGE_ROWS)
+                    pending = fetch(start, end, want if remaining is None else min(want,
+                                                                                   remaining))
                 for kv in page.kvs:
                     yield kv
         finally:
