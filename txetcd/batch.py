@@ -28,6 +28,7 @@ from twisted.internet import defer
 
 from .errors import EtcdError, Timeout, Unavailable
 from .op import Op, OpDel, OpGet, OpSet
+from .types import Header
 
 if TYPE_CHECKING:
     from .client import Client
@@ -221,7 +222,7 @@ class Batcher:
             for call in batch:
                 call.fail(exc)
             return
-        header = reply.get("header")
+        header = Header.from_json(reply.get("header"))  # once, not once per op
         responses = reply.get("responses", ())
         for call, response in zip(batch, responses, strict=False):
             # Each inner response is {"response_put": {...}}; its header is the txn's.

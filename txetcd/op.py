@@ -154,6 +154,7 @@ class OpSet(Op):
             raise ValueError("ignore_value=True keeps the stored value; pass value=b''")
         lease_id = getattr(lease, "lease_id", lease)
         self.key, self.value = key, value
+        self._size: int | None = None
         self.lease = _int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
@@ -175,7 +176,9 @@ class OpSet(Op):
         return Revision.from_json(obj, namespace)
 
     def size(self) -> int:
-        return _proto_bytes(self.key, self.value) + 12
+        if self._size is None:  # asked by the size check and again by the batcher
+            self._size = _proto_bytes(self.key, self.value) + 12
+        return self._size
 
     def keyset(self) -> KeySet:
         return KeySet(self.key)

@@ -46,7 +46,9 @@ class Header:
     raft_term: int = 0
 
     @classmethod
-    def from_json(cls, obj: Json | None) -> Header:
+    def from_json(cls, obj: Json | Header | None) -> Header:
+        if isinstance(obj, Header):  # decoded once for all the ops of a batched txn
+            return obj
         obj = obj or {}
         return cls(to_int(obj.get("cluster_id")), to_int(obj.get("member_id")),
                    to_int(obj.get("revision")), to_int(obj.get("raft_term")))
