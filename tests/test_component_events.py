@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import struct
@@ -211,60 +212,92 @@ async def test_history_compacted_while_away_publishes_resync(
     reader.leave()
 
 
+class Deployment:
+    """A router with standalone instances, a reader on the settings table and its election:
+    what the takeover tests share."""
+
+    def __init__(self, etcd: EtcdProcess, client: Client, workdir: Any, instances: int,
+                 **settings: Any) -> None:
+        self.node = CrossbarNode(workdir, etcd.url, with_component=False)
+        self.node.extra.update(settings)
+        self.node.start()
+        self.instances = [self.node.start_component() for _ in range(instances)]
+        self.client = client
+        self.election = client.election(election_name("etcd", "settings"))
+        self.seen = Recorder()
+        self.committed: list[int] = []
+        self.reader: Any = None
+
+    async def subscribe(self) -> None:
+        self.reader = await ready(self.node, "reader")
+        await self.reader.subscribe(self.seen.on_change, "etcd.settings.on_change")
+
+    async def write(self, i: int) -> None:
+        self.committed.append((await self.client.set(SETTINGS + b"k%03d" % i,
+                                                     cbor2.dumps(i))).revision)
+
+    async def delivered(self, count: int) -> None:
+        await eventually(lambda: defer.succeed(len(self.seen.events) >= count), timeout=30)
+
+    async def leader(self) -> bytes | None:
+        try:
+            return (await self.election.leader()).value
+        except KeyNotFound:
+            return None
+
+    async def new_leader(self, old: bytes) -> bytes:
+        return await eventually(lambda: defer.ensureDeferred(self._other_leader(old)),
+                                timeout=30)
+
+    async def _other_leader(self, old: bytes) -> bytes | None:
+        now = await self.leader()
+        return now if now not in (None, old) else None
+
+    def instance(self, leader: bytes) -> Any:
+        return next(p for p in self.instances if leader.endswith(b":%d" % p.pid))
+
+    async def stored(self) -> tuple[Position, int | None]:
+        """The stored position and the publisher session recorded with it."""
+        found = await self.client.get(position_key("etcd", "settings"))
+        data = found.kvs[0].value
+        return Position.decode(data), Position.publisher(data)
+
+    def stop(self) -> None:
+        if self.reader is not None:
+            self.reader.leave()
+        for proc in self.instances:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGCONT)
+            stop_group(proc)
+        self.node.stop()
+
+
 @inline
 async def test_takeover_after_kill_repeats_nothing_the_router_accepted(
         etcd35: EtcdProcess, etcd_direct: Client, tmp_path: Any) -> None:
     """The only instance is killed while its stored position lags far behind what it published
     (``position_interval`` of 60 s); the next one continues after the event the router
     retained, not from the stored position."""
-    node = CrossbarNode(tmp_path, etcd35.url, with_component=False)
-    node.extra["position_interval"] = 60
-    node.start()
-    instances = [node.start_component()]
-    election = etcd_direct.election(election_name("etcd", "settings"))
-    seen = Recorder()
-    committed: list[int] = []
-
-    async def write(i: int) -> None:
-        committed.append((await etcd_direct.set(SETTINGS + b"k%03d" % i,
-                                                cbor2.dumps(i))).revision)
-
+    setup = Deployment(etcd35, etcd_direct, tmp_path, 1, position_interval=60)
     try:
-        reader = await ready(node, "reader")
-        await reader.subscribe(seen.on_change, "etcd.settings.on_change")
-
-        async def leader_value() -> bytes | None:
-            try:
-                return (await election.leader()).value
-            except KeyNotFound:
-                return None
-
-        leader = await eventually(leader_value, timeout=30)
+        await setup.subscribe()
+        leader = await eventually(setup.leader, timeout=30)
         for i in range(20):
-            await write(i)
-        await eventually(lambda: defer.succeed(len(seen.events) == 20))
-        stored = await etcd_direct.get(position_key("etcd", "settings"))
-        assert Position.decode(stored.kvs[0].value).revision < committed[0]  # lagging
-        victim = instances[0]
-        assert leader.endswith(b":%d" % victim.pid)
+            await setup.write(i)
+        await setup.delivered(20)
+        assert (await setup.stored())[0].revision < setup.committed[0]  # lagging behind
+        victim = setup.instance(leader)
         victim.kill()
         victim.wait()
-        instances.append(node.start_component())
-
-        async def new_leader() -> bool:
-            return await leader_value() not in (None, leader)
-
-        await eventually(new_leader, timeout=30)
+        setup.instances.append(setup.node.start_component())
+        await setup.new_leader(leader)
         for i in range(20, 25):
-            await write(i)
-        await eventually(lambda: defer.succeed(len(seen.events) >= 25), timeout=30)
+            await setup.write(i)
+        await setup.delivered(25)
         await sleep(0.5)  # a late repeat would show up here
-        assert [e["revision"] for e in seen.events] == committed
-        reader.leave()
+        assert [e["revision"] for e in setup.seen.events] == setup.committed
     finally:
-        for proc in instances:
-            stop_group(proc)
-        node.stop()
+        setup.stop()
 
 
 async def backend_session(node: CrossbarNode) -> Any:
@@ -283,45 +316,23 @@ async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
         etcd35: EtcdProcess, etcd_direct: Client, tmp_path: Any) -> None:
     """A publisher stalled past its lease (SIGSTOP) may still believe it leads when it wakes:
     its successor detaches its WAMP session first, so nothing it sends then is published."""
-    node = CrossbarNode(tmp_path, etcd35.url, with_component=False)
-    node.start()
-    instances = [node.start_component(), node.start_component()]
-    election = etcd_direct.election(election_name("etcd", "settings"))
-    seen = Recorder()
-    committed: list[int] = []
-
-    async def write(i: int) -> None:
-        committed.append((await etcd_direct.set(SETTINGS + b"k%03d" % i,
-                                                cbor2.dumps(i))).revision)
-
-    async def leader_value() -> bytes | None:
-        try:
-            return (await election.leader()).value
-        except KeyNotFound:
-            return None
-
-    async def stored_publisher() -> int | None:
-        found = await etcd_direct.get(position_key("etcd", "settings"))
-        return Position.publisher(found.kvs[0].value) if found.kvs else None
-
-    stalled = None
+    setup = Deployment(etcd35, etcd_direct, tmp_path, 2)
     try:
-        reader = await ready(node, "reader")
-        await reader.subscribe(seen.on_change, "etcd.settings.on_change")
-        leader = await eventually(leader_value, timeout=30)
-        await write(0)
-        first_session = await eventually(stored_publisher)
-        await eventually(lambda: defer.succeed(len(seen.events) == 1))
-        stalled = next(p for p in instances if leader.endswith(b":%d" % p.pid))
+        await setup.subscribe()
+        leader = await eventually(setup.leader, timeout=30)
+        await setup.write(0)
+        await setup.delivered(1)
+        _, first_session = await setup.stored()
+        assert first_session is not None
+        stalled = setup.instance(leader)
         os.kill(stalled.pid, signal.SIGSTOP)
         for i in range(1, 4):
-            await write(i)
-        await eventually(lambda: defer.succeed(len(seen.events) == 4), timeout=30)
-        assert await leader_value() != leader
-        assert await stored_publisher() not in (None, first_session)
+            await setup.write(i)
+        await setup.delivered(4)
+        await setup.new_leader(leader)
+        assert (await setup.stored())[1] not in (None, first_session)
         os.kill(stalled.pid, signal.SIGCONT)
-        woken, stalled = stalled, None
-        backend = await backend_session(node)
+        backend = await backend_session(setup.node)
 
         async def detached() -> bool:
             try:  # (this would detach it, but too late for the assertion)
@@ -332,16 +343,11 @@ async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
 
         await eventually(detached)
         for i in range(4, 6):
-            await write(i)
-        await eventually(lambda: defer.succeed(len(seen.events) >= 6), timeout=30)
+            await setup.write(i)
+        await setup.delivered(6)
         await sleep(1.0)  # the woken instance had events to send: none may show up
-        assert [e["revision"] for e in seen.events] == committed
-        assert woken.poll() is None  # detached, it joins again as a standby: it did not exit
+        assert [e["revision"] for e in setup.seen.events] == setup.committed
+        assert stalled.poll() is None  # detached, it joins again as a standby: it did not exit
         backend.leave()
-        reader.leave()
     finally:
-        if stalled is not None:
-            os.kill(stalled.pid, signal.SIGCONT)
-        for proc in instances:
-            stop_group(proc)
-        node.stop()
+        setup.stop()
