@@ -45,7 +45,7 @@ from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, task, threads
 from twisted.python.failure import Failure
 
-from component.publisher import election_name
+from component.publisher import election_name, position_key
 from procedures.table import Table
 from tests.wamp import CrossbarNode, connect
 from txetcd import Client, KeyNotFound, WatchCompacted, WatchEvent
@@ -225,8 +225,8 @@ async def bounded(reactor: Any, step: Awaitable[Any], what: str) -> Any:
     """Await ``step``, failing with ``what`` in the message after STEP_TIMEOUT seconds."""
     try:
         return await within(reactor, step, STEP_TIMEOUT)
-    except TimeoutError:
-        raise TimeoutError(f"{what} did not finish within {STEP_TIMEOUT} s") from None
+    except TimeoutError as exc:
+        raise TimeoutError(f"{what} did not finish ({exc})") from None
 
 
 class Chaos:
@@ -271,12 +271,23 @@ class Chaos:
         for subscriber in self.subscribers:
             await subscriber.subscribe(self.reactor, node.url)
         self.wamp_writer = await self.ready_session()
+        # A publisher that has stored its position publishes every change after it.
+        for table in self.tables:
+            await self.position_stored(table)
         # A probe per table fixes where the checked history starts: every subscriber has it.
         for table in self.tables:
             revision = await self.direct_put(table, "probe", -1)
             self.first_revision[table] = revision
             await wait_for(self.reactor, functools.partial(
                 self.delivered, self.subscribers, table, revision), 30, f"probe event of {table}")
+
+    async def position_stored(self, table: str) -> None:
+        assert self.client is not None
+        deadline = self.reactor.seconds() + 60
+        while not (await self.client.get(position_key(PREFIX, table))).kvs:
+            if self.reactor.seconds() > deadline:
+                raise TimeoutError(f"no publisher of {table} stored its position within 60 s")
+            await sleep(self.reactor, 0.1)
 
     @staticmethod
     def delivered(subscribers: list[Subscriber], table: str, revision: int) -> bool:
