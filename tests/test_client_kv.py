@@ -500,8 +500,10 @@ async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
         assert keys == [k for k, _ in small] and requests == 2  # 100 rows, then the rest
         keys, requests = await scan(b"pb/s/", page_size=100)
         assert keys == [k for k, _ in small] and requests == 30
-        keys, requests = await scan(b"pb/b/", page_size=5, page_bytes=50_000)
-        assert keys == [k for k, _ in big] and requests == 8  # never more than 5 big rows
+        keys, requests = await scan(b"pb/b/", page_size=5, page_bytes=51_000)
+        assert keys == [k for k, _ in big] and requests == 8  # 5 rows of ~10 KB a page
+        keys, requests = await scan(b"pb/b/", page_size=20, page_bytes=1)
+        assert keys == [k for k, _ in big] and requests == 21  # 20, then one row a page
         with pytest.raises(ValueError):
             await scan(b"pb/", page_bytes=0)
     finally:

@@ -158,8 +158,8 @@ class Client:
         Every page reads at the revision of the first one, so the whole scan is one snapshot
         (unless the revision gets compacted mid-scan, which raises ``Compacted``). With
         ``page_bytes``, the pages after the first hold about that many bytes of keys and values
-        (``page_size`` to ``MAX_PAGE_ROWS`` keys): etcd's gateway costs per request, so small
-        rows go in big pages, and big rows never make a huge one.
+        (1 to ``MAX_PAGE_ROWS`` keys): etcd's gateway costs per request, so small rows go in big
+        pages, and big rows never make a huge one.
         """
         if page_bytes is not None and _int_arg("page_bytes", page_bytes) < 1:
             raise ValueError(f"page_bytes must be >= 1, not {page_bytes}")
@@ -208,7 +208,7 @@ class Client:
                     want = page_size
                     if page_bytes is not None:
                         row = sum(len(kv.key) + len(kv.value) for kv in page.kvs) // len(page.kvs)
-                        want = min(max(page_size, page_bytes // max(row, 1)), MAX_PAGE_ROWS)
+                        want = min(max(1, page_bytes // max(row, 1)), MAX_PAGE_ROWS)
                     pending = fetch(start, end, want if remaining is None else min(want,
                                                                                    remaining))
                 for kv in page.kvs:
