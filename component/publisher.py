@@ -151,11 +151,6 @@ async def _sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
-def _leading(leadership: Leadership) -> bool:
-    return not leadership.lost.called and leadership.lease is not None and \
-        leadership.lease.alive
-
-
 class TablePublisher:
     """Campaigns for one table's election while wanted; publishes its changes while leading."""
 
@@ -225,10 +220,10 @@ class TablePublisher:
                 await self.relay.fence(predecessor)
             retained = await self.relay.last_published(self.name)
             start = stored.newest(retained) if retained is not None else stored.copy()
-            # From here on a successor fences this session before it reads the router.
-            await self.persist(leadership, Position(start.revision, set(start.keys)))
             # Moves on with each acknowledgement, and with each event skipped below.
             self.published = Position(start.revision, set(start.keys))
+            # From here on a successor fences this session before it reads the router.
+            await self.persist(leadership, self.published.copy())
             leadership.lost.addBoth(self.end_on, queue)
             watch = self.relay.etcd.watch(self.table.keyset, queue.put,
                                           start_revision=max(start.revision, 1))
@@ -264,7 +259,7 @@ class TablePublisher:
         if start.covers(item.revision, key):
             self.published.advance(item.revision, key)
             return  # published before (by a predecessor, or a replayed revision)
-        if not _leading(leadership):
+        if not leadership.alive:
             raise NotLeader(f"lost the lead of {self.name}")
         await self.in_flight_below(MAX_IN_FLIGHT)
         sent = _Sent(item.revision, key)
@@ -341,7 +336,7 @@ class TablePublisher:
         if self.storing is not None:
             self.storing.cancel()
         try:
-            if _leading(leadership):
+            if leadership.alive:
                 if self.forget:
                     await self.coordinator.txn(compare=[self.guard(leadership)],
                                                success=[OpDel(self.position_key)])
@@ -379,7 +374,7 @@ class TablePublisher:
         value is harmless, so a write of unknown outcome is simply sent again."""
         value = position.encode(None if resigning else self.relay.session.session_id)
         while True:
-            if not _leading(leadership):
+            if not leadership.alive:
                 raise NotLeader(f"lost the lead of {self.name}")
             try:
                 result = await self.coordinator.txn(compare=[self.guard(leadership)],

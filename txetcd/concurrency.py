@@ -62,6 +62,13 @@ class _Session(Acquirable):
         self.header = Header()
         self.lost: defer.Deferred[EtcdError] = defer.Deferred()
 
+    @property
+    def alive(self) -> bool:
+        """Held, and its lease alive as far as this client knows (a passed deadline included):
+        what to check right before an action the lock or the leadership guards."""
+        return (self._held and not self.lost.called and self.lease is not None
+                and self.lease.alive)
+
     def _check_usable(self) -> None:
         if self.lost.called:
             raise RuntimeError(f"{self!r} was lost; create a new one")

@@ -125,6 +125,11 @@ class _Connection(Protocol):
         if self._transport is not None:
             self._transport.abortConnection()
 
+    def close(self) -> None:
+        """Close after what was written (an answered request: nothing is in flight)."""
+        self.closed = True
+        self._transport.loseConnection()
+
     # -- the connection's life -------------------------------------------------------------
 
     def connectionMade(self) -> None:  # noqa: N802 - Twisted API
@@ -173,8 +178,7 @@ class _Connection(Protocol):
             if self._keep_alive:
                 self._host.release(self)
             else:
-                self.closed = True
-                self._transport.loseConnection()
+                self.close()
             result.callback((self._status, body))
 
     def on_body(self, body: bytes) -> None:
@@ -247,8 +251,7 @@ class _Host:
         if len(self.idle) < self.pool.max_idle:
             self.idle.append(connection)
         else:
-            connection.closed = True
-            connection._transport.loseConnection()
+            connection.close()
 
     def forget(self, connection: _Connection) -> None:
         """A connection closed (by us or the server): drop it from the pool."""
@@ -341,9 +344,8 @@ class HTTPPool:
             return done
         self._closing.append(done)
         for connection in list(self._live):
-            connection.closed = True
             if connection._result is None and connection._ready:
-                connection._transport.loseConnection()
+                connection.close()
             else:
-                connection._transport.abortConnection()
+                connection._abort()
         return done
