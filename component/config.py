@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from procedures.payload import DEFAULT_MAX_DEPTH, MAX_DEPTH
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
 __all__ = ["ConfigError", "EtcdSettings", "TableSettings", "Settings", "parse_settings",
@@ -49,6 +50,8 @@ class TableSettings:
     slot: int
     key: str
     value: str
+    # Containers a stored value may nest (see procedures.payload): deeper puts are refused.
+    max_depth: int = DEFAULT_MAX_DEPTH
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def parse_settings(raw: Any) -> Settings:
     for i, table in enumerate(tables_raw):
         where = f"tables[{i}]"
         _expect(table, dict, where)
-        _reject_unknown(table, {"name", "slot", "key", "value"}, where)
+        _reject_unknown(table, {"name", "slot", "key", "value", "max_depth"}, where)
         name = _uri_part(table.get("name"), f"{where}.name")
         slot = _expect(table.get("slot"), int, f"{where}.slot")
         if not 1 <= slot < RESERVED_SLOT:
@@ -142,7 +145,11 @@ def parse_settings(raw: Any) -> Settings:
                 raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
             if other.slot == slot:
                 raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
-        tables.append(TableSettings(name, slot, key, value))
+        depth = _expect(table.get("max_depth", DEFAULT_MAX_DEPTH), int, f"{where}.max_depth")
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ConfigError(f"{where}.max_depth", f"must be 1..{MAX_DEPTH} (what every WAMP "
+                                                    f"serializer carries), not {depth}")
+        tables.append(TableSettings(name, slot, key, value, depth))
     interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
     if not 0 <= interval <= 3600:
         raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")

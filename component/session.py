@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession
-from autobahn.wamp.types import RegisterOptions
+from autobahn.wamp.types import CallDetails, RegisterOptions
 from twisted.internet import defer, reactor
 
+from procedures.arguments import check_call
 from procedures.errors import ProcedureError, to_application_error
 from procedures.table import Table
 from procedures.txn import run_txn
@@ -25,6 +26,7 @@ from txetcd import Client
 
 from .config import Settings, parse_settings
 from .events import EventRelay
+from .serializer import decode_deep
 
 # Every instance registers with the same policy, so any number of them share the calls.
 SHARED = RegisterOptions(invoke="roundrobin")
@@ -43,6 +45,10 @@ class EtcdComponent(ApplicationSession):
     tables: dict[str, Table]
     events: EventRelay
 
+    def onOpen(self, transport: Any) -> None:  # noqa: N802 - autobahn API
+        decode_deep(transport)  # before the first message: see component.serializer
+        super().onOpen(transport)
+
     async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
         self.settings = parse_settings(self.config.extra or {})
         self.etcd = self.connect_etcd()
@@ -60,7 +66,7 @@ class EtcdComponent(ApplicationSession):
                       user=etcd.user, password=etcd.password, ca=etcd.ca, timeout=timeout)
 
     def open_tables(self) -> dict[str, Table]:
-        return {t.name: Table(t.name, t.slot, t.key, t.value, self.etcd)
+        return {t.name: Table(t.name, t.slot, t.key, t.value, self.etcd, t.max_depth)
                 for t in self.settings.tables}
 
     async def register_table_procedures(self) -> None:
@@ -102,7 +108,7 @@ class EtcdComponent(ApplicationSession):
 
     async def status(self) -> dict[str, Any]:
         state = await self.etcd.status()
-        return {"prefix": self.settings.prefix,
+        return {"prefix": self.settings.prefix, "session": self.session_id,
                 "etcd": {"version": state.version, "revision": state.header.revision},
                 "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
                            for t in self.settings.tables]}
@@ -119,20 +125,23 @@ class EtcdComponent(ApplicationSession):
         return call
 
     def procedure(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        """Wrap a handler: arguments are checked against its signature, typed errors become
+        """Wrap a handler: arguments are checked against its signature and the payload policy
+        (``procedures.arguments``), typed errors become
         ``<prefix>.error.*`` ApplicationErrors, and the returned Deferred stays cancellable (a
         cancelled call stops its etcd work)."""
         prefix = self.settings.prefix
         signature = inspect.signature(handler)
 
         def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            # autobahn passes CallDetails as ``details`` where registered with details_arg.
+            details = kwargs.pop("details", None) if isinstance(kwargs.get("details"),
+                                                                 CallDetails) else None
             try:
-                if "progress" in kwargs:
-                    raise TypeError("unexpected keyword argument 'progress'")
-                signature.bind(*args, **{k: v for k, v in kwargs.items() if k != "details"})
-            except TypeError as exc:
-                error = ProcedureError("invalid_argument", f"bad arguments: {exc}")
+                check_call(signature, args, kwargs)
+            except ProcedureError as error:
                 return defer.fail(to_application_error(prefix, error))
+            if details is not None:
+                kwargs["details"] = details
 
             async def run() -> Any:
                 try:

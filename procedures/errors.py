@@ -9,7 +9,7 @@ from txetcd import EtcdError, RequestTooLarge, TooManyOps, Unavailable
 __all__ = ["ProcedureError", "KINDS", "to_application_error"]
 
 KINDS = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict",
-         "unavailable")
+         "unavailable", "corrupt_row")
 
 
 class ProcedureError(Exception):

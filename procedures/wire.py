@@ -3,7 +3,9 @@
 On the wire a uuid key is its canonical string, an oid an int, a string a str, binary bytes and
 a timestamp an int of nanoseconds; json and cbor values are native payloads, binary and
 flatbuffers values are bytes. Anything else is refused with ``invalid_key``/``invalid_value``
-before etcd is touched.
+before etcd is touched, and so is anything outside the payload policy (``procedures.payload``):
+a table stores only what every serializer can deliver. A stored row outside it (written by
+another program) decodes to ``CorruptRow``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,13 @@ from typing import Any
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
 
 from .errors import ProcedureError
+from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
 
-__all__ = ["KeyWire", "ValueWire"]
+__all__ = ["KeyWire", "ValueWire", "CorruptRow"]
+
+
+class CorruptRow(ValueError):
+    """Stored bytes that the table cannot decode, or that not every serializer can carry."""
 
 
 def _uuid_from_wire(text: Any) -> uuid.UUID:
@@ -45,6 +52,10 @@ class KeyWire:
         self.codec: KeyCodec[Any] = KEY_CODECS[kind]()
 
     def encode(self, key: Any, what: str = "key") -> bytes:
+        found = problem(key, 0)
+        if found is not None:
+            raise ProcedureError("too_large" if found.too_large else "invalid_key",
+                                 f"{what} is not a valid {self.kind} key: {found}")
         try:
             return self.codec.encode(_TO_CODEC.get(self.kind, lambda k: k)(key))
         except (TypeError, ValueError) as exc:
@@ -58,19 +69,37 @@ class KeyWire:
         return self.encode(prefix, "prefix") if prefix != "" and prefix != b"" else b""
 
     def decode(self, data: bytes) -> Any:
-        return _FROM_CODEC.get(self.kind, lambda k: k)(self.codec.decode(data))
+        return _deliverable(data, lambda: _FROM_CODEC.get(self.kind, lambda k: k)(
+            self.codec.decode(data)), 0, f"{self.kind} key")
+
+
+def _deliverable(data: bytes, decode: Callable[[], Any], max_depth: int, what: str) -> Any:
+    """The decoded row, or ``CorruptRow`` if it does not decode or breaks the payload policy."""
+    try:
+        decoded = decode()
+    except (TypeError, ValueError) as exc:
+        raise CorruptRow(f"{data[:40]!r} is not a {what}: {exc}") from None
+    found = problem(decoded, max_depth, int_max=UINT64_MAX)
+    if found is not None:
+        raise CorruptRow(f"stored {what} cannot be delivered: {found}")
+    return decoded
 
 
 class ValueWire:
     """Converts a table's values between WAMP payloads and stored bytes."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.kind = kind
+        self.max_depth = max_depth
         # flatbuffers travel as the serialized bytes: the component never needs the schema.
         codec_kind = "binary" if kind == "flatbuffers" else kind
         self.codec: ValueCodec[Any] = VALUE_CODECS[codec_kind]()
 
     def encode(self, value: Any) -> bytes:
+        found = problem(value, self.max_depth)
+        if found is not None:
+            raise ProcedureError("too_large" if found.too_large else "invalid_value",
+                                 f"value is not a valid {self.kind} value: {found}")
         try:
             return self.codec.encode(_TO_CODEC.get(self.kind, lambda v: v)(value))
         except (TypeError, ValueError, OverflowError) as exc:
@@ -78,4 +107,5 @@ class ValueWire:
                                                   f"{self.kind} value: {exc}") from None
 
     def decode(self, data: bytes) -> Any:
-        return _FROM_CODEC.get(self.kind, lambda v: v)(self.codec.decode(data))
+        return _deliverable(data, lambda: _FROM_CODEC.get(self.kind, lambda v: v)(
+            self.codec.decode(data)), self.max_depth, f"{self.kind} value")
