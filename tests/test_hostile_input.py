@@ -29,7 +29,7 @@ from procedures.payload import DEFAULT_MAX_DEPTH, INT64_MAX
 from txetcd import Client, OpSet
 
 from .blocking import run_blocking, wait
-from .wamp import CrossbarNode, connect
+from .wamp import CrossbarNode, connect, ready
 
 inline = pytest_twisted.ensureDeferred
 SERIALIZERS = ("json", "msgpack", "cbor")
@@ -45,16 +45,7 @@ def nest(depth: int, leaf: Any = "x", as_dict: bool = False) -> Any:
 
 
 async def session(node: CrossbarNode, serializer: str, role: str = "writer") -> Any:
-    s = await connect(node.url, role, LOGINS[role], serializer=serializer)
-    for _ in range(100):  # the container component may still be joining right after boot
-        try:
-            await s.call("etcd.status")
-            return s
-        except ApplicationError as exc:
-            if exc.error != "wamp.error.no_such_procedure":
-                raise
-            await deferLater(reactor, 0.1, lambda: None)
-    raise AssertionError("component never registered etcd.status")
+    return await ready(await connect(node.url, role, LOGINS[role], serializer=serializer))
 
 
 async def component_id(s: Any) -> int:

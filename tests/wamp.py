@@ -127,3 +127,19 @@ async def connect(url: str, authid: str | None = None, ticket: str | None = None
 
     comp.start(reactor).addErrback(_failed)
     return await joined
+
+
+async def ready(session: Any, uri: str = "etcd.status") -> Any:
+    """``session`` once the component serves ``uri`` (it may still be joining after a boot)."""
+    from autobahn.wamp.exception import ApplicationError
+    from twisted.internet.task import deferLater
+
+    for _ in range(100):
+        try:
+            await session.call(uri)
+            return session
+        except ApplicationError as exc:
+            if exc.error != "wamp.error.no_such_procedure":
+                raise
+            await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError(f"component never registered {uri}")
