@@ -12,6 +12,7 @@ import math
 import struct
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import cbor2
@@ -27,11 +28,22 @@ from twisted.internet.task import deferLater
 from procedures.errors import KINDS
 from procedures.payload import DEFAULT_MAX_DEPTH, INT64_MAX
 from txetcd import Client, OpSet
+from txetcd.embedded import EtcdProcess, find_etcd
 
 from .blocking import run_blocking, wait
 from .wamp import CrossbarNode, connect, ready
 
 inline = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture(scope="module", params=["3.5", "3.4"])
+def etcd35(request: pytest.FixtureRequest) -> Iterator[EtcdProcess]:
+    """This module's node runs on etcd 3.5 and on 3.4 (conftest's ``node`` and
+    ``etcd_direct`` use this fixture)."""
+    with EtcdProcess(find_etcd(request.param), extra_args=["--heartbeat-interval=20",
+                                                           "--election-timeout=200"]) as server:
+        yield server
+
 SERIALIZERS = ("json", "msgpack", "cbor")
 LOGINS = {"reader": "reader-secret", "writer": "writer-secret"}
 USERS, SETTINGS = struct.pack(">H", 1), struct.pack(">H", 2)
@@ -316,8 +328,10 @@ BATCH = 50  # calls in flight at once
 
 
 @inline
-async def test_fuzz_every_procedure_on_every_serializer(node: CrossbarNode,
-                                                        etcd_direct: Client) -> None:
+async def test_fuzz_every_procedure_on_every_serializer(node: CrossbarNode, etcd_direct: Client,
+                                                        etcd35: EtcdProcess) -> None:
+    # 10,000 calls on etcd 3.5; on 3.4 a fifth of that shows the same holds there.
+    examples = 200 if etcd35.version.startswith("3.5") else 40
     sessions = {name: await session(node, name) for name in SERIALIZERS}
     component, started = await component_id(sessions["cbor"]), boots(node)
     tally = {"calls": 0, "results": 0, "refused": 0, "deletes": 0}
@@ -325,7 +339,7 @@ async def test_fuzz_every_procedure_on_every_serializer(node: CrossbarNode,
     kinds: dict[str, int] = {}
     began = time.monotonic()
 
-    @settings(max_examples=200, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     @given(batch=st.lists(calls(), min_size=BATCH, max_size=BATCH),
            serializer=st.lists(st.sampled_from(SERIALIZERS), min_size=BATCH, max_size=BATCH))
@@ -361,7 +375,7 @@ async def test_fuzz_every_procedure_on_every_serializer(node: CrossbarNode,
     elapsed = time.monotonic() - began
     print(f"\nfuzz: {tally['calls']} calls in {elapsed:.1f} s ({tally['results']} results, "
           f"{tally['refused']} refused {kinds}); etcd moved {moved} revisions")
-    assert tally["calls"] >= 10_000
+    assert tally["calls"] == examples * BATCH >= 2_000
     # Refused calls wrote nothing: every revision etcd moved was made by a successful call
     # (a txn of checks only answers the current revision, hence the <=).
     made = {r for r in revisions if before < r <= after}
