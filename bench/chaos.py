@@ -144,6 +144,7 @@ class Report:
     repeated_raw: dict[str, int] = field(default_factory=dict)
     repeats_after: collections.Counter[str] = field(default_factory=collections.Counter)
     repeat_details: list[str] = field(default_factory=list)
+    disorder_details: list[str] = field(default_factory=list)
     fault_times: list[tuple[float, str]] = field(default_factory=list)
     out_of_order: dict[str, int] = field(default_factory=dict)
     gaps: dict[str, int] = field(default_factory=dict)
@@ -186,6 +187,7 @@ class Report:
         ]
         lines += [f"PROBLEM: {p}" for p in self.problems[:20]]
         lines += [f"REPEAT: {r}" for r in self.repeat_details[:10]]
+        lines += [f"OUT OF ORDER: {d}" for d in self.disorder_details[:10]]
         lines += [f"MISSING: {m}" for m in self.acked_missing[:20]]
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
@@ -553,6 +555,20 @@ class Chaos:
                 self.check_sequence(subscriber, table, expected, subscriber is
                                     self.subscribers[0])
 
+    def fault_before(self, at: float) -> tuple[str, float | None]:
+        """The kind and start time of the last fault started at or before ``at``."""
+        before = [(kind, start) for start, kind in self.report.fault_times if start <= at]
+        return before[-1] if before else ("no fault", None)
+
+    def describe(self, subscriber: Subscriber, table: str, i: int) -> str:
+        """The ``i``-th event a subscriber received: change, arrival, publisher session, and
+        the fault before it."""
+        at = subscriber.arrival[table][i]
+        kind, start = self.fault_before(at)
+        since = f" at {start:.2f}" if start is not None else ""
+        return (f"{subscriber.events[table][i]} at {at:.2f} from session "
+                f"{subscriber.publishers[table][i]} (after {kind}{since})")
+
     def check_sequence(self, subscriber: Subscriber, table: str, expected: list[Change],
                        complete: bool) -> None:
         """Drop raw repeats, then compare with the committed changes (see the module doc)."""
@@ -563,28 +579,31 @@ class Chaos:
         starts = set(subscriber.epochs[table])
         seen: set[Change] = set()
         kept: list[Change] = []
+        kept_at: list[int] = []  # raw index of each kept event
         repeats = disorder = gaps = 0
         for i, change in enumerate(raw):
             if change in seen:
                 repeats += 1
-                arrived = subscriber.arrival[table][i]
-                before = [kind for at, kind in report.fault_times if at <= arrived]
-                report.repeats_after[before[-1] if before else "no fault"] += 1
-                publishers = subscriber.publishers[table]
+                first = raw.index(change)
+                report.repeats_after[self.fault_before(subscriber.arrival[table][i])[0]] += 1
                 report.repeat_details.append(
-                    f"{label} {change} at {arrived:.2f} from session {publishers[i]}, first from "
-                    f"{publishers[raw.index(change)]} at "
-                    f"{subscriber.arrival[table][raw.index(change)]:.2f}")
+                    f"{label} {self.describe(subscriber, table, i)}, first "
+                    f"{self.describe(subscriber, table, first)}")
                 continue
             seen.add(change)
             if kept and change <= kept[-1]:
                 disorder += 1
+                report.disorder_details.append(
+                    f"{label} {self.describe(subscriber, table, i)}"
+                    f"{'' if change in index else ' (not in the checked history)'} after "
+                    f"{self.describe(subscriber, table, kept_at[-1])}")
             elif kept and i not in starts and change in index and kept[-1] in index and \
                     index[change] != index[kept[-1]] + 1:
                 gaps += 1
             elif change not in index and change[0] >= expected[0][0]:
                 report.problems.append(f"{label}: event {change} was never committed")
             kept.append(change)
+            kept_at.append(i)
         report.repeated_raw[label] = repeats
         report.out_of_order[label] = disorder
         report.gaps[label] = gaps
