@@ -1,11 +1,12 @@
 """Chaos: a 3-member etcd cluster, a Crossbar router, three component instances, and faults.
 
 Writers put unique values through WAMP (``etcd.<table>.put``, shared round-robin by the
-instances) and directly to etcd; subscribers record every ``on_change`` event. Faults, in a
-seeded random order: kill -9 the etcd leader (restarted later), kill -9 the instance that
-publishes a table (a new one is started), restart the router, and SIGSTOP a member for a few
-seconds. Afterwards the table histories are read from etcd (a watch from before the workload;
-nothing is compacted) and checked:
+instances) and directly to etcd, some two keys at one revision (so that a publisher's position
+within a revision is exercised across failover); subscribers record every ``on_change`` event.
+Faults, in a seeded random order: kill -9 the etcd leader (restarted later), kill -9 the
+instance that publishes a table (a new one is started), restart the router, and SIGSTOP a member
+for a few seconds. Afterwards the table histories are read from etcd (a watch from before the
+workload; nothing is compacted) and checked:
 
 * every acknowledged write is in the history at its revision, with its key and value;
 * the first subscriber (it always resubscribes first after a router restart, so the elected
@@ -63,6 +64,7 @@ WRITE_PAUSE = 0.03  # between two writes of one writer
 CALL_TIMEOUT = 20.0  # a WAMP write unanswered this long counts as of unknown outcome
 STEP_TIMEOUT = 120.0  # a set-up step or fault that takes longer fails the run, naming itself
 KEYS_PER_TABLE = 16
+PAIRED_WRITES = 0.2  # share of direct writes that put two keys of a table in one revision
 
 
 def table_specs() -> dict[str, tuple[int, str, str]]:
@@ -143,6 +145,7 @@ class Report:
     unknown_writes: int = 0
     acked_missing: list[str] = field(default_factory=list)
     committed: dict[str, int] = field(default_factory=dict)
+    shared_revisions: int = 0  # revisions holding several changes of one table (batched puts)
     lost: dict[str, int] = field(default_factory=dict)
     repeated_raw: dict[str, int] = field(default_factory=dict)
     repeats_after: collections.Counter[str] = field(default_factory=collections.Counter)
@@ -178,7 +181,8 @@ class Report:
             f"faults: {sum(self.faults.values())} ({faults}) in {self.seconds:.0f} s",
             f"writes: acknowledged {self.acked_writes}, unknown outcome {self.unknown_writes}, "
             f"acknowledged but missing in etcd {len(self.acked_missing)}",
-            f"events per subscriber/table: committed {self.committed}",
+            f"events per subscriber/table: committed {self.committed}; revisions with several "
+            f"changes of a table {self.shared_revisions}",
             f"  lost {sum(self.lost.values())}, out of order {sum(self.out_of_order.values())}, "
             f"gaps within a subscription {sum(self.gaps.values())}, repeated "
             f"{sum(self.repeated_raw.values())} "
@@ -354,15 +358,22 @@ class Chaos:
             number += 1
             table = self.rng.choice(list(self.tables))
             spec = self.tables[table]
-            key = wire_key(table, self.rng.randrange(KEYS_PER_TABLE))
+            indexes = {self.rng.randrange(KEYS_PER_TABLE)}
+            if self.rng.random() < PAIRED_WRITES:
+                indexes.add(self.rng.randrange(KEYS_PER_TABLE))
+            # Keys in descending order: etcd keeps the op order, which is not the keys' order.
+            keys = [wire_key(table, i) for i in sorted(indexes, reverse=True)]
             value = {"w": "direct", "i": number}
             try:
-                revision = (await self.client.set(spec.etcd_key(key),
-                                                  spec.values.encode(value))).revision
-                self.writes.acked.append((table, revision, key, value))
-                self.writes.by_path["direct"] += 1
+                # Puts of one reactor turn: the client batches them into one txn (one revision).
+                results = await defer.gatherResults(
+                    [self.client.set(spec.etcd_key(key), spec.values.encode(value))
+                     for key in keys], consumeErrors=True)
+                for key, result in zip(keys, results, strict=True):
+                    self.writes.acked.append((table, result.revision, key, value))
+                    self.writes.by_path["direct"] += 1
             except Exception:  # noqa: BLE001 - outcome unknown under a fault; the check reads etcd
-                self.writes.unknown += 1
+                self.writes.unknown += len(keys)
             await sleep(self.reactor, WRITE_PAUSE)
 
     async def write_through_wamp(self) -> None:
@@ -545,6 +556,8 @@ class Chaos:
         for table, end in ends.items():
             changes = await self.history(table, end)
             committed[table] = [(rev, key) for rev, key, _ in changes if rev <= end]
+            revisions = collections.Counter(rev for rev, _ in committed[table])
+            report.shared_revisions += sum(1 for n in revisions.values() if n > 1)
             values.update({(table, rev, key): value for rev, key, value in changes})
         report.acked_writes = len(self.writes.acked)
         report.unknown_writes = self.writes.unknown
