@@ -1,0 +1,211 @@
+"""The standalone component logging in to a real node: cryptosign over wss, ticket over ws,
+refused logins ending the process, and the node's local socket closed to other users."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from component.login import load_key, make_key
+from txetcd import Client
+from txetcd.embedded import EtcdProcess, free_port, stop_group
+
+from .certs import TestPKI, make_pki
+from .wamp import ROOT, CrossbarNode, connect
+
+inline = pytest_twisted.ensureDeferred
+SETTINGS = struct.pack(">H", 2)  # the demo "settings" table: string keys, cbor values
+
+
+def public_dir() -> Path:
+    """A work dir other users may enter (pytest's tmp dirs are 0700, which would hide the
+    node's socket from them whatever the node does)."""
+    path = Path(tempfile.mkdtemp(prefix="etcd-wamp-auth-"))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+class RemoteNode:
+    """A router without its container component, with a backend key authorized on its
+    websocket transports (ws and wss) and a backend ticket in its environment."""
+
+    def __init__(self, workdir: Path, etcd: EtcdProcess, pki: TestPKI) -> None:
+        self.key = workdir / "backend.key"
+        self.public_key = make_key(self.key)  # generated per run: no key is committed
+        self.ticket = secrets.token_urlsafe(16)
+        self.node = CrossbarNode(workdir / "node", etcd.url, with_component=False)
+        self.tls_port = free_port()
+        config_file = self.node.cbdir / "config.json"
+        config = json.loads(config_file.read_text())
+        router = config["workers"][0]
+        web = router["transports"][0]
+        web["paths"]["ws"]["auth"]["cryptosign"]["principals"]["backend"][
+            "authorized_keys"] = [self.public_key]
+        router["transports"].append({
+            "type": "web", "id": "web_tls",
+            "endpoint": {"type": "tcp", "interface": "127.0.0.1", "port": self.tls_port,
+                         "tls": {"key": str(pki.server_key),
+                                 "certificate": str(pki.server_cert)}},
+            "paths": {"ws": web["paths"]["ws"]}})
+        config_file.write_text(json.dumps(config, indent=2))
+        self.ws = self.node.url
+        self.wss = f"wss://127.0.0.1:{self.tls_port}/ws"
+
+
+@pytest.fixture(scope="module")
+def remote(etcd35: EtcdProcess, pki: TestPKI) -> Iterator[RemoteNode]:
+    workdir = public_dir()
+    remote = RemoteNode(workdir, etcd35, pki)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("ETCD_WAMP_BACKEND_TICKET", remote.ticket)
+        remote.node.start()
+    try:
+        yield remote
+    finally:
+        remote.node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def sleep(seconds: float) -> None:
+    await deferLater(reactor, seconds, lambda: None)
+
+
+async def serving(node: CrossbarNode, component: subprocess.Popen[bytes], log: Path) -> Any:
+    """A writer session once the component has registered its procedures."""
+    session = await connect(node.url, "writer", "writer-secret")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert component.poll() is None, f"component exited:\n{log.read_text()[-3000:]}"
+        try:
+            await session.call("etcd.status")
+            return session
+        except ApplicationError as exc:
+            if exc.error != "wamp.error.no_such_procedure":
+                raise
+        await sleep(0.1)
+    raise AssertionError(f"component never registered:\n{log.read_text()[-3000:]}")
+
+
+async def put_and_get(session: Any, etcd_direct: Client, key: str) -> None:
+    revision = await session.call("etcd.settings.put", key, {"via": key})
+    assert await session.call("etcd.settings.get", key) == {"via": key}
+    stored = await etcd_direct.get(SETTINGS + key.encode())
+    assert stored.kvs[0].mod_revision == revision
+
+
+@inline
+async def test_cryptosign_over_wss_serves_calls(remote: RemoteNode, pki: TestPKI,
+                                                etcd_direct: Client, tmp_path: Path) -> None:
+    log = tmp_path / "component.log"
+    # The CA from the environment, the key from a file named on the command line.
+    component = remote.node.start_component("--router", remote.wss, "--key", str(remote.key),
+                                            env={"ETCD_WAMP_CA": str(pki.ca)}, log_path=log)
+    try:
+        session = await serving(remote.node, component, log)
+        await put_and_get(session, etcd_direct, "over-wss")
+        session.leave()
+        assert "joined as backend, role backend, by cryptosign" in log.read_text()
+    finally:
+        stop_group(component)
+
+
+@inline
+async def test_ticket_over_ws_serves_calls(remote: RemoteNode, etcd_direct: Client,
+                                           tmp_path: Path) -> None:
+    log = tmp_path / "component.log"
+    component = remote.node.start_component(
+        "--router", remote.ws, "--authid", "backend", log_path=log,
+        env={"ETCD_WAMP_BACKEND_TICKET": remote.ticket})
+    try:
+        session = await serving(remote.node, component, log)
+        await put_and_get(session, etcd_direct, "over-ws")
+        session.leave()
+        assert "joined as backend, role backend, by ticket" in log.read_text()
+    finally:
+        stop_group(component)
+
+
+@inline
+async def test_refused_logins_end_the_process(remote: RemoteNode, pki: TestPKI,
+                                              tmp_path: Path) -> None:
+    other_key = tmp_path / "other.key"
+    other_public = make_key(other_key)
+    wrong_ticket = tmp_path / "ticket"
+    wrong_ticket.write_text("not-" + remote.ticket + "\n")
+    not_a_key = tmp_path / "not.key"
+    not_a_key.write_text("hello\n")
+    attempts = {  # name: (args, exit status, words the message must contain)
+        "wrong key": (("--router", remote.wss, "--key", str(other_key), "--ca", str(pki.ca)),
+                      1, ["refused the login (cryptosign key " + other_public,
+                          "no principal found"]),
+        "wrong ticket": (("--router", remote.ws, "--authid", "backend", "--ticket-file",
+                          str(wrong_ticket)), 1, ["refused the login (ticket as backend)",
+                                                  "wrong ticket"]),
+        "no credentials": (("--router", remote.ws), 1,
+                           ["none of the offered authentication methods"]),
+        "untrusted router certificate": (
+            ("--router", remote.wss, "--key", str(remote.key), "--ca", str(pki.other_ca)),
+            1, ["failed the TLS handshake", "certificate verify failed"]),
+        "not a key": (("--router", remote.wss, "--key", str(not_a_key)), 2,
+                      ["not an unencrypted Ed25519 private key"]),
+    }
+    started = time.monotonic()
+    runs = {name: (remote.node.start_component(*args, log_path=tmp_path / f"{i}.log"),
+                   tmp_path / f"{i}.log")
+            for i, (name, (args, _, _)) in enumerate(attempts.items())}
+    try:
+        for name, (proc, log) in runs.items():
+            while proc.poll() is None and time.monotonic() - started < 60:
+                await sleep(0.1)
+            text = log.read_text()
+            status, words = attempts[name][1:]
+            assert proc.returncode == status, f"{name}: {proc.returncode}\n{text[-3000:]}"
+            last_line = text.strip().splitlines()[-1]
+            assert last_line.startswith(("error: ", "config: ")), (name, last_line)
+            for word in words:
+                assert word in last_line, (name, word, last_line)
+    finally:
+        for proc, _ in runs.values():
+            stop_group(proc)
+    # None of them got as far as registering anything.
+    session = await connect(remote.ws, "reader", "reader-secret")
+    with pytest.raises(ApplicationError, match="no_such_procedure"):
+        await session.call("etcd.status")
+    session.leave()
+
+
+def test_make_key_writes_a_private_key_and_prints_its_public_key(tmp_path: Path) -> None:
+    key = tmp_path / "backend.key"
+    made = subprocess.run([sys.executable, "-m", "component", "--make-key", str(key)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    public = made.stdout.strip()
+    assert len(public) == 64 and int(public, 16) >= 0
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.read_text().startswith("-----BEGIN OPENSSH PRIVATE KEY-----")
+    assert load_key(key).public_key().public_bytes_raw().hex() == public
+    again = subprocess.run([sys.executable, "-m", "component", "--make-key", str(key)],
+                           cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "refusing to overwrite" in again.stderr
+    assert load_key(key).public_key().public_bytes_raw().hex() == public
