@@ -10,6 +10,7 @@ router refuses the login or the TLS certificate: retrying would not change that.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -20,6 +21,7 @@ from autobahn.twisted.component import Component
 from autobahn.websocket.util import parse_url
 from OpenSSL import SSL
 from twisted.internet import defer
+from twisted.internet.error import ConnectError
 
 from .config import ConfigError, parse_settings
 from .login import Credentials, KeyFileError, load_key, make_key, refusal
@@ -132,7 +134,7 @@ def serve(transport: dict[str, Any], realm: str, extra: Any, credentials: Creden
     refused: list[str] = []
 
     def is_fatal(exc: BaseException) -> bool:
-        reason = refusal(exc, credentials) or tls_refusal(exc)
+        reason = refusal(exc, credentials) or connection_refusal(exc)
         if reason:
             refused.append(reason)
         return bool(reason)
@@ -156,8 +158,12 @@ def serve(transport: dict[str, Any], realm: str, extra: Any, credentials: Creden
     return 0
 
 
-def tls_refusal(exc: BaseException) -> str | None:
-    """A certificate that does not verify, or a TLS handshake that fails, fails every retry."""
+def connection_refusal(exc: BaseException) -> str | None:
+    """A socket this user may not open, or a TLS handshake that fails (a router certificate
+    that does not verify), fails every retry the same way."""
+    if isinstance(exc, ConnectError) and exc.osError == errno.EACCES:
+        return ("cannot be opened by this user: permission denied (a node's local socket is "
+                "only for the node's own user)")
     if isinstance(exc, SSL.Error):
         detail = ", ".join(str(arg[-1]) for arg in (exc.args[0] if exc.args else [])
                            if isinstance(arg, tuple) and arg) or str(exc)

@@ -34,11 +34,12 @@ COORDINATION_TIMEOUT = 1.0
 __all__ = ["EtcdComponent"]
 
 
-class EtcdComponent(Session):
+class EtcdComponent(ApplicationSession, Session):
     """Serves each configured table as ``<prefix>.<table>.get/put/delete/scan/count``.
 
-    ``Session`` is autobahn's ``ApplicationSession`` that also takes authenticators
-    (cryptosign, ticket), which a standalone component needs to log in to a remote router.
+    An ``ApplicationSession`` (Crossbar loads only those as ``classname``) that is also a
+    ``Session``, whose ``add_authenticator`` lets autobahn's ``Component`` log it in with
+    cryptosign or a ticket when it runs standalone.
     """
 
     settings: Settings

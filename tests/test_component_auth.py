@@ -209,3 +209,82 @@ def test_make_key_writes_a_private_key_and_prints_its_public_key(tmp_path: Path)
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "refusing to overwrite" in again.stderr
     assert load_key(key).public_key().public_bytes_raw().hex() == public
+
+
+# -- the node's local socket -----------------------------------------------------------------
+
+# Run as another user: can it list the node's cbdir, open the socket, and join over it?
+LOCAL_CLIENT = r"""
+import os, socket, sys
+path = sys.argv[1]
+print("uid", os.getuid(), "sees", sorted(os.listdir(os.path.dirname(os.path.dirname(path)))))
+probe = socket.socket(socket.AF_UNIX)
+try:
+    probe.connect(path)
+except OSError as exc:
+    print("connect refused:", os.strerror(exc.errno))
+    sys.exit(3)
+probe.close()
+from autobahn.twisted.component import Component, run
+client = Component(realm="realm1", transports=[{
+    "type": "rawsocket", "url": "rs://localhost", "serializer": "cbor",
+    "endpoint": {"type": "unix", "path": path}, "max_retries": 0}])
+@client.on_join
+async def joined(session, details):
+    print("joined as", details.authrole, file=sys.__stdout__, flush=True)  # past the log
+    await session.leave()
+run([client], log_level="error")
+"""
+
+
+def as_user(user: str | None, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``argv`` run as ``user`` (None: as ourselves, the node's user), without our groups."""
+    switch = [] if user is None else [
+        shutil.which("setpriv") or "setpriv", f"--reuid={user}", "--regid=nogroup",
+        "--clear-groups"]
+    return subprocess.run([*switch, *argv], capture_output=True, text=True, timeout=60,
+                          cwd=ROOT)  # readable by all, like the venv: checked first
+
+
+@inline
+async def test_other_users_cannot_join_the_local_socket(etcd35: EtcdProcess) -> None:
+    assert os.geteuid() == 0, "this test switches to the user nobody: run the suite as root"
+    # The test's own precondition: nobody can run our python and import autobahn.
+    runs = as_user("nobody", sys.executable, "-c", "import autobahn, twisted")
+    assert runs.returncode == 0, f"nobody cannot run {sys.executable}: {runs.stderr}"
+    workdir = public_dir()
+    node = CrossbarNode(workdir, etcd35.url)  # with its container component, on the socket
+    try:
+        node.start()  # returns once the container component has joined over the socket
+        session = await connect(node.url, "reader", "reader-secret")
+        assert (await session.call("etcd.status"))["prefix"] == "etcd"
+        session.leave()
+        private = node.socket_path.parent
+        assert private.stat().st_mode & 0o777 == 0o700 and node.socket_path.is_socket()
+        client = workdir / "client.py"
+        client.write_text(LOCAL_CLIENT)
+
+        refused = as_user("nobody", sys.executable, str(client), str(node.socket_path))
+        assert refused.returncode == 3, refused.stdout + refused.stderr
+        assert "'config.json'" in refused.stdout and "'private'" in refused.stdout  # in cbdir
+        assert "connect refused: Permission denied" in refused.stdout
+        # The standalone component, as nobody, says so and ends instead of retrying.
+        (workdir / "tables.json").write_text(json.dumps(node.extra))
+        component = as_user("nobody", sys.executable, "-m", "component", "--router",
+                            f"unix:{node.socket_path}", "--config", str(workdir / "tables.json"))
+        assert component.returncode == 1
+        assert "cannot be opened by this user: permission denied" in component.stderr
+
+        # The node's own user joins, as the backend role the transport grants.
+        own = as_user(None, sys.executable, str(client), str(node.socket_path))
+        assert "joined as backend" in own.stdout, own.stdout + own.stderr
+        # Only the directory stands between nobody and the backend role: opened, nobody joins.
+        private.chmod(0o755)
+        try:
+            opened = as_user("nobody", sys.executable, str(client), str(node.socket_path))
+        finally:
+            private.chmod(0o700)
+        assert "joined as backend" in opened.stdout, opened.stdout + opened.stderr
+    finally:
+        node.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
