@@ -16,17 +16,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from component.login import load_key, make_key
-from txetcd import Client
-from txetcd.embedded import EtcdProcess, free_port, stop_group
+from txetcd import Client, KeySet, prefix_end
+from txetcd.embedded import EtcdProcess, find_etcd, free_port, stop_group
+from txetcd.types import b64
 
 from .certs import TestPKI, make_pki
+from .test_auth_tls import APP_PREFIX, ROOT_PASSWORD, enable_auth
+from .test_auth_tls import ROOT as ETCD_ROOT
 from .wamp import ROOT, CrossbarNode, connect
 
 inline = pytest_twisted.ensureDeferred
@@ -91,18 +95,23 @@ async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
-async def serving(node: CrossbarNode, component: subprocess.Popen[bytes], log: Path) -> Any:
+async def serving(node: CrossbarNode, component: subprocess.Popen[bytes], log: Path,
+                  ready: str = "etcd.status") -> Any:
     """A writer session once the component has registered its procedures."""
     session = await connect(node.url, "writer", "writer-secret")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         assert component.poll() is None, f"component exited:\n{log.read_text()[-3000:]}"
         try:
-            await session.call("etcd.status")
+            await session.call(ready)
             return session
         except ApplicationError as exc:
-            if exc.error != "wamp.error.no_such_procedure":
+            if exc.error == "wamp.error.no_such_procedure":
+                pass
+            elif ready == "etcd.status":
                 raise
+            else:
+                return session  # registered; its own answer is the test's business
         await sleep(0.1)
     raise AssertionError(f"component never registered:\n{log.read_text()[-3000:]}")
 
@@ -288,3 +297,80 @@ async def test_other_users_cannot_join_the_local_socket(etcd35: EtcdProcess) -> 
     finally:
         node.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- etcd auth errors reach callers as forbidden -----------------------------------------------
+
+VIEWER, VIEWER_PASSWORD = "viewer", "viewer-secret"  # may read the namespace, not write it
+
+
+@pytest.fixture(scope="module")
+def auth_etcd() -> Iterator[EtcdProcess]:
+    """etcd with auth on: root, alice (read-write on app/) and viewer (read-only on app/)."""
+    with EtcdProcess(find_etcd("3.5")) as server:
+        admin = Client(reactor, url=server.url)
+
+        async def setup() -> None:
+            for path, body in [
+                ("auth/role/add", {"name": "viewer"}),
+                ("auth/role/grant", {"name": "viewer", "perm": {
+                    "permType": "READ", "key": b64(APP_PREFIX),
+                    "range_end": b64(prefix_end(APP_PREFIX))}}),
+                ("auth/user/add", {"name": VIEWER, "password": VIEWER_PASSWORD}),
+                ("auth/user/grant", {"user": VIEWER, "role": "viewer"}),
+            ]:
+                await admin.transport.call(path, body, idempotent=False)
+            await enable_auth(admin)
+
+        try:
+            pytest_twisted.blockon(defer.ensureDeferred(setup()))
+        finally:
+            pytest_twisted.blockon(admin.close())
+        yield server
+
+
+@inline
+async def test_etcd_permission_denied_is_forbidden(remote: RemoteNode, auth_etcd: EtcdProcess,
+                                                   tmp_path: Path) -> None:
+    root = Client(reactor, url=auth_etcd.url, user=ETCD_ROOT, password=ROOT_PASSWORD,
+                  namespace=APP_PREFIX)
+    await root.set(SETTINGS + b"theme", cbor2.dumps("dark"))
+    log = tmp_path / "component.log"
+    config = tmp_path / "tables.json"
+    config.write_text(json.dumps({**remote.node.extra, "etcd": {
+        "endpoints": [auth_etcd.url], "namespace": APP_PREFIX.decode(), "user": VIEWER,
+        "password": VIEWER_PASSWORD}}))
+    component = remote.node.start_component("--config", str(config), log_path=log)
+    try:
+        session = await serving(remote.node, component, log)
+        assert await session.call("etcd.settings.get", "theme") == "dark"  # reading is allowed
+        writes = [("etcd.settings.put", ("theme", "light"), {}),
+                  ("etcd.settings.delete", ("theme",), {}),
+                  ("etcd.txn", ([{"table": "settings", "op": "put", "key": "a", "value": 1}],),
+                   {})]
+        for uri, args, kwargs in writes:
+            with pytest.raises(ApplicationError) as refused:
+                await session.call(uri, *args, **kwargs)
+            assert refused.value.error == "etcd.error.forbidden", (uri, refused.value)
+            assert "permission denied" in refused.value.kwargs["message"]
+        session.leave()
+    finally:
+        stop_group(component)
+    # Credentials etcd does not accept at all: every call is forbidden, saying why.
+    config.write_text(json.dumps({**remote.node.extra, "etcd": {
+        "endpoints": [auth_etcd.url], "namespace": APP_PREFIX.decode(), "user": VIEWER,
+        "password": "not-" + VIEWER_PASSWORD}}))
+    component = remote.node.start_component("--config", str(config), log_path=log)
+    try:
+        session = await serving(remote.node, component, log, ready="etcd.settings.count")
+        with pytest.raises(ApplicationError) as refused:
+            await session.call("etcd.settings.get", "theme")
+        assert refused.value.error == "etcd.error.forbidden"
+        assert "refused the component's etcd credentials" in refused.value.kwargs["message"]
+        session.leave()
+    finally:
+        stop_group(component)
+        found = await root.get(KeySet.all())
+        await root.close()
+    assert [(kv.key, cbor2.loads(kv.value)) for kv in found.kvs] == [
+        (SETTINGS + b"theme", "dark")]  # nothing written
