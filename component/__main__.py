@@ -22,6 +22,9 @@ from autobahn.websocket.util import parse_url
 from OpenSSL import SSL
 from twisted.internet import defer
 from twisted.internet.error import ConnectError
+from twisted.python.failure import Failure
+
+from txetcd.transport import tls_reason
 
 from .config import ConfigError, parse_settings
 from .login import Credentials, KeyFileError, load_key, make_key, refusal
@@ -129,8 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 def serve(transport: dict[str, Any], realm: str, extra: Any, credentials: Credentials,
           log_level: str, where: str) -> int:
     """Run the component on the reactor; returns when it stops (1 if it was refused)."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
 
+    reactor: Any = _reactor  # twisted's module-level reactor is typed as a bare module
     refused: list[str] = []
 
     def is_fatal(exc: BaseException) -> bool:
@@ -142,9 +146,11 @@ def serve(transport: dict[str, Any], realm: str, extra: Any, credentials: Creden
     component = Component(transports=[transport], realm=realm, extra=extra,
                           authentication=credentials.authentication(),
                           session_factory=EtcdComponent, is_fatal=is_fatal)
-    txaio.start_logging(level=log_level)
+    txaio.start_logging(level=log_level)  # type: ignore[attr-defined]
 
-    def stopped(_: Any) -> None:
+    def stopped(result: Any) -> None:
+        if isinstance(result, Failure) and not refused:
+            refused.append(f"failed: {result.getErrorMessage()}")
         if reactor.running:
             reactor.stop()
 
@@ -153,7 +159,7 @@ def serve(transport: dict[str, Any], realm: str, extra: Any, credentials: Creden
     reactor.run()
     if refused:
         # Past the log's redirection of sys.stderr: the last line an operator sees, as is.
-        print(f"error: {where} {refused[-1]}", file=sys.__stderr__, flush=True)
+        print(f"error: {where} {refused[0]}", file=sys.__stderr__, flush=True)
         return 1
     return 0
 
@@ -165,9 +171,7 @@ def connection_refusal(exc: BaseException) -> str | None:
         return ("cannot be opened by this user: permission denied (a node's local socket is "
                 "only for the node's own user)")
     if isinstance(exc, SSL.Error):
-        detail = ", ".join(str(arg[-1]) for arg in (exc.args[0] if exc.args else [])
-                           if isinstance(arg, tuple) and arg) or str(exc)
-        return f"failed the TLS handshake: {detail} (check --ca)"
+        return f"failed the TLS handshake: {tls_reason(exc)} (check --ca)"
     return None
 
 
