@@ -72,9 +72,15 @@ class RemoteNode:
                          "tls": {"key": str(pki.server_key),
                                  "certificate": str(pki.server_cert)}},
             "paths": {"ws": web["paths"]["ws"]}})
+        # A second local socket that wants the key too (the demo's own is anonymous).
+        router["transports"].append({
+            "type": "rawsocket", "id": "backend_signed", "serializers": ["cbor"],
+            "endpoint": {"type": "unix", "path": "private/signed.sock"},
+            "auth": {"cryptosign": web["paths"]["ws"]["auth"]["cryptosign"]}})
         config_file.write_text(json.dumps(config, indent=2))
         self.ws = self.node.url
         self.wss = f"wss://127.0.0.1:{self.tls_port}/ws"
+        self.unix = f"unix:{self.node.cbdir / 'private' / 'signed.sock'}"
 
 
 @pytest.fixture(scope="module")
@@ -116,41 +122,40 @@ async def serving(node: CrossbarNode, component: subprocess.Popen[bytes], log: P
     raise AssertionError(f"component never registered:\n{log.read_text()[-3000:]}")
 
 
-async def put_and_get(session: Any, etcd_direct: Client, key: str) -> None:
-    revision = await session.call("etcd.settings.put", key, {"via": key})
-    assert await session.call("etcd.settings.get", key) == {"via": key}
-    stored = await etcd_direct.get(SETTINGS + key.encode())
-    assert stored.kvs[0].mod_revision == revision
-
-
-@inline
-async def test_cryptosign_over_wss_serves_calls(remote: RemoteNode, pki: TestPKI,
-                                                etcd_direct: Client, tmp_path: Path) -> None:
-    log = tmp_path / "component.log"
-    # The CA from the environment, the key from a file named on the command line.
-    component = remote.node.start_component("--router", remote.wss, "--key", str(remote.key),
-                                            env={"ETCD_WAMP_CA": str(pki.ca)}, log_path=log)
-    try:
-        session = await serving(remote.node, component, log)
-        await put_and_get(session, etcd_direct, "over-wss")
+async def put_and_get(node: CrossbarNode, etcd_direct: Client, key: str) -> None:
+    """Callers on each serializer write and read a row through the component."""
+    for serializer in ("json", "cbor", "msgpack"):
+        session = await connect(node.url, "writer", "writer-secret", serializer=serializer)
+        row = f"{key}-{serializer}"
+        revision = await session.call("etcd.settings.put", row, {"via": serializer})
+        assert await session.call("etcd.settings.get", row) == {"via": serializer}
+        stored = await etcd_direct.get(SETTINGS + row.encode())
+        assert stored.kvs[0].mod_revision == revision
         session.leave()
-        assert "joined as backend, role backend, by cryptosign" in log.read_text()
-    finally:
-        stop_group(component)
 
 
+@pytest.mark.parametrize("login", ["cryptosign over wss", "ticket over ws",
+                                   "cryptosign over unix"])
 @inline
-async def test_ticket_over_ws_serves_calls(remote: RemoteNode, etcd_direct: Client,
-                                           tmp_path: Path) -> None:
+async def test_remote_component_logs_in_and_serves_calls(
+        login: str, remote: RemoteNode, pki: TestPKI, etcd_direct: Client,
+        tmp_path: Path) -> None:
     log = tmp_path / "component.log"
-    component = remote.node.start_component(
-        "--router", remote.ws, "--authid", "backend", log_path=log,
-        env={"ETCD_WAMP_BACKEND_TICKET": remote.ticket})
+    if login == "cryptosign over wss":  # the key file named on the command line, the CA in env
+        args = ("--router", remote.wss, "--key", str(remote.key))
+        env = {"ETCD_WAMP_CA": str(pki.ca)}
+    elif login == "ticket over ws":
+        args = ("--router", remote.ws, "--authid", "backend")
+        env = {"ETCD_WAMP_BACKEND_TICKET": remote.ticket}
+    else:  # the key file named in the environment
+        args = ("--router", remote.unix)
+        env = {"ETCD_WAMP_BACKEND_KEY": str(remote.key)}
+    component = remote.node.start_component(*args, env=env, log_path=log)
     try:
-        session = await serving(remote.node, component, log)
-        await put_and_get(session, etcd_direct, "over-ws")
-        session.leave()
-        assert "joined as backend, role backend, by ticket" in log.read_text()
+        (await serving(remote.node, component, log)).leave()
+        await put_and_get(remote.node, etcd_direct, login.split()[0])
+        method = login.split()[0]
+        assert f"joined as backend, role backend, by {method}" in log.read_text()
     finally:
         stop_group(component)
 
