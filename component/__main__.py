@@ -92,7 +92,7 @@ def parser() -> argparse.ArgumentParser:
                    help="the authid to log in as; without --key: WAMP-ticket, the ticket from "
                         "--ticket-file or $ETCD_WAMP_BACKEND_TICKET")
     p.add_argument("--ticket-file", default=None, help="a file holding the WAMP ticket")
-    p.add_argument("--ca", default=os.environ.get("ETCD_WAMP_CA"),
+    p.add_argument("--ca", default=None,
                    help="PEM file of the CA a wss:// router's certificate must chain to "
                         "(also $ETCD_WAMP_CA; default: the system's trust store)")
     p.add_argument("--make-key", metavar="FILE", default=None,
@@ -119,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.config) as f:
             extra = json.load(f)
         parse_settings(extra)  # fail now, naming the field, not after connecting
-        transport = transport_for(args.router, args.ca)
+        # $ETCD_WAMP_CA may be set for every component on a host; it applies to wss:// only.
+        ca = args.ca or (os.environ.get("ETCD_WAMP_CA") if args.router.startswith("wss://")
+                         else None)
+        transport = transport_for(args.router, ca)
         credentials = credentials_from(args)
     except (OSError, ValueError) as exc:  # ConfigError and KeyFileError are ValueErrors
         kind = "config" if isinstance(exc, (ConfigError, json.JSONDecodeError)) else "error"
