@@ -4,7 +4,8 @@ It logs in anonymously (the node's local unix socket), with WAMP-cryptosign (``-
 Ed25519 private key file) or with WAMP-ticket (``--authid`` and a ticket from ``--ticket-file``
 or ``$ETCD_WAMP_BACKEND_TICKET``), over ``ws://``, ``wss://`` (``--ca`` for a private CA) or
 ``unix:/path``. It reconnects while the router is unreachable, and exits with status 1 when the
-router refuses the login or the TLS certificate: retrying would not change that.
+router refuses the login, its TLS certificate does not verify, or the socket is not this user's
+to open: retrying would not change that.
 """
 
 from __future__ import annotations
@@ -78,8 +79,8 @@ def credentials_from(args: argparse.Namespace) -> Credentials:
     return Credentials()
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m component", description=(
+def parser(prog: str = "python -m component") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=(
         "Serve etcd tables as WAMP procedures and events (the component standalone)."))
     p.add_argument("--router", default="ws://127.0.0.1:8080/ws",
                    help="ws://host:port/path, wss://host:port/path or unix:/path/to/router.sock")
@@ -102,9 +103,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the component until it is stopped; 2 for bad arguments, 1 for a refused login."""
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m component") -> int:
+    """Run the component until it is stopped; 2 for bad arguments, 1 for a refused login.
+    ``prog`` names the command in usage messages (``etcd-wamp component`` delegates here)."""
+    args = parser(prog).parse_args(argv)
     if args.make_key:
         try:
             print(make_key(args.make_key))
