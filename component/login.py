@@ -3,8 +3,9 @@
 Cryptosign (an Ed25519 key; Crossbar's recommended method for backends) signs the router's
 challenge, so the secret never crosses the wire; a ticket is a shared password and belongs on
 ``wss://`` or a local socket only. Key files are read in the formats operators already have:
-OpenSSH (``ssh-keygen -t ed25519``), PKCS#8 PEM (``openssl genpkey -algorithm ed25519``) and
-Crossbar's key files (``private-key-ed25519: <hex>``). ``make_key`` writes a new one.
+OpenSSH (``ssh-keygen -t ed25519``), PKCS#8 PEM (``openssl genpkey -algorithm ed25519``),
+Crossbar's key files (``private-key-ed25519: <hex>``), 64 hex digits or 32 raw bytes (a seed).
+``make_key`` writes a new one.
 
 A router that refuses the credentials (``refusal``) will refuse them on every retry, so the
 caller ends instead of retrying forever.
@@ -69,7 +70,7 @@ class Credentials:
 
 
 def load_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
-    """The Ed25519 private key in ``path`` (OpenSSH, PKCS#8 PEM or Crossbar key file)."""
+    """The Ed25519 private key in ``path``, in any of the formats above."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -81,7 +82,7 @@ def load_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
         elif "-----BEGIN" in text:
             key = serialization.load_pem_private_key(data, password=None)
         else:
-            key = _crossbar_key(text)
+            key = _bare_key(data)
     except (ValueError, TypeError) as exc:  # wrong format, or a passphrase-protected key
         raise KeyFileError(f"key file {path}: not an unencrypted Ed25519 private key "
                            f"({exc})") from None
@@ -90,13 +91,20 @@ def load_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:
     return key
 
 
-def _crossbar_key(text: str) -> Ed25519PrivateKey:
-    """Crossbar's ``key.priv`` format: ``private-key-ed25519: <64 hex digits>`` on a line."""
+def _bare_key(data: bytes) -> Ed25519PrivateKey:
+    """Crossbar's key file (a ``private-key-ed25519: <hex>`` line), 64 hex digits alone, or
+    the 32 raw bytes autobahn's ``CryptosignKey.from_file`` reads."""
+    if len(data) == 32:
+        return Ed25519PrivateKey.from_private_bytes(data)
+    text = data.decode("ascii", "replace").strip()
+    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text))
     for line in text.splitlines():
         name, _, value = line.partition(":")
         if name.strip() == "private-key-ed25519":
             return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(value.strip()))
-    raise ValueError("no OpenSSH or PEM private key and no private-key-ed25519 line")
+    raise ValueError("no OpenSSH or PEM private key, no private-key-ed25519 line, no 64 hex "
+                     "digits or 32 raw bytes")
 
 
 def public_key(key: Ed25519PrivateKey) -> str:

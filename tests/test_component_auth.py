@@ -20,10 +20,13 @@ import cbor2
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
-from component.login import load_key, make_key
+from component.login import KeyFileError, load_key, make_key
 from txetcd import Client, KeySet, prefix_end
 from txetcd.embedded import EtcdProcess, find_etcd, free_port, stop_group
 from txetcd.types import b64
@@ -380,3 +383,36 @@ async def test_etcd_permission_denied_is_forbidden(remote: RemoteNode, auth_etcd
         await root.close()
     assert [(kv.key, cbor2.loads(kv.value)) for kv in found.kvs] == [
         (SETTINGS + b"theme", "dark")]  # nothing written
+
+
+def test_key_files_in_the_formats_operators_have(remote: RemoteNode, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw().hex()
+    seed = key.private_bytes_raw()
+    files = {
+        "openssh": key.private_bytes(serialization.Encoding.PEM,
+                                     serialization.PrivateFormat.OpenSSH,
+                                     serialization.NoEncryption()),
+        "pkcs8": key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()),
+        "crossbar": b"a comment\n\npublic-key-ed25519: " + public.encode() +
+                    b"\nprivate-key-ed25519: " + seed.hex().encode() + b"\n",
+        "hex": seed.hex().encode() + b"\n",
+        "raw": seed,
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert load_key(tmp_path / name).public_key().public_bytes_raw().hex() == public, name
+    # The node's own key, as Crossbar wrote it.
+    assert len(load_key(remote.node.cbdir / "key.priv").private_bytes_raw()) == 32
+    (tmp_path / "locked").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))
+    (tmp_path / "ec").write_bytes(ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    for name, words in (("locked", "not an unencrypted Ed25519 private key"),
+                        ("ec", "not an Ed25519 key"), ("missing", "cannot read key file")):
+        with pytest.raises(KeyFileError, match=words):
+            load_key(tmp_path / name)
