@@ -86,7 +86,8 @@ class CrossbarNode:
         or as ``args`` say (``--router``, ``--config``, ``--key``, ...), with ``env`` added."""
         config = self.workdir / "tables.json"
         config.write_text(json.dumps(self.extra))
-        log = open(log_path or self.workdir / "component.log", "ab")  # noqa: SIM115 - the child's
+        log_path = log_path or self.workdir / "component.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
         defaults = [] if "--router" in args else ["--router", f"unix:{self.socket_path}"]
         defaults += [] if "--config" in args else ["--config", str(config)]
         proc = subprocess.Popen([sys.executable, "-m", "component", *defaults, *args],
