@@ -74,19 +74,20 @@ def _keys(kind: str, base: int) -> list[Any]:
     }[kind]
 
 
-# (map class name, slot, key kind, value kind, options)
+# (map class name, slot, key kind, value kind, options). The slots start at 100: txaioetcd
+# allocates catalog slots from 1 without looking at slots used without the catalog.
 TABLES: list[tuple[str, int, str, str, dict[str, Any]]] = []
-for _key in ("Uuid", "String", "Oid"):
-    for _value in ("String", "Oid", "Uuid", "Json", "Cbor", "Pickle", "FlatBuffers"):
-        TABLES.append((f"Map{_key}{_value}", len(TABLES) + 1, _key, _value, {}))
-TABLES += [
-    ("MapUuidUuidSet", len(TABLES) + 1, "Uuid", "UuidSet", {}),
-    ("MapUuidStringUuid", len(TABLES) + 2, "UuidString", "Uuid", {}),
-    ("MapUuidUuidCbor", len(TABLES) + 3, "UuidUuid", "Cbor", {}),
-    ("MapSlotUuidUuid", len(TABLES) + 4, "SlotUuid", "Uuid", {}),
-    ("MapUuidCbor", len(TABLES) + 5, "Uuid", "Cbor", {"compress": COMPRESS_ZLIB}),
-]
-BINARY_SLOT = len(TABLES) + 1  # raw bytes under String keys, as a txaioetcd program stored them
+_KINDS = [(f"Map{key}{value}", key, value, {})
+          for key in ("Uuid", "String", "Oid")
+          for value in ("String", "Oid", "Uuid", "Json", "Cbor", "Pickle", "FlatBuffers")]
+_KINDS += [("MapUuidUuidSet", "Uuid", "UuidSet", {}),
+           ("MapUuidStringUuid", "UuidString", "Uuid", {}),
+           ("MapUuidUuidCbor", "UuidUuid", "Cbor", {}),
+           ("MapSlotUuidUuid", "SlotUuid", "Uuid", {}),
+           ("MapUuidCbor", "Uuid", "Cbor", {"compress": COMPRESS_ZLIB})]
+TABLES = [(name, 100 + i, key, value, options) for i, (name, key, value, options)
+          in enumerate(_KINDS)]
+BINARY_SLOT = 100 + len(TABLES)  # raw bytes under String keys, as txaioetcd programs stored
 BINARY_ROWS = {"blob": b"\x00\x01\xfe\xff", "empty-ish": b"\x00", "text": "bytes ü".encode()}
 
 
