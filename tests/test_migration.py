@@ -134,10 +134,10 @@ async def test_lock_not_held_says_so(client: Client) -> None:
                 await result
     held = await client.lock(b"res", ttl=5)
     await held.release()
-    with pytest.raises(LockNotHeld, match="release"):
-        held.fencing_token  # noqa: B018 - the property raises
-    with pytest.raises(LockNotHeld):
+    with pytest.raises(LockNotHeld, match="released already"):
         await held.release()
+    with pytest.raises(LockNotHeld, match="released"):
+        await held  # a released lock is not acquired again
     assert (await client.get(KeySet(b"res", prefix=True))).kvs == []
 
 

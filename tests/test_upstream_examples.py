@@ -53,7 +53,8 @@ def output_lines(stdout: str) -> list[str]:
     return [line for line in lines if line.strip() and not line.startswith(_NOISE)]
 
 
-def run_example(binary: Path, script: Path, *, runs: int = 1) -> list[subprocess.CompletedProcess[str]]:
+def run_example(binary: Path, script: Path, *,
+                runs: int = 1) -> list[subprocess.CompletedProcess[str]]:
     """Run ``script`` ``runs`` times against one fresh etcd of our own."""
     with EtcdProcess(binary) as server:
         env = {**os.environ, "ETCD_URL": server.url, "PYTHONUNBUFFERED": "1"}
@@ -66,8 +67,8 @@ def match(lines: list[str], expected: list[str]) -> None:
     """Every printed line matches the expected pattern at its position, and no line is extra."""
     for number, (line, pattern) in enumerate(zip(lines, expected, strict=False), 1):
         assert re.fullmatch(pattern, line), f"line {number}: {line!r} !~ {pattern!r}"
-    assert len(lines) == len(expected), f"{len(lines)} lines printed, {len(expected)} expected:\n" + (
-        "\n".join(lines))
+    printed = "\n".join(lines)
+    assert len(lines) == len(expected), f"{len(lines)} lines, {len(expected)} expected:\n{printed}"
 
 
 def kv(key: str, value: str = r".*") -> str:

@@ -7,7 +7,7 @@ typed results and errors, transactions, namespaces and several endpoints.
 import txaio
 
 # txaioetcd chose Twisted on import; so does txetcd, unless the program chose a framework.
-if not txaio.using_twisted and not txaio.using_asyncio:
+if not (getattr(txaio, "using_twisted", False) or getattr(txaio, "using_asyncio", False)):
     txaio.use_twisted()
 
 __version__ = "0.1.0"

@@ -135,10 +135,8 @@ class Lock(_Session):
         return f"<Lock {self.name!r} {state}>"
 
     def _check_held(self, use: str) -> None:
-        # After a loss the key and token stay readable: a fenced write with them must reach
-        # etcd and be refused there, which is the point of a fencing token.
-        if self._released:
-            raise LockNotHeld(f"{self!r}: {use} after release(); acquire a new lock")
+        # Once held, the key and token stay readable (after a loss or a release too): a fenced
+        # write with them reaches etcd and is refused there, which is what a fencing token is for.
         if not self._key:
             raise LockNotHeld(f"{self!r}: {use} before it is held; `lock = await "
                               "client.lock(name)` (or `yield` it) first")
@@ -185,6 +183,8 @@ class Lock(_Session):
         loss it only cleans up.
         """
         self._check_held("release()")
+        if self._released:
+            raise LockNotHeld(f"{self!r}: released already; acquire a new lock")
         self._released = True
         if self.lease is None:
             return

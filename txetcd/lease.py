@@ -24,8 +24,8 @@ from .types import Header, _strip, to_int, unb64
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Acquirable", "Acquiring", "Lease", "LeaseGrant", "LeaseInfo", "LeaseLost", "grant", "revoke",
-           "time_to_live", "leases", "keep_alive_once", "check_ttl", "lease_id_of"]
+__all__ = ["Acquirable", "Acquiring", "Lease", "LeaseGrant", "LeaseInfo", "LeaseLost", "grant",
+           "revoke", "time_to_live", "leases", "keep_alive_once", "check_ttl", "lease_id_of"]
 
 _log = Logger()
 LostCallback = Callable[[EtcdError], object]

@@ -17,5 +17,6 @@ from .errors import __all__ as _errors_all
 from .maps import *  # noqa: F403
 from .maps import __all__ as _maps_all
 
-__all__ = [*_codecs_all, *_errors_all, *_maps_all, "Database", "DbTransaction", "DbTransactionStats", "CATALOG_SLOT",
+__all__ = [*_codecs_all, *_errors_all, *_maps_all, "Database", "DbTransaction",
+           "DbTransactionStats", "CATALOG_SLOT",
            "MAX_SLOT"]

@@ -530,7 +530,7 @@ class Database:
             entries, revision = await self._catalog()
             found = [slot for slot, e in entries.items() if e.get("oid") == str(oid)]
             slot = found[0] if found else self._free_slot(entries)
-            table = klass(slot, **options)  # type: ignore[call-arg]
+            table = klass(slot, **options)
             if found:
                 self._check_codecs(table, slot, entries[slot])
             elif not await self._claim(slot, revision, {

@@ -13,8 +13,8 @@ buffer a write in the transaction. Python's ``in`` cannot await, so membership i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
