@@ -28,15 +28,15 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from functools import wraps
+from collections.abc import AsyncIterator, Awaitable, Callable
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 from twisted.internet import defer, task
 
 from ..errors import Compacted
+from ..lease import started
 from ..op import Comp, CompCreated, CompModified, Op, OpDel, OpSet, Transaction
 from ..types import KeySet, KeyValue, Range, prefix_end
 from .errors import (
@@ -53,22 +53,14 @@ if TYPE_CHECKING:
 
 __all__ = ["Database", "DbTransaction", "DbTransactionStats", "MAX_SLOT", "CATALOG_SLOT"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 CATALOG_SLOT = 0
 MAX_SLOT = 0xFFFF
 _ATTACH_ATTEMPTS = 200  # each failed attempt means another process attached a table meanwhile
 
 
-def deferred(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, defer.Deferred[T]]:
-    """Make a coroutine method return a Deferred, as every txetcd call does."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> defer.Deferred[T]:
-        return defer.ensureDeferred(fn(*args, **kwargs))
-
-    return wrapper
+# A coroutine method made to return a Deferred, as every txetcd call does.
+deferred = started
 
 
 def slot_bytes(slot: int) -> bytes:

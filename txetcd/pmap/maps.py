@@ -312,8 +312,9 @@ class PersistentMap(Generic[K, V]):
         ``scan`` (pairs), without loading everything first. ``options`` go to ``scan``."""
         if not (return_keys or return_values):
             raise ValueError("select needs return_keys or return_values")
-        rows = self.scan(txn, from_key, to_key, keys_only=not return_values, **options)
-        return Selection(rows, return_keys, return_values)
+        keys_only = options.pop("keys_only", False) or not return_values
+        rows = self.scan(txn, from_key, to_key, keys_only=keys_only, **options)
+        return Selection(rows, return_keys or keys_only, return_values and not keys_only)
 
     @deferred
     async def count(self, txn: DbTransaction, prefix: Any = None, from_key: Any = None,
