@@ -170,6 +170,13 @@ async def test_txaioetcd_pmap_names_and_forms(client: Client) -> None:
         assert set(keys) == {alice, bob} and len(values) == 2
         assert [key async for key, _ in users.select(txn)] == sorted([alice, bob])
         assert await by_name[txn, "bob"] == bob and await by_mail[txn, "a@x"] == alice
+
+    @defer.inlineCallbacks
+    def txaioetcd_style():  # type: ignore[no-untyped-def]
+        found = yield users.select(db.begin(), return_keys=True, return_values=False)
+        return found
+
+    assert sorted(await txaioetcd_style()) == sorted([alice, bob])
     # Unique indexes are enforced (txaioetcd overwrote the entry silently): loud, nothing written.
     with pytest.raises(UniqueViolation, match="slot2"):
         async with db.begin(write=True) as txn:

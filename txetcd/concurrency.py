@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Self
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from .deferreds import started
 from .errors import EtcdError, KeyNotFound, LeaseExpired, LeaseNotFound, LockNotHeld
-from .lease import Acquirable, Lease, check_ttl, started
+from .lease import Acquirable, Lease, check_ttl
 from .stream import Stream
 from .types import Header, KeyValue, _strip, b64, to_int, unb64
 

@@ -9,15 +9,15 @@ etcd answered, even if etcd never says so (it may be unreachable). Loss is never
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Coroutine, Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from functools import wraps
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .deferreds import LazyDeferred, started
 from .errors import EtcdError, LeaseExpired, LeaseNotFound, LeaseNotGranted, classify
 from .types import Header, _strip, to_int, unb64
 
@@ -29,19 +29,6 @@ __all__ = ["Acquirable", "Acquiring", "Lease", "LeaseGrant", "LeaseInfo", "Lease
 
 _log = Logger()
 LostCallback = Callable[[EtcdError], object]
-P = ParamSpec("P")
-T = TypeVar("T")
-
-
-def started(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, defer.Deferred[T]]:
-    """Run a coroutine method at once and return its Deferred, as txaioetcd's methods did: the
-    call takes effect whether or not the caller awaits it (``lease.revoke()`` alone revokes)."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> defer.Deferred[T]:
-        return defer.ensureDeferred(fn(*args, **kwargs))
-
-    return wrapper
 
 
 class LeaseLost(LeaseExpired):
@@ -228,7 +215,7 @@ class Acquirable:
 A = TypeVar("A", bound=Acquirable)
 
 
-class Acquiring(defer.Deferred[A], Generic[A]):
+class Acquiring(LazyDeferred[A], Generic[A]):
     """What ``client.lease(ttl)`` and ``client.lock(name)`` return: a Deferred that fires with
     the granted lease (the held lock), so ``yield`` in ``inlineCallbacks`` and ``await`` both
     get a usable object, and an async context manager (``async with`` also releases it).
@@ -239,9 +226,8 @@ class Acquiring(defer.Deferred[A], Generic[A]):
     """
 
     def __init__(self, target: A) -> None:
-        super().__init__(self._cancel_acquisition)
+        super().__init__()
         self.target = target
-        self._waiter: defer.Deferred[A] | None = None
 
     def __repr__(self) -> str:
         return f"<Acquiring {self.target!r}>"
@@ -252,31 +238,8 @@ class Acquiring(defer.Deferred[A], Generic[A]):
             raise AttributeError(name)
         return getattr(self.target, name)
 
-    def _start(self) -> None:
-        if self._waiter is None and not self.called:
-            self._waiter = self.target.acquire()
-            self._waiter.chainDeferred(self)
-
-    # Every way of waiting on a Deferred (yield, await, chaining) goes through one of these.
-    def addCallbacks(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - Twisted's name
-        self._start()
-        return super().addCallbacks(*args, **kwargs)
-
-    def addCallback(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
-        self._start()
-        return super().addCallback(*args, **kwargs)
-
-    def addErrback(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
-        self._start()
-        return super().addErrback(*args, **kwargs)
-
-    def addBoth(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
-        self._start()
-        return super().addBoth(*args, **kwargs)
-
-    def _cancel_acquisition(self, _self: defer.Deferred[A]) -> None:
-        if self._waiter is not None:
-            self._waiter.cancel()
+    def _begin(self) -> defer.Deferred[A]:
+        return self.target.acquire()
 
     async def __aenter__(self) -> A:
         acquired: A = await self

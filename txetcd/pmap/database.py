@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any
 import cbor2
 from twisted.internet import defer, task
 
+from ..deferreds import started
 from ..errors import Compacted
-from ..lease import started
 from ..op import Comp, CompCreated, CompModified, Op, OpDel, OpSet, Transaction
 from ..types import KeySet, KeyValue, Range, prefix_end
 from .errors import (

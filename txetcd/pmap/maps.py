@@ -14,12 +14,13 @@ buffer a write in the transaction. Python's ``in`` cannot await, so membership i
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from twisted.internet import defer
 
+from ..deferreds import LazyDeferred
 from ..types import KeySet, prefix_end
 from ..watch import EventType, WatchEvent
 from .codecs import (
@@ -417,10 +418,12 @@ class PersistentMap(Generic[K, V]):
                           prev_kv=prev_kv, callback=callback)
 
 
-class Selection:
-    """What ``select`` returns: awaitable to lists (txaioetcd), or an async iterator of rows."""
+class Selection(LazyDeferred[Any]):
+    """What ``select`` returns: a Deferred of lists (txaioetcd: ``await`` or ``yield`` it), or
+    an async iterator of rows (``async for``), which pages through without loading them all."""
 
     def __init__(self, rows: AsyncIterator[Any], return_keys: bool, return_values: bool) -> None:
+        super().__init__()
         self._rows = rows
         self._keys = return_keys
         self._values = return_values
@@ -441,8 +444,8 @@ class Selection:
             return keys, values
         return keys if self._keys else values
 
-    def __await__(self) -> Generator[Any, None, Any]:
-        return defer.ensureDeferred(self._collect()).__await__()
+    def _begin(self) -> defer.Deferred[Any]:
+        return defer.ensureDeferred(self._collect())
 
 
 @dataclass(frozen=True, slots=True)
