@@ -198,25 +198,42 @@ CHECKS: dict[str, Callable[[list[str], str], None]] = {
     "tut2": check_tut2, "basic": check_basic, "index": check_index, "tut3": check_tut3}
 
 
-@pytest.mark.parametrize("version", ETCD_VERSIONS, ids=ETCD_IDS)
-def test_upstream_examples_run_with_only_the_import_changed(version: str,
-                                                             tmp_path: Path) -> None:
-    binary = find_etcd(version)
-    server_version = version  # the Status line must name the server the example talked to
-    jobs: list[tuple[str, Path, int]] = []
+Runs = dict[str, list[subprocess.CompletedProcess[str]]]
+
+
+@pytest.fixture(scope="module")
+def example_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Runs]:
+    """Every example's runs on every etcd version, by version and label.
+
+    Most examples sleep (lease.py for ~40 s), so all of them run side by side, each on a server
+    of its own, the long ones first.
+    """
+    tmp = tmp_path_factory.mktemp("examples")
+    scripts: list[tuple[str, Path, int]] = []
     for name in CLIENT_EXAMPLES:
-        jobs.append((f"{name} (inlineCallbacks)", EXAMPLES / f"{name}.py", 1))
-        converted = tmp_path / f"{name}_async.py"
+        scripts.append((f"{name} (inlineCallbacks)", EXAMPLES / f"{name}.py", 1))
+        converted = tmp / f"{name}_async.py"
         converted.write_text(to_async((EXAMPLES / f"{name}.py").read_text()))
-        jobs.append((f"{name} (async/await)", converted, 1))
-    # tut3 runs twice on one server: the second run meets the deliberate break (below).
-    jobs += [(name, EXAMPLES / "etcdb" / f"{name}.py", 2 if name == "tut3" else 1)
-             for name in ETCDB_EXAMPLES]
-    # Most examples sleep (lease.py for ~40 s): run them side by side, each on its own server.
-    with ThreadPoolExecutor(max_workers=6) as pool:
-        results = dict(zip((label for label, _, _ in jobs),
-                           pool.map(lambda job: run_example(binary, job[1], runs=job[2]), jobs),
-                           strict=True))
+        scripts.append((f"{name} (async/await)", converted, 1))
+    # tut3 runs twice on one server: the second run meets the deliberate break (see below).
+    scripts += [(name, EXAMPLES / "etcdb" / f"{name}.py", 2 if name == "tut3" else 1)
+                for name in ETCDB_EXAMPLES]
+    jobs = sorted(((version, *script) for version in ETCD_VERSIONS for script in scripts),
+                  key=lambda job: not job[1].startswith("lease"))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done = pool.map(lambda job: run_example(find_etcd(job[0]), job[2], runs=job[3]), jobs)
+        results: dict[str, Runs] = {version: {} for version in ETCD_VERSIONS}
+        for (version, label, _, _), runs in zip(jobs, done, strict=True):
+            results[version][label] = runs
+    return results
+
+
+@pytest.mark.parametrize("version", ETCD_VERSIONS, ids=ETCD_IDS)
+def test_upstream_examples_run_with_only_the_import_changed(
+        version: str, example_runs: dict[str, Runs]) -> None:
+    server_version = version  # the Status line must name the server the example talked to
+    results = example_runs[version]
+    assert len(results) == 2 * len(CLIENT_EXAMPLES) + len(ETCDB_EXAMPLES)
     for label, runs in results.items():
         first = runs[0]
         assert first.returncode == 0, f"{label} failed:\n{first.stdout}\n{first.stderr}"
