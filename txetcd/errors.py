@@ -142,7 +142,7 @@ class ProtocolError(EtcdError):
     """The server answered something that is not what the gateway protocol promises."""
 
 
-class Failed(Exception):
+class Failed(RuntimeError):
     """A transaction's compares failed; the failure branch ran (txaioetcd raises this too)."""
 
     def __init__(self, header: Any, responses: list[Any]) -> None:
