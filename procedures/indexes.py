@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     from .table import Table
 
 __all__ = ["IndexSpec", "TableIndex", "RowWrite", "write_rows", "resolve_pointer",
-           "WRITE_ATTEMPTS"]
+           "IndexMaintenance", "Disagreement", "WRITE_ATTEMPTS"]
 
 WRITE_ATTEMPTS = 20  # a conflict means another writer committed; each retry sees its result
 ROWS_PER_TXN = 100  # rows read per etcd txn by index scans (etcd allows 128 ops by default)
@@ -250,6 +250,131 @@ class TableIndex:
         for i in range(0, len(rows), SCAN_CHUNK):
             progress(rows[i:i + SCAN_CHUNK])
         return rows[-1] if rows else None
+
+
+@dataclass
+class Disagreement:
+    """An index entry that is missing, points elsewhere, or has no row that maps to it."""
+
+    kind: str  # "missing", "stale" or "duplicate"
+    key: Any  # the row's key (wire form)
+    value: Any  # the indexed value (wire form)
+
+    def __str__(self) -> str:
+        what = {"missing": "row has no entry", "stale": "entry matches no row",
+                "duplicate": "another row holds the same unique value"}[self.kind]
+        return f"{self.kind}: key {self.key!r} value {self.value!r}: {what}"
+
+
+class IndexMaintenance:
+    """Builds an index over the rows a table already has, and checks it against them.
+
+    Both work page by page; ``build_page`` is one pmap transaction (guarded by the page's rows,
+    so live writes meanwhile are safe), which also stores ``marker`` so an interrupted build
+    resumes where it stopped.
+    """
+
+    def __init__(self, index: TableIndex) -> None:
+        self.index = index
+        self.table = index.table
+
+    def _decode_row(self, etcd_key: bytes, data: bytes) -> tuple[Any, Any]:
+        table = self.table
+        return table.keys.codec.decode(etcd_key[len(table.prefix):]), table.values.codec.decode(
+            data)
+
+    def _expected(self, primary: Any, value: Any) -> bytes | None:
+        indexed = self.index.indexed(value)
+        return None if indexed is None else self.index.entry_key(indexed, primary)
+
+    async def build_page(self, phase: str, after: bytes | None, size: int, marker: bytes,
+                         marker_value: Callable[[str, bytes], bytes]) -> bytes | None:
+        """Index one page of rows (phase "rows") or drop one page of stale entries (phase
+        "entries") after ``after``; returns the page's last etcd key, None when done."""
+        table, index = self.table, self.index
+        prefix = table.prefix if phase == "rows" else index.prefix
+        start = prefix if after is None else after + b"\0"
+        page = await table.client.get(KeySet(start, range_end=prefix_end(prefix)), limit=size,
+                                      keys_only=True)
+        if not page.kvs:
+            return None
+        last = page.kvs[-1].key
+        for attempt in range(WRITE_ATTEMPTS):
+            txn = table.db.begin(write=True)
+            try:
+                async for key, data in txn.scan_raw(start, last + b"\0"):
+                    if phase == "rows":
+                        await self._index_row(txn, key, data)
+                    else:
+                        await self._drop_if_stale(txn, key, data)
+                txn.put_raw(marker, marker_value(phase, last))
+                await txn.commit()
+                return last
+            except TransactionConflict:
+                txn.abort()
+            except BaseException:
+                txn.abort()
+                raise
+            await task.deferLater(table.client.reactor, random.uniform(0, 0.01 * attempt),
+                                  lambda: None)
+        raise ProcedureError("conflict", "a page kept conflicting with live writes; run the "
+                                         "build again to resume")
+
+    async def _index_row(self, txn: DbTransaction, key: bytes, data: bytes) -> None:
+        primary, value = self._decode_row(key, data)
+        try:
+            for entry, pointer in await self.index.index.changes(txn, primary, None, value):
+                if pointer is not None:
+                    txn.put_raw(entry, pointer)
+        except UniqueViolation:
+            indexed = self.index.indexed(value)
+            holder = await txn.get_raw(self.index.entry_key(indexed, primary))
+            other = None if holder is None else self.index.map.value_codec.decode(holder)
+            raise ProcedureError("conflict", f"index {self.index.name}: rows "
+                                             f"{self.table.keys.from_codec(other)!r} and "
+                                             f"{self.table.keys.from_codec(primary)!r} both "
+                                             f"hold {self.index.values.from_codec(indexed)!r}"
+                                 ) from None
+
+    async def _drop_if_stale(self, txn: DbTransaction, entry: bytes, data: bytes) -> None:
+        _, primary = self.index.split_entry(entry, data)
+        row = await txn.get_raw(self.table.prefix + self.table.keys.codec.encode(primary))
+        expected = None if row is None else self._expected(primary, self.table.values.codec
+                                                           .decode(row))
+        if expected != entry:
+            txn.delete_raw(entry)
+
+    async def check(self) -> tuple[int, int, list[Disagreement]]:
+        """Rows, entries, and every disagreement between them, all read at one revision."""
+        table, index = self.table, self.index
+        client = table.client
+        revision = (await client.get(table.prefix)).header.revision
+        expected: dict[bytes, Any] = {}
+        problems: list[Disagreement] = []
+        rows = 0
+        async for kv in client.scan(table.keyset, revision=revision):
+            rows += 1
+            primary, value = self._decode_row(kv.key, kv.value)
+            entry = self._expected(primary, value)
+            if entry is None:
+                continue
+            if entry in expected:
+                problems.append(Disagreement("duplicate", table.keys.from_codec(primary),
+                                             index.values.from_codec(index.indexed(value))))
+            expected[entry] = primary
+        entries = 0
+        async for kv in client.scan(KeySet(index.prefix, prefix=True), revision=revision):
+            entries += 1
+            indexed, primary = index.split_entry(kv.key, kv.value)
+            if expected.get(kv.key, _MISSING) != primary:
+                problems.append(Disagreement("stale", table.keys.from_codec(primary),
+                                             index.values.from_codec(indexed)))
+            expected.pop(kv.key, None)
+        for entry, primary in expected.items():
+            indexed, _ = index.split_entry(entry, index.map.value_codec.encode(primary))
+            problems.append(Disagreement("missing", table.keys.from_codec(primary),
+                                         index.values.from_codec(indexed)))
+        return rows, entries, problems
 
 
 @dataclass(frozen=True)
