@@ -283,6 +283,13 @@ async def test_history_on_both_etcd_versions(client: Client, etcd: EtcdProcess) 
         assert versions[1]["revision"] == first
         never = await table.history(str(uuid.uuid4()))
         assert never == {"versions": [], "compacted": False, "compact_revision": None}
+        # A live row's versions are read back until the compaction point, which is reported.
+        revs = [await table.put(key, {"name": f"v{n}", "email": "h@x"}) for n in range(5)]
+        await scoped.compact(revs[2], physical=True)
+        got = await table.history(key)
+        assert [v["revision"] for v in got["versions"]] == revs[:1:-1]
+        assert got["compacted"] is True and got["compact_revision"] == revs[2]
+        assert (await table.history(key, limit=3))["compacted"] is False
     finally:
         await scoped.close()
 
