@@ -25,6 +25,7 @@ from txetcd import Client
 
 from .config import Settings, parse_settings
 from .events import EventRelay
+from .limits import Limits
 
 # Every instance registers with the same policy, so any number of them share the calls.
 SHARED = RegisterOptions(invoke="roundrobin")
@@ -42,9 +43,12 @@ class EtcdComponent(ApplicationSession):
     coordinator: Client
     tables: dict[str, Table]
     events: EventRelay
+    limits: Limits
 
     async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
         self.settings = parse_settings(self.config.extra or {})
+        self.limits = Limits(self.settings.max_inflight_bytes, self.settings.max_scans,
+                             self.settings.max_queued_scans)
         self.etcd = self.connect_etcd()
         self.coordinator = self.connect_etcd(timeout=COORDINATION_TIMEOUT)
         self.tables = self.open_tables()
@@ -107,14 +111,15 @@ class EtcdComponent(ApplicationSession):
                 "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
                            for t in self.settings.tables]}
 
-    @staticmethod
-    def progressive(scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        """Pass the caller's progress callback (if it asked for progressive results) to scan."""
+    def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Pass the caller's progress callback (if it asked for progressive results) to scan,
+        which waits in line when ``max_scans`` run already."""
 
         @functools.wraps(scan)
         async def call(*args: Any, details: Any = None, **kwargs: Any) -> Any:
             progress = getattr(details, "progress", None)
-            return await scan(*args, progress=progress, **kwargs)
+            async with self.limits.scan():
+                return await scan(*args, progress=progress, **kwargs)
 
         return call
 
@@ -136,7 +141,8 @@ class EtcdComponent(ApplicationSession):
 
             async def run() -> Any:
                 try:
-                    return await handler(*args, **kwargs)
+                    with self.limits.admit(args, kwargs):
+                        return await handler(*args, **kwargs)
                 except defer.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - typed ones map, the rest re-raise

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from autobahn.wamp.exception import ApplicationError
 
-from txetcd import EtcdError, RequestTooLarge, TooManyOps, Unavailable
+from txetcd import EtcdError, NoSpace, RequestTooLarge, TooManyOps, Unavailable
 
 __all__ = ["ProcedureError", "KINDS", "to_application_error"]
 
 KINDS = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict",
-         "unavailable")
+         "unavailable", "busy", "no_space")
+
+# What an operator does about etcd's NOSPACE alarm; writes are refused until it is disarmed.
+NO_SPACE_ADVICE = ("etcd's storage quota is full (NOSPACE alarm): nothing can be written until "
+                   "an operator frees space and disarms the alarm: compact the history "
+                   "(etcdctl compact <current revision>), defragment every member "
+                   "(etcdctl defrag), then etcdctl alarm disarm; or raise "
+                   "--quota-backend-bytes. Reads still work.")
 
 
 class ProcedureError(Exception):
@@ -28,6 +35,8 @@ def to_application_error(prefix: str, exc: Exception) -> ApplicationError:
         kind, message = exc.kind, exc.message
     elif isinstance(exc, (RequestTooLarge, TooManyOps)):
         kind, message = "too_large", str(exc)
+    elif isinstance(exc, NoSpace):
+        kind, message = "no_space", f"{NO_SPACE_ADVICE} ({exc})"
     elif isinstance(exc, Unavailable):
         unknown = " (the write may or may not have been applied)" if exc.outcome_unknown else ""
         kind, message = "unavailable", f"etcd is unavailable: {exc}{unknown}"

@@ -107,11 +107,13 @@ class CrossbarNode:
             return False
 
 
-async def connect(url: str, authid: str | None = None, ticket: str | None = None) -> Any:
-    """A joined WAMP session (ticket auth when authid is given); ``session.leave()`` ends it."""
+async def connect(url: str, authid: str | None = None, ticket: str | None = None,
+                  serializer: str = "cbor") -> Any:
+    """A joined WAMP session (ticket auth when authid is given) speaking ``serializer``
+    (cbor, msgpack or json); ``session.leave()`` ends it."""
     joined: defer.Deferred[Any] = defer.Deferred()
     auth = {"ticket": {"authid": authid, "ticket": ticket}} if authid else None
-    comp = Component(transports=[{"url": url, "serializers": ["cbor"], "max_retries": 0}],
+    comp = Component(transports=[{"url": url, "serializers": [serializer], "max_retries": 0}],
                      realm="realm1", authentication=auth)
 
     @comp.on_join
