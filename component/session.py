@@ -26,6 +26,7 @@ from txetcd import Client
 from .config import Settings, parse_settings
 from .events import EventRelay
 from .limits import Limits
+from .subscriptions import CancelSafeSubscriptions
 
 # Every instance registers with the same policy, so any number of them share the calls.
 SHARED = RegisterOptions(invoke="roundrobin")
@@ -35,7 +36,7 @@ COORDINATION_TIMEOUT = 1.0
 __all__ = ["EtcdComponent"]
 
 
-class EtcdComponent(ApplicationSession):
+class EtcdComponent(CancelSafeSubscriptions, ApplicationSession):
     """Serves each configured table as ``<prefix>.<table>.get/put/delete/scan/count``."""
 
     settings: Settings
@@ -55,8 +56,8 @@ class EtcdComponent(ApplicationSession):
         await self.register_table_procedures()
         await self.register_database_procedures()
         await self.republish_changes()
-        self.log.info("etcd component ready: {n} tables under {prefix}",
-                      n=len(self.tables), prefix=self.settings.prefix)
+        self.log.info("etcd component ready: {n} tables under {prefix} (session {session})",
+                      n=len(self.tables), prefix=self.settings.prefix, session=details.session)
 
     def connect_etcd(self, timeout: float = 10.0) -> Client:
         etcd = self.settings.etcd

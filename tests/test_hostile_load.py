@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,13 +13,16 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from autobahn.wamp.exception import ApplicationError
+from autobahn.wamp.exception import ApplicationError, TransportLost
+from autobahn.wamp.types import SubscribeOptions
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 
-from txetcd import Client
+from component.publisher import election_name, position_key
+from txetcd import Client, KeyNotFound
 from txetcd.embedded import EtcdProcess
 
+from .test_component_events import backend_session, eventually
 from .wamp import CrossbarNode, connect
 
 inline = pytest_twisted.ensureDeferred
@@ -149,3 +153,131 @@ async def test_full_etcd_says_no_space_and_recovers(small_etcd: EtcdProcess,
             writer.leave()
     finally:
         node.stop()
+
+
+def component_sessions(node: CrossbarNode) -> list[int]:
+    """The WAMP sessions the container component joined with, in order (from the node log)."""
+    return [int(found) for found in re.findall(r"etcd component ready: .* \(session (\d+)\)",
+                                               node.log_text())]
+
+
+CYCLES = int(os.environ.get("CHURN_CYCLES", 334))  # per serializer: 1,002 in all
+
+
+class Dropped(Exception):
+    """A churning reader's connection was dropped by its own autobahn."""
+
+
+async def churn(node: CrossbarNode, serializer: str, cycles: int, stats: dict[str, int]) -> None:
+    """One careless reader: subscribes and unsubscribes, cancels pending subscribes (with and
+    without the retained event), and joins again when its own autobahn gives up on it (a
+    subscription it cancelled is still made by the router; the next event for it makes
+    autobahn drop the connection)."""
+    reader: Any = None
+    topics = ["etcd.settings.on_change", "etcd.users.on_change"]
+    retained = SubscribeOptions(get_retained=True)
+
+    def bounded(pending: defer.Deferred[Any]) -> defer.Deferred[Any]:
+        """``pending``'s outcome, or ``Dropped`` once the reader's connection is gone (autobahn
+        never answers the requests of a session it dropped for a protocol error, and cancelling
+        them raises)."""
+        outcome: defer.Deferred[Any] = defer.Deferred()
+
+        def check() -> None:
+            if not outcome.called and (not reader.is_attached() or time.monotonic() > give_up):
+                outcome.errback(Dropped())
+
+        def settle(result: Any) -> None:
+            if not outcome.called:
+                outcome.callback(result)
+
+        give_up = time.monotonic() + 10
+        watching = LoopingCall(check)
+        watching.start(0.05, now=False)
+        pending.addBoth(settle)
+        return outcome.addBoth(lambda result: (watching.stop(), result)[1])
+
+    for i in range(cycles):
+        if reader is None or not reader.is_attached():
+            reader = await session(node, "reader", serializer)
+            stats["joins"] += 1
+        topic = topics[i % 2]
+        try:
+            kind = i % 4
+            if kind == 0:  # the ordinary way
+                sub = await bounded(reader.subscribe(lambda *a, **kw: None, topic))
+                await bounded(sub.unsubscribe())
+            elif kind == 1:  # a retained event, then gone at once
+                sub = await bounded(reader.subscribe(lambda *a, **kw: None, topic,
+                                                     options=retained))
+                await bounded(sub.unsubscribe())
+            elif kind == 2:  # cancelled before the router answered
+                pending = reader.subscribe(lambda *a, **kw: None, topic, options=retained)
+                pending.cancel()
+                await bounded(pending)
+            else:  # cancelled midway, while other calls are on the way
+                pending = reader.subscribe(lambda *a, **kw: None, topic, options=retained)
+                status = reader.call("etcd.status")
+                reactor.callLater(0, pending.cancel)
+                await bounded(defer.DeferredList([pending, status], consumeErrors=True))
+        except Dropped:
+            stats["dropped"] += 1
+            reader = None  # its connection is gone (its own autobahn dropped it)
+        except (defer.CancelledError, TransportLost, ApplicationError):
+            stats["cancelled"] += 1
+        stats["cycles"] += 1
+    if reader is not None and reader.is_attached():
+        reader.leave()
+
+
+@inline
+async def test_subscription_churn_neither_aborts_nor_leaves_a_publisher(
+        node: CrossbarNode, etcd_direct: Client) -> None:
+    joined = component_sessions(node)
+    writer = await session(node)
+    stats = {"joins": 0, "cycles": 0, "cancelled": 0, "dropped": 0}
+    writes = LoopingCall(lambda: writer.call("etcd.settings.put", "tick", time.time())
+                         .addErrback(lambda _: None))
+    writes.start(0.02)
+    started = time.monotonic()
+    try:
+        await defer.gatherResults([defer.ensureDeferred(churn(node, s, CYCLES, stats))
+                                   for s in SERIALIZERS], consumeErrors=True)
+    finally:
+        writes.stop()
+    print(f"\nchurn: {stats} in {time.monotonic() - started:.1f} s")
+    assert stats["cycles"] == 3 * CYCLES
+    assert component_sessions(node) == joined, "the component was aborted and joined again"
+    assert "non-subscribed subscription" not in node.log_text()
+
+    # Nobody subscribes any more: no publisher campaigns, and no position is (re)written.
+    for table in ("settings", "users"):
+        election = etcd_direct.election(election_name("etcd", table))
+
+        async def unwatched(election: Any = election, table: str = table) -> bool:
+            try:
+                await election.leader()
+                return False
+            except KeyNotFound:
+                return not (await etcd_direct.get(position_key("etcd", table))).kvs
+
+        try:
+            await eventually(unwatched, timeout=15)
+        except AssertionError:
+            backend = await backend_session(node)
+            sub = await backend.call("wamp.subscription.lookup", f"etcd.{table}.on_change")
+            subs = await backend.call("wamp.subscription.list_subscribers", sub) if sub else None
+            try:
+                leader = (await election.leader()).value
+            except KeyNotFound:
+                leader = None
+            pos = (await etcd_direct.get(position_key("etcd", table))).kvs
+            raise AssertionError(f"{table}: sub {sub} subscribers {subs} leader {leader} "
+                                 f"position {pos} joined {joined}") from None
+    before = (await etcd_direct.status()).header.revision
+    for i in range(5):
+        await writer.call("etcd.settings.put", "after", i)
+    await sleep(1.0)  # a leftover publisher would store its position within 0.1 s
+    assert not (await etcd_direct.get(position_key("etcd", "settings"))).kvs
+    assert (await etcd_direct.status()).header.revision == before + 5
+    writer.leave()
