@@ -6,20 +6,22 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
 import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import cbor2
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, TransportLost
-from autobahn.wamp.types import SubscribeOptions
+from autobahn.wamp.types import CallOptions, SubscribeOptions
 from twisted.internet import defer, reactor
 from twisted.internet.task import LoopingCall, deferLater
 
 from component.publisher import election_name, position_key
-from txetcd import Client, KeyNotFound
+from txetcd import Client, KeyNotFound, OpSet
 from txetcd.embedded import EtcdProcess
 
 from .test_component_events import backend_session, eventually
@@ -27,6 +29,7 @@ from .wamp import CrossbarNode, connect
 
 inline = pytest_twisted.ensureDeferred
 SERIALIZERS = ("json", "cbor", "msgpack")
+SETTINGS = struct.pack(">H", 2)  # the demo "settings" table: string keys, cbor values
 
 
 async def sleep(seconds: float) -> None:
@@ -281,3 +284,68 @@ async def test_subscription_churn_neither_aborts_nor_leaves_a_publisher(
     assert not (await etcd_direct.get(position_key("etcd", "settings"))).kvs
     assert (await etcd_direct.status()).header.revision == before + 5
     writer.leave()
+
+
+async def fill(etcd: Client, rows: int, size: int) -> None:
+    """``rows`` rows of about ``size`` bytes in the demo settings table, straight into etcd."""
+    value = cbor2.dumps("x" * size)
+    for start in range(0, rows, 100):
+        await etcd.txn(success=[OpSet(SETTINGS + b"row%06d" % i, value)
+                                for i in range(start, min(start + 100, rows))])
+
+
+def range_requests(etcd: EtcdProcess) -> int:
+    return int(etcd.metric("etcd_debugging_mvcc_range_total"))
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@inline
+async def test_crowd_of_scans_completes_or_is_busy(node: CrossbarNode,
+                                                   etcd_direct: Client) -> None:
+    await fill(etcd_direct, 1500, 100)
+    readers = [await session(node, "reader", s) for s in SERIALIZERS]
+    rows = [0] * 200
+
+    def counter(i: int) -> Any:
+        def count(chunk: list[Any]) -> None:
+            rows[i] += len(chunk)
+        return count
+
+    calls = [readers[i % 3].call("etcd.settings.scan", limit=100_000,
+                                 options=CallOptions(on_progress=counter(i)))
+             for i in range(200)]
+    outcomes = await defer.DeferredList(calls, consumeErrors=True)
+    errors = [result.value for ok, result in outcomes if not ok]
+    assert all(getattr(e, "error", None) == "etcd.error.busy" for e in errors), errors
+    done = [i for i, (ok, _) in enumerate(outcomes) if ok]
+    assert all(rows[i] == 1500 for i in done)
+    print(f"\n200 concurrent scans: {len(done)} complete, {len(errors)} busy")
+    for reader in readers:
+        reader.leave()
+
+
+@inline
+async def test_cancelled_scans_stop_paging_at_once(node: CrossbarNode, etcd_direct: Client,
+                                                   etcd35: EtcdProcess) -> None:
+    await fill(etcd_direct, 4000, 1000)  # pages of about 1 MiB: four or five per full scan
+    readers = [await session(node, "reader", s) for s in SERIALIZERS]
+    pid = component_pid(node)
+    calls = [readers[i % 3].call("etcd.settings.scan", limit=100_000,
+                                 options=CallOptions(on_progress=lambda chunk: None))
+             for i in range(60)]
+    await sleep(0.5)  # some are paging, most wait in line
+    for call in calls:
+        call.cancel()
+    await defer.DeferredList(calls, consumeErrors=True)
+    await sleep(0.5)  # what was on the way when the INTERRUPTs arrived
+    ranges, cpu = range_requests(etcd35), cpu_seconds(pid)
+    await sleep(2.0)
+    assert range_requests(etcd35) - ranges <= 2  # (the component's own status reads, if any)
+    assert cpu_seconds(pid) - cpu < 0.5
+    for reader in readers:
+        reader.leave()
