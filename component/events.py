@@ -9,7 +9,10 @@ Any number of component instances may serve one router: per table, the instances
 publisher in etcd. The router retains the last event of each table, and the publisher keeps its
 position (the last revision published, and the keys published at it) in etcd, so a new
 publisher, or a new session after a router reconnect, continues exactly where the last one
-stopped (see ``component.publisher``). A position is forgotten when the last subscriber goes:
+stopped (see ``component.publisher``). While a table is published, the router is also asked
+every ``AUDIT_INTERVAL`` seconds whether it still has a subscriber: under churn the meta events
+alone can leave one on the books that is gone. A position is forgotten when the last subscriber
+goes:
 a later subscriber starts from "now" and loads the table with ``scan``. When etcd compacted
 past the position, ``<prefix>.<table>.on_resync`` tells clients to reload."""
 
@@ -154,7 +157,7 @@ class EventRelay:
                 for sub_id in await self.session.call("wamp.subscription.match", topic) or ():
                     listeners.update(await self.session.call(
                         "wamp.subscription.list_subscribers", sub_id) or ())
-            except ApplicationError as exc:
+            except Exception as exc:  # noqa: BLE001 - refused, or the session is ending
                 log.info("cannot check the subscribers of {topic}: {exc}", topic=topic, exc=exc)
                 return
             listeners.discard(self.session.session_id)
