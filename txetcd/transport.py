@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -96,11 +97,15 @@ def describe_failure(exc: BaseException) -> str:
     causes = [getattr(r, "value", r) for r in reasons] if reasons else [exc]
     for cause in causes:
         if isinstance(cause, SSL.Error):
-            detail = ", ".join(str(arg[-1]) for arg in (cause.args[0] if cause.args else [])
-                               if isinstance(arg, tuple) and arg) or str(cause)
-            return (f"TLS handshake failed: {detail} (check ca= for the server's CA, and cert= "
-                    "and key= if the server requires client certificates)")
+            return (f"TLS handshake failed: {tls_reason(cause)} (check ca= for the server's CA, "
+                    "and cert= and key= if the server requires client certificates)")
     return "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+
+
+def tls_reason(error: SSL.Error) -> str:
+    """OpenSSL's reasons (``certificate verify failed``) out of pyOpenSSL's nested error list."""
+    return ", ".join(str(arg[-1]) for arg in (error.args[0] if error.args else [])
+                     if isinstance(arg, tuple) and arg) or str(error)
 
 
 @dataclass(frozen=True)
@@ -188,6 +193,8 @@ class Transport:
             raise ValueError("key= needs cert=: a client key without its certificate is useless")
         self.reactor = reactor
         self.endpoints = [url.rstrip("/") for url in endpoints]
+        #: Requests sent by URL (``Client.stats()``).
+        self.posts: Counter[str] = Counter()
         self.timeout = timeout
         self._active = 0
         # Twisted's pool (a caller's, or our own) carries streams and GET /version only.
@@ -328,6 +335,7 @@ class Transport:
                 await self._slots.acquire()
                 try:
                     sent = True
+                    self.posts[f"{endpoint}{prefix}/{path}"] += 1
                     code, body = await self.unary.request(endpoint, build_request(head, data))
                 finally:
                     self._slots.release()
