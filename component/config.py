@@ -12,6 +12,8 @@ from typing import Any
 
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
+from .limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
+
 __all__ = ["ConfigError", "EtcdSettings", "TableSettings", "IndexSettings",
            "FlatBuffersSettings", "Settings", "parse_settings",
            "WIRE_KEYS", "WIRE_VALUES"]
@@ -81,6 +83,10 @@ class Settings:
     # Seconds between two writes of a publisher's position while events flow (see
     # component.publisher): what a lone instance may resend after a crash, against etcd writes.
     position_interval: float = 0.1
+    # Admission control (component.limits): call bytes in flight, scans at once and waiting.
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
+    max_scans: int = MAX_SCANS
+    max_queued_scans: int = MAX_QUEUED_SCANS
 
 
 def _expect(obj: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -109,7 +115,8 @@ def parse_settings(raw: Any) -> Settings:
     """Check and convert a config dict; raises ``ConfigError`` naming the first bad field."""
     _expect(raw, dict, "(top level)")
     # Crossbar adds cbdir to extra; relative schema paths are resolved against it.
-    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir"}, "")
+    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir", *_LIMITS},
+                    "")
     prefix_text = raw.get("prefix", "etcd")
     _expect(prefix_text, str, "prefix")
     for i, part in enumerate(prefix_text.split(".")):
@@ -175,4 +182,17 @@ def parse_settings(raw: Any) -> Settings:
     interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
     if not 0 <= interval <= 3600:
         raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")
-    return Settings(prefix_text, etcd, tables, float(interval))
+    limits = {name: _limit(raw, name) for name in _LIMITS}
+    return Settings(prefix_text, etcd, tables, float(interval), **limits)
+
+
+# Admission limits (component.limits), each with the least value it may take.
+_LIMITS = {"max_inflight_bytes": 1, "max_scans": 1, "max_queued_scans": 0}
+
+
+def _limit(raw: dict[str, Any], name: str) -> int:
+    """An int limit from the config, or ``Settings``'s default when absent."""
+    value = _expect(raw.get(name, getattr(Settings, name)), int, name)
+    if value < _LIMITS[name]:
+        raise ConfigError(name, f"must be >= {_LIMITS[name]}, not {value}")
+    return int(value)
