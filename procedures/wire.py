@@ -18,6 +18,7 @@ from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
 
 from .errors import ProcedureError
 from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
+from .schema import SchemaViolation
 
 __all__ = ["KeyWire", "ValueWire", "CorruptRow"]
 
@@ -52,15 +53,24 @@ class KeyWire:
         self.codec: KeyCodec[Any] = KEY_CODECS[kind]()
 
     def encode(self, key: Any, what: str = "key") -> bytes:
+        return self.codec.encode(self.to_codec(key, what))
+
+    def to_codec(self, key: Any, what: str = "key", kind: str = "invalid_key") -> Any:
+        """The key as its codec takes it (a uuid string becomes a UUID), checked."""
         found = problem(key, 0)
         if found is not None:
-            raise ProcedureError("too_large" if found.too_large else "invalid_key",
+            raise ProcedureError("too_large" if found.too_large else kind,
                                  f"{what} is not a valid {self.kind} key: {found}")
         try:
-            return self.codec.encode(_TO_CODEC.get(self.kind, lambda k: k)(key))
+            native = _TO_CODEC.get(self.kind, lambda k: k)(key)
+            self.codec.encode(native)
+            return native
         except (TypeError, ValueError) as exc:
-            raise ProcedureError("invalid_key", f"{what} {key!r:.80} is not a valid "
-                                                f"{self.kind} key: {exc}") from None
+            raise ProcedureError(kind, f"{what} {key!r:.80} is not a valid "
+                                       f"{self.kind} key: {exc}") from None
+
+    def from_codec(self, key: Any) -> Any:
+        return _FROM_CODEC.get(self.kind, lambda k: k)(key)
 
     def encode_prefix(self, prefix: Any) -> bytes:
         if self.kind not in ("string", "binary"):
@@ -69,8 +79,8 @@ class KeyWire:
         return self.encode(prefix, "prefix") if prefix != "" and prefix != b"" else b""
 
     def decode(self, data: bytes) -> Any:
-        return _deliverable(data, lambda: _FROM_CODEC.get(self.kind, lambda k: k)(
-            self.codec.decode(data)), 0, f"{self.kind} key")
+        return _deliverable(data, lambda: self.from_codec(self.codec.decode(data)), 0,
+                            f"{self.kind} key")
 
 
 def _deliverable(data: bytes, decode: Callable[[], Any], max_depth: int, what: str) -> Any:
@@ -88,12 +98,17 @@ def _deliverable(data: bytes, decode: Callable[[], Any], max_depth: int, what: s
 class ValueWire:
     """Converts a table's values between WAMP payloads and stored bytes."""
 
-    def __init__(self, kind: str, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    def __init__(self, kind: str, codec: ValueCodec[Any] | None = None,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.kind = kind
         self.max_depth = max_depth
-        # flatbuffers travel as the serialized bytes: the component never needs the schema.
+        # flatbuffers without a schema travel as the serialized bytes; with one, the codec
+        # (procedures.schema.value_codec) takes and gives maps.
         codec_kind = "binary" if kind == "flatbuffers" else kind
-        self.codec: ValueCodec[Any] = VALUE_CODECS[codec_kind]()
+        self.codec: ValueCodec[Any] = codec or VALUE_CODECS[codec_kind]()
+
+    def to_codec(self, value: Any) -> Any:
+        return _TO_CODEC.get(self.kind, lambda v: v)(value)
 
     def encode(self, value: Any) -> bytes:
         found = problem(value, self.max_depth)
@@ -101,7 +116,10 @@ class ValueWire:
             raise ProcedureError("too_large" if found.too_large else "invalid_value",
                                  f"value is not a valid {self.kind} value: {found}")
         try:
-            return self.codec.encode(_TO_CODEC.get(self.kind, lambda v: v)(value))
+            return self.codec.encode(self.to_codec(value))
+        except SchemaViolation as exc:
+            raise ProcedureError("invalid_value", f"the value does not match the table's "
+                                                  f"schema: {exc}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProcedureError("invalid_value", f"value {value!r:.80} is not a valid "
                                                   f"{self.kind} value: {exc}") from None

@@ -21,13 +21,13 @@ from txetcd import Client
 from txetcd.embedded import EtcdProcess
 
 from .blocking import run_blocking, wait
-from .wamp import CrossbarNode, connect, ready
+from .wamp import CrossbarNode, connect, until_registered
 
 inline = pytest_twisted.ensureDeferred
 
 
 async def writer(node: CrossbarNode):
-    return await ready(await connect(node.url, "writer", "writer-secret"))
+    return await until_registered(await connect(node.url, "writer", "writer-secret"))
 
 
 @inline
@@ -111,7 +111,7 @@ async def test_txn_is_all_or_nothing(node: CrossbarNode, etcd_direct: Client) ->
             await session.call("etcd.txn", [{"table": "nope", "op": "put", "key": "x"}])
         assert bad.value.error == "etcd.error.invalid_argument"
         status = await session.call("etcd.status")
-        assert [t["name"] for t in status["tables"]] == ["users", "settings"]
+        assert [t["name"] for t in status["tables"]] == ["users", "settings", "people"]
     finally:
         session.leave()
 
@@ -174,7 +174,7 @@ async def test_reader_reads_every_table_and_writes_nothing(node: CrossbarNode,
 
 def test_config_errors_name_the_field(node: CrossbarNode) -> None:
     good = node.extra
-    assert [t.name for t in parse_settings(good).tables] == ["users", "settings"]
+    assert [t.name for t in parse_settings(good).tables] == ["users", "settings", "people"]
     assert parse_settings({**good, "position_interval": 2}).position_interval == 2.0
     bad = [
         ({**good, "tables": [{"name": "x", "slot": 1, "key": "uuid", "value": "pickle"}]},

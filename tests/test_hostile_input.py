@@ -31,7 +31,7 @@ from txetcd import Client, OpSet
 from txetcd.embedded import EtcdProcess, find_etcd
 
 from .blocking import run_blocking, wait
-from .wamp import CrossbarNode, connect, ready
+from .wamp import CrossbarNode, connect, until_registered
 
 inline = pytest_twisted.ensureDeferred
 
@@ -57,7 +57,8 @@ def nest(depth: int, leaf: Any = "x", as_dict: bool = False) -> Any:
 
 
 async def session(node: CrossbarNode, serializer: str, role: str = "writer") -> Any:
-    return await ready(await connect(node.url, role, LOGINS[role], serializer=serializer))
+    joined = await connect(node.url, role, LOGINS[role], serializer=serializer)
+    return await until_registered(joined)
 
 
 async def component_id(s: Any) -> int:
