@@ -189,7 +189,8 @@ async def test_nul_led_strings_are_never_stored(node: CrossbarNode,
 SHAPES: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
     ("etcd.settings.get", ("k",), {"details": 1}, "invalid_argument"),
     ("etcd.settings.put", ("k", 1), {"details": {"x": 1}}, "invalid_argument"),
-    ("etcd.settings.scan", (None, None, None, 10, False, False, "x"), {}, "invalid_argument"),
+    ("etcd.settings.scan", (None, None, None, 10, False, False, None, False, "x"), {},
+     "invalid_argument"),  # one more than scan's parameters: it would land in ``progress``
     ("etcd.settings.scan", (None,) * 9, {}, "invalid_argument"),
     ("etcd.settings.get", ("k", False, 3), {}, "invalid_argument"),
     ("etcd.status", (1,), {}, "invalid_argument"),
