@@ -25,6 +25,7 @@ from txetcd import Client
 
 from .config import Settings, parse_settings
 from .events import EventRelay
+from .store import store_status
 
 # Every instance registers with the same policy, so any number of them share the calls.
 SHARED = RegisterOptions(invoke="roundrobin")
@@ -101,11 +102,9 @@ class EtcdComponent(ApplicationSession):
         return await run_txn(self.etcd, self.tables, ops)
 
     async def status(self) -> dict[str, Any]:
-        state = await self.etcd.status()
-        return {"prefix": self.settings.prefix,
-                "etcd": {"version": state.version, "revision": state.header.revision},
-                "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
-                           for t in self.settings.tables]}
+        return await store_status(self.etcd, self.settings.prefix,
+                                  [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
+                                   for t in self.settings.tables])
 
     @staticmethod
     def progressive(scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
