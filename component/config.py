@@ -12,7 +12,8 @@ from typing import Any
 
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
-__all__ = ["ConfigError", "EtcdSettings", "TableSettings", "Settings", "parse_settings",
+__all__ = ["ConfigError", "EtcdSettings", "TableSettings", "IndexSettings",
+           "FlatBuffersSettings", "Settings", "parse_settings",
            "WIRE_KEYS", "WIRE_VALUES"]
 
 # Key and value kinds that have a faithful WAMP representation.
@@ -44,11 +45,32 @@ class EtcdSettings:
 
 
 @dataclass(frozen=True)
+class IndexSettings:
+    """A secondary index: ``field`` is a JSON pointer into the value (``email`` = ``/email``)."""
+
+    name: str
+    field: str
+    unique: bool
+    key: str  # the key kind of the indexed value
+    slot: int  # where its entries live: another slot, so table events never carry them
+
+
+@dataclass(frozen=True)
+class FlatBuffersSettings:
+    schema: str  # the .bfbs (or .fbs, compiled with flatc at start) file
+    root_type: str
+    bfbs: bytes = field(repr=False, default=b"")  # the binary schema, read once
+
+
+@dataclass(frozen=True)
 class TableSettings:
     name: str
     slot: int
     key: str
     value: str
+    schema: dict[str, Any] | None = None  # JSON Schema 2020-12 of json/cbor values
+    flatbuffers: FlatBuffersSettings | None = None
+    indexes: tuple[IndexSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,8 +108,8 @@ def _reject_unknown(obj: dict[str, Any], known: set[str], where: str) -> None:
 def parse_settings(raw: Any) -> Settings:
     """Check and convert a config dict; raises ``ConfigError`` naming the first bad field."""
     _expect(raw, dict, "(top level)")
-    raw = {k: v for k, v in raw.items() if k != "cbdir"}  # crossbar adds cbdir to extra
-    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval"}, "")
+    # Crossbar adds cbdir to extra; relative schema paths are resolved against it.
+    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir"}, "")
     prefix_text = raw.get("prefix", "etcd")
     _expect(prefix_text, str, "prefix")
     for i, part in enumerate(prefix_text.split(".")):
@@ -120,7 +142,8 @@ def parse_settings(raw: Any) -> Settings:
     for i, table in enumerate(tables_raw):
         where = f"tables[{i}]"
         _expect(table, dict, where)
-        _reject_unknown(table, {"name", "slot", "key", "value"}, where)
+        _reject_unknown(table, {"name", "slot", "key", "value", "schema", "flatbuffers",
+                                "indexes"}, where)
         name = _uri_part(table.get("name"), f"{where}.name")
         slot = _expect(table.get("slot"), int, f"{where}.slot")
         if not 1 <= slot < RESERVED_SLOT:
@@ -142,7 +165,13 @@ def parse_settings(raw: Any) -> Settings:
                 raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
             if other.slot == slot:
                 raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
-        tables.append(TableSettings(name, slot, key, value))
+        from .typed_config import parse_typing  # it raises our ConfigError
+
+        typed = parse_typing(table, where, name, value, raw.get("cbdir"))
+        tables.append(TableSettings(name, slot, key, value, **typed))
+    from .typed_config import check_index_slots
+
+    check_index_slots(tables)
     interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
     if not 0 <= interval <= 3600:
         raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")

@@ -26,6 +26,7 @@ from txetcd import Client
 from .config import Settings, parse_settings
 from .events import EventRelay
 from .store import store_status
+from .tables import connect, open_tables
 
 # Every instance registers with the same policy, so any number of them share the calls.
 SHARED = RegisterOptions(invoke="roundrobin")
@@ -56,23 +57,25 @@ class EtcdComponent(ApplicationSession):
                       n=len(self.tables), prefix=self.settings.prefix)
 
     def connect_etcd(self, timeout: float = 10.0) -> Client:
-        etcd = self.settings.etcd
-        return Client(reactor, endpoints=etcd.endpoints, namespace=etcd.namespace,
-                      user=etcd.user, password=etcd.password, ca=etcd.ca, timeout=timeout)
+        return connect(self.settings, reactor, timeout)
 
     def open_tables(self) -> dict[str, Table]:
-        return {t.name: Table(t.name, t.slot, t.key, t.value, self.etcd)
-                for t in self.settings.tables}
+        return open_tables(self.settings, self.etcd)
 
     async def register_table_procedures(self) -> None:
         for name, table in self.tables.items():
-            for op in ("get", "put", "delete", "count"):
+            for op in ("get", "put", "delete", "count", "describe", "history"):
                 await self.register(self.procedure(getattr(table, op)),
                                     f"{self.settings.prefix}.{name}.{op}", options=SHARED)
-            await self.register(self.procedure(self.progressive(table.scan)),
-                                f"{self.settings.prefix}.{name}.scan",
-                                options=RegisterOptions(details_arg="details",
-                                                        invoke=SHARED.invoke))
+            await self.register_scan(table.scan, f"{self.settings.prefix}.{name}.scan")
+            for index in table.indexes.values():
+                uri = f"{self.settings.prefix}.{name}.{index.name}"
+                await self.register(self.procedure(index.get), f"{uri}.get", options=SHARED)
+                await self.register_scan(index.scan, f"{uri}.scan")
+
+    async def register_scan(self, scan: Callable[..., Awaitable[Any]], uri: str) -> None:
+        await self.register(self.procedure(self.progressive(scan)), uri,
+                            options=RegisterOptions(details_arg="details", invoke=SHARED.invoke))
 
     async def register_database_procedures(self) -> None:
         await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn",
@@ -102,9 +105,12 @@ class EtcdComponent(ApplicationSession):
         return await run_txn(self.etcd, self.tables, ops)
 
     async def status(self) -> dict[str, Any]:
-        return await store_status(self.etcd, self.settings.prefix,
-                                  [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
-                                   for t in self.settings.tables])
+        return await store_status(
+            self.etcd, self.settings.prefix,
+            [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
+              **{k: v for k, v in self.tables[t.name].description().items()
+                 if k in ("schema", "flatbuffers", "indexes")}}
+             for t in self.settings.tables])
 
     @staticmethod
     def progressive(scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
