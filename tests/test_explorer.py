@@ -126,10 +126,28 @@ def fill_settings(etcd: EtcdGateway, count: int, stem: str) -> None:
                    cwd=ROOT, timeout=120)
 
 
-# Besides the shipped tables, one with timestamp keys and one with oid keys (the "new key"
-# helpers differ per key kind).
+# Besides the shipped tables: timestamp and oid keys (the "new key" helpers differ per key
+# kind), and a typed table with a JSON Schema and indexes (issue #15).
+PEOPLE_SCHEMA = {
+    "type": "object",
+    "required": ["name", "email"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "email": {"type": "string", "pattern": "^[^@]+@[^@]+$"},
+        "age": {"type": "integer", "minimum": 0},
+        "score": {"type": "integer", "multipleOf": 5},  # not in the page's validator subset
+        "role": {"enum": ["admin", "user"]},
+        "active": {"type": "boolean"},
+        "address": {"type": "object", "properties": {"city": {"type": "string"}}},
+    },
+    "additionalProperties": False,
+}
 EXTRA_TABLES = [{"name": "events", "slot": 3, "key": "timestamp", "value": "json"},
-                {"name": "items", "slot": 4, "key": "oid", "value": "cbor"}]
+                {"name": "items", "slot": 4, "key": "oid", "value": "cbor"},
+                {"name": "people", "slot": 5, "key": "uuid", "value": "json",
+                 "schema": PEOPLE_SCHEMA,
+                 "indexes": [{"name": "by_email", "field": "email", "unique": True},
+                             {"name": "by_city", "field": "/address/city"}]}]
 
 
 @pytest.fixture(scope="module")
@@ -680,6 +698,141 @@ def test_100k_rows_first_page_fast_and_paging_by_cursor(page: Any, node: Crossba
     # ...and etcd served one range request per page (a few more for the component's own reads).
     served = etcd.metric("grpc_server_handled_total", 'grpc_method="Range"') - ranges
     assert 5 <= served <= 10, served
+
+
+def people_key(person: str) -> bytes:
+    return NAMESPACE + struct.pack(">H", 5) + uuid.UUID(person).bytes
+
+
+def put_people(page: Any, rows: dict[str, Any]) -> None:
+    """Rows written through the component (so that its indexes hold them), as the page's writer."""
+    page.evaluate("""async (rows) => { for (const [key, value] of Object.entries(rows))
+        await call('people.put', [key, value]); }""", rows)
+
+
+def test_schema_form_checks_fields_as_they_are_typed(page: Any, node: CrossbarNode,
+                                                     etcd: EtcdGateway) -> None:
+    open_explorer(page, node, "writer", "people")
+    page.click("#new-row")
+    assert page.is_visible("#editor-form") and not page.is_visible("#editor-value")
+    key = page.input_value("#editor-key")
+    field = lambda name: page.locator(f'#editor-form label.field[data-pointer="/{name}"]')  # noqa: E731
+    # Required fields missing: each says so next to itself, and Save waits.
+    assert "is required" in field("name").locator(".field-error").inner_text()
+    assert page.is_disabled("#save")
+    field("name").locator("input").fill("ada")
+    field("email").locator("input").fill("ada-at-example")
+    assert "must match" in field("email").locator(".field-error").inner_text()
+    assert field("name").locator(".field-error").inner_text() == ""
+    field("email").locator("input").fill("ada@example.org")
+    field("age").locator("input").fill("-3")
+    assert "must be >= 0" in field("age").locator(".field-error").inner_text()
+    field("age").locator("input").fill("36")
+    field("role").locator("select").select_option('"admin"')
+    field("active").locator("input").check()
+    field("address").locator("textarea").fill('{"city": "london"')
+    assert "not JSON" in field("address").locator(".field-error").inner_text()
+    field("address").locator("textarea").fill('{"city": "london"}')
+    page.wait_for_selector("#editor-check.ok:text-is(\"valid against the table's schema\")")
+    # The JSON view shows the same value, checked against the schema as it is typed.
+    page.click("#mode-json")
+    value = json.loads(page.input_value("#editor-value"))
+    assert value == {"name": "ada", "email": "ada@example.org", "age": 36, "role": "admin",
+                     "active": True, "address": {"city": "london"}}
+    page.fill("#editor-value", json.dumps({**value, "nick": "countess"}))
+    page.wait_for_selector("#editor-problems li[data-pointer='/nick']")
+    assert "not an allowed property" in page.inner_text("#editor-problems")
+    page.fill("#editor-value", json.dumps({**value, "score": 7}))
+    page.click("#mode-form")
+    # multipleOf is beyond the page's checks: the component refuses, and the pointer it names
+    # puts its message next to the field.
+    page.click("#save")
+    page.wait_for_selector("#editor-error[data-uri='etcd.error.invalid_value']")
+    assert "multipleOf" in field("score").locator(".field-error").inner_text()
+    assert etcd.get(people_key(key)) is None
+    field("score").locator("input").fill("10")
+    page.click("#save")
+    page.wait_for_selector(f"#viewer[data-state=ready] #viewer-key:text-is('{key}')")
+    assert json.loads(etcd.get(people_key(key)) or b"") == {**value, "score": 10}
+
+
+def test_lookup_by_unique_and_plain_index(page: Any, node: CrossbarNode,
+                                          etcd: EtcdGateway) -> None:
+    people = {str(uuid.uuid4()): {"name": name, "email": f"{name}@example.org",
+                                  "address": {"city": city}}
+              for name, city in [("ada", "london"), ("grace", "arlington"), ("alan", "london"),
+                                 ("edsger", "nuenen")]}
+    open_explorer(page, node, "reader", "people")
+    page.context.close  # noqa: B018 - (the reader cannot write: rows come from a writer page)
+    writer = page.context.new_page()
+    open_explorer(writer, node, "writer", "people")
+    put_people(writer, people)
+    writer.close()
+    by_name = {v["name"]: k for k, v in people.items()}
+    page.wait_for_selector("#page-info:text-is('page 1 · 4 rows in table')")
+    assert page.is_visible("#lookup")
+    page.select_option("#index-select", "by_email")
+    page.fill("#index-value", "grace@example.org")
+    page.click("#index-lookup")
+    page.wait_for_selector("#rows[data-state=ready]")
+    assert listed_keys(page) == [by_name["grace"]]
+    assert "(index lookup)" in page.inner_text("#page-info")
+    page.select_option("#index-select", "by_city")
+    page.fill("#index-value", "london")
+    page.click("#index-lookup")
+    page.wait_for_function("() => document.querySelectorAll('#rows tbody tr[data-key]').length == 2")
+    assert sorted(listed_keys(page)) == sorted([by_name["ada"], by_name["alan"]])
+    page.fill("#index-value", "paris")
+    page.click("#index-lookup")
+    page.wait_for_selector("#rows tbody tr.empty:has-text('no row has by_city = \"paris\"')")
+    page.click("#index-clear")
+    page.wait_for_selector("#page-info:text-is('page 1 · 4 rows in table')")
+    assert len(listed_keys(page)) == 4
+
+
+def test_history_diffs_and_restores_a_version(page: Any, node: CrossbarNode,
+                                              etcd: EtcdGateway) -> None:
+    person = str(uuid.uuid4())
+    versions = [{"name": "ada", "email": "ada@example.org"},
+                {"name": "ada", "email": "ada@example.org", "age": 36},
+                {"name": "ada lovelace", "email": "ada@example.org", "age": 36}]
+    revisions = [etcd.put(people_key(person), json.dumps(v).encode()) for v in versions]
+    open_explorer(page, node, "writer", "people")
+    open_row(page, person)
+    page.click("#show-history")
+    page.wait_for_selector("#history[data-state=ready]")
+    listed = page.eval_on_selector_all("#history-list li", "lis => lis.map(l => +l.dataset.revision)")
+    assert listed == revisions[::-1]  # newest first
+    # The diff of the newest version against the one before it.
+    assert page.eval_on_selector_all("#diff .del", "s => s.map(x => x.innerText.trim())") == [
+        '-   "name": "ada",']
+    assert page.eval_on_selector_all("#diff .add", "s => s.map(x => x.innerText.trim())") == [
+        '+   "name": "ada lovelace",']
+    page.select_option("#diff-from", str(revisions[0]))
+    assert '+   "age": 36' in page.inner_text("#diff")
+    # Restore the first version: a put guarded by the revision the history showed.
+    first = page.locator(f"#history-list li[data-revision='{revisions[0]}']")
+    first.locator("button.restore").click()
+    page.wait_for_selector("#history-result:has-text('restored revision')")
+    assert json.loads(etcd.get(people_key(person)) or b"") == versions[0]
+    page.wait_for_function(
+        "() => document.querySelectorAll('#history-list li').length == 4")
+    # Someone else writes after the history was read: the restore is refused, nothing written.
+    etcd.put(people_key(person), json.dumps(versions[2]).encode())
+    page.locator(f"#history-list li[data-revision='{revisions[1]}'] button.restore").click()
+    page.wait_for_selector("#history-result:has-text('not restored')")
+    assert json.loads(etcd.get(people_key(person)) or b"") == versions[2]
+    # A deleted row keeps its history, and can be brought back from it.
+    page.click("#history-back")
+    page.wait_for_selector("#viewer[data-state=ready]")
+    page.click("#delete")
+    page.click("#delete")
+    page.wait_for_selector("#viewer-notice:has-text('deleted at revision')")
+    page.click("#show-history")
+    page.wait_for_selector("#history[data-state=ready] #history-list li.delete")
+    page.locator(f"#history-list li[data-revision='{revisions[0]}'] button.restore").click()
+    page.wait_for_selector("#history-result:has-text('restored revision')")
+    assert json.loads(etcd.get(people_key(person)) or b"") == versions[0]
 
 
 def test_connection_indicator_follows_the_node(page: Any, node: CrossbarNode,

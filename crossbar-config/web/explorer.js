@@ -1208,22 +1208,27 @@ function renderDiff() {
       textContent: `${op} ${line}\n` })));
 }
 
+// What the last restore did; stays while the history reloads around it.
+function historyResult(text) {
+  $("#history-result").textContent = text;
+  $("#history-result").hidden = false;
+}
+
 // Writes an old value back, only if the row is still at the revision the history showed.
 async function restoreVersion(version, current, button) {
   const row = state.selected;
   button.disabled = true;
   try {
     const revision = await call(`${state.table.name}.put`, [row.key, version.value], { if_revision: current });
-    $("#history-meta").textContent = `restored revision ${version.revision} as revision ${revision}`;
+    historyResult(`restored revision ${version.revision} as revision ${revision}`);
     Object.assign(row, { value: version.value, revision, missing: false });
     await loadHistory();
-    $("#history-meta").textContent = `restored revision ${version.revision} as revision ${revision}`;
   } catch (err) {
     const conflict = err.error === `${state.prefix}.error.conflict`;
-    $("#history-meta").textContent = conflict
+    historyResult(conflict
       ? "not restored: the row changed since this history was read (it is reloaded now)"
-      : `not restored: ${describe(err).uri}`;
-    if (conflict) setTimeout(loadHistory, 1500);
+      : `not restored: ${describe(err).uri}`);
+    if (conflict) loadHistory();
   } finally {
     button.disabled = false;
   }
@@ -1377,7 +1382,7 @@ function formValue() {
     const text = control.value;
     if (text === "" && kind !== "string") continue;  // left empty: the property is absent
     if (kind === "string") {
-      if (text !== "" || field.required) value[name] = text;
+      if (text !== "") value[name] = text;  // empty: absent (JSON view can store "")
     } else if (kind === "enum") {
       value[name] = JSON.parse(text);
     } else if (kind === "number") {
@@ -1641,7 +1646,10 @@ $("#edit").addEventListener("click", () => openEditor("edit"));
 $("#delete").addEventListener("click", deleteSelected);
 $("#copy-key").addEventListener("click", (event) => copyText(keyText(state.selected.key), event.currentTarget));
 $("#copy-value").addEventListener("click", (event) => copyText(showJson(state.selected.value, 2), event.currentTarget));
-$("#show-history").addEventListener("click", loadHistory);
+$("#show-history").addEventListener("click", () => {
+  $("#history-result").hidden = true;
+  loadHistory();
+});
 $("#history-back").addEventListener("click", () => openViewer(state.selected.key));
 $("#diff-from").addEventListener("change", renderDiff);
 $("#diff-to").addEventListener("change", renderDiff);

@@ -59,8 +59,8 @@ export function validate(schema, value, root = schema, pointer = "") {
   }
   if (typeof value === "string") {
     const length = [...value].length;
-    if (schema.minLength !== undefined && length < schema.minLength) fail(`must have at least ${schema.minLength} characters`);
-    if (schema.maxLength !== undefined && length > schema.maxLength) fail(`must have at most ${schema.maxLength} characters`);
+    if (schema.minLength !== undefined && length < schema.minLength) fail(`must have at least ${schema.minLength} character${schema.minLength === 1 ? "" : "s"}`);
+    if (schema.maxLength !== undefined && length > schema.maxLength) fail(`must have at most ${schema.maxLength} character${schema.maxLength === 1 ? "" : "s"}`);
     if (schema.pattern !== undefined && !new RegExp(schema.pattern, "u").test(value)) fail(`must match ${schema.pattern}`);
   }
   if (Array.isArray(value)) {
