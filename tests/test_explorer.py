@@ -22,12 +22,16 @@ from typing import Any
 
 import cbor2
 import pytest
+import pytest_twisted
 from playwright.sync_api import sync_playwright
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from txetcd import prefix_end
 from txetcd.embedded import EtcdProcess
 from txetcd.pmap.codecs import TimestampKey
 
+from .typed import SERIALIZERS, session_as
 from .wamp import ROOT, CrossbarNode
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -408,6 +412,9 @@ def test_empty_table_says_so_and_offers_the_first_row(page: Any, node: CrossbarN
     assert cbor2.loads(etcd.get(settings_key("first")) or b"") == {"ok": True}
 
 
+NUMBERS = "cells => cells.map(c => +c.innerText)"
+
+
 def test_fields_are_columns_sorted_copied_and_expanded(page: Any, node: CrossbarNode,
                                                        etcd: EtcdGateway) -> None:
     people = [("ada", 36, "london"), ("grace", 85, "arlington"), ("edsger", 72, "nuenen"),
@@ -427,11 +434,11 @@ def test_fields_are_columns_sorted_copied_and_expanded(page: Any, node: Crossbar
 
     # A field sorts this page only, and the page says so; key order comes from etcd.
     page.click("#rows thead th[data-column=age]")
-    ages = page.eval_on_selector_all("#rows tbody td[data-column=age]", "tds => tds.map(t => +t.innerText)")
+    ages = page.eval_on_selector_all("#rows tbody td[data-column=age]", NUMBERS)
     assert ages == [9, 36, 72, 85]
     assert "within this page only" in page.inner_text("#sort-note")
     page.click("#rows thead th[data-column=age]")
-    ages = page.eval_on_selector_all("#rows tbody td[data-column=age]", "tds => tds.map(t => +t.innerText)")
+    ages = page.eval_on_selector_all("#rows tbody td[data-column=age]", NUMBERS)
     assert ages == [85, 72, 36, 9]
     page.click("#rows thead th[data-column=key]")  # back to key order
     page.wait_for_selector("#rows[data-state=ready]")
@@ -463,7 +470,8 @@ def test_fields_are_columns_sorted_copied_and_expanded(page: Any, node: Crossbar
     page.click("#copy-key")
     assert page.evaluate("() => navigator.clipboard.readText()") == users[2]
     page.click("#copy-value")
-    assert json.loads(page.evaluate("() => navigator.clipboard.readText()"))["name"] == by_name[users[2]]
+    copied = json.loads(page.evaluate("() => navigator.clipboard.readText()"))
+    assert copied["name"] == by_name[users[2]]
 
 
 def test_keyboard_moves_opens_filters_and_closes(page: Any, node: CrossbarNode,
@@ -531,7 +539,8 @@ def test_editor_checks_json_live_and_makes_new_keys(page: Any, node: CrossbarNod
     page.fill("#editor-value", '{"what": "deploy"}')
     page.click("#save")
     page.wait_for_selector(f"#viewer[data-state=ready] #viewer-key:text-is('{stamp}')")
-    assert json.loads(etcd.get(NAMESPACE + struct.pack(">H", 3) + TimestampKey().encode(stamp)) or b"") == {"what": "deploy"}
+    stored = etcd.get(NAMESPACE + struct.pack(">H", 3) + TimestampKey().encode(stamp))
+    assert json.loads(stored or b"") == {"what": "deploy"}
 
     etcd.put(NAMESPACE + struct.pack(">HQ", 4, 41), cbor2.dumps("item 41"))
     page.select_option("#table-select", "items")  # oid keys: one past the highest
@@ -555,12 +564,14 @@ def test_store_panel_shows_etcd_and_publishers_live(page: Any, node: CrossbarNod
     assert "% of 2.0 GiB" in page.inner_text("#store-quota")  # etcd's default quota
     publisher = page.locator("#store-tables tr[data-table=users] td").nth(3)
     publisher_text = page.wait_for_function(
-        "() => document.querySelector('#store-tables tr[data-table=users] td:nth-child(4)').innerText.includes(':')")
+        "() => document.querySelector('#store-tables tr[data-table=users] td:nth-child(4)')"
+        ".innerText.includes(':')")
     assert publisher_text and publisher.inner_text().startswith(socket.gethostname() + ":")
     assert "nobody" in page.locator("#store-tables tr[data-table=settings]").inner_text()
     before = int(page.inner_text("#store-revision"))
     revision = etcd.put_setting("bump", 1)
-    page.wait_for_function(f"() => +document.querySelector('#store-revision').innerText >= {revision}",
+    page.wait_for_function(
+        f"() => +document.querySelector('#store-revision').innerText >= {revision}",
                            timeout=5000)
     assert revision > before
     page.keyboard.press("Escape")
@@ -576,7 +587,8 @@ def test_export_downloads_json_lines_with_progress(page: Any, node: CrossbarNode
     page.expose_function("noteProgress", lambda text: progress.append(text))
     page.evaluate("""() => new MutationObserver(() => window.noteProgress(
         document.querySelector('#export-text').innerText)).observe(
-        document.querySelector('#export-text'), {childList: true, characterData: true, subtree: true})""")
+        document.querySelector('#export-text'),
+        {childList: true, characterData: true, subtree: true})""")
     with page.expect_download() as info:
         page.click("#export")
     download = info.value
@@ -597,37 +609,7 @@ def test_export_downloads_json_lines_with_progress(page: Any, node: CrossbarNode
 
 
 # The boxes that must neither overlap their siblings nor leave the viewport.
-GEOMETRY_CHECK = """() => {
-  const visible = (el) => { const r = el.getBoundingClientRect();
-    return r.width > 0 && r.height > 0 && getComputedStyle(el).visibility !== 'hidden'; };
-  const problems = [];
-  const doc = document.documentElement;
-  if (doc.scrollWidth > innerWidth) problems.push(`page ${doc.scrollWidth} px wide in ${innerWidth}`);
-  const groups = ['header', '#login', 'body', 'main', '.toolbar', '#filter', '.pager', '#viewer h2',
-                  '#viewer .actions', '.store-grid', '.store-lists', '#detail', '#browser'];
-  for (const selector of groups) {
-    for (const parent of document.querySelectorAll(selector)) {
-      const kids = [...parent.children].filter((el) => visible(el) &&
-        !['absolute', 'fixed'].includes(getComputedStyle(el).position) && el.tagName !== 'SCRIPT');
-      for (const el of kids) {
-        const r = el.getBoundingClientRect();
-        if (r.left < -1 || r.right > innerWidth + 1) problems.push(`${selector} > ${el.id || el.className || el.tagName} leaves the viewport (${r.left}..${r.right})`);
-      }
-      for (let i = 0; i < kids.length; i++) for (let j = i + 1; j < kids.length; j++) {
-        const a = kids[i].getBoundingClientRect(), b = kids[j].getBoundingClientRect();
-        const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
-        const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
-        if (w > 1 && h > 1) problems.push(`${selector}: ${kids[i].id || kids[i].tagName} overlaps ${kids[j].id || kids[j].tagName}`);
-      }
-    }
-  }
-  // Text that runs off its box (a cut-off header or button label).
-  for (const el of document.querySelectorAll('header *, button, label, .pager span, #detail h2')) {
-    if (visible(el) && el.scrollWidth > el.clientWidth + 1 && getComputedStyle(el).overflow === 'visible'
-        && el.clientWidth > 0 && el.children.length === 0) problems.push(`text overflows ${el.id || el.tagName}: ${el.textContent.slice(0, 30)}`);
-  }
-  return problems;
-}"""
+GEOMETRY_CHECK = (Path(__file__).parent / "explorer_geometry.js").read_text()
 
 
 @pytest.mark.parametrize("width", [360, 1280, 1920])
@@ -763,7 +745,6 @@ def test_lookup_by_unique_and_plain_index(page: Any, node: CrossbarNode,
               for name, city in [("ada", "london"), ("grace", "arlington"), ("alan", "london"),
                                  ("edsger", "nuenen")]}
     open_explorer(page, node, "reader", "people")
-    page.context.close  # noqa: B018 - (the reader cannot write: rows come from a writer page)
     writer = page.context.new_page()
     open_explorer(writer, node, "writer", "people")
     put_people(writer, people)
@@ -780,7 +761,8 @@ def test_lookup_by_unique_and_plain_index(page: Any, node: CrossbarNode,
     page.select_option("#index-select", "by_city")
     page.fill("#index-value", "london")
     page.click("#index-lookup")
-    page.wait_for_function("() => document.querySelectorAll('#rows tbody tr[data-key]').length == 2")
+    page.wait_for_function(
+        "() => document.querySelectorAll('#rows tbody tr[data-key]').length == 2")
     assert sorted(listed_keys(page)) == sorted([by_name["ada"], by_name["alan"]])
     page.fill("#index-value", "paris")
     page.click("#index-lookup")
@@ -801,7 +783,8 @@ def test_history_diffs_and_restores_a_version(page: Any, node: CrossbarNode,
     open_row(page, person)
     page.click("#show-history")
     page.wait_for_selector("#history[data-state=ready]")
-    listed = page.eval_on_selector_all("#history-list li", "lis => lis.map(l => +l.dataset.revision)")
+    listed = page.eval_on_selector_all("#history-list li",
+                                       "lis => lis.map(l => +l.dataset.revision)")
     assert listed == revisions[::-1]  # newest first
     # The diff of the newest version against the one before it.
     assert page.eval_on_selector_all("#diff .del", "s => s.map(x => x.innerText.trim())") == [
@@ -833,6 +816,41 @@ def test_history_diffs_and_restores_a_version(page: Any, node: CrossbarNode,
     page.locator(f"#history-list li[data-revision='{revisions[0]}'] button.restore").click()
     page.wait_for_selector("#history-result:has-text('restored revision')")
     assert json.loads(etcd.get(people_key(person)) or b"") == versions[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_status_reports_the_store_on_every_serializer(node: CrossbarNode,
+                                                             etcd: EtcdGateway,
+                                                             etcd35: EtcdProcess) -> None:
+    """What the store panel shows comes from ``etcd.status``: members, leader, db size, quota
+    and each table's publisher, the same on json, cbor and msgpack (ops' ``status`` reads it)."""
+    watcher = await session_as(node.url, "cbor", "reader")
+    await watcher.subscribe(lambda *a, **kw: None, "etcd.users.on_change")  # users gets published
+    try:
+        for serializer in SERIALIZERS:
+            session = await session_as(node.url, serializer, "reader")
+            try:
+                for _ in range(50):
+                    status = await session.call("etcd.status")
+                    publishers = {t["name"]: t["publisher"] for t in status["tables"]}
+                    if publishers["users"]:
+                        break
+                    await deferLater(reactor, 0.1, lambda: None)
+            finally:
+                session.leave()
+            store = status["etcd"]
+            assert [m["client_urls"] for m in store["members"]] == [[etcd35.url]]
+            assert store["members"][0]["id"] == store["leader"] == store["member"]
+            assert store["quota_bytes"] == 2 * 1024**3  # etcd's default --quota-backend-bytes
+            assert 0 < store["db_size_in_use"] <= store["db_size"] < store["quota_bytes"]
+            assert store["revision"] >= etcd.revision() - 5
+            host, pid = publishers["users"].rsplit(":", 1)
+            assert host == socket.gethostname() and pid.isdigit()
+            assert publishers["settings"] is None  # nobody subscribes: nobody publishes
+            people = next(t for t in status["tables"] if t["name"] == "people")
+            assert people["schema"] == PEOPLE_SCHEMA
+    finally:
+        watcher.leave()
 
 
 def test_connection_indicator_follows_the_node(page: Any, node: CrossbarNode,
