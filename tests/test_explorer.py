@@ -32,7 +32,7 @@ from txetcd import prefix_end
 from txetcd.embedded import EtcdProcess
 from txetcd.pmap.codecs import TimestampKey
 
-from .typed import SERIALIZERS, session_as
+from .typed import SERIALIZERS, USER_SCHEMA, session_as
 from .wamp import ROOT, CrossbarNode
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -145,20 +145,13 @@ def fill_settings(etcd: EtcdGateway, count: int, stem: str) -> None:
 
 # Besides the shipped tables: timestamp and oid keys (the "new key" helpers differ per key
 # kind), and a typed table with a JSON Schema and indexes (issue #15).
-PEOPLE_SCHEMA = {
-    "type": "object",
-    "required": ["name", "email"],
-    "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "email": {"type": "string", "pattern": "^[^@]+@[^@]+$"},
-        "age": {"type": "integer", "minimum": 0},
-        "score": {"type": "integer", "multipleOf": 5},  # not in the page's validator subset
-        "role": {"enum": ["admin", "user"]},
-        "active": {"type": "boolean"},
-        "address": {"type": "object", "properties": {"city": {"type": "string"}}},
-    },
-    "additionalProperties": False,
-}
+# typed's users schema (name, email, age, address) with a few more kinds of field.
+PEOPLE_SCHEMA = {**USER_SCHEMA, "properties": {
+    **USER_SCHEMA["properties"],
+    "score": {"type": "integer", "multipleOf": 5},  # not in the page's validator subset
+    "role": {"enum": ["admin", "user"]},
+    "active": {"type": "boolean"},
+}}
 EXTRA_TABLES = [{"name": "events", "slot": 3, "key": "timestamp", "value": "json"},
                 {"name": "items", "slot": 4, "key": "oid", "value": "cbor"},
                 {"name": "people", "slot": 5, "key": "uuid", "value": "json",
