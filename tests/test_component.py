@@ -21,25 +21,13 @@ from txetcd import Client
 from txetcd.embedded import EtcdProcess
 
 from .blocking import run_blocking, wait
-from .wamp import CrossbarNode, connect
+from .wamp import CrossbarNode, connect, until_registered
 
 inline = pytest_twisted.ensureDeferred
 
 
 async def writer(node: CrossbarNode):
-    session = await connect(node.url, "writer", "writer-secret")
-    # The container component may still be joining right after boot.
-    for _ in range(100):
-        try:
-            await session.call("etcd.status")
-            return session
-        except ApplicationError as exc:
-            if exc.error != "wamp.error.no_such_procedure":
-                raise
-            from twisted.internet.task import deferLater
-
-            await deferLater(reactor, 0.1, lambda: None)
-    raise AssertionError("component never registered etcd.status")
+    return await until_registered(await connect(node.url, "writer", "writer-secret"))
 
 
 @inline

@@ -6,12 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from autobahn.twisted.component import Component
-from autobahn.wamp.exception import ApplicationError
-from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
-
-from .wamp import CrossbarNode
+from .wamp import CrossbarNode, connect, until_registered
 
 SERIALIZERS = ["json", "cbor", "msgpack"]
 
@@ -85,19 +80,4 @@ def write_config(node: CrossbarNode) -> Path:
 
 async def session_as(url: str, serializer: str = "cbor", authid: str = "writer") -> Any:
     """A joined session on one serializer, once the component answers."""
-    joined: defer.Deferred[Any] = defer.Deferred()
-    comp = Component(transports=[{"url": url, "serializers": [serializer], "max_retries": 0}],
-                     realm="realm1", authentication={"ticket": {
-                         "authid": authid, "ticket": f"{authid}-secret"}})
-    comp.on_join(lambda session, details: joined.called or joined.callback(session))
-    comp.start(reactor).addErrback(lambda f: joined.called or joined.errback(f))
-    session = await joined
-    for _ in range(100):
-        try:
-            await session.call("etcd.status")
-            return session
-        except ApplicationError as exc:
-            if exc.error != "wamp.error.no_such_procedure":
-                raise
-            await deferLater(reactor, 0.1, lambda: None)
-    raise AssertionError("component never registered etcd.status")
+    return await until_registered(await connect(url, authid, f"{authid}-secret", serializer))

@@ -107,11 +107,12 @@ class CrossbarNode:
             return False
 
 
-async def connect(url: str, authid: str | None = None, ticket: str | None = None) -> Any:
+async def connect(url: str, authid: str | None = None, ticket: str | None = None,
+                  serializer: str = "cbor") -> Any:
     """A joined WAMP session (ticket auth when authid is given); ``session.leave()`` ends it."""
     joined: defer.Deferred[Any] = defer.Deferred()
     auth = {"ticket": {"authid": authid, "ticket": ticket}} if authid else None
-    comp = Component(transports=[{"url": url, "serializers": ["cbor"], "max_retries": 0}],
+    comp = Component(transports=[{"url": url, "serializers": [serializer], "max_retries": 0}],
                      realm="realm1", authentication=auth)
 
     @comp.on_join
@@ -125,3 +126,19 @@ async def connect(url: str, authid: str | None = None, ticket: str | None = None
 
     comp.start(reactor).addErrback(_failed)
     return await joined
+
+
+async def until_registered(session: Any) -> Any:
+    """``session`` once the component answers: right after boot it may still be joining."""
+    from autobahn.wamp.exception import ApplicationError
+    from twisted.internet.task import deferLater
+
+    for _ in range(100):
+        try:
+            await session.call("etcd.status")
+            return session
+        except ApplicationError as exc:
+            if exc.error != "wamp.error.no_such_procedure":
+                raise
+            await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("component never registered etcd.status")
