@@ -146,16 +146,16 @@ def fill_settings(etcd: EtcdGateway, count: int, stem: str) -> None:
 # Besides the shipped tables: timestamp and oid keys (the "new key" helpers differ per key
 # kind), and a typed table with a JSON Schema and indexes (issue #15).
 # typed's users schema (name, email, age, address) with a few more kinds of field.
-PEOPLE_SCHEMA = {**USER_SCHEMA, "properties": {
+STAFF_SCHEMA = {**USER_SCHEMA, "properties": {
     **USER_SCHEMA["properties"],
     "score": {"type": "integer", "multipleOf": 5},  # not in the page's validator subset
     "role": {"enum": ["admin", "user"]},
     "active": {"type": "boolean"},
 }}
-EXTRA_TABLES = [{"name": "events", "slot": 3, "key": "timestamp", "value": "json"},
+EXTRA_TABLES = [{"name": "events", "slot": 6, "key": "timestamp", "value": "json"},
                 {"name": "items", "slot": 4, "key": "oid", "value": "cbor"},
-                {"name": "people", "slot": 5, "key": "uuid", "value": "json",
-                 "schema": PEOPLE_SCHEMA,
+                {"name": "staff", "slot": 5, "key": "uuid", "value": "json",
+                 "schema": STAFF_SCHEMA,
                  "indexes": [{"name": "by_email", "field": "email", "unique": True},
                              {"name": "by_city", "field": "/address/city"}]}]
 
@@ -545,7 +545,7 @@ def test_editor_checks_json_live_and_makes_new_keys(page: Any, node: CrossbarNod
     page.fill("#editor-value", '{"what": "deploy"}')
     page.click("#save")
     page.wait_for_selector(f"#viewer[data-state=ready] #viewer-key:text-is('{stamp}')")
-    stored = etcd.get(NAMESPACE + struct.pack(">H", 3) + TimestampKey().encode(stamp))
+    stored = etcd.get(NAMESPACE + struct.pack(">H", 6) + TimestampKey().encode(stamp))
     assert json.loads(stored or b"") == {"what": "deploy"}
 
     etcd.put(NAMESPACE + struct.pack(">HQ", 4, 41), cbor2.dumps("item 41"))
@@ -696,19 +696,19 @@ def page_through_100k(page: Any, node: CrossbarNode, etcd: EtcdGateway) -> None:
     assert 5 <= served <= 10, served
 
 
-def people_key(person: str) -> bytes:
+def staff_key(person: str) -> bytes:
     return NAMESPACE + struct.pack(">H", 5) + uuid.UUID(person).bytes
 
 
-def put_people(page: Any, rows: dict[str, Any]) -> None:
+def put_staff(page: Any, rows: dict[str, Any]) -> None:
     """Rows written through the component (so that its indexes hold them), as the page's writer."""
     page.evaluate("""async (rows) => { for (const [key, value] of Object.entries(rows))
-        await call('people.put', [key, value]); }""", rows)
+        await call('staff.put', [key, value]); }""", rows)
 
 
 def test_schema_form_checks_fields_as_they_are_typed(page: Any, node: CrossbarNode,
                                                      etcd: EtcdGateway) -> None:
-    open_explorer(page, node, "writer", "people")
+    open_explorer(page, node, "writer", "staff")
     page.click("#new-row")
     assert page.is_visible("#editor-form") and not page.is_visible("#editor-value")
     key = page.input_value("#editor-key")
@@ -745,11 +745,11 @@ def test_schema_form_checks_fields_as_they_are_typed(page: Any, node: CrossbarNo
     page.click("#save")
     page.wait_for_selector("#editor-error[data-uri='etcd.error.invalid_value']")
     assert "multipleOf" in field("score").locator(".field-error").inner_text()
-    assert etcd.get(people_key(key)) is None
+    assert etcd.get(staff_key(key)) is None
     field("score").locator("input").fill("10")
     page.click("#save")
     page.wait_for_selector(f"#viewer[data-state=ready] #viewer-key:text-is('{key}')")
-    assert json.loads(etcd.get(people_key(key)) or b"") == {**value, "score": 10}
+    assert json.loads(etcd.get(staff_key(key)) or b"") == {**value, "score": 10}
 
 
 def test_lookup_by_unique_and_plain_index(page: Any, node: CrossbarNode,
@@ -758,10 +758,10 @@ def test_lookup_by_unique_and_plain_index(page: Any, node: CrossbarNode,
                                   "address": {"city": city}}
               for name, city in [("ada", "london"), ("grace", "arlington"), ("alan", "london"),
                                  ("edsger", "nuenen")]}
-    open_explorer(page, node, "reader", "people")
+    open_explorer(page, node, "reader", "staff")
     writer = page.context.new_page()
-    open_explorer(writer, node, "writer", "people")
-    put_people(writer, people)
+    open_explorer(writer, node, "writer", "staff")
+    put_staff(writer, people)
     writer.close()
     by_name = {v["name"]: k for k, v in people.items()}
     page.wait_for_selector("#page-info:text-is('page 1 · 4 rows in table')")
@@ -792,8 +792,8 @@ def test_history_diffs_and_restores_a_version(page: Any, node: CrossbarNode,
     versions = [{"name": "ada", "email": "ada@example.org"},
                 {"name": "ada", "email": "ada@example.org", "age": 36},
                 {"name": "ada lovelace", "email": "ada@example.org", "age": 36}]
-    revisions = [etcd.put(people_key(person), json.dumps(v).encode()) for v in versions]
-    open_explorer(page, node, "writer", "people")
+    revisions = [etcd.put(staff_key(person), json.dumps(v).encode()) for v in versions]
+    open_explorer(page, node, "writer", "staff")
     open_row(page, person)
     page.click("#show-history")
     page.wait_for_selector("#history[data-state=ready]")
@@ -811,14 +811,14 @@ def test_history_diffs_and_restores_a_version(page: Any, node: CrossbarNode,
     first = page.locator(f"#history-list li[data-revision='{revisions[0]}']")
     first.locator("button.restore").click()
     page.wait_for_selector("#history-result:has-text('restored revision')")
-    assert json.loads(etcd.get(people_key(person)) or b"") == versions[0]
+    assert json.loads(etcd.get(staff_key(person)) or b"") == versions[0]
     page.wait_for_function(
         "() => document.querySelectorAll('#history-list li').length == 4")
     # Someone else writes after the history was read: the restore is refused, nothing written.
-    etcd.put(people_key(person), json.dumps(versions[2]).encode())
+    etcd.put(staff_key(person), json.dumps(versions[2]).encode())
     page.locator(f"#history-list li[data-revision='{revisions[1]}'] button.restore").click()
     page.wait_for_selector("#history-result:has-text('not restored')")
-    assert json.loads(etcd.get(people_key(person)) or b"") == versions[2]
+    assert json.loads(etcd.get(staff_key(person)) or b"") == versions[2]
     # A deleted row keeps its history, and can be brought back from it.
     page.click("#history-back")
     page.wait_for_selector("#viewer[data-state=ready]")
@@ -829,7 +829,7 @@ def test_history_diffs_and_restores_a_version(page: Any, node: CrossbarNode,
     page.wait_for_selector("#history[data-state=ready] #history-list li.delete", timeout=20_000)
     page.locator(f"#history-list li[data-revision='{revisions[0]}'] button.restore").click()
     page.wait_for_selector("#history-result:has-text('restored revision')")
-    assert json.loads(etcd.get(people_key(person)) or b"") == versions[0]
+    assert json.loads(etcd.get(staff_key(person)) or b"") == versions[0]
 
 
 @pytest_twisted.ensureDeferred
@@ -861,8 +861,8 @@ async def test_status_reports_the_store_on_every_serializer(node: CrossbarNode,
             host, pid = publishers["users"].rsplit(":", 1)
             assert host == socket.gethostname() and pid.isdigit()
             assert publishers["settings"] is None  # nobody subscribes: nobody publishes
-            people = next(t for t in status["tables"] if t["name"] == "people")
-            assert people["schema"] == PEOPLE_SCHEMA
+            staff = next(t for t in status["tables"] if t["name"] == "staff")
+            assert staff["schema"] == STAFF_SCHEMA
     finally:
         watcher.leave()
 
