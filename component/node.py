@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from txetcd.embedded import EtcdProcess, find_etcd, stop_group
+from txetcd.embedded import EtcdProcess, NotOurEtcd, find_etcd, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
 CBDIR = ROOT / "crossbar-config" / ".crossbar"
@@ -51,7 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     else:
         (data / "etcd").mkdir(exist_ok=True)
         etcd = EtcdProcess(find_etcd(), client_port=args.etcd_port, data_dir=data / "etcd")
-        etcd.start()
+        try:
+            etcd.start()
+        except (NotOurEtcd, RuntimeError) as exc:
+            # Never go on with whatever answers on that port: it is not the etcd we started.
+            etcd.stop()
+            print(f"etcd did not start: {exc}", file=sys.stderr)
+            return 1
         endpoints = [etcd.url]
         print(f"etcd {etcd.version} at {etcd.url} (data in {etcd.data_dir})", flush=True)
 
