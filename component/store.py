@@ -28,10 +28,12 @@ async def store_status(etcd: Client, prefix: str, tables: list[dict[str, Any]]) 
     members) and ``tables``, each with the ``publisher`` proclaimed in its election."""
     state = await etcd.status()
     members = await etcd.member_list()
-    quota = await _quota_bytes(etcd)
-    listed = []
-    for table in tables:
-        listed.append({**table, "publisher": await _publisher(etcd, prefix, table["name"])})
+    # The optional parts at once: one election read per table, and the metrics.
+    quota_asked = defer.ensureDeferred(_quota_bytes(etcd))
+    publishers = await defer.gatherResults(
+        [defer.ensureDeferred(_publisher(etcd, prefix, t["name"])) for t in tables])
+    listed = [{**t, "publisher": p} for t, p in zip(tables, publishers, strict=True)]
+    quota = await quota_asked
     return {"prefix": prefix,
             "etcd": {"version": state.version, "revision": state.header.revision,
                      "db_size": state.db_size, "db_size_in_use": state.db_size_in_use,
