@@ -7,6 +7,11 @@
 // JSON editing and key-only browsing.
 import { validate } from "./lib/validate.js";
 import { diffLines } from "./lib/diff.js";
+import {
+  LocalError, base64ToBytes, bytesToBase64, compareKeys, describe,
+  formatBytes, hexToBytes, keyText, newUuid, nowNanoseconds, parseJson, parseKey, reviveBytes,
+  showJson, startsWith,
+} from "./lib/values.js";
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
@@ -33,28 +38,6 @@ window.explorer = state;
 
 // ---- bytes, keys and values ------------------------------------------------------------------
 
-const utf8 = new TextEncoder();
-
-function bytesToHex(bytes) {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
-
-function hexToBytes(text) {
-  const clean = text.replace(/\s+/g, "");
-  if (!/^([0-9a-fA-F]{2})*$/.test(clean)) throw new LocalError("invalid_key", `not hex: ${text}`);
-  return Uint8Array.from(clean.match(/../g) || [], (pair) => parseInt(pair, 16));
-}
-
-function bytesToBase64(bytes) {
-  let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary);
-}
-
-function base64ToBytes(text) {
-  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
-}
-
 // WAMP's JSON serializer carries bytes as "\0" + base64 (the convention Crossbar speaks).
 const wampJson = new autobahn.serializer.JSONSerializer(
   (key, value) => (value instanceof Uint8Array ? "\0" + bytesToBase64(value) : value),
@@ -62,103 +45,9 @@ const wampJson = new autobahn.serializer.JSONSerializer(
     ? base64ToBytes(value.slice(1)) : value),
 );
 
-// Values are shown and edited as JSON; bytes become {"$hex": ...} (and {"$base64": ...} is read).
-function showJson(value, indent) {
-  return JSON.stringify(value === undefined ? null : value,
-    (key, v) => (v instanceof Uint8Array ? { $hex: bytesToHex(v) } : v), indent);
-}
-
-// JSON.parse's complaint with the line and column it points at.
-function syntaxMessage(text, err) {
-  const at = /position (\d+)/.exec(err.message);
-  if (!at) return err.message;
-  const before = text.slice(0, Number(at[1])).split("\n");
-  return `${err.message.replace(/ in JSON at position \d+.*$/, "")} (line ${before.length}, ` +
-    `column ${before[before.length - 1].length + 1})`;
-}
-
-function reviveBytes(v) {
-  if (Array.isArray(v)) return v.map(reviveBytes);
-  if (v === null || typeof v !== "object") return v;
-  const names = Object.keys(v);
-  if (names.length === 1 && names[0] === "$hex" && typeof v.$hex === "string") return hexToBytes(v.$hex);
-  if (names.length === 1 && names[0] === "$base64" && typeof v.$base64 === "string") return base64ToBytes(v.$base64);
-  return Object.fromEntries(names.map((n) => [n, reviveBytes(v[n])]));
-}
-
-function parseJson(text) {
-  let parsed;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw new LocalError("invalid_value", `not JSON: ${syntaxMessage(text, err)}`);
-  }
-  return reviveBytes(parsed);
-}
-
-function keyText(key) {
-  return key instanceof Uint8Array ? bytesToHex(key) : String(key);
-}
-
-// A key typed by the user, in the table's wire form; the component checks the rest.
-function parseKey(text, kind) {
-  if (kind === "binary") return hexToBytes(text);
-  if (kind === "oid" || kind === "timestamp") {
-    const number = Number(text.trim());
-    if (text.trim() === "" || !Number.isInteger(number) || number < 0) {
-      throw new LocalError("invalid_key", `${kind} keys are integers, not ${JSON.stringify(text)}`);
-    }
-    return number;
-  }
-  return kind === "uuid" ? text.trim() : text;
-}
-
-function compareBytes(a, b) {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
-  return a.length - b.length;
-}
-
-// etcd orders rows by their key bytes: UTF-8 for strings (and canonical uuids), big-endian ints.
-function compareKeys(a, b) {
-  if (typeof a === "number" && typeof b === "number") return a - b;
-  const bytes = (k) => (k instanceof Uint8Array ? k : utf8.encode(String(k)));
-  return compareBytes(bytes(a), bytes(b));
-}
-
 // The order of this page's rows: etcd's key order, descending when the key column says so.
 function keyOrder(a, b) {
   return state.reverse ? compareKeys(b, a) : compareKeys(a, b);
-}
-
-function startsWith(key, prefix) {
-  if (key instanceof Uint8Array && prefix instanceof Uint8Array) {
-    return compareBytes(key.subarray(0, prefix.length), prefix) === 0;
-  }
-  return typeof key === "string" && typeof prefix === "string" && key.startsWith(prefix);
-}
-
-function newUuid() {
-  if (crypto.randomUUID) return crypto.randomUUID();
-  const b = crypto.getRandomValues(new Uint8Array(16));
-  b[6] = (b[6] & 0x0f) | 0x40;
-  b[8] = (b[8] & 0x3f) | 0x80;
-  const h = bytesToHex(b);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-}
-
-// Nanoseconds since the epoch that a JS number holds exactly (and prints as itself): whole
-// milliseconds, rounded down to a multiple of 4 so that ms * 1e6 fits a double's mantissa.
-function nowNanoseconds() {
-  return Math.floor(Date.now() / 4) * 4 * 1e6;
-}
-
-function formatBytes(n) {
-  if (n === null || n === undefined) return "—";
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
 function element(tag, props = {}, ...children) {
@@ -168,22 +57,6 @@ function element(tag, props = {}, ...children) {
 }
 
 // ---- errors ------------------------------------------------------------------------------------
-
-class LocalError extends Error {
-  constructor(kind, message) {
-    super(message);
-    this.error = `explorer.error.${kind}`;
-  }
-}
-
-// A WAMP error's URI and message (the component puts it in kwargs, the router in args[0]).
-function describe(err) {
-  if (err && typeof err.error === "string") {
-    const message = (err.kwargs && err.kwargs.message) || (err.args && err.args[0]) || err.message || "";
-    return { uri: err.error, message: String(message) };
-  }
-  return { uri: "explorer.error", message: String((err && err.message) || err) };
-}
 
 // One banner, always the latest error: a new one replaces the text, the URI and the count.
 function showError(err) {
