@@ -22,9 +22,10 @@ async def run_txn(client: Client, tables: dict[str, Table], ops: Any) -> int:
     compares: list[Any] = []
     writes: list[Op] = []
     # A txn touching an indexed table runs as one pmap transaction, index entries included.
+    indexed = {name for name, table in tables.items() if table.indexes}
     rows: list[RowWrite] | None = [] if any(
-        isinstance(spec, dict) and getattr(tables.get(spec.get("table")),  # type: ignore[arg-type]
-                                           "indexes", None) for spec in ops) else None
+        isinstance(spec, dict) and isinstance(spec.get("table"), str) and spec["table"] in indexed
+        for spec in ops) else None
     for i, spec in enumerate(ops):
         if not isinstance(spec, dict):
             raise ProcedureError("invalid_argument", f"ops[{i}] must be an object")

@@ -111,7 +111,7 @@ async def test_txn_is_all_or_nothing(node: CrossbarNode, etcd_direct: Client) ->
             await session.call("etcd.txn", [{"table": "nope", "op": "put", "key": "x"}])
         assert bad.value.error == "etcd.error.invalid_argument"
         status = await session.call("etcd.status")
-        assert [t["name"] for t in status["tables"]] == ["users", "settings"]
+        assert [t["name"] for t in status["tables"]] == ["users", "settings", "people"]
     finally:
         session.leave()
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -207,6 +208,16 @@ async def test_indexed_table_matches_an_in_memory_model(client: Client,
 
 # -- pmap programs and the index CLI ---------------------------------------------------------
 
+async def indexes_inline(raw: dict[str, Any], capsys: Any, command: str, **options: Any) -> Any:
+    """The CLI's work in this process (quicker than a subprocess): status and stdout."""
+    from component import indexes
+
+    status = await indexes.run(command, parse_settings(raw), reactor, options.get("table"),
+                               options.get("index"), options.get("page", 500),
+                               options.get("max_pages"))
+    return SimpleNamespace(returncode=status, stdout=capsys.readouterr().out)
+
+
 def indexes_cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "component.indexes", *args, "--config",
                            str(path)], capture_output=True, text=True, cwd=ROOT, timeout=120,
@@ -215,7 +226,7 @@ def indexes_cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 @inline
 async def test_pmap_writes_keep_indexes_and_the_cli_builds_and_checks(
-        client: Client, etcd: EtcdProcess, tmp_path: Path) -> None:
+        client: Client, etcd: EtcdProcess, tmp_path: Path, capsys: Any) -> None:
     raw = config([users_table()], etcd.url)
     scoped = Client(reactor, url=etcd.url, namespace=b"typed/")
     try:
@@ -233,15 +244,15 @@ async def test_pmap_writes_keep_indexes_and_the_cli_builds_and_checks(
         assert "users.by_email: 30 rows, 0 entries, 30 disagreements" in check.stdout
         assert check.stdout.count("missing: key") == 60
         # A build interrupted after two pages of 7 rows resumes where it stopped.
-        partial = await deferToThread(indexes_cli, path, "build", "--page", "7",
-                                      "--max-pages", "2", "--index", "by_email")
+        partial = await indexes_inline(raw, capsys, "build", page=7, max_pages=2,
+                                       index="by_email")
         assert partial.returncode == 3 and "stopped after 2 pages" in partial.stdout
-        check = await deferToThread(indexes_cli, path, "check", "--index", "by_email")
+        check = await indexes_inline(raw, capsys, "check", index="by_email")
         assert "30 rows, 14 entries, 16 disagreements" in check.stdout
         built = await deferToThread(indexes_cli, path, "build", "--page", "7")
         assert built.returncode == 0, built.stdout + built.stderr
         assert "users.by_email: built in" in built.stdout and "(resumed)" in built.stdout
-        check = await deferToThread(indexes_cli, path, "check")
+        check = await indexes_inline(raw, capsys, "check")
         assert check.returncode == 0, check.stdout
         assert "users.by_city: 30 rows, 30 entries, 0 disagreements" in check.stdout
 
@@ -262,7 +273,7 @@ async def test_pmap_writes_keep_indexes_and_the_cli_builds_and_checks(
                 await table.map.put(txn, uuid.UUID(keys[1]), {"name": "p", "email": "pmap@x"})
         # Two rows sharing a unique value: build refuses, naming both; check lists it.
         await before.put(keys[2], {"name": "dup", "email": "u3@x"})
-        check = await deferToThread(indexes_cli, path, "check", "--index", "by_email")
+        check = await indexes_inline(raw, capsys, "check", index="by_email")
         assert check.returncode == 1 and "duplicate: key" in check.stdout
         built = await deferToThread(indexes_cli, path, "build", "--index", "by_email")
         assert built.returncode == 1 and "both hold 'u3@x'" in built.stderr, built.stderr
@@ -283,6 +294,13 @@ async def test_history_on_both_etcd_versions(client: Client, etcd: EtcdProcess) 
         assert versions[1]["revision"] == first
         never = await table.history(str(uuid.uuid4()))
         assert never == {"versions": [], "compacted": False, "compact_revision": None}
+        # A live row's versions are read back until the compaction point, which is reported.
+        revs = [await table.put(key, {"name": f"v{n}", "email": "h@x"}) for n in range(5)]
+        await scoped.compact(revs[2], physical=True)
+        got = await table.history(key)
+        assert [v["revision"] for v in got["versions"]] == revs[:1:-1]
+        assert got["compacted"] is True and got["compact_revision"] == revs[2]
+        assert (await table.history(key, limit=3))["compacted"] is False
     finally:
         await scoped.close()
 

@@ -64,11 +64,16 @@ def typed_node(workdir: Path, etcd_url: str) -> CrossbarNode:
     """The repo's node with the typed tables above instead of the demo's."""
     node = CrossbarNode(workdir, etcd_url)
     node.extra["tables"] = typed_tables(workdir)
+    write_node_config(node)
+    return node
+
+
+def write_node_config(node: CrossbarNode) -> None:
+    """Store ``node.extra`` (changed after construction) in the node's config.json."""
     config_path = node.cbdir / "config.json"
     config = json.loads(config_path.read_text())
     config["workers"][1]["components"][0]["extra"] = node.extra
     config_path.write_text(json.dumps(config, indent=2))
-    return node
 
 
 def write_config(node: CrossbarNode) -> Path:
