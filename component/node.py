@@ -18,6 +18,8 @@ from pathlib import Path
 
 from txetcd.embedded import EtcdProcess, NotOurEtcd, find_etcd, stop_group
 
+from .localsocket import private_dir
+
 ROOT = Path(__file__).resolve().parent.parent
 CBDIR = ROOT / "crossbar-config" / ".crossbar"
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config_path = data / "crossbar-config.json"
     config_path.write_text(json.dumps(node_config(endpoints, args.web_port), indent=2))
+    private_dir(CBDIR)  # the local socket's directory, before Crossbar listens in it
     crossbar = Path(sys.executable).with_name("crossbar")
     log_path = data / "crossbar.log"
     log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; a fresh log per run

@@ -174,7 +174,7 @@ async def test_reader_reads_every_table_and_writes_nothing(node: CrossbarNode,
 
 def test_config_errors_name_the_field(node: CrossbarNode) -> None:
     good = node.extra
-    assert [t.name for t in parse_settings(good).tables] == ["users", "settings"]
+    assert [t.name for t in parse_settings(good).tables] == ["users", "settings", "people"]
     assert parse_settings({**good, "position_interval": 2}).position_interval == 2.0
     bad = [
         ({**good, "tables": [{"name": "x", "slot": 1, "key": "uuid", "value": "pickle"}]},
