@@ -28,6 +28,7 @@ from .config import Settings, parse_settings
 from .events import EventRelay
 from .limits import Limits
 from .serializer import decode_deep
+from .store import store_status
 from .subscriptions import CancelSafeSubscriptions
 from .tables import connect, open_tables
 
@@ -128,13 +129,14 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         return await run_txn(self.etcd, self.tables, ops)
 
     async def status(self) -> dict[str, Any]:
-        state = await self.etcd.status()
-        return {"prefix": self.settings.prefix, "session": self.session_id,
-                "etcd": {"version": state.version, "revision": state.header.revision},
-                "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
-                            **{k: v for k, v in self.tables[t.name].description().items()
-                               if k in ("schema", "flatbuffers", "indexes")}}
-                           for t in self.settings.tables]}
+        status = await store_status(
+            self.etcd, self.settings.prefix,
+            [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
+              **{k: v for k, v in self.tables[t.name].description().items()
+                 if k in ("schema", "flatbuffers", "indexes")}}
+             for t in self.settings.tables])
+        # Which session serves: a caller can tell the component was never replaced.
+        return {**status, "session": self.session_id}
 
     def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Pass the caller's progress callback (if it asked for progressive results) to scan,
