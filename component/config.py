@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from procedures.payload import DEFAULT_MAX_DEPTH, MAX_DEPTH
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
 from .limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
@@ -73,6 +74,8 @@ class TableSettings:
     schema: dict[str, Any] | None = None  # JSON Schema 2020-12 of json/cbor values
     flatbuffers: FlatBuffersSettings | None = None
     indexes: tuple[IndexSettings, ...] = ()
+    # Containers a stored value may nest (see procedures.payload): deeper puts are refused.
+    max_depth: int = DEFAULT_MAX_DEPTH
 
 
 @dataclass(frozen=True)
@@ -150,7 +153,7 @@ def parse_settings(raw: Any) -> Settings:
         where = f"tables[{i}]"
         _expect(table, dict, where)
         _reject_unknown(table, {"name", "slot", "key", "value", "schema", "flatbuffers",
-                                "indexes"}, where)
+                                "indexes", "max_depth"}, where)
         name = _uri_part(table.get("name"), f"{where}.name")
         slot = _expect(table.get("slot"), int, f"{where}.slot")
         if not 1 <= slot < RESERVED_SLOT:
@@ -172,10 +175,14 @@ def parse_settings(raw: Any) -> Settings:
                 raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
             if other.slot == slot:
                 raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
+        depth = _expect(table.get("max_depth", DEFAULT_MAX_DEPTH), int, f"{where}.max_depth")
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ConfigError(f"{where}.max_depth", f"must be 1..{MAX_DEPTH} (what every WAMP "
+                                                    f"serializer carries), not {depth}")
         from .typed_config import parse_typing  # it raises our ConfigError
 
         typed = parse_typing(table, where, name, value, raw.get("cbdir"))
-        tables.append(TableSettings(name, slot, key, value, **typed))
+        tables.append(TableSettings(name, slot, key, value, max_depth=depth, **typed))
     from .typed_config import check_index_slots
 
     check_index_slots(tables)

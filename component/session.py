@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession, Session
-from autobahn.wamp.types import RegisterOptions
+from autobahn.wamp.types import CallDetails, RegisterOptions
 from twisted.internet import defer, reactor
 
+from procedures.arguments import check_call
 from procedures.errors import ProcedureError, to_application_error
 from procedures.table import Table
 from procedures.txn import run_txn
@@ -26,6 +27,7 @@ from txetcd import Client
 from .config import Settings, parse_settings
 from .events import EventRelay
 from .limits import Limits
+from .serializer import decode_deep
 from .store import store_status
 from .subscriptions import CancelSafeSubscriptions
 from .tables import connect, open_tables
@@ -53,6 +55,10 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
     tables: dict[str, Table]
     events: EventRelay
     limits: Limits
+
+    def onOpen(self, transport: Any) -> None:  # noqa: N802 - autobahn API
+        decode_deep(transport)  # before the first message: see component.serializer
+        super().onOpen(transport)
 
     async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
         self.settings = parse_settings(self.config.extra or {})
@@ -123,12 +129,14 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         return await run_txn(self.etcd, self.tables, ops)
 
     async def status(self) -> dict[str, Any]:
-        return await store_status(
+        status = await store_status(
             self.etcd, self.settings.prefix,
             [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
               **{k: v for k, v in self.tables[t.name].description().items()
                  if k in ("schema", "flatbuffers", "indexes")}}
              for t in self.settings.tables])
+        # Which session serves: a caller can tell the component was never replaced.
+        return {**status, "session": self.session_id}
 
     def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Pass the caller's progress callback (if it asked for progressive results) to scan,
@@ -143,20 +151,23 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         return call
 
     def procedure(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-        """Wrap a handler: arguments are checked against its signature, typed errors become
+        """Wrap a handler: arguments are checked against its signature and the payload policy
+        (``procedures.arguments``), typed errors become
         ``<prefix>.error.*`` ApplicationErrors, and the returned Deferred stays cancellable (a
         cancelled call stops its etcd work)."""
         prefix = self.settings.prefix
         signature = inspect.signature(handler)
 
         def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            # autobahn passes CallDetails as ``details`` where registered with details_arg.
+            details = kwargs.pop("details", None) if isinstance(kwargs.get("details"),
+                                                                 CallDetails) else None
             try:
-                if "progress" in kwargs:
-                    raise TypeError("unexpected keyword argument 'progress'")
-                signature.bind(*args, **{k: v for k, v in kwargs.items() if k != "details"})
-            except TypeError as exc:
-                error = ProcedureError("invalid_argument", f"bad arguments: {exc}")
+                check_call(signature, args, kwargs)
+            except ProcedureError as error:
                 return defer.fail(to_application_error(prefix, error))
+            if details is not None:
+                kwargs["details"] = details
 
             async def run() -> Any:
                 try:

@@ -26,7 +26,7 @@ def open_table(settings: TableSettings, client: Client) -> Table:
     codec = value_codec(settings.value, settings.schema,
                         None if fbs is None else (fbs.bfbs, fbs.root_type))
     return Table(settings.name, settings.slot, settings.key, settings.value, client, codec,
-                 settings.indexes)
+                 settings.indexes, settings.max_depth)
 
 
 def open_tables(settings: Settings, client: Client) -> dict[str, Table]:

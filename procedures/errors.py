@@ -21,7 +21,8 @@ from txetcd import (
 __all__ = ["ProcedureError", "KINDS", "ETCD_ERRORS", "to_application_error"]
 
 KINDS = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict",
-         "unavailable", "forbidden", "busy", "no_space")
+         "unavailable", "forbidden", "busy", "no_space",
+         "corrupt_row")
 
 # What an operator does about etcd's NOSPACE alarm; writes are refused until it is disarmed.
 NO_SPACE_ADVICE = ("etcd's storage quota is full (NOSPACE alarm): nothing can be written until "

@@ -3,6 +3,11 @@
 A table's rows live at ``<namespace><slot uint16 big-endian><encoded key>``, the layout of
 ``txetcd.pmap``, so a WAMP client and a pmap program see the same rows. Arguments are checked
 before etcd is touched, so a refused call writes nothing.
+
+A stored row the table cannot decode or deliver (written by another program: bad JSON, a short
+uuid key, invalid UTF-8, a NUL-led string) never breaks a call: ``get`` refuses it with
+``corrupt_row`` naming the key, and ``scan`` yields a marker ``{"corrupt_row": <key bytes as
+hex, after the table's slot>, "error": <why>}`` in its place and goes on. ``count`` counts it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from .errors import ProcedureError
 from .flatbuf import FlatBuffersSchema
 from .history import history
 from .indexes import IndexSpec, RowWrite, TableIndex, write_rows
-from .wire import KeyWire, ValueWire
+from .payload import DEFAULT_MAX_DEPTH
+from .wire import CorruptRow, KeyWire, ValueWire
 
 __all__ = ["Table", "SCAN_CHUNK"]
 
@@ -49,12 +55,12 @@ class Table:
 
     def __init__(self, name: str, slot: int, key_kind: str, value_kind: str,
                  client: Client, values: ValueCodec[Any] | None = None,
-                 indexes: Sequence[IndexSpec] = ()) -> None:
+                 indexes: Sequence[IndexSpec] = (), max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.name = name
         self.slot = slot
         self.prefix = struct.pack(">H", slot)
         self.keys = KeyWire(key_kind)
-        self.values = ValueWire(value_kind, values)
+        self.values = ValueWire(value_kind, values, max_depth)
         self.client = client
         # The same rows as a pmap map: indexed tables write through it (index upkeep), and a
         # pmap program that opens it shares the schema and the index entries.
@@ -111,7 +117,11 @@ class Table:
         if not found.kvs:
             return None
         kv = found.kvs[0]
-        value = self.values.decode(kv.value)
+        try:
+            value = self.values.decode(kv.value)
+        except CorruptRow as exc:
+            raise ProcedureError("corrupt_row", f"{self.name}: the row at key {key!r:.80} "
+                                                f"cannot be read: {exc}") from None
         if not with_meta:
             return value
         return {"value": value, "revision": kv.mod_revision, "version": kv.version,
@@ -209,9 +219,9 @@ class Table:
             seen += 1
             if seen > limit:
                 break
-            key = self.wire_key(kv.key)
-            last_key = key
-            row = key if only_keys else [key, self.values.decode(kv.value)]
+            row = self.row(kv.key, None if only_keys else kv.value)
+            if not isinstance(row, dict):
+                last_key = row if only_keys else row[0]
             if progress is None:
                 rows.append(row)
                 continue
@@ -225,6 +235,14 @@ class Table:
             return rows
         more = seen > limit
         return {"rows": rows, "last": not more, "next_after": last_key if more else None}
+
+    def row(self, etcd_key: bytes, data: bytes | None) -> Any:
+        """A scan row: the key (``data`` None), ``[key, value]``, or a corrupt-row marker."""
+        try:
+            key = self.wire_key(etcd_key)
+            return key if data is None else [key, self.values.decode(data)]
+        except CorruptRow as exc:
+            return {"corrupt_row": etcd_key[len(self.prefix):].hex(), "error": str(exc)}
 
     async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
         return (await self.client.get(self.bounds(from_key, to_key, prefix),

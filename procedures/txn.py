@@ -33,9 +33,10 @@ async def run_txn(client: Client, tables: dict[str, Table], ops: Any) -> int:
         if unknown:
             raise ProcedureError("invalid_argument", f"ops[{i}] has unknown fields "
                                                      f"{sorted(unknown)}")
-        table = tables.get(spec.get("table"))  # type: ignore[arg-type]
+        name = spec.get("table")
+        table = tables.get(name) if isinstance(name, str) else None
         if table is None:
-            raise ProcedureError("invalid_argument", f"ops[{i}].table {spec.get('table')!r} "
+            raise ProcedureError("invalid_argument", f"ops[{i}].table {name!r:.80} "
                                                      f"is not one of {sorted(tables)}")
         kind = spec.get("op")
         if rows is not None and kind in ("put", "delete", "check"):

@@ -3,7 +3,9 @@
 On the wire a uuid key is its canonical string, an oid an int, a string a str, binary bytes and
 a timestamp an int of nanoseconds; json and cbor values are native payloads, binary and
 flatbuffers values are bytes. Anything else is refused with ``invalid_key``/``invalid_value``
-before etcd is touched.
+before etcd is touched, and so is anything outside the payload policy (``procedures.payload``):
+a table stores only what every serializer can deliver. A stored row outside it (written by
+another program) decodes to ``CorruptRow``.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from typing import Any
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
 
 from .errors import ProcedureError
+from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
 from .schema import SchemaViolation
 
-__all__ = ["KeyWire", "ValueWire"]
+__all__ = ["KeyWire", "ValueWire", "CorruptRow"]
+
+
+class CorruptRow(ValueError):
+    """Stored bytes that the table cannot decode, or that not every serializer can carry."""
 
 
 def _uuid_from_wire(text: Any) -> uuid.UUID:
@@ -50,6 +57,10 @@ class KeyWire:
 
     def to_codec(self, key: Any, what: str = "key", kind: str = "invalid_key") -> Any:
         """The key as its codec takes it (a uuid string becomes a UUID), checked."""
+        found = problem(key, 0)
+        if found is not None:
+            raise ProcedureError("too_large" if found.too_large else kind,
+                                 f"{what} is not a valid {self.kind} key: {found}")
         try:
             native = _TO_CODEC.get(self.kind, lambda k: k)(key)
             self.codec.encode(native)
@@ -68,14 +79,29 @@ class KeyWire:
         return self.encode(prefix, "prefix") if prefix != "" and prefix != b"" else b""
 
     def decode(self, data: bytes) -> Any:
-        return self.from_codec(self.codec.decode(data))
+        return _deliverable(data, lambda: self.from_codec(self.codec.decode(data)), 0,
+                            f"{self.kind} key")
+
+
+def _deliverable(data: bytes, decode: Callable[[], Any], max_depth: int, what: str) -> Any:
+    """The decoded row, or ``CorruptRow`` if it does not decode or breaks the payload policy."""
+    try:
+        decoded = decode()
+    except (TypeError, ValueError) as exc:
+        raise CorruptRow(f"{data[:40]!r} is not a {what}: {exc}") from None
+    found = problem(decoded, max_depth, int_max=UINT64_MAX)
+    if found is not None:
+        raise CorruptRow(f"stored {what} cannot be delivered: {found}")
+    return decoded
 
 
 class ValueWire:
     """Converts a table's values between WAMP payloads and stored bytes."""
 
-    def __init__(self, kind: str, codec: ValueCodec[Any] | None = None) -> None:
+    def __init__(self, kind: str, codec: ValueCodec[Any] | None = None,
+                 max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.kind = kind
+        self.max_depth = max_depth
         # flatbuffers without a schema travel as the serialized bytes; with one, the codec
         # (procedures.schema.value_codec) takes and gives maps.
         codec_kind = "binary" if kind == "flatbuffers" else kind
@@ -85,6 +111,10 @@ class ValueWire:
         return _TO_CODEC.get(self.kind, lambda v: v)(value)
 
     def encode(self, value: Any) -> bytes:
+        found = problem(value, self.max_depth)
+        if found is not None:
+            raise ProcedureError("too_large" if found.too_large else "invalid_value",
+                                 f"value is not a valid {self.kind} value: {found}")
         try:
             return self.codec.encode(self.to_codec(value))
         except SchemaViolation as exc:
@@ -95,4 +125,5 @@ class ValueWire:
                                                   f"{self.kind} value: {exc}") from None
 
     def decode(self, data: bytes) -> Any:
-        return _FROM_CODEC.get(self.kind, lambda v: v)(self.codec.decode(data))
+        return _deliverable(data, lambda: _FROM_CODEC.get(self.kind, lambda v: v)(
+            self.codec.decode(data)), self.max_depth, f"{self.kind} value")
