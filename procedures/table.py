@@ -130,11 +130,13 @@ class Table:
 
     async def scan(self, from_key: Any = None, to_key: Any = None, prefix: Any = None,
                    limit: Any = 1000, reverse: Any = False, keys_only: Any = False,
+                   revision: Any = None,
                    progress: Callable[[list[Any]], None] | None = None) -> list[Any]:
         """Rows in key order as ``[key, value]`` (or keys); chunks go to ``progress`` if given.
 
         With progress the final result is an empty list: every row was already delivered.
-        Cancelling the call stops paging through etcd.
+        ``revision`` reads the table as it was then (several calls, one snapshot: how
+        ``etcd-wamp export`` pages). Cancelling the call stops paging through etcd.
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
                 MAX_SCAN_LIMIT:
@@ -142,12 +144,13 @@ class Table:
                                  f"limit must be an int from 1 to {MAX_SCAN_LIMIT}, not {limit!r}")
         backwards = _flag(reverse, "reverse")
         only_keys = _flag(keys_only, "keys_only")
+        at_revision = _revision_arg(revision, "revision") or None
         keys = self.bounds(from_key, to_key, prefix)
         rows: list[Any] = []
         chunk: list[Any] = []
         async for kv in self.client.scan(keys, page_size=min(limit, SCAN_PAGE), limit=limit,
                                          reverse=backwards, keys_only=only_keys,
-                                         page_bytes=SCAN_PAGE_BYTES):
+                                         revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
             key = self.wire_key(kv.key)
             row = key if only_keys else [key, self.values.decode(kv.value)]
             if progress is None:
