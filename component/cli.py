@@ -52,10 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--node", default=_env("ETCD_WAMP_NODE_DIR", None), metavar="DIR",
                      help="a node dir from `etcd-wamp init` (default: the packaged demo node)")
 
-    component = commands.add_parser("component", add_help=False,
+    commands.add_parser("component", add_help=False,
                                     help="the component standalone (see `etcd-wamp component "
                                          "--help`)")
-    component.add_argument("args", nargs=argparse.REMAINDER)
 
     init = commands.add_parser("init", help="write a node dir: .crossbar/config.json, web/ and "
                                             "a commented tables.json")
@@ -107,6 +106,10 @@ def _client_options(sub: argparse.ArgumentParser) -> None:
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="a progress bar on stderr (default: only on a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
 
 
 def _fail(command: str, message: str, code: int = 1) -> int:
@@ -199,7 +202,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             else:
                 out.flush()
             session.leave()
-        print(f"exported {count} rows of {args.table}", file=sys.stderr)
+        print(f"exported {_rows(count)} of {args.table}", file=sys.stderr)
         return 0
 
     return _react("export", body)
@@ -232,7 +235,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 source.close()
             session.leave()
         resumed = f" (resumed after line {report.skipped_lines})" if report.skipped_lines else ""
-        print(f"imported {report.imported} rows into {args.table}{resumed}; "
+        print(f"imported {_rows(report.imported)} into {args.table}{resumed}; "
               f"{len(report.refused)} refused", file=sys.stderr)
         return 1 if report.refused else 0
 
@@ -273,11 +276,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    if args.command == "component":
+    if argv[:1] == ["component"]:  # all its options are the component's own
         from .__main__ import main as component_main
 
-        return component_main(args.args)
+        return component_main(argv[1:])
+    args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "init": cmd_init, "export": cmd_export, "import": cmd_import,
                 "status": cmd_status}
     return handlers[args.command](args)

@@ -35,6 +35,7 @@ __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_con
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The packaged node dir (a symlink to crossbar-config/ in the repo, copied into the wheel).
 NODE_FILES = Path(__file__).resolve().parent / "node_files"
+CROSSBAR_MAIN = "import sys, crossbar; sys.exit(crossbar.run())"
 BOOTED = "NODE_BOOT_COMPLETE"
 READY = "etcd component ready"
 
@@ -162,13 +163,14 @@ def run(options: NodeOptions, out: Any = None) -> int:
     try:
         config_path = cbdir / "config.json"
         config_path.write_text(json.dumps(node_config(options, endpoints), indent=2))
-        crossbar = Path(sys.executable).with_name("crossbar")
         log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; a fresh log per run
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        node = subprocess.Popen([str(crossbar), "start", "--cbdir", str(cbdir), "--config",
-                                 str(config_path), "--color", "false"], stdout=log, stderr=log,
-                                env=env, start_new_session=True)
+        # Crossbar run by this interpreter (not a `crossbar` script found somewhere), so its
+        # workers import the component from the same installation as this command.
+        node = subprocess.Popen([sys.executable, "-c", CROSSBAR_MAIN, "start", "--cbdir",
+                                 str(cbdir), "--config", str(config_path), "--color", "false"],
+                                stdout=log, stderr=log, env=env, start_new_session=True)
         log.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _: stopping.append(signum))

@@ -59,7 +59,8 @@ class Progress:
                                        TextColumn, TimeRemainingColumn)
 
             self.bar = Bar(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                           TimeRemainingColumn(), console=Console(stderr=True))
+                           TimeRemainingColumn(), console=Console(stderr=True),
+                           transient=True)  # gone when done: the summary line stays
             self.task = self.bar.add_task(what, total=total or None)
             self.bar.start()
 
