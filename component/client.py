@@ -88,8 +88,12 @@ async def connect(reactor: Any, options: ClientOptions) -> Any:
                                          f"{failure.getErrorMessage()}"))
 
     component.start(reactor).addErrback(_failed)
-    timer = reactor.callLater(JOIN_TIMEOUT, lambda: joined.called or joined.errback(
-        ConnectFailed(f"no answer from {options.router} within {JOIN_TIMEOUT:.0f} s")))
+    def _timeout() -> None:
+        if not joined.called:
+            joined.errback(ConnectFailed(f"no answer from {options.router} within "
+                                         f"{JOIN_TIMEOUT:.0f} s"))
+
+    timer = reactor.callLater(JOIN_TIMEOUT, _timeout)
     try:
         return await joined
     finally:

@@ -25,7 +25,8 @@ def quick_start() -> list[tuple[str, str]]:
     section = text[text.index("## Quick start"):]
     section = section[:section.index("\n## ", 5)]
     blocks = re.findall(r"```(\w+)\n(.*?)```", section, flags=re.S)
-    return [(code, shown) for (kind, code), (next_kind, shown) in zip(blocks, blocks[1:])
+    return [(code, shown) for (kind, code), (next_kind, shown) in zip(blocks, blocks[1:],
+                                                                       strict=False)
             if kind == "sh" and next_kind == "text"]
 
 
