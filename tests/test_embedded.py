@@ -1,0 +1,107 @@
+"""The etcd a fixture or ``make run`` starts is the etcd it then talks to, or nothing is.
+
+Tests delete whole prefixes: pointed at somebody else's etcd they would destroy data. These
+tests put a foreign server on the port first and check that starting fails loudly.
+"""
+
+from __future__ import annotations
+
+import http.server
+import subprocess
+import sys
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from txetcd.embedded import (
+    BUGGY_VERSIONS,
+    BuggyEtcdWarning,
+    EtcdProcess,
+    NotOurEtcd,
+    binary_version,
+    find_etcd,
+    free_port,
+)
+
+from .wamp import ROOT
+
+
+@pytest.fixture
+def foreign_etcd(etcd_binary: Path) -> Iterator[EtcdProcess]:
+    """An etcd this test did not mean to use: somebody else's, already on its port."""
+    with EtcdProcess(etcd_binary, name="somebody-else") as server:
+        yield server
+
+
+def test_a_foreign_etcd_on_the_port_fails_the_start(etcd_binary: Path,
+                                                    foreign_etcd: EtcdProcess) -> None:
+    ours = EtcdProcess(etcd_binary, client_port=foreign_etcd.client_port)
+    try:
+        with pytest.raises(NotOurEtcd, match="already in use"):
+            ours.start()
+    finally:
+        ours.cleanup()
+    # Nothing of ours was written there: the foreign member is untouched and still serving.
+    assert foreign_etcd.status()["revision"] == 1
+
+
+class _FakeHealth(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        body = b'{"health":"true"}'
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_anything_answering_health_on_the_port_fails_the_start(etcd_binary: Path) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", free_port()), _FakeHealth)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ours = EtcdProcess(etcd_binary, client_port=server.server_address[1])
+    try:
+        with pytest.raises(NotOurEtcd):
+            ours.start()
+    finally:
+        ours.cleanup()
+        server.shutdown()
+
+
+def test_a_member_answering_for_another_is_detected(etcd_binary: Path,
+                                                   foreign_etcd: EtcdProcess) -> None:
+    """The race the port check cannot close: ours runs, yet another process answers."""
+    with EtcdProcess(etcd_binary) as ours:
+        ours.verify_ours()  # the real member passes
+        ours.client_port = foreign_etcd.client_port  # as if another server took over its URL
+        with pytest.raises(NotOurEtcd, match="another process"):
+            ours.verify_ours()
+
+
+def test_the_default_etcd_35_is_a_maintained_release() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BuggyEtcdWarning)
+        version = binary_version(find_etcd("3.5"))
+    assert version not in BUGGY_VERSIONS
+    assert tuple(int(x) for x in version.split(".")) >= (3, 5, 5)  # etcd-io/etcd#14110 fixed
+
+
+def test_the_buggy_fallback_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ETCD_WAMP_ETCD_DIR", str(tmp_path))  # no fetched builds
+    with pytest.warns(BuggyEtcdWarning, match="data inconsistency"):
+        binary = find_etcd("3.5")
+    assert binary_version(binary) in BUGGY_VERSIONS
+
+
+def test_make_run_refuses_a_busy_etcd_port(tmp_path: Path, foreign_etcd: EtcdProcess) -> None:
+    run = subprocess.run([sys.executable, "-m", "component.node", "--data-dir", str(tmp_path),
+                          "--web-port", str(free_port()), "--etcd-port",
+                          str(foreign_etcd.client_port)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0
+    assert "already in use" in run.stderr
+    assert "explorer" not in run.stdout  # the node was never started on the foreign etcd
