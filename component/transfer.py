@@ -8,11 +8,12 @@ written meanwhile are not mixed in. If etcd compacts R away mid-export, the expo
 rather than return a mix.
 
 Import writes in ``<prefix>.txn`` batches within etcd's limits (``MAX_OPS`` ops, about
-``MAX_BATCH_BYTES`` of keys and values, each key once). Rows the table cannot encode are
-checked with the component's own codecs before sending, and rows the component refuses are
-found by splitting the batch; both are reported with their line numbers and skipped. After
-each committed batch the number of the last line it covered goes to a position file, so
-``--resume`` continues after it (a batch applied twice writes the same values again).
+``MAX_BATCH_BYTES`` of keys and values, each key once), ``IN_FLIGHT`` at a time. Rows the
+table cannot encode are checked with the component's own codecs before sending, and rows the
+component refuses are found by splitting the batch; both are reported with their line numbers
+and skipped. After each committed batch (and all before it) the number of the last line it
+covered goes to a position file, so ``--resume`` continues after it (a batch applied twice
+writes the same values again).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import IO, Any
 
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions
+from twisted.internet import defer
 
 from procedures.errors import ProcedureError
 from procedures.wire import KeyWire, ValueWire
@@ -39,6 +41,7 @@ __all__ = ["MAX_OPS", "MAX_BATCH_BYTES", "EXPORT_PAGE", "TransferError", "Progre
 MAX_OPS = 128  # etcd's default --max-txn-ops
 MAX_BATCH_BYTES = 1 << 20  # keys + values per txn; etcd takes 1.5 MiB requests, JSON adds some
 EXPORT_PAGE = 10_000  # rows per scan call (the component allows up to 100,000)
+IN_FLIGHT = 4  # import txns sent and not yet answered
 _REFUSED = ("invalid_key", "invalid_value", "invalid_argument", "too_large")
 
 
@@ -168,13 +171,30 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
         if on_refused is not None:
             on_refused(line, why)
 
+    # Up to IN_FLIGHT txns at once, settled in order: the position only ever names a line
+    # before which every batch is committed. A batch that writes a key of one in flight waits
+    # for them, so a later line always wins.
+    in_flight: list[tuple[defer.Deferred[int], set[bytes], int]] = []
+
+    async def settle_oldest() -> None:
+        done, _, line = in_flight.pop(0)
+        report.imported += await done
+        mark.write(line)
+
     async def flush() -> None:
         nonlocal batch, batch_keys, batch_bytes
+        if any(batch_keys & keys_in_flight for _, keys_in_flight, _ in in_flight):
+            while in_flight:
+                await settle_oldest()
         if batch:
-            report.imported += await _commit(session, prefix, table, batch, refuse)
+            done = defer.ensureDeferred(_commit(session, prefix, table, batch, refuse))
             if bar is not None:
-                bar.advance(len(batch))
-        mark.write(last_line)
+                done.addCallback(_advance, bar, len(batch))
+            in_flight.append((done, batch_keys, last_line))
+        while len(in_flight) >= IN_FLIGHT or (in_flight and not batch):
+            await settle_oldest()
+        if not batch:
+            mark.write(last_line)
         batch, batch_keys, batch_bytes = [], set(), 0
 
     try:
@@ -207,10 +227,18 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
             batch_bytes += size
             last_line = number
         await flush()
+        await flush()  # the last batch settled, the position at the last line
     finally:
+        for done, _, _ in in_flight:  # after a failure: let the others end, quietly
+            done.addErrback(lambda _: None)
         if bar is not None:
             bar.close()
     return report
+
+
+def _advance(written: int, bar: Progress, rows: int) -> int:
+    bar.advance(rows)
+    return written
 
 
 def _header(text: str) -> Header | None:

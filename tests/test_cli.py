@@ -447,3 +447,16 @@ def test_wheel_install_runs_from_any_directory(tmp_path: Path) -> None:
         assert str(root) not in config and site in config
     finally:
         assert node.stop().rstrip().endswith("stopped")
+
+
+def test_a_bad_tables_json_fails_the_start_naming_the_field(tmp_path: Path) -> None:
+    node_dir = tmp_path / "node"
+    assert cli("init", str(node_dir)).returncode == 0
+    config = json.loads((node_dir / "tables.json").read_text())
+    config["tables"][1]["value"] = "pickle"
+    (node_dir / "tables.json").write_text(json.dumps(config))
+    done = cli("run", "--port", str(free_port()), "--etcd", "http://127.0.0.1:9",
+               "--node", str(node_dir), "--data-dir", str(tmp_path / "data"), timeout=60)
+    assert done.returncode == 1
+    assert f"{node_dir}/tables.json: config field tables[1].value: pickle tables are never " \
+           "exposed" in done.stderr, done.stderr
