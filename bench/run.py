@@ -42,17 +42,24 @@ def venv_python(client: str) -> Path:
     return VENVS / client / "bin" / "python"
 
 
-def ensure_venvs() -> None:
-    for name, requirements in PEERS.items():
-        stamp = VENVS / name / ".installed"
-        if stamp.exists() and stamp.read_text() == repr(requirements):
-            continue
+def ensure_venv(name: str) -> Path:
+    """The python of peer ``name``'s venv, made (once) under the git-ignored ``bench/.venvs/``;
+    the tests use it too (txaioetcd's, for data written by txaioetcd itself)."""
+    requirements = PEERS[name]
+    stamp = VENVS / name / ".installed"
+    if not (stamp.exists() and stamp.read_text() == repr(requirements)):
         print(f"installing {name} into {VENVS / name} ...", flush=True)
         base = getattr(sys, "_base_executable", sys.executable)
         subprocess.run([base, "-m", "venv", str(VENVS / name)], check=True)
         subprocess.run([str(venv_python(name)), "-m", "pip", "install", "-q", *requirements],
                        check=True)
         stamp.write_text(repr(requirements))
+    return venv_python(name)
+
+
+def ensure_venvs() -> None:
+    for name in PEERS:
+        ensure_venv(name)
 
 
 def run_one(client: str, url: str, op: str, inflight: int, seconds: float) -> float:

@@ -73,7 +73,7 @@ async def test_stalled_process_knows_its_lease_is_gone_before_timers_run(client:
     """After a stall longer than the TTL (a paused process, a blocked reactor), ``alive`` is
     false at once, before the deadline timer had a chance to run: a lease-guarded action taken
     in the first callback after the stall must not trust the lease."""
-    lease = await client.lease(2)
+    lease = await client.lease(2, keepalive=True)
     assert lease.alive
     time.sleep(2.2)  # the reactor stalls: no keepalive, no timer
     assert not lease.alive
@@ -86,7 +86,7 @@ async def test_lease_expired_during_outage_is_reported_lost(etcd_binary) -> None
     with EtcdProcess(etcd_binary) as server:
         client = Client(reactor, url=server.url, timeout=2.0)
         reasons: list[Exception] = []
-        lease = await client.lease(2, on_lost=reasons.append)
+        lease = await client.lease(2, keepalive=True, on_lost=reasons.append)
         await client.set(b"k", b"v", lease=lease)
         # A pause shorter than the TTL is bridged by retrying keepalives.
         server.pause()
@@ -114,7 +114,7 @@ async def test_lease_expired_during_outage_is_reported_lost(etcd_binary) -> None
 
 @inline
 async def test_keepalive_notices_a_lease_revoked_elsewhere(client: Client) -> None:
-    lease = await client.lease(2)
+    lease = await client.lease(2, keepalive=True)
     await client.lease_revoke(lease.lease_id)  # as another process would
     reason = await lease.lost  # the next keepalive (within ~TTL/3) learns that it is gone
     assert type(reason) is LeaseExpired and lease.lost_reason is reason
@@ -194,7 +194,7 @@ async def test_client_close_stops_watches_and_keepalives(etcd: EtcdProcess) -> N
     client = Client(reactor, url=etcd.url)
     observer = Client(reactor, url=etcd.url)
     try:
-        lease = await client.lease(2)
+        lease = await client.lease(2, keepalive=True)
         await client.set(b"closing/k", b"v", lease=lease)
         watch = client.watch(KeySet(b"closing/", prefix=True), lambda event: None)
         await watch.when_started()

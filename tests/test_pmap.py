@@ -154,9 +154,14 @@ def test_every_txaioetcd_map_name_exists() -> None:
             getattr(pmap, name)(3)
         table = getattr(pmap, name)(3, build=lambda obj, builder: 0, cast=lambda buf: buf)
         assert table.value_codec.name == "flatbuffers"
-    assert pmap.MapUuidStringUuid(1).key_codec.encode((uid(1), "x")) == uid(1).bytes + b"x\0\0"
+    # txaioetcd's layout (the string unterminated); the terminated one reads too.
+    codec = pmap.MapUuidStringUuid(1).key_codec
+    assert codec.encode((uid(1), "x")) == uid(1).bytes + b"x"
+    assert codec.decode(uid(1).bytes + b"x\0\0") == codec.decode(uid(1).bytes + b"x")
+    zipped = pmap.MapUuidCbor(1, compress=pmap.COMPRESS_ZLIB).value_codec
+    assert zipped.decode(zipped.encode({"a": 1})) == {"a": 1}
     with pytest.raises(ValueError):
-        pmap.MapUuidCbor(1, compress=1)
+        pmap.MapUuidCbor(1, compress=pmap.COMPRESS_SNAPPY)
     for bad in (0, 65536, -1):
         with pytest.raises(ValueError):
             MapUuidCbor(bad)

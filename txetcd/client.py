@@ -19,7 +19,7 @@ from . import lease as _lease
 from .batch import BATCHABLE, Batcher
 from .concurrency import DEFAULT_SESSION_TTL, Election, Lock
 from .errors import EtcdError, Failed, FutureRevision, RequestTooLarge, TooManyOps
-from .lease import Lease, LeaseGrant, LeaseInfo
+from .lease import Acquiring, Lease, LeaseGrant, LeaseInfo
 from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, _int_arg, as_keyset
 from .transport import TLSConfig, Transport
 from .types import (
@@ -114,6 +114,7 @@ class Client:
     def _check_txn(self, txn: Transaction) -> None:
         if not isinstance(txn, Transaction):
             raise TypeError(f"txn must be a Transaction, not {type(txn).__name__}")
+        txn.check_leases()
         ops = txn.max_branch()
         if ops > self.max_txn_ops:
             raise TooManyOps(f"txn has {ops} operations in one list; the limit is "
@@ -284,17 +285,20 @@ class Client:
 
     # -- leases, locks and elections -----------------------------------------------------------
 
-    def lease(self, ttl: int, lease_id: int | None = None, *, keepalive: bool = True,
+    def lease(self, ttl: int, lease_id: int | None = None, *, keepalive: bool | None = None,
               on_lost: Callable[[EtcdError], object] | None = None,
-              timeout: float | None = None) -> Lease:
-        """A lease of ``ttl`` seconds, kept alive in the background until revoked or lost.
+              timeout: float | None = None) -> Acquiring[Lease]:
+        """A lease of ``ttl`` seconds: a Deferred of the granted ``Lease``.
 
-        ``await client.lease(ttl)`` grants it; ``async with client.lease(ttl) as lease`` grants it
-        and revokes it on exit. ``lease.lost`` fires (and ``on_lost`` is called) if it is lost.
+        ``lease = await client.lease(ttl)`` (or ``yield`` in inlineCallbacks) grants it, as
+        txaioetcd did: not kept alive unless ``keepalive=True`` (``lease.refresh()`` renews it).
+        ``async with client.lease(ttl) as lease`` grants it, keeps it alive in the background
+        (unless ``keepalive=False``) and revokes it on exit. ``lease.lost`` fires (and
+        ``on_lost`` is called) when it is lost.
         """
         lease = Lease(self, ttl, lease_id, keepalive=keepalive, on_lost=on_lost, timeout=timeout)
         self._background.add(lease)
-        return lease
+        return lease.acquiring()
 
     def lease_grant(self, ttl: int, lease_id: int | None = None,
                     timeout: float | None = None) -> defer.Deferred[LeaseGrant]:
@@ -318,14 +322,19 @@ class Client:
         return _as_deferred(_lease.leases(self, timeout))
 
     def lock(self, name: bytes, ttl: int = DEFAULT_SESSION_TTL, *,
-             timeout: float | None = None) -> Lock:
-        """A distributed lock: ``await client.lock(name)`` waits until held (``async with``
-        also releases it). Waits without deadline unless ``timeout``; cancellable."""
-        return Lock(self, name, ttl, timeout=timeout)
+             timeout: float | None = None) -> Acquiring[Lock]:
+        """A distributed lock: a Deferred of the held ``Lock``. ``await`` (or ``yield``)
+        waits until held; ``async with`` also releases it. Waits without deadline unless
+        ``timeout``; cancellable."""
+        return Lock(self, name, ttl, timeout=timeout).acquiring()
 
     def election(self, name: bytes) -> Election:
         """A leader election: ``campaign``, ``leader`` and ``observe``."""
         return Election(self, name)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Requests sent so far by URL, txaioetcd's shape: ``{"posts": {url: count}}``."""
+        return {"posts": dict(self.transport.posts)}
 
     # -- watch ---------------------------------------------------------------------------------
 

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Self
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from .errors import EtcdError, KeyNotFound, LeaseExpired, LeaseNotFound
+from .deferreds import started
+from .errors import EtcdError, KeyNotFound, LeaseExpired, LeaseNotFound, LockNotHeld
 from .lease import Acquirable, Lease, check_ttl
 from .stream import Stream
 from .types import Header, KeyValue, _strip, b64, to_int, unb64
@@ -76,7 +77,7 @@ class _Session(Acquirable):
     async def _blocking_call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Grant a session lease and make a blocking request with it; on failure or cancel
         revoke the lease so that the request's pending key leaves the queue."""
-        lease = await self.client.lease(self.ttl)
+        lease = await self.client.lease(self.ttl, keepalive=True)
         try:
             body = {**body, "lease": lease.lease_id}
             # No deadline unless asked for (0 disables the client's default). Resending after a
@@ -126,37 +127,71 @@ class Lock(_Session):
     def __init__(self, client: Client, name: bytes, ttl: int = DEFAULT_SESSION_TTL, *,
                  timeout: float | None = None) -> None:
         super().__init__(client, name, ttl, timeout)
-        self.key = b""
-        self.fencing_token = 0
+        self._key = b""
+        self._fencing_token = 0
+        self._released = False
 
     def __repr__(self) -> str:
-        state = f"held as {self.key!r}" if self._held else "not held"
+        state = f"held as {self._key!r}" if self._held else "not held"
         return f"<Lock {self.name!r} {state}>"
+
+    def _check_held(self, use: str) -> None:
+        # Once held, the key and token stay readable (after a loss or a release too): a fenced
+        # write with them reaches etcd and is refused there, which is what a fencing token is for.
+        if not self._key:
+            raise LockNotHeld(f"{self!r}: {use} before it is held; `lock = await "
+                              "client.lock(name)` (or `yield` it) first")
+
+    def _check_usable(self) -> None:
+        super()._check_usable()
+        if self._released:
+            raise LockNotHeld(f"{self!r} was released; acquire a new lock")
+
+    @property
+    def key(self) -> bytes:
+        """The holder's lock key (namespace stripped); raises ``LockNotHeld`` if not held."""
+        self._check_held("key")
+        return self._key
+
+    @property
+    def fencing_token(self) -> int:
+        """The lock key's create revision; raises ``LockNotHeld`` if not held."""
+        self._check_held("fencing_token")
+        return self._fencing_token
 
     async def _acquire(self) -> None:
         ns = self.client.namespace
         reply = await self._blocking_call("lock/lock", {"name": b64(ns + self.name)})
         try:
-            self.key = _strip(unb64(reply.get("key")), ns)
+            key = _strip(unb64(reply.get("key")), ns)
             # The reply's header may be that of an earlier read; the key's own create revision
             # is the token (the order in which holders queued up).
-            found = await self.client.get(self.key)
+            found = await self.client.get(key)
             lease_id = self.lease.lease_id if self.lease else 0
             if not found.kvs or found.kvs[0].lease != lease_id:
-                raise LeaseExpired(f"lock key {self.key!r} vanished: its lease is gone")
-            self.fencing_token = found.kvs[0].create_revision
+                raise LeaseExpired(f"lock key {key!r} vanished: its lease is gone")
+            self._key, self._fencing_token = key, found.kvs[0].create_revision
             self.header = found.header
         except BaseException:
             await self._end()
             raise
 
+    @started
     async def release(self) -> None:
-        """Unlock: delete the lock key and revoke the session lease."""
+        """Unlock: delete the lock key and revoke the session lease (also when not awaited).
+
+        Raises ``LockNotHeld`` for a lock that was never held or is released already; after a
+        loss it only cleans up.
+        """
+        self._check_held("release()")
+        if self._released:
+            raise LockNotHeld(f"{self!r}: released already; acquire a new lock")
+        self._released = True
         if self.lease is None:
             return
         try:
             await self.client.transport.call("lock/unlock",
-                                             {"key": b64(self.client.namespace + self.key)},
+                                             {"key": b64(self.client.namespace + self._key)},
                                              idempotent=True)
         finally:
             await self._end()
@@ -164,7 +199,8 @@ class Lock(_Session):
     unlock = release
 
     async def _release(self) -> None:
-        await self.release()
+        if not self._released:
+            await self.release()
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ from typing import Any
 
 __all__ = [
     "EtcdError", "Error", "Compacted", "FutureRevision", "TooManyOps", "RequestTooLarge",
-    "DuplicateKey", "LeaseNotFound", "LeaseExpired", "Expired", "PermissionDenied", "AuthFailed",
+    "DuplicateKey", "LeaseNotFound", "LeaseExpired", "Expired", "LeaseNotGranted", "LockNotHeld",
+    "PermissionDenied", "AuthFailed",
     "InvalidAuthToken", "Unavailable", "Timeout", "TooManyRequests", "NoSpace", "KeyNotFound",
     "UnsupportedServer", "ProtocolError", "Failed", "classify",
 ]
@@ -65,7 +66,12 @@ class KeyNotFound(EtcdError):
     """A key the request needs (e.g. an election leader) does not exist."""
 
 
-class LeaseNotFound(EtcdError):
+class Expired(EtcdError):
+    """The lease is gone (revoked, expired, lost or never known to etcd): txaioetcd's name, and
+    the base of every such error, so ``except Expired`` catches them all."""
+
+
+class LeaseNotFound(Expired):
     """The lease does not exist (revoked or expired)."""
 
 
@@ -73,7 +79,14 @@ class LeaseExpired(LeaseNotFound):
     """The lease is known to be gone; its keys are deleted."""
 
 
-Expired = LeaseExpired  # txaioetcd's name
+class LeaseNotGranted(RuntimeError):
+    """A ``Lease`` was used before it was granted: ``await`` (or ``yield``) ``client.lease(ttl)``
+    first. Raised before anything is sent."""
+
+
+class LockNotHeld(RuntimeError):
+    """A lock was used (its key, fencing token or release) while not held: ``await`` (or
+    ``yield``) ``client.lock(name)`` first, or it was released already."""
 
 
 class PermissionDenied(EtcdError):
@@ -129,7 +142,7 @@ class ProtocolError(EtcdError):
     """The server answered something that is not what the gateway protocol promises."""
 
 
-class Failed(Exception):
+class Failed(RuntimeError):
     """A transaction's compares failed; the failure branch ran (txaioetcd raises this too)."""
 
     def __init__(self, header: Any, responses: list[Any]) -> None:

@@ -191,6 +191,8 @@ class _Connection(Protocol):
 
 
 class _Factory(Factory):
+    noisy = False  # no "Starting factory" line per connection in the application's log
+
     def __init__(self, host: _Host) -> None:
         self._host = host
 

@@ -11,20 +11,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from .errors import EtcdError, LeaseExpired, LeaseNotFound, classify
+from .deferreds import LazyDeferred, started
+from .errors import EtcdError, LeaseExpired, LeaseNotFound, LeaseNotGranted, classify
 from .types import Header, _strip, to_int, unb64
 
 if TYPE_CHECKING:
     from .client import Client
 
-__all__ = ["Acquirable", "Lease", "LeaseGrant", "LeaseInfo", "LeaseLost", "grant", "revoke",
-           "time_to_live", "leases", "keep_alive_once", "check_ttl", "lease_id_of"]
+__all__ = ["Acquirable", "Acquiring", "Lease", "LeaseGrant", "LeaseInfo", "LeaseLost", "grant",
+           "revoke", "time_to_live", "leases", "keep_alive_once", "check_ttl", "lease_id_of"]
 
 _log = Logger()
 LostCallback = Callable[[EtcdError], object]
@@ -160,6 +161,13 @@ class Acquirable:
     def _check_usable(self) -> None:
         """Raise if this object cannot be (re)acquired."""
 
+    def _entered(self) -> None:
+        """Called once acquired by ``async with`` (a lease starts its keepalive here)."""
+
+    def acquiring(self) -> Acquiring[Self]:
+        """A Deferred of this object once acquired that is also an async context manager."""
+        return Acquiring(self)
+
     def acquire(self) -> defer.Deferred[Self]:
         """A cancellable Deferred that fires with ``self`` once acquired."""
         try:
@@ -196,22 +204,64 @@ class Acquirable:
         return self.acquire().__await__()
 
     async def __aenter__(self) -> Self:
-        return await self.acquire()
+        acquired = await self.acquire()
+        self._entered()
+        return acquired
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._release()
 
 
+A = TypeVar("A", bound=Acquirable)
+
+
+class Acquiring(LazyDeferred[A], Generic[A]):
+    """What ``client.lease(ttl)`` and ``client.lock(name)`` return: a Deferred that fires with
+    the granted lease (the held lock), so ``yield`` in ``inlineCallbacks`` and ``await`` both
+    get a usable object, and an async context manager (``async with`` also releases it).
+
+    The acquisition starts when the Deferred is first waited on (``yield``, ``await``,
+    ``addCallback``, ``async with``); attributes of the object itself (``acquire()``, ``lost``,
+    ...) are reachable through it.
+    """
+
+    def __init__(self, target: A) -> None:
+        super().__init__()
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"<Acquiring {self.target!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # Deferred's own internals probe for missing attributes (``result``): never forward those.
+        if name.startswith("_") or name == "result":
+            raise AttributeError(name)
+        return getattr(self.target, name)
+
+    def _begin(self) -> defer.Deferred[A]:
+        return self.target.acquire()
+
+    async def __aenter__(self) -> A:
+        acquired: A = await self
+        acquired._entered()
+        return acquired
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.target._release()
+
+
 class Lease(Acquirable):
     """A lease that keeps itself alive in the background until revoked or lost.
 
-    ``await client.lease(ttl)`` grants it; ``async with client.lease(ttl) as lease`` grants it and
-    revokes it on exit. ``lost`` fires (with a ``LeaseExpired``/``LeaseLost``) when etcd says it
+    ``await client.lease(ttl)`` (or ``yield`` it) grants it, not kept alive unless
+    ``keepalive=True`` (txaioetcd's lease: ``refresh()`` renews it); ``async with
+    client.lease(ttl) as lease`` grants it, keeps it alive unless ``keepalive=False``, and revokes
+    it on exit. ``lost`` fires (with a ``LeaseExpired``/``LeaseLost``) when etcd says it
     is gone or when TTL passed without an answered keepalive; it never fires after ``revoke()``.
     """
 
     def __init__(self, client: Client, ttl: int, lease_id: int | None = None, *,
-                 keepalive: bool = True, on_lost: LostCallback | None = None,
+                 keepalive: bool | None = None, on_lost: LostCallback | None = None,
                  timeout: float | None = None) -> None:
         super().__init__()
         self.client = client
@@ -221,7 +271,8 @@ class Lease(Acquirable):
         self.lost: defer.Deferred[EtcdError] = defer.Deferred()
         self.lost_reason: EtcdError | None = None
         self.revoked = False
-        self._keepalive = bool(keepalive)
+        # None: decided by use (``async with``: kept alive; awaited: not, as in txaioetcd).
+        self._keepalive = keepalive
         self._timeout = timeout
         self._on_lost: list[LostCallback] = [on_lost] if on_lost is not None else []
         self._next_keepalive: Any = None  # IDelayedCall
@@ -254,6 +305,26 @@ class Lease(Acquirable):
         else:
             self._on_lost.append(callback)
 
+    def _entered(self) -> None:
+        if self._keepalive is None:
+            self._keepalive = True
+            if self.alive:
+                self._schedule_keepalive(self.ttl / 3)
+
+    def _check_granted(self) -> None:
+        self._check_usable()
+        if not self._held:
+            raise LeaseNotGranted(f"{self!r} is not granted yet: `lease = await "
+                                  "client.lease(ttl)` (or `yield` it) before using it")
+
+    def id_for_write(self) -> int:
+        """The lease's ID for a write, or the reason a write must not use it (nothing sent)."""
+        self._check_granted()
+        if not self.alive:
+            raise LeaseExpired(f"lease {self.lease_id:x} passed its TTL of {self.ttl} s "
+                               "without a keepalive: it is gone", code=5, status=404)
+        return self.lease_id
+
     def grant(self) -> defer.Deferred[Lease]:
         """Grant the lease (once) and start keeping it alive; fires with ``self``."""
         return self.acquire()
@@ -281,8 +352,9 @@ class Lease(Acquirable):
 
     # -- txaioetcd's methods ----------------------------------------------------------------
 
+    @started
     async def revoke(self) -> Header:
-        """Revoke the lease: keepalives stop and etcd deletes its keys."""
+        """Revoke the lease: keepalives stop and etcd deletes its keys (also when not awaited)."""
         self._check_usable()
         self.revoked = True
         self._stop()
@@ -290,9 +362,10 @@ class Lease(Acquirable):
             return Header()
         return await revoke(self.client, self.lease_id, self._timeout)
 
+    @started
     async def refresh(self, timeout: float | None = None) -> Header:
         """Send one keepalive now (also moves the local deadline); raises if the lease is gone."""
-        self._check_usable()
+        self._check_granted()
         sent_at = self._now()
         try:
             ttl, header = await keep_alive_once(self.client, self.lease_id,
@@ -304,20 +377,27 @@ class Lease(Acquirable):
             self._renewed(sent_at, ttl)
         return header
 
+    @started
     async def info(self, keys: bool = False) -> LeaseInfo:
-        """The lease's time_to_live answer; raises ``LeaseExpired`` once it is gone."""
-        self._check_usable()
+        """The lease's time_to_live answer; raises ``LeaseExpired`` once it is gone.
+
+        A lease nobody keeps alive counts as gone once less than a second is left (etcd's TTL
+        0), as txaioetcd reported it; a kept-alive one is renewed long before that.
+        """
+        self._check_granted()
         result = await time_to_live(self.client, self.lease_id, keys, self._timeout)
-        if not result.alive:
+        if not result.alive or (result.ttl == 0 and not self._keepalive):
             error = LeaseExpired(f"lease {self.lease_id:x} is gone", code=5, status=404)
             self._declare_lost(error)
             raise error
         return result
 
+    @started
     async def remaining(self) -> int:
         """Seconds until the lease expires unless kept alive."""
         return (await self.info()).ttl
 
+    @started
     async def keys(self) -> list[bytes]:
         """The keys attached to the lease (namespace stripped)."""
         return (await self.info(keys=True)).keys

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from twisted.internet import defer
+
+from .errors import LeaseNotGranted
 from .types import Deleted, KeySet, Range, Revision, TxnResult, b64
 
 __all__ = [
@@ -152,7 +155,12 @@ class OpSet(Op):
             raise TypeError(f"value must be bytes, not {type(value).__name__}")
         if ignore_value and value:
             raise ValueError("ignore_value=True keeps the stored value; pass value=b''")
-        lease_id = getattr(lease, "lease_id", lease)
+        self.lease_object = lease if hasattr(lease, "id_for_write") else None
+        # A Lease says itself whether a write may use it: granted, not revoked, not lost.
+        lease_id = lease.id_for_write() if self.lease_object is not None else lease
+        if isinstance(lease, defer.Deferred):  # client.lease(ttl) without await/yield
+            raise LeaseNotGranted("pass the granted lease, not the Deferred of client.lease(): "
+                                  "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
         self._size: int | None = None
         self.lease = _int_arg("lease", lease_id) if lease_id is not None else 0
@@ -230,7 +238,8 @@ class Comp:
         self.operand = self._check(operand)
 
     def _check(self, operand: Any) -> Any:
-        return _int_arg(self.field, getattr(operand, "lease_id", operand))
+        # etcd compares int64s: ``version > -1`` (any key, present or not) is valid.
+        return _int_arg(self.field, getattr(operand, "lease_id", operand), minimum=-(2 ** 63))
 
     def request(self, namespace: bytes = b"") -> Json:
         obj = _key_fields(self.keys, namespace)
@@ -303,6 +312,14 @@ class Transaction:
     def size(self) -> int:
         return (sum(c.size() for c in self.compare)
                 + sum(op.size() for op in self.success + self.failure) + 8)
+
+    def check_leases(self) -> None:
+        """Re-check every lease a put of this txn uses: it may be gone since the put was made."""
+        for op in self.success + self.failure:
+            if isinstance(op, OpTxn):
+                op.txn.check_leases()
+            elif isinstance(op, OpSet) and op.lease_object is not None:
+                op.lease_object.id_for_write()
 
     def max_branch(self) -> int:
         """The largest number of ops in one list, the way etcd counts against --max-txn-ops."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -188,6 +189,8 @@ class Transport:
             raise ValueError("key= needs cert=: a client key without its certificate is useless")
         self.reactor = reactor
         self.endpoints = [url.rstrip("/") for url in endpoints]
+        #: Requests sent by URL (``Client.stats()``).
+        self.posts: Counter[str] = Counter()
         self.timeout = timeout
         self._active = 0
         # Twisted's pool (a caller's, or our own) carries streams and GET /version only.
@@ -328,6 +331,7 @@ class Transport:
                 await self._slots.acquire()
                 try:
                     sent = True
+                    self.posts[f"{endpoint}{prefix}/{path}"] += 1
                     code, body = await self.unary.request(endpoint, build_request(head, data))
                 finally:
                     self._slots.release()

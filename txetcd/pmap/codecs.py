@@ -40,6 +40,7 @@ import io
 import json
 import pickle
 import uuid
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from collections.abc import Set as AbstractSet
@@ -73,6 +74,7 @@ __all__ = [
     "UuidValue",
     "ValueCodec",
     "with_marshal",
+    "ZlibValue",
 ]
 
 K = TypeVar("K")
@@ -375,9 +377,17 @@ class BinaryKey(_VariableKey[bytes]):
 
 
 class CompoundKey(KeyCodec[tuple[Any, ...]]):
-    """Tuple key whose parts use the given codecs; tuples sort lexicographically."""
+    """Tuple key whose parts use the given codecs; tuples sort lexicographically.
 
-    def __init__(self, *parts: KeyCodec[Any] | type[KeyCodec[Any]]) -> None:
+    ``open_end=True`` writes the last part as it stands at top level (a string raw, without
+    escape or terminator), which is txaioetcd's (zlmdb's) layout: order is kept, since nothing
+    follows the last part, and decoding takes the rest of the key. Such a codec also reads keys
+    whose last part is escaped and terminated (this codec's default layout) when the rest is
+    exactly one such part; a raw last string ending in two NUL bytes would be misread that way.
+    """
+
+    def __init__(self, *parts: KeyCodec[Any] | type[KeyCodec[Any]],
+                 open_end: bool = False) -> None:
         if not parts:
             raise ValueError("CompoundKey: needs at least one part codec")
         resolved: list[KeyCodec[Any]] = []
@@ -388,6 +398,7 @@ class CompoundKey(KeyCodec[tuple[Any, ...]]):
                 raise TypeError(f"CompoundKey: part {index} is not a KeyCodec: {part!r}")
             resolved.append(codec)
         self.parts: tuple[KeyCodec[Any], ...] = tuple(resolved)
+        self.open_end = bool(open_end)
         self.name = "(" + ",".join(p.name for p in self.parts) + ")"
 
     @property
@@ -408,9 +419,11 @@ class CompoundKey(KeyCodec[tuple[Any, ...]]):
 
     def _encode_parts(self, key: tuple[Any, ...]) -> bytes:
         out = []
+        last = len(self.parts) - 1
         for index, (codec, value) in enumerate(zip(self.parts, key, strict=False)):
             try:
-                out.append(codec.encode_part(value))
+                raw = self.open_end and index == last
+                out.append(codec.encode(value) if raw else codec.encode_part(value))
             except (TypeError, ValueError) as exc:
                 raised = TypeError if isinstance(exc, TypeError) else ValueError
                 raise raised(f"{self.label} part {index}: {exc}") from exc
@@ -425,6 +438,8 @@ class CompoundKey(KeyCodec[tuple[Any, ...]]):
 
     def encode_part(self, key: tuple[Any, ...]) -> bytes:
         # Every part is self-delimiting, so the concatenation is too; compounds can nest.
+        if self.open_end:
+            raise TypeError(f"{self.label}: an open-ended compound key cannot be nested")
         return self.encode(key)
 
     def decode_part(self, data: bytes, pos: int) -> tuple[tuple[Any, ...], int]:
@@ -437,8 +452,28 @@ class CompoundKey(KeyCodec[tuple[Any, ...]]):
             values.append(value)
         return tuple(values), pos
 
+    def _decode_open_end(self, data: bytes) -> tuple[Any, ...]:
+        values, pos = [], 0
+        for index, codec in enumerate(self.parts[:-1]):
+            try:
+                value, pos = codec.decode_part(data, pos)
+            except ValueError as exc:
+                raise ValueError(f"{self.label} part {index}: {exc}") from exc
+            values.append(value)
+        last = self.parts[-1]
+        if isinstance(last, _VariableKey) and data.endswith(_TERMINATOR):
+            try:  # the escaped, terminated layout of this codec without open_end
+                value, end = last.decode_part(data, pos)
+                if end == len(data):
+                    return (*values, value)
+            except ValueError:
+                pass
+        return (*values, last.decode(data[pos:]))
+
     def decode(self, data: bytes) -> tuple[Any, ...]:
         data = _as_bytes(self.label, data)
+        if self.open_end:
+            return self._decode_open_end(data)
         key, end = self.decode_part(data, 0)
         if end != len(data):
             raise ValueError(f"{self.label}: {len(data) - end} trailing bytes after the key")
@@ -628,6 +663,31 @@ class FlatBuffersValue(ValueCodec[Any]):
         # cast is user code over possibly corrupt bytes; any failure means bad data.
         with _reraise(self.label, "cast", (Exception, ValueError)):
             return self.cast(data)
+
+
+class ZlibValue(ValueCodec[T]):
+    """Wraps a value codec with zlib compression (txaioetcd's ``compress=COMPRESS_ZLIB``)."""
+
+    def __init__(self, inner: ValueCodec[T]) -> None:
+        if not isinstance(inner, ValueCodec):
+            raise TypeError(f"ZlibValue: inner must be a ValueCodec, got {_type_name(inner)}")
+        self.inner = inner
+        self.name = inner.name + "+zlib"
+
+    @property
+    def label(self) -> str:
+        return f"ZlibValue({self.inner.label})"
+
+    def __repr__(self) -> str:
+        return self.label
+
+    def encode(self, value: T) -> bytes:
+        return zlib.compress(self.inner.encode(value))
+
+    def decode(self, data: bytes) -> T:
+        with _reraise(self.label, "decompress", (zlib.error, ValueError)):
+            raw = zlib.decompress(_as_bytes(self.label, data))
+        return self.inner.decode(raw)
 
 
 class Marshalled(ValueCodec[T]):

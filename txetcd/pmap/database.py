@@ -26,15 +26,16 @@ overwrote) also counts as a conflict.
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
-from functools import wraps
+from collections.abc import AsyncIterator, Awaitable, Callable
 from inspect import isawaitable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import cbor2
 from twisted.internet import defer, task
 
+from ..deferreds import started
 from ..errors import Compacted
 from ..op import Comp, CompCreated, CompModified, Op, OpDel, OpSet, Transaction
 from ..types import KeySet, KeyValue, Range, prefix_end
@@ -50,24 +51,16 @@ if TYPE_CHECKING:
     from ..client import Client
     from .maps import PersistentMap
 
-__all__ = ["Database", "DbTransaction", "MAX_SLOT", "CATALOG_SLOT"]
+__all__ = ["Database", "DbTransaction", "DbTransactionStats", "MAX_SLOT", "CATALOG_SLOT"]
 
-P = ParamSpec("P")
-T = TypeVar("T")
 
 CATALOG_SLOT = 0
 MAX_SLOT = 0xFFFF
 _ATTACH_ATTEMPTS = 200  # each failed attempt means another process attached a table meanwhile
 
 
-def deferred(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, defer.Deferred[T]]:
-    """Make a coroutine method return a Deferred, as every txetcd call does."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> defer.Deferred[T]:
-        return defer.ensureDeferred(fn(*args, **kwargs))
-
-    return wrapper
+# A coroutine method made to return a Deferred, as every txetcd call does.
+deferred = started
 
 
 def slot_bytes(slot: int) -> bytes:
@@ -79,6 +72,33 @@ def in_range(key: bytes, start: bytes, end: bytes) -> bool:
     return start <= key and (end == b"\0" or key < end)
 
 
+class DbTransactionStats:
+    """Counts of the puts and deletes transactions made (txaioetcd's name): pass one to
+    ``db.begin(stats=...)``; several transactions may share it."""
+
+    def __init__(self) -> None:
+        self.puts = 0
+        self.dels = 0
+        self._started = time.time()
+
+    def __repr__(self) -> str:
+        return f"<DbTransactionStats puts={self.puts} dels={self.dels}>"
+
+    @property
+    def started(self) -> float:
+        return self._started
+
+    @property
+    def duration(self) -> float:
+        """Seconds since creation or the last ``reset()``."""
+        return time.time() - self._started
+
+    def reset(self) -> None:
+        self.puts = 0
+        self.dels = 0
+        self._started = time.time()
+
+
 class DbTransaction:
     """One optimistic transaction over a ``Database`` (see the module doc for the guarantee).
 
@@ -86,9 +106,14 @@ class DbTransaction:
     an exception aborts (nothing is written). Maps read and write through it.
     """
 
-    def __init__(self, db: Database, write: bool = False) -> None:
+    def __init__(self, db: Database, write: bool = False, stats: DbTransactionStats | None = None,
+                 timeout: float | None = None) -> None:
+        if stats is not None and not isinstance(stats, DbTransactionStats):
+            raise TypeError(f"stats must be a DbTransactionStats, not {type(stats).__name__}")
         self.db = db
         self.write = bool(write)
+        self.stats = stats
+        self.timeout = timeout  # of each request, the commit included (None: the client's)
         #: The snapshot revision every read uses, fixed by the first read.
         self.revision: int | None = None
         #: The revision of the commit, once a write transaction committed writes.
@@ -144,10 +169,11 @@ class DbTransaction:
             # Concurrent first reads must agree on one snapshot, so they take turns.
             async with self._snapshot_lock:
                 if self.revision is None:
-                    result = await self.db.client.get(keys, **options)
+                    result = await self.db.client.get(keys, timeout=self.timeout, **options)
                     self.revision = result.header.revision
                     return result
-        return await self.db.client.get(keys, revision=self.revision, **options)
+        return await self.db.client.get(keys, revision=self.revision, timeout=self.timeout,
+                                        **options)
 
     def _remember(self, kv: KeyValue) -> None:
         if self.write:
@@ -242,10 +268,14 @@ class DbTransaction:
     def put_raw(self, key: bytes, value: bytes) -> None:
         self.check_writable()
         self._writes[key] = value
+        if self.stats is not None:
+            self.stats.puts += 1
 
     def delete_raw(self, key: bytes) -> None:
         self.check_writable()
         self._writes[key] = None
+        if self.stats is not None:
+            self.stats.dels += 1
 
     def clear_raw(self, start: bytes, end: bytes) -> None:
         """Delete every key of ``[start, end)``: one DeleteRange at commit."""
@@ -333,7 +363,7 @@ class DbTransaction:
                     f"{len(self._ranges)} ranges scanned) and {len(ops)} writes (index entries "
                     f"included), but etcd allows {limit} per list (max_txn_ops); "
                     "split the work into smaller transactions")
-            result = await self.db.client.txn(Transaction(compares, ops))
+            result = await self.db.client.txn(Transaction(compares, ops), timeout=self.timeout)
             if not result.succeeded:
                 raise TransactionConflict(
                     f"a key read at revision {self.revision} changed before the commit "
@@ -370,11 +400,19 @@ class Database:
         """The store's current revision."""
         return (await self.client.status()).header.revision
 
-    def begin(self, write: bool = False) -> DbTransaction:
-        """A new transaction; use it with ``async with``. Costs nothing until its first read."""
+    def begin(self, write: bool = False, stats: DbTransactionStats | None = None,
+              timeout: float | None = None) -> DbTransaction:
+        """A new transaction; use it with ``async with``. Costs nothing until its first read.
+
+        ``stats`` counts its puts and deletes; ``timeout`` bounds each of its requests.
+        """
         if write and self.readonly:
             raise ReadOnlyTransaction("this Database was opened readonly=True")
-        return DbTransaction(self, write)
+        return DbTransaction(self, write, stats, timeout)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """The client's request counts (txaioetcd's ``Database.stats()``)."""
+        return self.client.stats()
 
     @deferred
     async def run(self, fn: Callable[[DbTransaction], Any], retries: int = 10,
@@ -432,19 +470,24 @@ class Database:
         return {str(e.get("name")): slot for slot, e in entries.items()}
 
     @deferred
-    async def attach_table(self, table: PersistentMap[Any, Any], name: str | None = None,
+    async def attach_table(self, table: Any, name: str | None = None,
                            description: str | None = None) -> PersistentMap[Any, Any]:
         """Record ``table`` in the slot catalog; a table without a slot gets one by name.
 
-        The same name always gets the same slot; a new slot is claimed with compare-and-swap
-        (the slot key must not exist, and no catalog entry may have appeared since the catalog
-        was read), so processes attaching tables at once never share a slot.
+        ``table`` is a map instance, or (as in txaioetcd) a map class decorated with zlmdb's
+        ``@table(oid, ...)`` (or ``txetcd.pmap.table``), whose slot is found by its oid and
+        whose instance is returned. The same name (oid) always gets the same slot; a new slot
+        is claimed with compare-and-swap (the slot key must not exist, and no catalog entry may
+        have appeared since the catalog was read), so processes attaching tables at once never
+        share a slot.
         """
         from .maps import PersistentMap
 
+        if isinstance(table, type) and issubclass(table, PersistentMap):
+            return await self._attach_decorated(table, name, description)
         if not isinstance(table, PersistentMap):
-            raise TypeError("attach_table takes a map instance such as MapUuidCbor(1), "
-                            f"not {table!r}")
+            raise TypeError("attach_table takes a map instance such as MapUuidCbor(1) or a "
+                            f"@table-decorated map class, not {table!r}")
         name = name if name is not None else table.name
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"name must be a non-empty str, not {name!r}")
@@ -453,24 +496,81 @@ class Database:
         for _attempt in range(_ATTACH_ATTEMPTS):
             entries, revision = await self._catalog()
             slot = self._choose_slot(table, name, entries)
-            if slot in entries:
-                table.bind(slot, name)
-                return table
-            entry: dict[str, Any] = {"name": name, "slot": slot, "key": table.key_codec.name,
-                                     "value": table.value_codec.name}
-            if description is not None:
-                entry["description"] = description
-            catalog = self.table_prefix(CATALOG_SLOT)
-            guard = [CompCreated(self._catalog_key(slot), "==", 0),
-                     CompModified(KeySet(catalog, range_end=prefix_end(catalog)), "<",
-                                  revision + 1)]
-            result = await self.client.txn(Transaction(
-                guard, [OpSet(self._catalog_key(slot), cbor2.dumps(entry))]))
-            if result.succeeded:
+            if slot in entries or await self._claim(slot, revision, self._entry(
+                    table, slot, name, description)):
                 table.bind(slot, name)
                 return table
         raise SlotConflict(f"could not claim a slot for {name!r} in {_ATTACH_ATTEMPTS} "
                            "attempts: the catalog kept changing")
+
+    async def _attach_decorated(self, klass: type[PersistentMap[Any, Any]], name: str | None,
+                                description: str | None) -> PersistentMap[Any, Any]:
+        """txaioetcd's ``attach_table(Class)``: the slot whose catalog entry has the class's oid."""
+        oid = getattr(klass, "_zlmdb_oid", None)
+        if oid is None:
+            raise TypeError(f"{klass.__qualname__} is not decorated as a table: decorate it with "
+                            "@table(oid, ...) (zlmdb's or txetcd.pmap's), or pass an instance "
+                            f"such as {klass.__name__}(slot)")
+        name = name or f"{klass.__module__}.{klass.__qualname__}"  # txaioetcd's qual(klass)
+        description = description or (klass.__doc__ or "").strip() or None
+        options: dict[str, Any] = {"compress": getattr(klass, "_zlmdb_compress", None)}
+        for option, attribute in (("marshal", "_zlmdb_marshal"), ("unmarshal", "_zlmdb_parse"),
+                                  ("build", "_zlmdb_build"), ("cast", "_zlmdb_cast")):
+            if getattr(klass, attribute, None) is not None:
+                options[option] = getattr(klass, attribute)
+        for _attempt in range(_ATTACH_ATTEMPTS):
+            entries, revision = await self._catalog()
+            found = [slot for slot, e in entries.items() if e.get("oid") == str(oid)]
+            slot = found[0] if found else self._free_slot(entries)
+            table = klass(slot, **options)
+            if found:
+                self._check_codecs(table, slot, entries[slot])
+            elif not await self._claim(slot, revision, {
+                    "oid": str(oid), "creator": "txetcd",
+                    **self._entry(table, slot, name, description)}):
+                continue
+            table.bind(slot, str(entries.get(slot, {}).get("name") or name))
+            return table
+        raise SlotConflict(f"could not claim a slot for {name!r} in {_ATTACH_ATTEMPTS} "
+                           "attempts: the catalog kept changing")
+
+    @staticmethod
+    def _entry(table: PersistentMap[Any, Any], slot: int, name: str | None,
+               description: str | None) -> dict[str, Any]:
+        entry: dict[str, Any] = {"name": name, "slot": slot, "key": table.key_codec.name,
+                                 "value": table.value_codec.name}
+        if description is not None:
+            entry["description"] = description
+        return entry
+
+    async def _claim(self, slot: int, revision: int, entry: dict[str, Any]) -> bool:
+        """Write a catalog entry for a free ``slot`` unless the catalog changed since
+        ``revision``; False if it did (read it again and retry)."""
+        catalog = self.table_prefix(CATALOG_SLOT)
+        guard = [CompCreated(self._catalog_key(slot), "==", 0),
+                 CompModified(KeySet(catalog, range_end=prefix_end(catalog)), "<",
+                              revision + 1)]
+        result = await self.client.txn(Transaction(
+            guard, [OpSet(self._catalog_key(slot), cbor2.dumps(entry))]))
+        return result.succeeded
+
+    @staticmethod
+    def _free_slot(entries: dict[int, dict[str, Any]]) -> int:
+        free = next((s for s in range(1, MAX_SLOT + 1) if s not in entries), None)
+        if free is None:
+            raise SlotConflict("every slot 1..65535 is taken")
+        return free
+
+    @staticmethod
+    def _check_codecs(table: PersistentMap[Any, Any], slot: int, entry: dict[str, Any]) -> None:
+        """Refuse a table whose codecs differ from those its catalog entry records.
+
+        Entries written by txaioetcd (or zlmdb) record no codecs: they are taken on trust.
+        """
+        codecs = (entry.get("key"), entry.get("value"))
+        if codecs != (None, None) and codecs != (table.key_codec.name, table.value_codec.name):
+            raise SlotConflict(f"slot {slot} stores {codecs[0]} keys and {codecs[1]} "
+                               f"values, not {table.key_codec.name}/{table.value_codec.name}")
 
     @staticmethod
     def _choose_slot(table: PersistentMap[Any, Any], name: str | None,
@@ -478,13 +578,9 @@ class Database:
         """The slot ``table`` belongs in; raises ``SlotConflict`` where the catalog disagrees."""
         by_name = {e.get("name"): slot for slot, e in entries.items()}
         if table.slot is None:
-            if name in by_name:
-                slot = by_name[name]
-            else:
-                free = next((s for s in range(1, MAX_SLOT + 1) if s not in entries), None)
-                if free is None:
-                    raise SlotConflict("every slot 1..65535 is taken")
-                return free
+            if name not in by_name:
+                return Database._free_slot(entries)
+            slot = by_name[name]
         else:
             slot = table.slot
             if name is not None and by_name.get(name, slot) != slot:
@@ -495,9 +591,5 @@ class Database:
             if name is not None and entry.get("name") != name:
                 raise SlotConflict(f"slot {slot} holds table {entry.get('name')!r}, "
                                    f"not {name!r}")
-            codecs = (entry.get("key"), entry.get("value"))
-            if codecs != (table.key_codec.name, table.value_codec.name):
-                raise SlotConflict(f"slot {slot} stores {codecs[0]} keys and {codecs[1]} "
-                                   f"values, not {table.key_codec.name}/"
-                                   f"{table.value_codec.name}")
+            Database._check_codecs(table, slot, entry)
         return slot

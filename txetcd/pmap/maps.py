@@ -13,12 +13,14 @@ buffer a write in the transaction. Python's ``in`` cannot await, so membership i
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
 from twisted.internet import defer
 
+from ..deferreds import LazyDeferred
 from ..types import KeySet, prefix_end
 from ..watch import EventType, WatchEvent
 from .codecs import (
@@ -38,13 +40,15 @@ from .codecs import (
     UuidSetValue,
     UuidValue,
     ValueCodec,
+    ZlibValue,
     with_marshal,
 )
 from .database import MAX_SLOT, Database, DbTransaction, deferred, slot_bytes
 from .errors import NullValueConstraint, TableNotAttached, UniqueViolation
 
 __all__ = [
-    "PersistentMap", "TypedMap", "FlatBuffersMap", "Index", "TableEvent", "TableWatch",
+    "PersistentMap", "TypedMap", "FlatBuffersMap", "Index", "Selection", "TableEvent",
+    "TableWatch", "table", "COMPRESS_ZLIB", "COMPRESS_SNAPPY",
     "MapUuidString", "MapUuidOid", "MapUuidUuid", "MapUuidUuidSet", "MapUuidJson",
     "MapUuidCbor", "MapUuidPickle", "MapUuidFlatBuffers", "MapUuidBinary",
     "MapStringString", "MapStringOid", "MapStringUuid", "MapStringJson", "MapStringCbor",
@@ -56,6 +60,7 @@ __all__ = [
 
 K = TypeVar("K")
 V = TypeVar("V")
+T = TypeVar("T")
 
 _NO_KEY: Any = object()
 Change = tuple[bytes, bytes | None]  # an etcd key and its new value (None: delete)
@@ -300,7 +305,17 @@ class PersistentMap(Generic[K, V]):
             key = self.key_codec.decode(raw_key[skip:])
             yield key if keys_only else (key, self.value_codec.decode(raw_value))
 
-    select = scan
+    def select(self, txn: DbTransaction, from_key: Any = None, to_key: Any = None,
+               return_keys: bool = False, return_values: bool = True,
+               **options: Any) -> Selection:
+        """txaioetcd's ``await m.select(txn, from_key, to_key, return_keys, return_values)``:
+        a list of values (or keys, or ``(keys, values)``); ``async for`` over it iterates like
+        ``scan`` (pairs), without loading everything first. ``options`` go to ``scan``."""
+        if not (return_keys or return_values):
+            raise ValueError("select needs return_keys or return_values")
+        keys_only = options.pop("keys_only", False) or not return_values
+        rows = self.scan(txn, from_key, to_key, keys_only=keys_only, **options)
+        return Selection(rows, return_keys or keys_only, return_values and not keys_only)
 
     @deferred
     async def count(self, txn: DbTransaction, prefix: Any = None, from_key: Any = None,
@@ -323,13 +338,19 @@ class PersistentMap(Generic[K, V]):
 
     # -- indexes -------------------------------------------------------------------------------
 
-    def attach_index(self, name: str, index_map: PersistentMap[Any, Any],
-                     fkey: Callable[[V], Any], unique: bool = True,
-                     nullable: bool = False) -> Index:
+    def attach_index(self, name: Any, index_map: Any = None, fkey: Any = None,
+                     unique: bool = True, nullable: bool = False) -> Index:
         """Keep ``index_map`` as the index ``name`` of this map (see ``Index``).
 
-        Existing records are not indexed until ``rebuild_index``.
+        txaioetcd's form ``attach_index(index_map, fkey)`` works too: a unique index named
+        after the index map (its name, else ``"slot<N>"``). Existing records are not indexed
+        until ``rebuild_index``.
         """
+        if isinstance(name, PersistentMap):  # txaioetcd: attach_index(index_map, fkey)
+            if fkey is not None:
+                raise TypeError("attach_index(index_map, fkey) takes two arguments, or "
+                                "attach_index(name, index_map, fkey)")
+            name, index_map, fkey = self._index_name(name), name, index_map
         if not isinstance(name, str) or not name:
             raise ValueError(f"index name must be a non-empty str, not {name!r}")
         if name in self._indexes:
@@ -342,8 +363,18 @@ class PersistentMap(Generic[K, V]):
         self._indexes[name] = index
         return index
 
-    def detach_index(self, name: str) -> None:
-        del self._indexes[name]
+    def _index_name(self, index_map: PersistentMap[Any, Any]) -> str:
+        if index_map.name:
+            return index_map.name
+        if index_map.slot is not None:
+            return f"slot{index_map.slot}"
+        return f"index{len(self._indexes) + 1}"
+
+    def detach_index(self, index: str | Index) -> bool:
+        """Stop keeping an index (by name, or the ``Index`` that ``attach_index`` returned);
+        returns whether it was attached, as txaioetcd did."""
+        name = index.name if isinstance(index, Index) else index
+        return self._indexes.pop(name, None) is not None
 
     def indexes(self) -> list[str]:
         return list(self._indexes)
@@ -385,6 +416,36 @@ class PersistentMap(Generic[K, V]):
         start, end = self._range(db, from_key, to_key, prefix)
         return TableWatch(self, db, KeySet(start, range_end=end), start_revision=start_revision,
                           prev_kv=prev_kv, callback=callback)
+
+
+class Selection(LazyDeferred[Any]):
+    """What ``select`` returns: a Deferred of lists (txaioetcd: ``await`` or ``yield`` it), or
+    an async iterator of rows (``async for``), which pages through without loading them all."""
+
+    def __init__(self, rows: AsyncIterator[Any], return_keys: bool, return_values: bool) -> None:
+        super().__init__()
+        self._rows = rows
+        self._keys = return_keys
+        self._values = return_values
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._rows
+
+    async def _collect(self) -> Any:
+        keys: list[Any] = []
+        values: list[Any] = []
+        async for row in self._rows:
+            if self._values:
+                keys.append(row[0])
+                values.append(row[1])
+            else:
+                keys.append(row)
+        if self._keys and self._values:
+            return keys, values
+        return keys if self._keys else values
+
+    def _begin(self) -> defer.Deferred[Any]:
+        return defer.ensureDeferred(self._collect())
 
 
 @dataclass(frozen=True, slots=True)
@@ -444,6 +505,46 @@ class TableWatch:
         await self.watch.__aexit__(exc_type, *exc)
 
 
+COMPRESS_ZLIB = 1  # txaioetcd's (zlmdb's) PersistentMap.COMPRESS_ZLIB
+COMPRESS_SNAPPY = 2
+
+
+def _compressed(codec: ValueCodec[Any], compress: int | None) -> ValueCodec[Any]:
+    if compress is None:
+        return codec
+    if compress == COMPRESS_ZLIB:
+        return ZlibValue(codec)
+    if compress == COMPRESS_SNAPPY:
+        raise ValueError("compress=COMPRESS_SNAPPY is not supported (it needs python-snappy): "
+                         "re-write the table with COMPRESS_ZLIB or no compression")
+    raise ValueError(f"compress must be None, COMPRESS_ZLIB (1) or COMPRESS_SNAPPY (2), "
+                     f"not {compress!r}")
+
+
+def table(oid: str | uuid.UUID, marshal: Callable[[Any], Any] | None = None,
+          parse: Callable[[Any], Any] | None = None, build: Callable[[Any, Any], int] | None = None,
+          cast: Callable[[bytes], Any] | None = None,
+          compress: int | None = None) -> Callable[[type[T]], type[T]]:
+    """zlmdb's ``@table(oid, ...)`` class decorator, for ``await db.attach_table(Class)``.
+
+    It sets the same attributes as ``zlmdb.table``, so classes decorated by either attach
+    alike; this one needs no zlmdb (and keeps no global registry).
+    """
+    table_oid = uuid.UUID(oid) if isinstance(oid, str) else oid
+    if not isinstance(table_oid, uuid.UUID):
+        raise TypeError(f"oid must be a UUID or its string, not {type(oid).__name__}")
+
+    def decorate(cls: type[T]) -> type[T]:
+        if not (isinstance(cls, type) and issubclass(cls, PersistentMap)):
+            raise TypeError(f"@table decorates a map class, not {cls!r}")
+        for attribute, value in (("oid", table_oid), ("marshal", marshal), ("parse", parse),
+                                 ("build", build), ("cast", cast), ("compress", compress)):
+            setattr(cls, f"_zlmdb_{attribute}", value)
+        return cls
+
+    return decorate
+
+
 class TypedMap(PersistentMap[Any, Any]):
     """A map whose codecs are fixed by the class: ``class M(TypedMap, key=..., value=...)``.
 
@@ -453,29 +554,32 @@ class TypedMap(PersistentMap[Any, Any]):
 
     key_parts: ClassVar[tuple[type[KeyCodec[Any]], ...]] = ()
     value_type: ClassVar[Callable[..., ValueCodec[Any]]]
+    open_end: ClassVar[bool] = False
+    COMPRESS_ZLIB: ClassVar[int] = COMPRESS_ZLIB
+    COMPRESS_SNAPPY: ClassVar[int] = COMPRESS_SNAPPY
 
-    def __init_subclass__(cls, key: Any = None, value: Any = None, **kwargs: Any) -> None:
+    def __init_subclass__(cls, key: Any = None, value: Any = None, open_end: bool | None = None,
+                          **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if key is not None:
             cls.key_parts = key if isinstance(key, tuple) else (key,)
         if value is not None:
             cls.value_type = value
+        if open_end is not None:
+            cls.open_end = open_end
 
     def __init__(self, slot: int | None = None, marshal: Callable[[Any], Any] | None = None,
                  unmarshal: Callable[[Any], Any] | None = None, *, name: str | None = None,
-                 compress: Any = None) -> None:
-        super().__init__(slot, self._key_codec(compress),
-                         with_marshal(self.value_type(), marshal, unmarshal), name=name)
+                 compress: int | None = None) -> None:
+        value = with_marshal(self.value_type(), marshal, unmarshal)
+        super().__init__(slot, self._key_codec(), _compressed(value, compress), name=name)
 
     @classmethod
-    def _key_codec(cls, compress: Any) -> KeyCodec[Any]:
-        if compress is not None:
-            raise ValueError("compress is not supported (txaioetcd's zlib/snappy option); "
-                             "compress in marshal/unmarshal instead")
+    def _key_codec(cls) -> KeyCodec[Any]:
         if not cls.key_parts:
             raise TypeError(f"{cls.__name__} declares no key codec")
         parts = cls.key_parts
-        return parts[0]() if len(parts) == 1 else CompoundKey(*parts)
+        return parts[0]() if len(parts) == 1 else CompoundKey(*parts, open_end=cls.open_end)
 
 
 class FlatBuffersMap(TypedMap):
@@ -483,12 +587,12 @@ class FlatBuffersMap(TypedMap):
 
     def __init__(self, slot: int | None = None, build: Callable[[Any, Any], int] | None = None,
                  cast: Callable[[bytes], Any] | None = None, *, name: str | None = None,
-                 compress: Any = None) -> None:
+                 compress: int | None = None) -> None:
         if build is None or cast is None:
             raise TypeError(f"{type(self).__name__} needs build=(obj, builder) -> offset "
                             "and cast=(bytes) -> obj")
-        PersistentMap.__init__(self, slot, self._key_codec(compress),
-                               FlatBuffersValue(build, cast), name=name)
+        PersistentMap.__init__(self, slot, self._key_codec(),
+                               _compressed(FlatBuffersValue(build, cast), compress), name=name)
 
 
 # txaioetcd's map classes, one line each over the codecs.
@@ -517,7 +621,8 @@ class MapOidCbor(TypedMap, key=OidKey, value=CborValue): ...
 class MapOidPickle(TypedMap, key=OidKey, value=PickleValue): ...
 class MapOidFlatBuffers(FlatBuffersMap, key=OidKey): ...
 class MapOidBinary(TypedMap, key=OidKey, value=BinaryValue): ...
-class MapUuidStringUuid(TypedMap, key=(UuidKey, StringKey), value=UuidValue): ...
+# txaioetcd's layout: the string ends the key unterminated (see CompoundKey's open_end).
+class MapUuidStringUuid(TypedMap, key=(UuidKey, StringKey), value=UuidValue, open_end=True): ...
 class MapUuidUuidUuid(TypedMap, key=(UuidKey, UuidKey), value=UuidValue): ...
 class MapUuidUuidCbor(TypedMap, key=(UuidKey, UuidKey), value=CborValue): ...
 class MapSlotUuidUuid(TypedMap, key=(SlotKey, UuidKey), value=UuidValue): ...
