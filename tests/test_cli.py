@@ -460,3 +460,28 @@ def test_a_bad_tables_json_fails_the_start_naming_the_field(tmp_path: Path) -> N
     assert done.returncode == 1
     assert f"{node_dir}/tables.json: config field tables[1].value: pickle tables are never " \
            "exposed" in done.stderr, done.stderr
+
+
+def test_component_subcommand_serves_beside_the_nodes_own(
+        nodes: tuple[RunningNode, RunningNode], etcd35: EtcdProcess, tmp_path: Path) -> None:
+    """``etcd-wamp component`` (python -m component's main) joins the node's local socket as
+    a second instance with the same tables."""
+    src, _ = nodes
+    config = json.loads((src.workdir.parent / "src-node" / "tables.json").read_text())
+    config["etcd"]["endpoints"] = [etcd35.url]
+    tables = tmp_path / "tables.json"
+    tables.write_text(json.dumps(config))
+    log = tmp_path / "component.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(CLI), "component", "--router",
+                                 f"unix:{src.workdir / 'data' / 'node' / 'router.sock'}",
+                                 "--config", str(tables)], stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "etcd component ready" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert f"{len(TABLES)} tables under etcd" in log.read_text()
+    finally:
+        stop_group(proc)
