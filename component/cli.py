@@ -102,6 +102,9 @@ def _client_options(sub: argparse.ArgumentParser) -> None:
                      help="WAMP-ticket secret ($ETCD_WAMP_TICKET)")
     sub.add_argument("--key", default=_env("ETCD_WAMP_KEY", None),
                      help="Ed25519 private key file: WAMP-cryptosign ($ETCD_WAMP_KEY)")
+    sub.add_argument("--ca", default=_env("ETCD_WAMP_CA", None),
+                     help="CA certificate (PEM) of a wss:// router whose certificate the "
+                          "system does not trust ($ETCD_WAMP_CA)")
     progress = sub.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None,
                           help="a progress bar on stderr (default: only on a terminal)")
@@ -184,7 +187,7 @@ def _client(args: argparse.Namespace) -> Any:
     from .client import ClientOptions
 
     return ClientOptions(router=args.router, realm=args.realm, authid=args.authid,
-                         ticket=args.ticket, key=args.key)
+                         ticket=args.ticket, key=args.key, ca=args.ca)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """A WAMP client session for the CLI's table commands, joined like any other client.
 
-Authentication is WAMP-ticket (``authid`` + ticket), WAMP-cryptosign (``authid`` + an Ed25519
+A ``wss://`` router is checked against the system's CAs, or the one given. Authentication is
+WAMP-ticket (``authid`` + ticket), WAMP-cryptosign (``authid`` + an Ed25519
 key file) or anonymous. The serializer is CBOR, so binary keys and values arrive as bytes.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import binascii
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from autobahn.twisted.component import Component
 from twisted.internet import defer
@@ -31,6 +33,7 @@ class ClientOptions:
     authid: str | None = None
     ticket: str | None = None
     key: str | None = None  # path of an Ed25519 private key file (cryptosign)
+    ca: str | None = None  # PEM file of the CA that signed a wss:// router's certificate
 
 
 def load_private_key(path: str) -> str:
@@ -68,6 +71,12 @@ async def connect(reactor: Any, options: ClientOptions) -> Any:
     """A joined session; ``ConnectFailed`` saying why if the router cannot be joined."""
     joined: defer.Deferred[Any] = defer.Deferred()
     transport = {**transport_for(options.router), "max_retries": 0}
+    if options.ca is not None:
+        url = urlsplit(options.router)
+        if url.scheme != "wss" or url.hostname is None:
+            raise ValueError("--ca is for wss:// routers")
+        transport["endpoint"] = {"type": "tcp", "host": url.hostname, "port": url.port or 443,
+                                 "tls": {"hostname": url.hostname, "trust_root": options.ca}}
     component = Component(transports=[transport], realm=options.realm,
                           authentication=_authentication(options))
 
@@ -82,10 +91,16 @@ async def connect(reactor: Any, options: ClientOptions) -> Any:
             joined.errback(ConnectFailed(f"{options.router} refused to let us join realm "
                                          f"{options.realm}: {details.reason} {details.message}"))
 
+    causes: list[str] = []
+
+    @component.on_connectfailure
+    def _connect_failed(component: Any, error: Exception) -> None:
+        causes.append(str(error) or type(error).__name__)  # e.g. certificate verify failed
+
     def _failed(failure: Any) -> None:
         if not joined.called:
-            joined.errback(ConnectFailed(f"cannot join {options.router}: "
-                                         f"{failure.getErrorMessage()}"))
+            why = causes[-1] if causes else failure.getErrorMessage()
+            joined.errback(ConnectFailed(f"cannot join {options.router}: {why}"))
 
     component.start(reactor).addErrback(_failed)
     def _timeout() -> None:

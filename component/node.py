@@ -101,6 +101,12 @@ def node_config(options: NodeOptions, endpoints: list[str]) -> dict[str, Any]:
     return config
 
 
+def is_tls(config: dict[str, Any]) -> bool:
+    """Whether the node's web transport serves TLS (https://, wss://)."""
+    return any("tls" in transport.get("endpoint", {}) for worker in config.get("workers", [])
+               for transport in worker.get("transports", []) if transport.get("type") == "web")
+
+
 def has_component(config: dict[str, Any]) -> bool:
     """Whether the node runs the component in a container (then "ready" waits for it)."""
     return any(worker.get("type") == "container" for worker in config.get("workers", []))
@@ -196,8 +202,10 @@ def run(options: NodeOptions, out: Any = None) -> int:
             text = _log_text(log_path)
             if not announced and BOOTED in text and (READY in text or not has_component(config)):
                 announced = True
-                print(f"explorer  http://{options.host}:{options.port}/", file=out, flush=True)
-                print(f"WAMP      ws://{options.host}:{options.port}/ws  realm realm1 "
+                secure = "s" if is_tls(config) else ""
+                print(f"explorer  http{secure}://{options.host}:{options.port}/", file=out,
+                      flush=True)
+                print(f"WAMP      ws{secure}://{options.host}:{options.port}/ws  realm realm1 "
                       "(tickets: reader/reader-secret, writer/writer-secret)", file=out,
                       flush=True)
                 print(f"log       {log_path}; Ctrl-C stops everything", file=out, flush=True)

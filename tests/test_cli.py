@@ -32,6 +32,8 @@ import pytest
 from procedures.wire import KeyWire, ValueWire
 from txetcd.embedded import EtcdProcess, free_port, stop_group
 
+from .certs import TestPKI, make_pki
+
 CLI = Path(sys.executable).with_name("etcd-wamp")
 WRITER = ["--authid", "writer", "--ticket", "writer-secret"]
 READER = ["--authid", "reader", "--ticket", "reader-secret"]
@@ -52,8 +54,9 @@ class RunningNode:
     """``etcd-wamp run`` in the background, until ``stop()``."""
 
     def __init__(self, workdir: Path, *args: str, cwd: Path | None = None,
-                 executable: Path = CLI) -> None:
+                 executable: Path = CLI, scheme: str = "ws") -> None:
         self.port = free_port()
+        self.scheme = scheme
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.out = workdir / "run.out"
@@ -65,12 +68,12 @@ class RunningNode:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{self.scheme}://127.0.0.1:{self.port}/ws"
 
     def wait(self, timeout: float = 120) -> RunningNode:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "explorer  http://" in self.text():
+            if "explorer  http" in self.text():
                 return self
             if self.proc.poll() is not None:
                 break
@@ -152,14 +155,25 @@ def sample(kind: str, i: int, rng: random.Random) -> Any:
 
 
 @pytest.fixture(scope="module")
-def nodes(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory
+def pki(tmp_path_factory: pytest.TempPathFactory) -> TestPKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def nodes(etcd35: EtcdProcess, pki: TestPKI, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[RunningNode, RunningNode]]:
-    """``src`` and ``dst``, started at once (each an `etcd-wamp init` dir) on etcd35."""
+    """``src`` and ``dst``, started at once (each an `etcd-wamp init` dir) on etcd35; ``dst``
+    serves TLS with a certificate of the test CA (clients give ``--ca``)."""
     base = tmp_path_factory.mktemp("cli")
     src = RunningNode(base / "src", "--etcd", etcd35.url, "--node",
                       str(init_node(base / "src-node", "src/")))
-    dst = RunningNode(base / "dst", "--etcd", etcd35.url, "--node",
-                      str(init_node(base / "dst-node", "dst/")))
+    dst_node = init_node(base / "dst-node", "dst/")
+    config = json.loads((dst_node / ".crossbar" / "config.json").read_text())
+    config["workers"][0]["transports"][0]["endpoint"]["tls"] = {
+        "key": str(pki.server_key), "certificate": str(pki.server_cert)}
+    (dst_node / ".crossbar" / "config.json").write_text(json.dumps(config, indent=2))
+    dst = RunningNode(base / "dst", "--etcd", etcd35.url, "--node", str(dst_node),
+                      scheme="wss")
     try:
         yield src.wait(), dst.wait()
     finally:
@@ -169,7 +183,8 @@ def nodes(etcd35: EtcdProcess, tmp_path_factory: pytest.TempPathFactory
 
 
 def test_export_import_round_trips_50000_rows_of_every_kind(
-        nodes: tuple[RunningNode, RunningNode], etcd35: EtcdProcess, tmp_path: Path) -> None:
+        nodes: tuple[RunningNode, RunningNode], etcd35: EtcdProcess, pki: TestPKI,
+        tmp_path: Path) -> None:
     src, dst = nodes
     rng = random.Random(13)
     for slot, (_, key_kind, value_kind, count) in enumerate(TABLES, 1):
@@ -186,7 +201,8 @@ def test_export_import_round_trips_50000_rows_of_every_kind(
         assert out.returncode == 0, out.stderr
         assert out.stderr.strip() == f"exported {count} rows of {name}"  # no bar in a pipe
         exported = time.monotonic()
-        into = cli("import", name, str(dump), "--router", dst.url, *WRITER)
+        into = cli("import", name, str(dump), "--router", dst.url, "--ca", str(pki.ca),
+                   *WRITER)
         assert into.returncode == 0, into.stderr
         assert into.stderr.strip() == f"imported {count} rows into {name}; 0 refused"
         timings[name] = (exported - started, time.monotonic() - exported)
@@ -226,15 +242,16 @@ def test_export_is_one_snapshot_and_shows_a_bar_only_on_a_terminal(
 
 
 def test_import_refuses_rows_with_their_line_numbers_and_resumes(
-        nodes: tuple[RunningNode, RunningNode], etcd35: EtcdProcess, tmp_path: Path) -> None:
+        nodes: tuple[RunningNode, RunningNode], pki: TestPKI, tmp_path: Path) -> None:
     _, dst = nodes
+    tls = ["--ca", str(pki.ca)]
     data = tmp_path / "uuids.jsonl"
     good = [str(uuid.UUID(int=i + 1)) for i in range(300)]
     lines = [json.dumps({"key": k, "value": k}) for k in good]
     lines[10] = json.dumps({"key": "not-a-uuid", "value": good[0]})  # line 11
     lines[200] = '{"key": '  # line 201: not JSON
     data.write_text("\n".join(lines) + "\n")
-    done = cli("import", "t_uuid", str(data), "--router", dst.url, *WRITER)
+    done = cli("import", "t_uuid", str(data), "--router", dst.url, *tls, *WRITER)
     assert done.returncode == 1
     assert "line 11: refused: key 'not-a-uuid' is not a valid uuid key" in done.stderr
     assert "line 201: refused: not JSON" in done.stderr
@@ -242,17 +259,21 @@ def test_import_refuses_rows_with_their_line_numbers_and_resumes(
     assert json.loads(Path(f"{data}.position").read_text()) == {"line": 300}
     # A position part-way (as an interrupted import leaves it): --resume continues after it.
     Path(f"{data}.position").write_text(json.dumps({"line": 250}))
-    again = cli("import", "t_uuid", str(data), "--resume", "--router", dst.url, *WRITER)
+    again = cli("import", "t_uuid", str(data), "--resume", "--router", dst.url, *tls, *WRITER)
     assert again.returncode == 0, again.stderr
     assert "imported 50 rows into t_uuid (resumed after line 250); 0 refused" in again.stderr
     # An export of another kind is refused as a whole, before anything is written.
     other = tmp_path / "strings.jsonl"
-    other.write_text(cli("export", "t_text", "--router", dst.url, *READER).stdout or
-                     '{"format": "etcd-wamp-export/1", "table": "t_text", "key_kind": "string",'
-                     ' "value_kind": "string", "revision": 1, "count": 0}\n')
-    wrong = cli("import", "t_uuid", str(other), "--router", dst.url, *WRITER)
+    other.write_text('{"format": "etcd-wamp-export/1", "table": "t_text", "key_kind": '
+                     '"string", "value_kind": "string", "revision": 1, "count": 1}\n'
+                     '{"key": "a", "value": "b"}\n')
+    wrong = cli("import", "t_uuid", str(other), "--router", dst.url, *tls, *WRITER)
     assert wrong.returncode == 1
     assert "string keys and string values; 't_uuid' has uuid keys" in wrong.stderr
+    # Without the CA the router's certificate is not trusted: nothing is written.
+    untrusted = cli("import", "t_uuid", str(data), "--router", dst.url, *WRITER)
+    assert untrusted.returncode == 1 and "certificate verify failed" in untrusted.stderr, \
+        untrusted.stderr
 
 
 def test_status_names_members_leader_and_publishers(
