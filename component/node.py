@@ -132,7 +132,7 @@ def _port_in_use(host: str, port: int) -> bool:
 
 def _check_port(host: str, port: int, what: str, flag: str) -> None:
     if _port_in_use(host, port):
-        raise StartFailed(f"{what} port {port} on {host} is in use by another process "
+        raise StartFailed(f"{what} port {port} on {host} is already in use by another process "
                           f"(choose another with {flag})")
 
 

@@ -341,8 +341,8 @@ def test_run_on_a_busy_web_port_says_so_and_exits_non_zero(tmp_path: Path) -> No
         done = cli("run", "--port", str(port), "--etcd-port", str(free_port()), "--data-dir",
                    str(tmp_path), timeout=60)
     assert done.returncode == 1
-    assert f"web port {port} on 127.0.0.1 is in use by another process (choose another with " \
-           "--port)" in done.stderr
+    assert f"web port {port} on 127.0.0.1 is already in use by another process (choose " \
+           "another with --port)" in done.stderr
 
 
 def test_run_on_a_busy_etcd_port_says_so_and_exits_non_zero(tmp_path: Path) -> None:
@@ -353,7 +353,7 @@ def test_run_on_a_busy_etcd_port_says_so_and_exits_non_zero(tmp_path: Path) -> N
         done = cli("run", "--port", str(free_port()), "--etcd-port", str(port), "--data-dir",
                    str(tmp_path), timeout=60)
     assert done.returncode == 1
-    assert f"etcd client port {port} on 127.0.0.1 is in use" in done.stderr
+    assert f"etcd client port {port} on 127.0.0.1 is already in use" in done.stderr
 
 
 def test_an_etcd_that_fails_to_start_prints_its_log_lines(tmp_path: Path) -> None:
