@@ -1,18 +1,22 @@
 """Chaos: a 3-member etcd cluster, a Crossbar router, three component instances, and faults.
 
 Writers put unique values through WAMP (``etcd.<table>.put``, shared round-robin by the
-instances) and directly to etcd; subscribers record every ``on_change`` event. Faults, in a
-seeded random order: kill -9 the etcd leader (restarted later), kill -9 the instance that
-publishes a table (a new one is started), restart the router, and SIGSTOP a member for a few
-seconds. Afterwards the table histories are read from etcd (a watch from before the workload;
-nothing is compacted) and checked:
+instances) and directly to etcd, some two keys at one revision (so that a publisher's position
+within a revision is exercised across failover); subscribers record every ``on_change`` event.
+Faults, in a seeded random order: kill -9 the etcd leader (restarted later), kill -9 the
+instance that publishes a table (a new one is started), restart the router, and SIGSTOP a member
+for a few seconds. Afterwards the table histories are read from etcd (a watch from before the
+workload; nothing is compacted) and checked:
 
 * every acknowledged write is in the history at its revision, with its key and value;
 * the first subscriber (it always resubscribes first after a router restart, so the elected
   publisher resumes from its stored position while it listens) receives exactly the committed
-  changes of each table, in order: none lost, none repeated, none out of order. A repeat is
-  reported with the fault before it, and the other checks run on the sequence without repeats;
-* every other subscriber's sequence is strictly increasing and, between two (re)subscriptions,
+  changes of each table, in order: none lost, none repeated, none out of order. "In order" is
+  etcd's: by revision, and within a revision in the history's order (the client batches
+  concurrent puts into one txn, so a revision may hold several keys, in op order, not key
+  order). A repeat or an out-of-order event is reported with its publisher session and the
+  fault before it, and the other checks run on the sequence without repeats;
+* every other subscriber's sequence is in that order and, between two (re)subscriptions,
   a gapless run of the committed changes. Events published while a subscriber is not subscribed
   (between a router restart and its resubscription) are not expected by it;
 * an ``on_resync`` is reported (none is expected: nothing is compacted).
@@ -60,6 +64,7 @@ WRITE_PAUSE = 0.03  # between two writes of one writer
 CALL_TIMEOUT = 20.0  # a WAMP write unanswered this long counts as of unknown outcome
 STEP_TIMEOUT = 120.0  # a set-up step or fault that takes longer fails the run, naming itself
 KEYS_PER_TABLE = 16
+PAIRED_WRITES = 0.2  # share of direct writes that put two keys of a table in one revision
 
 
 def table_specs() -> dict[str, tuple[int, str, str]]:
@@ -140,10 +145,12 @@ class Report:
     unknown_writes: int = 0
     acked_missing: list[str] = field(default_factory=list)
     committed: dict[str, int] = field(default_factory=dict)
+    shared_revisions: int = 0  # revisions holding several changes of one table (batched puts)
     lost: dict[str, int] = field(default_factory=dict)
     repeated_raw: dict[str, int] = field(default_factory=dict)
     repeats_after: collections.Counter[str] = field(default_factory=collections.Counter)
     repeat_details: list[str] = field(default_factory=list)
+    disorder_details: list[str] = field(default_factory=list)
     fault_times: list[tuple[float, str]] = field(default_factory=list)
     out_of_order: dict[str, int] = field(default_factory=dict)
     gaps: dict[str, int] = field(default_factory=dict)
@@ -174,7 +181,8 @@ class Report:
             f"faults: {sum(self.faults.values())} ({faults}) in {self.seconds:.0f} s",
             f"writes: acknowledged {self.acked_writes}, unknown outcome {self.unknown_writes}, "
             f"acknowledged but missing in etcd {len(self.acked_missing)}",
-            f"events per subscriber/table: committed {self.committed}",
+            f"events per subscriber/table: committed {self.committed}; revisions with several "
+            f"changes of a table {self.shared_revisions}",
             f"  lost {sum(self.lost.values())}, out of order {sum(self.out_of_order.values())}, "
             f"gaps within a subscription {sum(self.gaps.values())}, repeated "
             f"{sum(self.repeated_raw.values())} "
@@ -186,6 +194,7 @@ class Report:
         ]
         lines += [f"PROBLEM: {p}" for p in self.problems[:20]]
         lines += [f"REPEAT: {r}" for r in self.repeat_details[:10]]
+        lines += [f"OUT OF ORDER: {d}" for d in self.disorder_details[:10]]
         lines += [f"MISSING: {m}" for m in self.acked_missing[:20]]
         lines.append("OK" if self.ok else "FAILED")
         return "\n".join(lines)
@@ -349,15 +358,22 @@ class Chaos:
             number += 1
             table = self.rng.choice(list(self.tables))
             spec = self.tables[table]
-            key = wire_key(table, self.rng.randrange(KEYS_PER_TABLE))
+            indexes = {self.rng.randrange(KEYS_PER_TABLE)}
+            if self.rng.random() < PAIRED_WRITES:
+                indexes.add(self.rng.randrange(KEYS_PER_TABLE))
+            # Keys in descending order: etcd keeps the op order, which is not the keys' order.
+            keys = [wire_key(table, i) for i in sorted(indexes, reverse=True)]
             value = {"w": "direct", "i": number}
             try:
-                revision = (await self.client.set(spec.etcd_key(key),
-                                                  spec.values.encode(value))).revision
-                self.writes.acked.append((table, revision, key, value))
-                self.writes.by_path["direct"] += 1
+                # Puts of one reactor turn: the client batches them into one txn (one revision).
+                results = await defer.gatherResults(
+                    [self.client.set(spec.etcd_key(key), spec.values.encode(value))
+                     for key in keys], consumeErrors=True)
+                for key, result in zip(keys, results, strict=True):
+                    self.writes.acked.append((table, result.revision, key, value))
+                    self.writes.by_path["direct"] += 1
             except Exception:  # noqa: BLE001 - outcome unknown under a fault; the check reads etcd
-                self.writes.unknown += 1
+                self.writes.unknown += len(keys)
             await sleep(self.reactor, WRITE_PAUSE)
 
     async def write_through_wamp(self) -> None:
@@ -540,6 +556,8 @@ class Chaos:
         for table, end in ends.items():
             changes = await self.history(table, end)
             committed[table] = [(rev, key) for rev, key, _ in changes if rev <= end]
+            revisions = collections.Counter(rev for rev, _ in committed[table])
+            report.shared_revisions += sum(1 for n in revisions.values() if n > 1)
             values.update({(table, rev, key): value for rev, key, value in changes})
         report.acked_writes = len(self.writes.acked)
         report.unknown_writes = self.writes.unknown
@@ -553,6 +571,29 @@ class Chaos:
                 self.check_sequence(subscriber, table, expected, subscriber is
                                     self.subscribers[0])
 
+    def fault_before(self, at: float) -> tuple[str, float | None]:
+        """The kind and start time of the last fault started at or before ``at``."""
+        before = [(kind, start) for start, kind in self.report.fault_times if start <= at]
+        return before[-1] if before else ("no fault", None)
+
+    def describe(self, subscriber: Subscriber, table: str, i: int) -> str:
+        """The ``i``-th event a subscriber received: change, arrival, publisher session, and
+        the fault before it."""
+        at = subscriber.arrival[table][i]
+        kind, start = self.fault_before(at)
+        when = f"after {kind} at {start:.2f}" if start is not None else "before any fault"
+        return (f"{subscriber.events[table][i]} at {at:.2f} from session "
+                f"{subscriber.publishers[table][i]} ({when})")
+
+    @staticmethod
+    def before(change: Change, previous: Change, index: dict[Change, int]) -> bool:
+        """Whether ``change`` comes before ``previous`` in etcd's order: by revision, and within
+        one revision (a txn, or puts the client batched into one) by the committed history's
+        order, which is the txn's op order, not the keys' order."""
+        if change[0] != previous[0]:
+            return change[0] < previous[0]
+        return change in index and previous in index and index[change] < index[previous]
+
     def check_sequence(self, subscriber: Subscriber, table: str, expected: list[Change],
                        complete: bool) -> None:
         """Drop raw repeats, then compare with the committed changes (see the module doc)."""
@@ -563,28 +604,32 @@ class Chaos:
         starts = set(subscriber.epochs[table])
         seen: set[Change] = set()
         kept: list[Change] = []
+        kept_at: list[int] = []  # raw index of each kept event
         repeats = disorder = gaps = 0
         for i, change in enumerate(raw):
             if change in seen:
                 repeats += 1
-                arrived = subscriber.arrival[table][i]
-                before = [kind for at, kind in report.fault_times if at <= arrived]
-                report.repeats_after[before[-1] if before else "no fault"] += 1
-                publishers = subscriber.publishers[table]
+                first = raw.index(change)
+                report.repeats_after[self.fault_before(subscriber.arrival[table][i])[0]] += 1
                 report.repeat_details.append(
-                    f"{label} {change} at {arrived:.2f} from session {publishers[i]}, first from "
-                    f"{publishers[raw.index(change)]} at "
-                    f"{subscriber.arrival[table][raw.index(change)]:.2f}")
+                    f"{label} {self.describe(subscriber, table, i)}, first "
+                    f"{self.describe(subscriber, table, first)}")
                 continue
             seen.add(change)
-            if kept and change <= kept[-1]:
+            if change not in index and change[0] >= expected[0][0]:
+                # Checked whatever its order: an out-of-order event may be one of these.
+                report.problems.append(f"{label}: event {change} was never committed")
+            if kept and self.before(change, kept[-1], index):
                 disorder += 1
+                report.disorder_details.append(
+                    f"{label} {self.describe(subscriber, table, i)}"
+                    f"{'' if change in index else ' (not in the checked history)'} after "
+                    f"{self.describe(subscriber, table, kept_at[-1])}")
             elif kept and i not in starts and change in index and kept[-1] in index and \
                     index[change] != index[kept[-1]] + 1:
                 gaps += 1
-            elif change not in index and change[0] >= expected[0][0]:
-                report.problems.append(f"{label}: event {change} was never committed")
             kept.append(change)
+            kept_at.append(i)
         report.repeated_raw[label] = repeats
         report.out_of_order[label] = disorder
         report.gaps[label] = gaps

@@ -62,7 +62,8 @@ class TicketAuthenticator(ApplicationSession):
         expected = tickets().get(authid)
         ticket = details.get("ticket") or ""
         if expected is None or not hmac.compare_digest(str(ticket).encode(), expected.encode()):
-            raise ApplicationError("etcd.error.not_authorized", "unknown user or wrong ticket")
+            # WAMP's own URI: clients recognise a refused login by it and stop retrying.
+            raise ApplicationError("wamp.error.not_authorized", "unknown user or wrong ticket")
         return {"role": authid}
 
     def authorize(self, session: dict[str, Any], uri: str, action: str,

@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["component"]:  # all its options are the component's own
         from .__main__ import main as component_main
 
-        return component_main(argv[1:])
+        return component_main(argv[1:], prog="etcd-wamp component")
     args = _parser().parse_args(argv)
     handlers = {"run": cmd_run, "init": cmd_init, "export": cmd_export, "import": cmd_import,
                 "status": cmd_status}

@@ -28,6 +28,7 @@ from typing import Any
 from txetcd.embedded import EtcdNotFound, EtcdProcess, NotOurEtcd, find_etcd, stop_group
 
 from .config import ConfigError, parse_settings
+from .localsocket import private_dir
 
 __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_config",
            "read_json_file", "relevant_lines", "run", "main"]
@@ -170,7 +171,8 @@ def run(options: NodeOptions, out: Any = None) -> int:
     data.mkdir(parents=True, exist_ok=True)
     _check_port(options.host, options.port, "web", "--port")
     cbdir = data / "node"
-    cbdir.mkdir(mode=0o700, exist_ok=True)  # the node's unix socket lives here: keep it private
+    cbdir.mkdir(exist_ok=True)
+    private_dir(cbdir)  # the local socket's directory, before Crossbar listens in it
     etcd: EtcdProcess | None = None
     if options.endpoints:
         endpoints = list(options.endpoints)

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from autobahn.twisted.wamp import ApplicationSession
+from autobahn.twisted.wamp import ApplicationSession, Session
 from autobahn.wamp.types import RegisterOptions
 from twisted.internet import defer, reactor
 
@@ -34,8 +34,13 @@ COORDINATION_TIMEOUT = 1.0
 __all__ = ["EtcdComponent"]
 
 
-class EtcdComponent(ApplicationSession):
-    """Serves each configured table as ``<prefix>.<table>.get/put/delete/scan/count``."""
+class EtcdComponent(ApplicationSession, Session):
+    """Serves each configured table as ``<prefix>.<table>.get/put/delete/scan/count``.
+
+    An ``ApplicationSession`` (Crossbar loads only those as ``classname``) that is also a
+    ``Session``, whose ``add_authenticator`` lets autobahn's ``Component`` log it in with
+    cryptosign or a ticket when it runs standalone.
+    """
 
     settings: Settings
     etcd: Client
@@ -51,8 +56,10 @@ class EtcdComponent(ApplicationSession):
         await self.register_table_procedures()
         await self.register_database_procedures()
         await self.republish_changes()
-        self.log.info("etcd component ready: {n} tables under {prefix}",
-                      n=len(self.tables), prefix=self.settings.prefix)
+        self.log.info("etcd component ready: {n} tables under {prefix} (joined as {authid}, "
+                      "role {authrole}, by {authmethod})", n=len(self.tables),
+                      prefix=self.settings.prefix, authid=details.authid,
+                      authrole=details.authrole, authmethod=details.authmethod)
 
     def connect_etcd(self, timeout: float = 10.0) -> Client:
         etcd = self.settings.etcd
@@ -89,7 +96,12 @@ class EtcdComponent(ApplicationSession):
         # The publishers store their positions before the etcd clients close.
         stopped = events.stop() if events is not None else defer.succeed(None)
         stopped.addBoth(lambda _: self.close_etcd())
-        super().onLeave(details)
+        # ApplicationSession's, not Session's: it also fails the requests (publish acks,
+        # subscribes, calls) still waiting for the router, so none of them hangs.
+        ApplicationSession.onLeave(self, details)
+
+    def onDisconnect(self) -> None:  # noqa: N802 - autobahn API
+        ApplicationSession.onDisconnect(self)  # as onLeave: fail what still waits
 
     def close_etcd(self) -> None:
         for name in ("etcd", "coordinator"):

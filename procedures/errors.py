@@ -1,15 +1,37 @@
-"""Errors the procedures raise, mapped to WAMP error URIs under ``<prefix>.error.``."""
+"""Errors the procedures raise, mapped to WAMP error URIs under ``<prefix>.error.``.
+
+A caller gets a kind it can act on (README, "Error URIs", says what to do about each one) and
+a message saying why; etcd's own errors are mapped by ``ETCD_ERRORS``, one table.
+"""
 
 from __future__ import annotations
 
 from autobahn.wamp.exception import ApplicationError
 
-from txetcd import EtcdError, RequestTooLarge, TooManyOps, Unavailable
+from txetcd import (
+    AuthFailed,
+    EtcdError,
+    PermissionDenied,
+    RequestTooLarge,
+    TooManyOps,
+    Unavailable,
+)
 
-__all__ = ["ProcedureError", "KINDS", "to_application_error"]
+__all__ = ["ProcedureError", "KINDS", "ETCD_ERRORS", "to_application_error"]
 
 KINDS = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict",
-         "unavailable")
+         "unavailable", "forbidden")
+
+# etcd's errors as callers see them, most specific first: class, kind, what the message says.
+ETCD_ERRORS: tuple[tuple[type[EtcdError], str, str], ...] = (
+    (PermissionDenied, "forbidden", "etcd does not permit this to the component's etcd user "
+                                    "(its role needs access to the namespace)"),
+    (AuthFailed, "forbidden", "etcd refused the component's etcd credentials"),
+    (RequestTooLarge, "too_large", "too large for etcd"),
+    (TooManyOps, "too_large", "too many operations for etcd"),
+    (Unavailable, "unavailable", "etcd is unavailable"),
+    (EtcdError, "unavailable", "etcd refused the request"),
+)
 
 
 class ProcedureError(Exception):
@@ -25,14 +47,11 @@ class ProcedureError(Exception):
 def to_application_error(prefix: str, exc: Exception) -> ApplicationError:
     """The ApplicationError a caller sees for ``exc``, with a message a person can act on."""
     if isinstance(exc, ProcedureError):
-        kind, message = exc.kind, exc.message
-    elif isinstance(exc, (RequestTooLarge, TooManyOps)):
-        kind, message = "too_large", str(exc)
-    elif isinstance(exc, Unavailable):
-        unknown = " (the write may or may not have been applied)" if exc.outcome_unknown else ""
-        kind, message = "unavailable", f"etcd is unavailable: {exc}{unknown}"
-    elif isinstance(exc, EtcdError):
-        kind, message = "unavailable", f"etcd refused the request: {exc}"
-    else:
-        raise exc
-    return ApplicationError(f"{prefix}.error.{kind}", message=message)
+        return ApplicationError(f"{prefix}.error.{exc.kind}", message=exc.message)
+    for cls, kind, meaning in ETCD_ERRORS:
+        if isinstance(exc, cls):
+            unknown = (" (the write may or may not have been applied)"
+                       if getattr(exc, "outcome_unknown", False) else "")
+            return ApplicationError(f"{prefix}.error.{kind}",
+                                    message=f"{meaning}: {exc}{unknown}")
+    raise exc

@@ -117,6 +117,33 @@ async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, etcd_dire
 
 
 @inline
+async def test_events_of_one_revision_arrive_in_etcd_order(node: CrossbarNode,
+                                                           etcd_direct: Client,
+                                                           etcd35: EtcdProcess) -> None:
+    """Several changes at one revision (a txn, or puts the client batched into one) arrive in
+    etcd's order, the txn's op order, not sorted by key (the chaos check once assumed that)."""
+    session = await ready(node)
+    seen = Recorder()
+    before = watchers(etcd35)
+    await session.subscribe(seen.on_change, "etcd.settings.on_change")
+    await eventually(lambda: defer.succeed(watchers(etcd35) == before + 1))
+    try:
+        ops = [{"table": "settings", "op": "put", "key": key, "value": n}
+               for n, key in enumerate(["zeta", "alpha", "mid"])]
+        rev1 = await session.call("etcd.txn", ops)
+        # Two puts of one reactor turn: the client sends them as one txn, in issue order.
+        batched = await defer.gatherResults([etcd_direct.set(SETTINGS + key, cbor2.dumps(key))
+                                             for key in (b"omega", b"beta")])
+        rev2 = batched[0].revision
+        assert batched[1].revision == rev2 > rev1
+        await eventually(lambda: defer.succeed(len(seen.events) >= 5))
+        assert [(e["revision"], e["key"]) for e in seen.events] == [
+            (rev1, "zeta"), (rev1, "alpha"), (rev1, "mid"), (rev2, "omega"), (rev2, "beta")]
+    finally:
+        session.leave()
+
+
+@inline
 async def test_prefix_subscription_covers_every_table(node: CrossbarNode, etcd_direct: Client,
                                                       etcd35: EtcdProcess) -> None:
     session = await ready(node)

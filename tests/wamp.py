@@ -15,6 +15,7 @@ from typing import Any
 from autobahn.twisted.component import Component
 from twisted.internet import defer, reactor
 
+from component.localsocket import SOCKET, private_dir
 from txetcd.embedded import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,8 +29,10 @@ class CrossbarNode:
                  with_component: bool = True) -> None:
         self.workdir = workdir
         shutil.copytree(ROOT / "crossbar-config", workdir, dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("key.*", "*.pid", "*.sock", "*.log"))
+                        ignore=shutil.ignore_patterns("key.*", "*.pid", "*.sock", "*.log",
+                                                      "private"))
         self.cbdir = workdir / ".crossbar"
+        private_dir(self.cbdir)
         self.port = free_port()
         config = json.loads((self.cbdir / "config.json").read_text())
         router, container = config["workers"]
@@ -49,7 +52,7 @@ class CrossbarNode:
 
     @property
     def socket_path(self) -> Path:
-        return self.cbdir / "router.sock"
+        return self.cbdir / SOCKET
 
     @property
     def url(self) -> str:
@@ -77,16 +80,19 @@ class CrossbarNode:
             time.sleep(0.2)
         raise RuntimeError(f"crossbar did not start:\n{self.log_text()[-4000:]}")
 
-    def start_component(self) -> subprocess.Popen[bytes]:
-        """The component standalone, on the node's unix socket, with the node's table config."""
+    def start_component(self, *args: str, env: dict[str, str] | None = None,
+                        log_path: Path | None = None) -> subprocess.Popen[bytes]:
+        """The component standalone with the node's table config on the node's unix socket,
+        or as ``args`` say (``--router``, ``--config``, ``--key``, ...), with ``env`` added."""
         config = self.workdir / "tables.json"
         config.write_text(json.dumps(self.extra))
-        log = open(self.workdir / "component.log", "ab")  # noqa: SIM115 - the child owns it
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        proc = subprocess.Popen([sys.executable, "-m", "component", "--router",
-                                 f"unix:{self.socket_path}", "--config", str(config)],
-                                stdout=log, stderr=log, env=env, cwd=ROOT,
-                                start_new_session=True)
+        log_path = log_path or self.workdir / "component.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns it
+        defaults = [] if "--router" in args else ["--router", f"unix:{self.socket_path}"]
+        defaults += [] if "--config" in args else ["--config", str(config)]
+        proc = subprocess.Popen([sys.executable, "-m", "component", *defaults, *args],
+                                stdout=log, stderr=log, cwd=ROOT, start_new_session=True,
+                                env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
         log.close()
         return proc
 
@@ -107,11 +113,13 @@ class CrossbarNode:
             return False
 
 
-async def connect(url: str, authid: str | None = None, ticket: str | None = None) -> Any:
-    """A joined WAMP session (ticket auth when authid is given); ``session.leave()`` ends it."""
+async def connect(url: str, authid: str | None = None, ticket: str | None = None,
+                  serializer: str = "cbor") -> Any:
+    """A joined WAMP session (ticket auth when authid is given) speaking ``serializer``
+    (cbor, msgpack or json); ``session.leave()`` ends it."""
     joined: defer.Deferred[Any] = defer.Deferred()
     auth = {"ticket": {"authid": authid, "ticket": ticket}} if authid else None
-    comp = Component(transports=[{"url": url, "serializers": ["cbor"], "max_retries": 0}],
+    comp = Component(transports=[{"url": url, "serializers": [serializer], "max_retries": 0}],
                      realm="realm1", authentication=auth)
 
     @comp.on_join

@@ -97,11 +97,15 @@ def describe_failure(exc: BaseException) -> str:
     causes = [getattr(r, "value", r) for r in reasons] if reasons else [exc]
     for cause in causes:
         if isinstance(cause, SSL.Error):
-            detail = ", ".join(str(arg[-1]) for arg in (cause.args[0] if cause.args else [])
-                               if isinstance(arg, tuple) and arg) or str(cause)
-            return (f"TLS handshake failed: {detail} (check ca= for the server's CA, and cert= "
-                    "and key= if the server requires client certificates)")
+            return (f"TLS handshake failed: {tls_reason(cause)} (check ca= for the server's CA, "
+                    "and cert= and key= if the server requires client certificates)")
     return "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+
+
+def tls_reason(error: SSL.Error) -> str:
+    """OpenSSL's reasons (``certificate verify failed``) out of pyOpenSSL's nested error list."""
+    return ", ".join(str(arg[-1]) for arg in (error.args[0] if error.args else [])
+                     if isinstance(arg, tuple) and arg) or str(error)
 
 
 @dataclass(frozen=True)
