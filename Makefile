@@ -23,9 +23,11 @@ etcd: $(STAMP)
 	-@$(PY) -m txetcd.fetch >/dev/null
 
 # Debian packages the tests need: etcd-server (the etcd 3.4 binary), etcd-client (etcdctl for
-# the interop tests) and chromium (the explorer's browser tests; Playwright drives it, no
-# browser download).
-SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/etcdctl:etcd-client /usr/bin/chromium:chromium
+# the interop tests), chromium (the explorer's browser tests; Playwright drives it, no
+# browser download) and flatbuffers-compiler (flatc: typed flatbuffers tables compile their
+# .fbs schema with it).
+SYSTEM_DEPS := /usr/bin/etcd:etcd-server /usr/bin/etcdctl:etcd-client /usr/bin/chromium:chromium \
+	/usr/bin/flatc:flatbuffers-compiler
 
 system-deps:
 	@for dep in $(SYSTEM_DEPS); do \

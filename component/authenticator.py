@@ -26,7 +26,7 @@ __all__ = ["TicketAuthenticator", "tickets", "authorize"]
 
 DEFAULT_TICKETS = {"reader": "reader-secret", "writer": "writer-secret"}
 PREFIX = "etcd."
-READ_PROCEDURES = ("get", "scan", "count")
+READ_PROCEDURES = ("get", "scan", "count", "describe", "history")
 
 
 def tickets() -> dict[str, str]:

@@ -13,7 +13,10 @@ from typing import Any
 
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
-__all__ = ["ConfigError", "EtcdSettings", "TableSettings", "Settings", "parse_settings",
+from .limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
+
+__all__ = ["ConfigError", "EtcdSettings", "TableSettings", "IndexSettings",
+           "FlatBuffersSettings", "Settings", "parse_settings",
            "WIRE_KEYS", "WIRE_VALUES"]
 
 # Key and value kinds that have a faithful WAMP representation.
@@ -45,11 +48,32 @@ class EtcdSettings:
 
 
 @dataclass(frozen=True)
+class IndexSettings:
+    """A secondary index: ``field`` is a JSON pointer into the value (``email`` = ``/email``)."""
+
+    name: str
+    field: str
+    unique: bool
+    key: str  # the key kind of the indexed value
+    slot: int  # where its entries live: another slot, so table events never carry them
+
+
+@dataclass(frozen=True)
+class FlatBuffersSettings:
+    schema: str  # the .bfbs (or .fbs, compiled with flatc at start) file
+    root_type: str
+    bfbs: bytes = field(repr=False, default=b"")  # the binary schema, read once
+
+
+@dataclass(frozen=True)
 class TableSettings:
     name: str
     slot: int
     key: str
     value: str
+    schema: dict[str, Any] | None = None  # JSON Schema 2020-12 of json/cbor values
+    flatbuffers: FlatBuffersSettings | None = None
+    indexes: tuple[IndexSettings, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +84,10 @@ class Settings:
     # Seconds between two writes of a publisher's position while events flow (see
     # component.publisher): what a lone instance may resend after a crash, against etcd writes.
     position_interval: float = 0.1
+    # Admission control (component.limits): call bytes in flight, scans at once and waiting.
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
+    max_scans: int = MAX_SCANS
+    max_queued_scans: int = MAX_QUEUED_SCANS
 
 
 def _expect(obj: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -88,8 +116,9 @@ def _reject_unknown(obj: dict[str, Any], known: set[str], where: str) -> None:
 def parse_settings(raw: Any) -> Settings:
     """Check and convert a config dict; raises ``ConfigError`` naming the first bad field."""
     _expect(raw, dict, "(top level)")
-    raw = {k: v for k, v in raw.items() if k != "cbdir"}  # crossbar adds cbdir to extra
-    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval"}, "")
+    # Crossbar adds cbdir to extra; relative schema paths are resolved against it.
+    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir", *_LIMITS},
+                    "")
     prefix_text = raw.get("prefix", "etcd")
     _expect(prefix_text, str, "prefix")
     for i, part in enumerate(prefix_text.split(".")):
@@ -122,7 +151,8 @@ def parse_settings(raw: Any) -> Settings:
     for i, table in enumerate(tables_raw):
         where = f"tables[{i}]"
         _expect(table, dict, where)
-        _reject_unknown(table, {"name", "slot", "key", "value"}, where)
+        _reject_unknown(table, {"name", "slot", "key", "value", "schema", "flatbuffers",
+                                "indexes"}, where)
         name = _uri_part(table.get("name"), f"{where}.name")
         slot = _expect(table.get("slot"), int, f"{where}.slot")
         if not 1 <= slot < RESERVED_SLOT:
@@ -144,8 +174,27 @@ def parse_settings(raw: Any) -> Settings:
                 raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
             if other.slot == slot:
                 raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
-        tables.append(TableSettings(name, slot, key, value))
+        from .typed_config import parse_typing  # it raises our ConfigError
+
+        typed = parse_typing(table, where, name, value, raw.get("cbdir"))
+        tables.append(TableSettings(name, slot, key, value, **typed))
+    from .typed_config import check_index_slots
+
+    check_index_slots(tables)
     interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
     if not 0 <= interval <= 3600:
         raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")
-    return Settings(prefix_text, etcd, tables, float(interval))
+    limits = {name: _limit(raw, name) for name in _LIMITS}
+    return Settings(prefix_text, etcd, tables, float(interval), **limits)
+
+
+# Admission limits (component.limits), each with the least value it may take.
+_LIMITS = {"max_inflight_bytes": 1, "max_scans": 1, "max_queued_scans": 0}
+
+
+def _limit(raw: dict[str, Any], name: str) -> int:
+    """An int limit from the config, or ``Settings``'s default when absent."""
+    value = _expect(raw.get(name, getattr(Settings, name)), int, name)
+    if value < _LIMITS[name]:
+        raise ConfigError(name, f"must be >= {_LIMITS[name]}, not {value}")
+    return int(value)

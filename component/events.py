@@ -9,7 +9,10 @@ Any number of component instances may serve one router: per table, the instances
 publisher in etcd. The router retains the last event of each table, and the publisher keeps its
 position (the last revision published, and the keys published at it) in etcd, so a new
 publisher, or a new session after a router reconnect, continues exactly where the last one
-stopped (see ``component.publisher``). A position is forgotten when the last subscriber goes:
+stopped (see ``component.publisher``). While a table is published, the router is also asked
+every ``AUDIT_INTERVAL`` seconds whether it still has a subscriber: under churn the meta events
+alone can leave one on the books that is gone. A position is forgotten when the last subscriber
+goes:
 a later subscriber starts from "now" and loads the table with ``scan``. When etcd compacted
 past the position, ``<prefix>.<table>.on_resync`` tells clients to reload."""
 
@@ -22,7 +25,7 @@ from typing import Any
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from procedures.table import Table
@@ -39,6 +42,9 @@ log = Logger()
 RETAINED = PublishOptions(acknowledge=True, retain=True)
 FENCED = "wamp.close.killed"  # the close reason a detached publisher's session gets
 FENCE_PATIENCE = 1.0  # seconds to wait for a killed publisher session to be gone
+# Seconds between two checks with the router that a published table still has a subscriber:
+# the meta events alone can leave a stale subscriber behind under churn (see ``audit``).
+AUDIT_INTERVAL = 2.0
 
 
 def covers(uri: str, match: str, topic: str) -> bool:
@@ -78,6 +84,8 @@ class EventRelay:
         self.position_interval = position_interval
         self.subscriptions: dict[int, _Subscription] = {}
         self.publishers: dict[str, TablePublisher] = {}
+        self.changes = 0  # meta events seen: an audit that saw any meanwhile is stale
+        self.auditing = LoopingCall(lambda: defer.ensureDeferred(self.audit()))
 
     def topic(self, table: str) -> str:
         return f"{self.prefix}.{table}.on_change"
@@ -93,6 +101,7 @@ class EventRelay:
             for sub_id in ids:
                 await self.learn(sub_id)
         self.reconcile()
+        self.auditing.start(AUDIT_INTERVAL, now=False)
 
     async def learn(self, sub_id: int) -> None:
         """Fetch a subscription's topic and subscribers (it may be gone by now)."""
@@ -104,13 +113,17 @@ class EventRelay:
         if info:
             known = self.subscriptions.setdefault(
                 sub_id, _Subscription(info["uri"], info.get("match", "exact")))
-            known.sessions.update(sessions or ())
+            known.sessions.update(s for s in sessions or () if s != self.session.session_id)
 
     def on_create(self, session_id: int, info: dict[str, Any]) -> None:
+        self.changes += 1
         self.subscriptions.setdefault(info["id"], _Subscription(info["uri"],
                                                                 info.get("match", "exact")))
 
     def on_subscribe(self, session_id: int, sub_id: int) -> None:
+        self.changes += 1
+        if session_id == self.session.session_id:
+            return  # a publisher reading the retained event: not a reason to publish
         known = self.subscriptions.get(sub_id)
         if known is None:  # created before this session followed the meta events
             defer.ensureDeferred(self.learn(sub_id)).addCallback(lambda _: self.reconcile())
@@ -119,13 +132,40 @@ class EventRelay:
         self.reconcile()
 
     def on_unsubscribe(self, session_id: int, sub_id: int) -> None:
+        self.changes += 1
         known = self.subscriptions.get(sub_id)
         if known is not None and session_id in known.sessions:
             known.sessions.discard(session_id)
             self.reconcile()
 
     def on_delete(self, session_id: int, sub_id: int) -> None:
+        self.changes += 1
         if self.subscriptions.pop(sub_id, None) is not None:
+            self.reconcile()
+
+    async def audit(self) -> None:
+        """Ask the router whether each published table still has a subscriber, and stop the
+        publishers of those that have none. The meta events can leave a subscriber that is
+        gone on our books (an answer to ``learn`` overtaken by the ``on_unsubscribe`` it
+        predates; crossbar's ``detach`` publishing ``on_delete`` for the wrong subscription);
+        an answer is used only if no meta event arrived while it was asked, so it is never
+        older than what the events said."""
+        for name in list(self.publishers):
+            topic, seen = self.topic(name), self.changes
+            try:
+                listeners: set[int] = set()
+                for sub_id in await self.session.call("wamp.subscription.match", topic) or ():
+                    listeners.update(await self.session.call(
+                        "wamp.subscription.list_subscribers", sub_id) or ())
+            except Exception as exc:  # noqa: BLE001 - refused, or the session is ending
+                log.info("cannot check the subscribers of {topic}: {exc}", topic=topic, exc=exc)
+                return
+            listeners.discard(self.session.session_id)
+            if listeners or seen != self.changes:
+                continue
+            for sub in self.subscriptions.values():
+                if covers(sub.uri, sub.match, topic):
+                    sub.sessions.clear()
             self.reconcile()
 
     def reconcile(self) -> None:
@@ -203,6 +243,8 @@ class EventRelay:
     def stop(self) -> defer.Deferred[Any]:
         """The session ended: stop publishing and store the positions for the next session;
         fires when every publisher has."""
+        if self.auditing.running:
+            self.auditing.stop()
         stopped = [publisher.stop(forget=False) for publisher in self.publishers.values()]
         self.publishers.clear()
         return defer.DeferredList(stopped)

@@ -344,8 +344,14 @@ class TablePublisher:
                     await self.settle_in_flight()
                     # The exact position, and no session to fence: this one stops here.
                     await self.persist(leadership, self.published.copy(), resigning=True)
+        except Exception as exc:  # noqa: BLE001 - resigning matters more
+            log.info("publisher of {table} could not store its position: {exc!r}",
+                     table=self.name, exc=exc)
+        try:
+            # Always: a lead that is not resigned keeps its lease alive, and with it the
+            # election, for as long as this process lives.
             await leadership.resign()
-        except Exception as exc:  # noqa: BLE001 - the lease expires by itself anyway
+        except Exception as exc:  # noqa: BLE001 - the lease is revoked or expires anyway
             log.info("publisher of {table} could not resign cleanly: {exc!r}", table=self.name,
                      exc=exc)
 

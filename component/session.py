@@ -25,6 +25,9 @@ from txetcd import Client
 
 from .config import Settings, parse_settings
 from .events import EventRelay
+from .limits import Limits
+from .subscriptions import CancelSafeSubscriptions
+from .tables import connect, open_tables
 
 # Every instance registers with the same policy, so any number of them share the calls.
 SHARED = RegisterOptions(invoke="roundrobin")
@@ -34,12 +37,13 @@ COORDINATION_TIMEOUT = 1.0
 __all__ = ["EtcdComponent"]
 
 
-class EtcdComponent(ApplicationSession, Session):
+class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
     """Serves each configured table as ``<prefix>.<table>.get/put/delete/scan/count``.
 
     An ``ApplicationSession`` (Crossbar loads only those as ``classname``) that is also a
     ``Session``, whose ``add_authenticator`` lets autobahn's ``Component`` log it in with
-    cryptosign or a ticket when it runs standalone.
+    cryptosign or a ticket when it runs standalone. Its ``subscribe`` may be cancelled safely
+    (``component.subscriptions``).
     """
 
     settings: Settings
@@ -47,38 +51,43 @@ class EtcdComponent(ApplicationSession, Session):
     coordinator: Client
     tables: dict[str, Table]
     events: EventRelay
+    limits: Limits
 
     async def onJoin(self, details: Any) -> None:  # noqa: N802 - autobahn API
         self.settings = parse_settings(self.config.extra or {})
+        self.limits = Limits(self.settings.max_inflight_bytes, self.settings.max_scans,
+                             self.settings.max_queued_scans)
         self.etcd = self.connect_etcd()
         self.coordinator = self.connect_etcd(timeout=COORDINATION_TIMEOUT)
         self.tables = self.open_tables()
         await self.register_table_procedures()
         await self.register_database_procedures()
         await self.republish_changes()
-        self.log.info("etcd component ready: {n} tables under {prefix} (joined as {authid}, "
-                      "role {authrole}, by {authmethod})", n=len(self.tables),
-                      prefix=self.settings.prefix, authid=details.authid,
+        self.log.info("etcd component ready: {n} tables under {prefix} (session {session}, "
+                      "joined as {authid}, role {authrole}, by {authmethod})", n=len(self.tables),
+                      prefix=self.settings.prefix, session=details.session, authid=details.authid,
                       authrole=details.authrole, authmethod=details.authmethod)
 
     def connect_etcd(self, timeout: float = 10.0) -> Client:
-        etcd = self.settings.etcd
-        return Client(reactor, endpoints=etcd.endpoints, namespace=etcd.namespace,
-                      user=etcd.user, password=etcd.password, ca=etcd.ca, timeout=timeout)
+        return connect(self.settings, reactor, timeout)
 
     def open_tables(self) -> dict[str, Table]:
-        return {t.name: Table(t.name, t.slot, t.key, t.value, self.etcd)
-                for t in self.settings.tables}
+        return open_tables(self.settings, self.etcd)
 
     async def register_table_procedures(self) -> None:
         for name, table in self.tables.items():
-            for op in ("get", "put", "delete", "count"):
+            for op in ("get", "put", "delete", "count", "describe", "history"):
                 await self.register(self.procedure(getattr(table, op)),
                                     f"{self.settings.prefix}.{name}.{op}", options=SHARED)
-            await self.register(self.procedure(self.progressive(table.scan)),
-                                f"{self.settings.prefix}.{name}.scan",
-                                options=RegisterOptions(details_arg="details",
-                                                        invoke=SHARED.invoke))
+            await self.register_scan(table.scan, f"{self.settings.prefix}.{name}.scan")
+            for index in table.indexes.values():
+                uri = f"{self.settings.prefix}.{name}.{index.name}"
+                await self.register(self.procedure(index.get), f"{uri}.get", options=SHARED)
+                await self.register_scan(index.scan, f"{uri}.scan")
+
+    async def register_scan(self, scan: Callable[..., Awaitable[Any]], uri: str) -> None:
+        await self.register(self.procedure(self.progressive(scan)), uri,
+                            options=RegisterOptions(details_arg="details", invoke=SHARED.invoke))
 
     async def register_database_procedures(self) -> None:
         await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn",
@@ -116,17 +125,20 @@ class EtcdComponent(ApplicationSession, Session):
         state = await self.etcd.status()
         return {"prefix": self.settings.prefix,
                 "etcd": {"version": state.version, "revision": state.header.revision},
-                "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value}
+                "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
+                            **{k: v for k, v in self.tables[t.name].description().items()
+                               if k in ("schema", "flatbuffers", "indexes")}}
                            for t in self.settings.tables]}
 
-    @staticmethod
-    def progressive(scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        """Pass the caller's progress callback (if it asked for progressive results) to scan."""
+    def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Pass the caller's progress callback (if it asked for progressive results) to scan,
+        which waits in line when ``max_scans`` run already."""
 
         @functools.wraps(scan)
         async def call(*args: Any, details: Any = None, **kwargs: Any) -> Any:
             progress = getattr(details, "progress", None)
-            return await scan(*args, progress=progress, **kwargs)
+            async with self.limits.scan():
+                return await scan(*args, progress=progress, **kwargs)
 
         return call
 
@@ -148,7 +160,8 @@ class EtcdComponent(ApplicationSession, Session):
 
             async def run() -> Any:
                 try:
-                    return await handler(*args, **kwargs)
+                    with self.limits.admit(args, kwargs):
+                        return await handler(*args, **kwargs)
                 except defer.CancelledError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - typed ones map, the rest re-raise

@@ -11,6 +11,7 @@ from autobahn.wamp.exception import ApplicationError
 from txetcd import (
     AuthFailed,
     EtcdError,
+    NoSpace,
     PermissionDenied,
     RequestTooLarge,
     TooManyOps,
@@ -20,7 +21,14 @@ from txetcd import (
 __all__ = ["ProcedureError", "KINDS", "ETCD_ERRORS", "to_application_error"]
 
 KINDS = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict",
-         "unavailable", "forbidden")
+         "unavailable", "forbidden", "busy", "no_space")
+
+# What an operator does about etcd's NOSPACE alarm; writes are refused until it is disarmed.
+NO_SPACE_ADVICE = ("etcd's storage quota is full (NOSPACE alarm): nothing can be written until "
+                   "an operator frees space and disarms the alarm: compact the history "
+                   "(etcdctl compact <current revision>), defragment every member "
+                   "(etcdctl defrag), then etcdctl alarm disarm; or raise "
+                   "--quota-backend-bytes. Reads still work")
 
 # etcd's errors as callers see them, most specific first: class, kind, what the message says.
 ETCD_ERRORS: tuple[tuple[type[EtcdError], str, str], ...] = (
@@ -29,6 +37,7 @@ ETCD_ERRORS: tuple[tuple[type[EtcdError], str, str], ...] = (
     (AuthFailed, "forbidden", "etcd refused the component's etcd credentials"),
     (RequestTooLarge, "too_large", "too large for etcd"),
     (TooManyOps, "too_large", "too many operations for etcd"),
+    (NoSpace, "no_space", NO_SPACE_ADVICE),
     (Unavailable, "unavailable", "etcd is unavailable"),
     (EtcdError, "unavailable", "etcd refused the request"),
 )

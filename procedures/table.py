@@ -8,12 +8,16 @@ before etcd is touched, so a refused call writes nothing.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
+from txetcd.pmap import Database, PersistentMap, ValueCodec
 
 from .errors import ProcedureError
+from .flatbuf import FlatBuffersSchema
+from .history import history
+from .indexes import IndexSpec, RowWrite, TableIndex, write_rows
 from .wire import KeyWire, ValueWire
 
 __all__ = ["Table", "SCAN_CHUNK"]
@@ -44,13 +48,36 @@ class Table:
     """One configured table: its codecs, its key range in etcd, and its operations."""
 
     def __init__(self, name: str, slot: int, key_kind: str, value_kind: str,
-                 client: Client) -> None:
+                 client: Client, values: ValueCodec[Any] | None = None,
+                 indexes: Sequence[IndexSpec] = ()) -> None:
         self.name = name
         self.slot = slot
         self.prefix = struct.pack(">H", slot)
         self.keys = KeyWire(key_kind)
-        self.values = ValueWire(value_kind)
+        self.values = ValueWire(value_kind, values)
         self.client = client
+        # The same rows as a pmap map: indexed tables write through it (index upkeep), and a
+        # pmap program that opens it shares the schema and the index entries.
+        self.db = Database(client)
+        self.map: PersistentMap[Any, Any] = PersistentMap(slot, self.keys.codec,
+                                                          self.values.codec, name=name)
+        self.indexes = {spec.name: TableIndex(self, spec) for spec in indexes}
+
+    def description(self) -> dict[str, Any]:
+        """Key kind, value kind, schema and indexes: what a client builds forms from."""
+        codec = self.values.codec
+        schema = getattr(codec, "schema", None)
+        flatbuffers = schema.describe() if isinstance(schema, FlatBuffersSchema) else None
+        return {"table": self.name, "slot": self.slot, "key": self.keys.kind,
+                "value": self.values.kind, "schema": None if flatbuffers else schema,
+                "flatbuffers": flatbuffers,
+                "indexes": [index.describe() for index in self.indexes.values()]}
+
+    async def describe(self) -> dict[str, Any]:
+        return self.description()
+
+    async def history(self, key: Any, limit: Any = 10, before_revision: Any = None) -> Any:
+        return await history(self, key, limit, before_revision)
 
     @property
     def keyset(self) -> KeySet:
@@ -90,7 +117,19 @@ class Table:
         return {"value": value, "revision": kv.mod_revision, "version": kv.version,
                 "created": kv.create_revision}
 
+    def row_write(self, kind: str, key: Any, value: Any, if_revision: Any) -> RowWrite:
+        """A write through the pmap path (indexed tables); checked like guarded_put."""
+        revision = _revision_arg(if_revision)
+        native = self.keys.to_codec(key)
+        if kind == "put":
+            self.values.encode(value)  # the schema and codec refusals, before etcd is touched
+            value = self.values.to_codec(value)
+        return RowWrite(self, kind, native, value, revision)
+
     async def put(self, key: Any, value: Any, if_revision: Any = None) -> int:
+        if self.indexes:
+            return (await write_rows(self.client, [self.row_write("put", key, value,
+                                                                  if_revision)]))[0]
         compares, op = self.guarded_put(key, value, if_revision)
         if not compares:
             return (await self.client.set(op.key, op.value)).revision
@@ -101,6 +140,10 @@ class Table:
         return result.header.revision
 
     async def delete(self, key: Any, if_revision: Any = None) -> bool:
+        if self.indexes:
+            _, existed = await write_rows(self.client, [self.row_write("delete", key, None,
+                                                                       if_revision)])
+            return existed[0]
         compares, op = self.guarded_delete(key, if_revision)
         if not compares:
             return (await self.client.delete(op.keys)).deleted > 0
@@ -112,8 +155,10 @@ class Table:
         assert isinstance(deleted, Deleted)
         return deleted.deleted > 0
 
-    def bounds(self, from_key: Any, to_key: Any, prefix: Any) -> KeySet:
-        """The etcd range of a scan or count: ``[from_key, to_key)`` and/or a key prefix."""
+    def bounds(self, from_key: Any, to_key: Any, prefix: Any, after: Any = None,
+               reverse: bool = False) -> KeySet:
+        """The etcd range of a scan or count: ``[from_key, to_key)`` and/or a key prefix, and
+        for a cursor only what comes after ``after`` in the scan's direction."""
         if prefix is not None:
             low = self.prefix + self.keys.encode_prefix(prefix)
             high = prefix_end(low)
@@ -123,6 +168,12 @@ class Table:
             low = max(low, self.etcd_key(from_key))
         if to_key is not None:
             high = min(high, self.etcd_key(to_key))
+        if after is not None:
+            position = self.prefix + self.keys.encode(after, "after")
+            if reverse:
+                high = min(high, position)
+            else:
+                low = max(low, position + b"\0")
         if high <= low:
             high = low + b"\0"  # an empty range that etcd still accepts; nothing matches it
             return KeySet(low, range_end=high)
@@ -130,13 +181,15 @@ class Table:
 
     async def scan(self, from_key: Any = None, to_key: Any = None, prefix: Any = None,
                    limit: Any = 1000, reverse: Any = False, keys_only: Any = False,
-                   revision: Any = None,
-                   progress: Callable[[list[Any]], None] | None = None) -> list[Any]:
+                   after: Any = None, page: Any = False, revision: Any = None,
+                   progress: Callable[[list[Any]], None] | None = None) -> Any:
         """Rows in key order as ``[key, value]`` (or keys); chunks go to ``progress`` if given.
 
         With progress the final result is an empty list: every row was already delivered.
+        Cancelling the call stops paging through etcd. ``after`` (a key, exclusive) continues
+        where a page ended; ``page=True`` returns ``{"rows", "last", "next_after"}`` instead.
         ``revision`` reads the table as it was then (several calls, one snapshot: how
-        ``etcd-wamp export`` pages). Cancelling the call stops paging through etcd.
+        ``etcd-wamp export`` pages).
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
                 MAX_SCAN_LIMIT:
@@ -144,14 +197,23 @@ class Table:
                                  f"limit must be an int from 1 to {MAX_SCAN_LIMIT}, not {limit!r}")
         backwards = _flag(reverse, "reverse")
         only_keys = _flag(keys_only, "keys_only")
+        paged = _flag(page, "page")
         at_revision = _revision_arg(revision, "revision") or None
-        keys = self.bounds(from_key, to_key, prefix)
+        keys = self.bounds(from_key, to_key, prefix, after, backwards)
         rows: list[Any] = []
         chunk: list[Any] = []
-        async for kv in self.client.scan(keys, page_size=min(limit, SCAN_PAGE), limit=limit,
+        # A page reads one row more than it returns: that row says whether it is the last.
+        want = limit + 1 if paged else limit
+        seen = 0
+        last_key: Any = None
+        async for kv in self.client.scan(keys, page_size=min(want, SCAN_PAGE), limit=want,
                                          reverse=backwards, keys_only=only_keys,
                                          revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
+            seen += 1
+            if seen > limit:
+                break
             key = self.wire_key(kv.key)
+            last_key = key
             row = key if only_keys else [key, self.values.decode(kv.value)]
             if progress is None:
                 rows.append(row)
@@ -162,7 +224,10 @@ class Table:
                 chunk = []
         if progress is not None and chunk:
             progress(chunk)
-        return rows
+        if not paged:
+            return rows
+        more = seen > limit
+        return {"rows": rows, "last": not more, "next_after": last_key if more else None}
 
     async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
         return (await self.client.get(self.bounds(from_key, to_key, prefix),

@@ -15,6 +15,7 @@ from typing import Any
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
 
 from .errors import ProcedureError
+from .schema import SchemaViolation
 
 __all__ = ["KeyWire", "ValueWire"]
 
@@ -45,11 +46,20 @@ class KeyWire:
         self.codec: KeyCodec[Any] = KEY_CODECS[kind]()
 
     def encode(self, key: Any, what: str = "key") -> bytes:
+        return self.codec.encode(self.to_codec(key, what))
+
+    def to_codec(self, key: Any, what: str = "key", kind: str = "invalid_key") -> Any:
+        """The key as its codec takes it (a uuid string becomes a UUID), checked."""
         try:
-            return self.codec.encode(_TO_CODEC.get(self.kind, lambda k: k)(key))
+            native = _TO_CODEC.get(self.kind, lambda k: k)(key)
+            self.codec.encode(native)
+            return native
         except (TypeError, ValueError) as exc:
-            raise ProcedureError("invalid_key", f"{what} {key!r:.80} is not a valid "
-                                                f"{self.kind} key: {exc}") from None
+            raise ProcedureError(kind, f"{what} {key!r:.80} is not a valid "
+                                       f"{self.kind} key: {exc}") from None
+
+    def from_codec(self, key: Any) -> Any:
+        return _FROM_CODEC.get(self.kind, lambda k: k)(key)
 
     def encode_prefix(self, prefix: Any) -> bytes:
         if self.kind not in ("string", "binary"):
@@ -58,21 +68,28 @@ class KeyWire:
         return self.encode(prefix, "prefix") if prefix != "" and prefix != b"" else b""
 
     def decode(self, data: bytes) -> Any:
-        return _FROM_CODEC.get(self.kind, lambda k: k)(self.codec.decode(data))
+        return self.from_codec(self.codec.decode(data))
 
 
 class ValueWire:
     """Converts a table's values between WAMP payloads and stored bytes."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, codec: ValueCodec[Any] | None = None) -> None:
         self.kind = kind
-        # flatbuffers travel as the serialized bytes: the component never needs the schema.
+        # flatbuffers without a schema travel as the serialized bytes; with one, the codec
+        # (procedures.schema.value_codec) takes and gives maps.
         codec_kind = "binary" if kind == "flatbuffers" else kind
-        self.codec: ValueCodec[Any] = VALUE_CODECS[codec_kind]()
+        self.codec: ValueCodec[Any] = codec or VALUE_CODECS[codec_kind]()
+
+    def to_codec(self, value: Any) -> Any:
+        return _TO_CODEC.get(self.kind, lambda v: v)(value)
 
     def encode(self, value: Any) -> bytes:
         try:
-            return self.codec.encode(_TO_CODEC.get(self.kind, lambda v: v)(value))
+            return self.codec.encode(self.to_codec(value))
+        except SchemaViolation as exc:
+            raise ProcedureError("invalid_value", f"the value does not match the table's "
+                                                  f"schema: {exc}") from None
         except (TypeError, ValueError, OverflowError) as exc:
             raise ProcedureError("invalid_value", f"value {value!r:.80} is not a valid "
                                                   f"{self.kind} value: {exc}") from None

@@ -21,25 +21,13 @@ from txetcd import Client
 from txetcd.embedded import EtcdProcess
 
 from .blocking import run_blocking, wait
-from .wamp import CrossbarNode, connect
+from .wamp import CrossbarNode, connect, until_registered
 
 inline = pytest_twisted.ensureDeferred
 
 
 async def writer(node: CrossbarNode):
-    session = await connect(node.url, "writer", "writer-secret")
-    # The container component may still be joining right after boot.
-    for _ in range(100):
-        try:
-            await session.call("etcd.status")
-            return session
-        except ApplicationError as exc:
-            if exc.error != "wamp.error.no_such_procedure":
-                raise
-            from twisted.internet.task import deferLater
-
-            await deferLater(reactor, 0.1, lambda: None)
-    raise AssertionError("component never registered etcd.status")
+    return await until_registered(await connect(node.url, "writer", "writer-secret"))
 
 
 @inline
@@ -123,7 +111,7 @@ async def test_txn_is_all_or_nothing(node: CrossbarNode, etcd_direct: Client) ->
             await session.call("etcd.txn", [{"table": "nope", "op": "put", "key": "x"}])
         assert bad.value.error == "etcd.error.invalid_argument"
         status = await session.call("etcd.status")
-        assert [t["name"] for t in status["tables"]] == ["users", "settings"]
+        assert [t["name"] for t in status["tables"]] == ["users", "settings", "people"]
     finally:
         session.leave()
 
@@ -186,7 +174,7 @@ async def test_reader_reads_every_table_and_writes_nothing(node: CrossbarNode,
 
 def test_config_errors_name_the_field(node: CrossbarNode) -> None:
     good = node.extra
-    assert [t.name for t in parse_settings(good).tables] == ["users", "settings"]
+    assert [t.name for t in parse_settings(good).tables] == ["users", "settings", "people"]
     assert parse_settings({**good, "position_interval": 2}).position_interval == 2.0
     bad = [
         ({**good, "tables": [{"name": "x", "slot": 1, "key": "uuid", "value": "pickle"}]},

@@ -153,7 +153,7 @@ async def test_prefix_subscription_covers_every_table(node: CrossbarNode, etcd_d
 
     await session.subscribe(lambda *a, **kw: seen.on_change(**kw), "etcd.",
                             options=SubscribeOptions(match="prefix"))
-    await eventually(lambda: defer.succeed(watchers(etcd35) == before + 2))  # users, settings
+    await eventually(lambda: defer.succeed(watchers(etcd35) == before + 3))  # all 3 tables
     try:
         import uuid
 

@@ -54,7 +54,7 @@ async def test_make_run_launcher(tmp_path: Path) -> None:
                 from twisted.internet.task import deferLater
 
                 await deferLater(reactor, 0.2, lambda: None)
-        assert [t["name"] for t in status["tables"]] == ["users", "settings"]
+        assert [t["name"] for t in status["tables"]] == ["users", "settings", "people"]
         assert status["etcd"]["version"].startswith("3.")
         session.leave()
     finally:

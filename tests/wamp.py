@@ -133,3 +133,19 @@ async def connect(url: str, authid: str | None = None, ticket: str | None = None
 
     comp.start(reactor).addErrback(_failed)
     return await joined
+
+
+async def until_registered(session: Any) -> Any:
+    """``session`` once the component answers: right after boot it may still be joining."""
+    from autobahn.wamp.exception import ApplicationError
+    from twisted.internet.task import deferLater
+
+    for _ in range(100):
+        try:
+            await session.call("etcd.status")
+            return session
+        except ApplicationError as exc:
+            if exc.error != "wamp.error.no_such_procedure":
+                raise
+            await deferLater(reactor, 0.1, lambda: None)
+    raise AssertionError("component never registered etcd.status")

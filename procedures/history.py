@@ -1,0 +1,172 @@
+"""``<prefix>.<table>.history(key, limit, before_revision)``: a row's past from etcd's MVCC history.
+
+etcd keeps every revision of a key until compaction. The versions of the row's current lifetime
+are read at older revisions (one read each, newest first); only what lies before it (an earlier
+lifetime ended by a delete, which no read shows) comes from a watch started at revision 1 that
+replays the key's puts and deletes in revision order. The replay stops at an event known to
+come: the first put of the lifetime already read, or the row's current revision; for a row that
+is deleted now nothing marks the end, so it stops once etcd has been quiet for ``QUIET`` seconds
+after its last event (etcd sends a replay in one response of up to 1000 revisions per key, so
+the quiet wait only matters for keys with longer histories). Past the compaction point the
+answer says so: ``compacted`` is true when the list is shorter than asked because older
+versions are gone, and ``compact_revision`` is where history starts; never a silent short list.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+
+from txetcd import Compacted, WatchCompacted, WatchEvent
+
+from .errors import ProcedureError
+
+if TYPE_CHECKING:
+    from .table import Table
+
+__all__ = ["history", "MAX_HISTORY", "QUIET", "FIRST_WAIT", "DEADLINE"]
+
+MAX_HISTORY = 1000
+QUIET = 0.5  # seconds without events that end the replay of a row that is deleted now
+FIRST_WAIT = 2.0  # the same before the first event: a replay starts within etcd's 100 ms sync
+DEADLINE = 60.0  # a replay that takes longer is refused as unavailable
+
+
+def _version(table: Table, event: Any) -> dict[str, Any]:
+    kv = event.kv
+    if getattr(event.type, "name", str(event.type)).upper() == "DELETE":
+        return {"type": "delete", "revision": kv.mod_revision, "value": None, "version": 0,
+                "created": 0}
+    return _put(table, kv)
+
+
+def _put(table: Table, kv: Any) -> dict[str, Any]:
+    return {"type": "put", "revision": kv.mod_revision, "value": table.values.decode(kv.value),
+            "version": kv.version, "created": kv.create_revision}
+
+
+async def _walk(table: Table, row: bytes, state: Any, limit: int) -> tuple[list[Any], bool]:
+    """Versions of the row's lifetime at ``state``, newest first, by reads at older revisions
+    (cheap: one read per version); stops at ``limit``, the lifetime's first put, or compaction
+    (then True)."""
+    kv = state.kvs[0] if state.kvs else None
+    versions: list[Any] = []
+    while kv is not None and len(versions) < limit:
+        versions.append(_put(table, kv))
+        if kv.version <= 1:
+            break
+        try:
+            kv = (await table.client.get(row, revision=kv.mod_revision - 1)).kvs[0]
+        except Compacted:
+            return versions, True
+    return versions, False
+
+
+async def _replay(table: Table, row: bytes, key: Any, end: int, terminal: int | None,
+                  limit: int) -> tuple[list[Any], int | None]:
+    """The last ``limit`` events of the row up to revision ``end``, oldest first, replayed by a
+    watch from revision 1, and the compaction revision if history was cut. The replay ends at
+    the event at ``terminal`` (one known to come), or after ``QUIET`` seconds of silence."""
+    client = table.client
+    events: collections.deque[Any] = collections.deque(maxlen=limit)
+    compacted_at: int | None = None
+    finished: defer.Deferred[None] = defer.Deferred()
+    reactor = client.reactor
+    timer = None
+
+    def finish() -> None:
+        if not finished.called:
+            finished.callback(None)
+
+    def quiet(seconds: float) -> None:
+        nonlocal timer
+        if timer is not None and timer.active():
+            timer.cancel()
+        if terminal is None:
+            timer = reactor.callLater(seconds, finish)
+
+    def on_item(item: Any) -> None:
+        nonlocal compacted_at
+        if finished.called:
+            return
+        if isinstance(item, WatchCompacted):
+            compacted_at = item.compact_revision
+            return
+        assert isinstance(item, WatchEvent)
+        if item.revision > end:
+            finish()  # all of the row's events up to ``end`` came before this one
+            return
+        events.append(item)
+        if terminal is not None and item.revision >= terminal:
+            finish()
+        else:
+            quiet(QUIET)
+
+    def too_slow() -> None:
+        if not finished.called:
+            finished.errback(ProcedureError("unavailable", f"the history of {key!r:.80} did "
+                                                           f"not arrive in {DEADLINE:.0f} s"))
+
+    quiet(FIRST_WAIT)
+    watch = client.watch(row, on_item, start_revision=1)
+    deadline = reactor.callLater(DEADLINE, too_slow)
+    try:
+        await finished
+    finally:
+        watch.cancel()
+        for call in (timer, deadline):
+            if call is not None and call.active():
+                call.cancel()
+    return list(events), compacted_at
+
+
+async def history(table: Table, key: Any, limit: Any = 10,
+                  before_revision: Any = None) -> dict[str, Any]:
+    """The row's versions before ``before_revision`` (default: all), newest first."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY:
+        raise ProcedureError("invalid_argument",
+                             f"limit must be an int from 1 to {MAX_HISTORY}, not {limit!r}")
+    if before_revision is not None and (isinstance(before_revision, bool) or not isinstance(
+            before_revision, int) or before_revision < 1):
+        raise ProcedureError("invalid_argument", f"before_revision must be a revision (an int "
+                                                 f">= 1), not {before_revision!r}")
+    row = table.etcd_key(key)
+    client = table.client
+    now = await client.get(row)
+    end = now.header.revision if before_revision is None else min(before_revision - 1,
+                                                                  now.header.revision)
+    if end < 1:
+        return {"versions": [], "compacted": False, "compact_revision": None}
+    # The current lifetime first, by reads; the replay only for what lies before it.
+    try:
+        state = now if end == now.header.revision else await client.get(row, revision=end)
+        versions, cut = await _walk(table, row, state, limit)
+    except Compacted:
+        versions, cut = [], True
+    if len(versions) == limit:
+        return {"versions": versions, "compacted": False, "compact_revision": None}
+    if versions:
+        # Everything before the oldest version read; the replay ends on that version's event.
+        terminal: int | None = versions[-1]["revision"]
+        replay_end = versions[-1]["revision"] - 1
+    else:
+        # No row at ``end``: its current revision (if it exists now) ends the replay.
+        terminal = now.kvs[0].mod_revision if now.kvs else None
+        replay_end = end
+    events, compacted_at = await _replay(table, row, key, replay_end, terminal,
+                                         limit - len(versions))
+    if cut and compacted_at is None:
+        compacted_at = 0  # the reads were compacted, the replay was not: it is now
+    versions += [_version(table, e) for e in reversed(events)]
+    if compacted_at and len(versions) < limit:
+        # The version live at the compaction point survives it, though no event replays it.
+        found = await client.get(row, revision=compacted_at)
+        if found.kvs and found.kvs[0].mod_revision < compacted_at and \
+                found.kvs[0].mod_revision <= replay_end and (
+                    not versions or found.kvs[0].mod_revision < versions[-1]["revision"]):
+            versions.append(_put(table, found.kvs[0]))
+    return {"versions": versions,
+            "compacted": compacted_at is not None and len(versions) < limit,
+            "compact_revision": compacted_at or None}
