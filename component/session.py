@@ -26,6 +26,7 @@ from txetcd import Client
 from .config import Settings, parse_settings
 from .events import EventRelay
 from .limits import Limits
+from .store import store_status
 from .subscriptions import CancelSafeSubscriptions
 from .tables import connect, open_tables
 
@@ -122,13 +123,12 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         return await run_txn(self.etcd, self.tables, ops)
 
     async def status(self) -> dict[str, Any]:
-        state = await self.etcd.status()
-        return {"prefix": self.settings.prefix,
-                "etcd": {"version": state.version, "revision": state.header.revision},
-                "tables": [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
-                            **{k: v for k, v in self.tables[t.name].description().items()
-                               if k in ("schema", "flatbuffers", "indexes")}}
-                           for t in self.settings.tables]}
+        return await store_status(
+            self.etcd, self.settings.prefix,
+            [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
+              **{k: v for k, v in self.tables[t.name].description().items()
+                 if k in ("schema", "flatbuffers", "indexes")}}
+             for t in self.settings.tables])
 
     def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Pass the caller's progress callback (if it asked for progressive results) to scan,
