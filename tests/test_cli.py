@@ -217,7 +217,7 @@ def test_export_import_round_trips_50000_rows_of_every_kind(
     assert '"cbor": ' in cbor_lines and '"value": {"plain"' in cbor_lines
 
 
-def test_export_is_one_snapshot_and_shows_a_bar_only_on_a_terminal(
+def test_export_shows_a_bar_only_on_a_terminal(
         nodes: tuple[RunningNode, RunningNode], etcd35: EtcdProcess) -> None:
     src, _ = nodes
     # stderr on a terminal: a progress bar; stdout stays the data.
