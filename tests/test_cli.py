@@ -346,6 +346,19 @@ def test_run_on_a_busy_web_port_says_so_and_exits_non_zero(tmp_path: Path) -> No
            "another with --port)" in done.stderr
 
 
+def test_run_without_crossbar_names_the_extra_to_install(tmp_path: Path) -> None:
+    """`pip install .` (no [run] extra) has no Crossbar: `etcd-wamp run` says which extra to
+    install before it starts anything, not a ModuleNotFoundError from Crossbar's log."""
+    hidden = ("import sys; sys.modules['crossbar'] = None; from component.cli import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", hidden, "run", "--port", str(free_port()),
+                           "--etcd-port", str(free_port()), "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pip install 'etcd-wamp[run]'" in done.stderr
+    assert not (tmp_path / "d").exists()  # no etcd was started, nothing written
+
+
 def test_run_on_a_busy_etcd_port_says_so_and_exits_non_zero(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
