@@ -315,3 +315,20 @@ async def test_scan_at_a_future_or_compacted_revision_is_the_callers_mistake(
         assert await session.call("etcd.users.scan", revision=first + 1) == []
     finally:
         session.leave()
+
+
+@inline
+async def test_refused_calls_do_not_fill_the_node_log(node: CrossbarNode,
+                                                      etcd_direct: Client) -> None:
+    """Each refusal goes to its caller; a reader sending bad calls must not grow the node's
+    log by a line per call (autobahn logs every ApplicationError as a warning)."""
+    session = await until_registered(await connect(node.url, "reader", "reader-secret"))
+    before = len(node.log_text())
+    try:
+        for _ in range(20):
+            with pytest.raises(ApplicationError):
+                await session.call("etcd.users.get", "not-a-uuid")
+        await session.call("etcd.status")  # the refusals were handled before this answer
+    finally:
+        session.leave()
+    assert "onUserError" not in node.log_text()[before:]
