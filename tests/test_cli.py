@@ -29,7 +29,7 @@ from typing import Any
 import cbor2
 import pytest
 
-from component.localsocket import SOCKET
+from component.localsocket import socket_path
 from procedures.wire import KeyWire, ValueWire
 from txetcd.embedded import EtcdProcess, free_port, stop_group
 
@@ -496,7 +496,7 @@ def test_component_subcommand_serves_beside_the_nodes_own(
     log = tmp_path / "component.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([str(CLI), "component", "--router",
-                                 f"unix:{src.workdir / 'data' / 'node' / SOCKET}",
+                                 f"unix:{socket_path(src.workdir / 'data' / 'node')}",
                                  "--config", str(tables)], stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:

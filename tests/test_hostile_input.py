@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import struct
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,17 @@ def etcd35(request: pytest.FixtureRequest) -> Iterator[EtcdProcess]:
         yield server
 
 SERIALIZERS = ("json", "msgpack", "cbor")
+
+
+@pytest.fixture(autouse=True)
+def deep_client_stack() -> Iterator[None]:
+    """Our own callers must be able to encode the deepest messages the router carries:
+    Python's JSON encoder recurses per level, and a pytest-xdist worker starts deeper in the
+    stack than a plain run."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 10_000))
+    yield
+    sys.setrecursionlimit(limit)
 LOGINS = {"reader": "reader-secret", "writer": "writer-secret"}
 USERS, SETTINGS = struct.pack(">H", 1), struct.pack(">H", 2)
 BIG = "x" * (2 * 1024 * 1024)
