@@ -150,7 +150,8 @@ def sample(kind: str, i: int, rng: random.Random) -> Any:
     if kind == "json":
         return rng.choice([{"n": i, "tags": ["a", "é"], "ok": True}, [i, 1.5, None], f"s{i}", i])
     if kind == "cbor":
-        return rng.choice([{"n": i, "raw": bytes([i % 256, 0])}, {1: "int key", "f": 0.25},
+        # No int map keys: WAMP refuses what a json caller could not receive (#12's policy).
+        return rng.choice([{"n": i, "raw": bytes([i % 256, 0])}, {"k": "str key", "f": 0.25},
                            {"plain": [i, "json"]}, b"\x00bytes"])
     raise AssertionError(kind)
 
