@@ -172,13 +172,6 @@ class TablePublisher:
         self.leadership: Leadership | None = None
         self.running = True
         self.forget = False
-        # The store's revision when a subscriber first wanted the table, asked at once: the
-        # campaign takes round trips, and a change committed meanwhile (a subscriber's own put
-        # right after its subscribe returned) must still be published. Asked on the tables'
-        # client, whose warm connections carry that put, so the answer comes from before it;
-        # used by the first lead only (later ones find a stored position).
-        self.wanted_at: defer.Deferred[int | None] | None = defer.ensureDeferred(
-            self._revision_now())
         self.task = defer.ensureDeferred(self.run())
 
     def stop(self, forget: bool) -> defer.Deferred[None]:
@@ -374,24 +367,12 @@ class TablePublisher:
         return CompCreated(leadership.key, "==", leadership.revision)
 
     async def load_position(self, leadership: Leadership) -> tuple[Position, int | None]:
-        """The stored position and the session that stored it; none yet means "from when a
-        subscriber first wanted the table" (or now, if that was not read)."""
+        """The stored position and the session that stored it; none yet means "from now on"."""
         found = await self.coordinator.get(self.position_key)
-        wanted_at, self.wanted_at = self.wanted_at, None
-        since = await wanted_at if wanted_at is not None else None
         if found.kvs:
             data = found.kvs[0].value
             return Position.decode(data), Position.publisher(data)
-        now = found.header.revision if since is None else min(found.header.revision, since)
-        return Position(now + 1), None
-
-    async def _revision_now(self) -> int | None:
-        """The store's revision now, or None if etcd does not say (the lead reads it later)."""
-        try:
-            found = await self.relay.etcd.get(self.position_key, count_only=True)
-        except Exception:  # noqa: BLE001 - etcd away or the publisher stopped: no floor
-            return None
-        return found.header.revision
+        return Position(found.header.revision + 1), None
 
     async def persist(self, leadership: Leadership, position: Position,
                       resigning: bool = False) -> None:

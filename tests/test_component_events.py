@@ -378,28 +378,3 @@ async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
         backend.leave()
     finally:
         setup.stop()
-
-
-@pytest.mark.parametrize("serializer", ["json", "cbor", "msgpack"])
-@inline
-async def test_a_write_right_after_subscribing_is_published(
-        node: CrossbarNode, etcd_direct: Client, serializer: str) -> None:
-    """The README's WAMP example: subscribe, then put at once. The put must arrive as an event
-    although the publisher is still campaigning when it is committed; a change made before
-    the subscription must not."""
-    session = await ready(node)
-    client = await connect(node.url, "writer", "writer-secret", serializer)
-    seen = Recorder()
-    try:
-        await session.call("etcd.settings.put", "before", 0)
-        subscription = await client.subscribe(seen.on_change, "etcd.settings.on_change")
-        first = await client.call("etcd.settings.put", "theme", {"dark": True})
-        second = await client.call("etcd.settings.put", "theme", {"dark": False})
-        await eventually(lambda: defer.succeed(len(seen.events) >= 2))
-        await sleep(0.3)  # nothing more comes
-        assert [(e["key"], e["revision"]) for e in seen.events] == [("theme", first),
-                                                                   ("theme", second)]
-        await subscription.unsubscribe()
-    finally:
-        client.leave()
-        session.leave()
