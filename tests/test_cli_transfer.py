@@ -192,7 +192,8 @@ async def test_typed_tables_round_trip_and_refuse_clashes_by_line(
     # Maps are never imported as bytes, nor bytes as maps: the file is refused as a whole.
     wrong = cli("import", "fbraw", str(tmp_path / "gadgets.jsonl"), *url, *WRITER)
     assert wrong.returncode == 1
-    assert "flatbuffers values as maps of root type shop.Gadget; 'fbraw' takes bytes" in wrong.stderr
+    assert "flatbuffers values as maps of root type shop.Gadget; 'fbraw' takes bytes" \
+        in wrong.stderr
     assert await wamp(xnode, [("etcd.fbraw.count", ())]) == [0]
 
 
@@ -258,17 +259,19 @@ def test_export_is_the_table_at_its_revision_while_others_write(
     # While it runs: change, delete and add rows all over the table, the last page included,
     # each round one etcd txn; note how far the export had written when each committed.
     written_then = []
+    def put(key: str, value: Any) -> dict[str, Any]:
+        etcd_key, data = row(key, value)
+        return {"requestPut": {"key": b64(etcd_key), "value": b64(data)}}
+
     for round_ in range(50):
         if proc.poll() is not None:
             break
         changed = [f"k{i:06d}" for i in range(round_ * 7, total, 997)]
         gateway(etcd35.url, "kv/txn", {"success": [
-            *({"requestPut": {"key": b64(k), "value": b64(v)}}
-              for k, v in (row(key, {"n": -1, "round": round_}) for key in changed[::2])),
+            *(put(key, {"n": -1, "round": round_}) for key in changed[::2]),
             *({"requestDeleteRange": {"key": b64(slot + keys.encode(key))}}
               for key in changed[1::2]),
-            {"requestPut": dict(zip(("key", "value"), map(b64, row(
-                f"z{round_:03d}", {"added": round_}))))}]})
+            put(f"z{round_:03d}", {"added": round_})]})
         with open(dump, "rb") as partial:
             written_then.append(partial.read().count(b"\n"))
     out, err = proc.communicate(timeout=120)
