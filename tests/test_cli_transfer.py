@@ -286,3 +286,26 @@ def test_export_is_the_table_at_its_revision_while_others_write(
     assert len(at_revision) == total  # the writes came after the export's revision
     assert json_rows(etcd35.url, "big") != at_revision  # and they did happen
     assert os.path.getsize(dump) > 0 and not out
+
+
+def test_the_readmes_flatbuffers_lines_are_rows_of_the_gadget_schema(tmp_path: Path) -> None:
+    from component.jsonlines import Header, RowFormat
+    from component.typed_config import compile_fbs
+    from procedures.flatbuf import FlatBuffersSchema
+
+    from .typed import GADGET_FBS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split('```text\n{"format": "etcd-wamp-export/1", "table": "gadgets"')[1]
+    header_rest, *rows = block.split("```")[0].splitlines()
+    header = Header.parse(json.loads('{"format": "etcd-wamp-export/1", "table": "gadgets"'
+                                     + header_rest))
+    assert header is not None and header.flatbuffers == "shop.Gadget"
+    (tmp_path / "gadget.fbs").write_text(GADGET_FBS)
+    schema = FlatBuffersSchema(compile_fbs(tmp_path / "gadget.fbs"), "Gadget")
+    lines = RowFormat(header.key_kind, header.value_kind, maps=True)
+    for text in rows:
+        key, value = lines.loads(text)
+        decoded = schema.decode(schema.encode(value))
+        assert {name: decoded[name] for name in value} == value  # every field as given
+        assert lines.dumps(key, value) == text
