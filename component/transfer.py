@@ -44,7 +44,7 @@ from procedures.wire import KeyWire, ValueWire
 from .jsonlines import Header, RowError, RowFormat
 
 __all__ = ["MAX_OPS", "MAX_BATCH_BYTES", "EXPORT_PAGE", "TransferError", "Progress",
-           "ImportReport", "table_kinds", "row_format", "export_table", "import_table"]
+           "ImportReport", "table_kinds", "export_table", "import_table"]
 
 MAX_OPS = 128  # etcd's default --max-txn-ops
 MAX_BATCH_BYTES = 1 << 20  # keys + values per txn; etcd takes 1.5 MiB requests, JSON adds some
@@ -102,7 +102,7 @@ def _flatbuffers_root(entry: dict[str, Any]) -> str | None:
     return None if described is None else str(described["root_type"])
 
 
-def row_format(entry: dict[str, Any]) -> RowFormat:
+def _row_format(entry: dict[str, Any]) -> RowFormat:
     """The JSON Lines form of the rows of a table as ``<prefix>.status`` lists it."""
     return RowFormat(entry["key"], entry["value"], maps=_flatbuffers_root(entry) is not None)
 
@@ -112,7 +112,7 @@ async def export_table(session: Any, prefix: str, table: str, out: IO[str],
     """Write the table's header and rows to ``out``; returns the number of rows."""
     entry, revision = await table_kinds(session, prefix, table)
     total = await session.call(f"{prefix}.{table}.count")
-    rows_format = row_format(entry)
+    rows_format = _row_format(entry)
     out.write(Header(table, entry["key"], entry["value"], revision, total,
                      _flatbuffers_root(entry)).dumps() + "\n")
     bar = Progress(f"export {table}", total, progress)
@@ -177,7 +177,7 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
                        on_refused: Callable[[int, str], None] | None = None) -> ImportReport:
     """Put every row of ``lines`` (JSON Lines, see ``component.jsonlines``) into the table."""
     entry, _ = await table_kinds(session, prefix, table)
-    rows_format = row_format(entry)
+    rows_format = _row_format(entry)
     # Maps of a flatbuffers schema are checked (and sized) as CBOR here, by schema there.
     keys = KeyWire(entry["key"])
     values = ValueWire("cbor" if rows_format.cbor else entry["value"])
