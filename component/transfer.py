@@ -126,6 +126,11 @@ async def export_table(session: Any, prefix: str, table: str, out: IO[str],
                                revision=revision, options=CallOptions(on_progress=chunks.append))
             rows = [row for chunk in chunks for row in chunk]
             received = len(rows)
+            corrupt = next((row for row in rows if isinstance(row, dict)), None)
+            if corrupt is not None:  # scan's marker of a row it cannot decode: no line for it
+                raise TransferError(f"the row at key bytes {corrupt['corrupt_row']} (hex) is "
+                                    f"corrupt: {corrupt['error']}; the export stops there "
+                                    "(fix or delete that row)")
             if last is not None and rows and rows[0][0] == last:
                 rows = rows[1:]
             out.write("".join(rows_format.dumps(key, value) + "\n" for key, value in rows))

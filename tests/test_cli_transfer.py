@@ -32,7 +32,8 @@ from .typed import session_as, typed_tables, write_node_config
 from .wamp import CrossbarNode
 
 NAMESPACE = b"xfer/"
-SLOTS = {"gadgets": 3, "gadgets2": 23, "users": 1, "users2": 21, "bulk": 30, "big": 31}
+SLOTS = {"gadgets": 3, "gadgets2": 23, "users": 1, "users2": 21, "bulk": 30, "big": 31,
+         "broken": 32}
 
 
 def tables(workdir: Path) -> list[dict[str, Any]]:
@@ -43,7 +44,8 @@ def tables(workdir: Path) -> list[dict[str, Any]]:
             {**users, "name": "users2", "slot": SLOTS["users2"]},
             {"name": "fbraw", "slot": 24, "key": "string", "value": "flatbuffers"},
             {"name": "bulk", "slot": SLOTS["bulk"], "key": "string", "value": "json"},
-            {"name": "big", "slot": SLOTS["big"], "key": "string", "value": "json"}]
+            {"name": "big", "slot": SLOTS["big"], "key": "string", "value": "json"},
+            {"name": "broken", "slot": SLOTS["broken"], "key": "string", "value": "json"}]
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +288,17 @@ def test_export_is_the_table_at_its_revision_while_others_write(
     assert len(at_revision) == total  # the writes came after the export's revision
     assert json_rows(etcd35.url, "big") != at_revision  # and they did happen
     assert os.path.getsize(dump) > 0 and not out
+
+
+def test_an_export_stops_at_a_corrupt_row_instead_of_writing_a_wrong_line(
+        xnode: CrossbarNode, etcd35: EtcdProcess, tmp_path: Path) -> None:
+    slot = NAMESPACE + struct.pack(">H", SLOTS["broken"])
+    put_rows(etcd35.url, [(slot + b"a", b'{"ok": 1}'), (slot + b"b", b"{not json")])
+    dump = tmp_path / "broken.jsonl"
+    out = cli("export", "broken", "-o", str(dump), "--router", xnode.url, *READER)
+    assert out.returncode == 1
+    assert "the row at key bytes 62 (hex) is corrupt" in out.stderr, out.stderr
+    assert "corrupt_row" not in dump.read_text()
 
 
 def test_the_readmes_flatbuffers_lines_are_rows_of_the_gadget_schema(tmp_path: Path) -> None:
