@@ -14,7 +14,12 @@ Each row is ``{"key": K, "value": V}``, K and V in the JSON form of the table's 
 - values: ``json`` the JSON value itself, ``string`` a string, ``oid`` an int, ``uuid`` a
   string, ``binary`` and ``flatbuffers`` base64; ``cbor`` the value itself when JSON says it
   exactly (strings as map keys, no bytes, no tags, finite floats), otherwise the line carries
-  ``"cbor": <base64 of the CBOR encoding>`` instead of ``"value"``.
+  ``"cbor": <base64 of the CBOR encoding>`` instead of ``"value"``;
+- ``flatbuffers`` with a schema (WAMP carries maps, not bytes): the map, like ``cbor`` (a
+  ``[ubyte]`` field is bytes, so such a row travels as ``"cbor"``). The header then names the
+  root type (``"flatbuffers": "shop.Gadget"``), so bytes and maps never meet on import.
+
+A JSON Schema or indexes change nothing in the format: the component checks each row.
 
 Import reads the same form (the header is optional for hand-written files); a line it cannot
 read raises ``RowError`` with the reason, which the caller reports with the line number.
@@ -50,11 +55,15 @@ class Header:
     value_kind: str
     revision: int
     count: int
+    flatbuffers: str | None = None  # the root type when flatbuffers values travel as maps
 
     def dumps(self) -> str:
-        return json.dumps({"format": FORMAT, "table": self.table, "key_kind": self.key_kind,
-                           "value_kind": self.value_kind, "revision": self.revision,
-                           "count": self.count})
+        header = {"format": FORMAT, "table": self.table, "key_kind": self.key_kind,
+                  "value_kind": self.value_kind, "revision": self.revision,
+                  "count": self.count}
+        if self.flatbuffers is not None:
+            header["flatbuffers"] = self.flatbuffers
+        return json.dumps(header)
 
     @staticmethod
     def parse(obj: Any) -> Header | None:
@@ -65,8 +74,10 @@ class Header:
         if obj["format"] != FORMAT:
             raise RowError(f"unknown export format {obj['format']!r} (this is {FORMAT})")
         try:
+            root = obj.get("flatbuffers")
             return Header(str(obj["table"]), str(obj["key_kind"]), str(obj["value_kind"]),
-                          int(obj.get("revision", 0)), int(obj.get("count", 0)))
+                          int(obj.get("revision", 0)), int(obj.get("count", 0)),
+                          None if root is None else str(root))
         except (KeyError, TypeError, ValueError) as exc:
             raise RowError(f"incomplete header: {exc}") from None
 
@@ -95,18 +106,21 @@ def _b64decode(text: Any, what: str) -> bytes:
 
 class RowFormat:
     """Rows of one table between their WAMP form (what ``scan`` returns and ``put`` takes)
-    and their JSON Lines form."""
+    and their JSON Lines form. ``maps``: the values are maps that may hold bytes (flatbuffers
+    with a schema), written as ``cbor`` values are."""
 
-    def __init__(self, key_kind: str, value_kind: str) -> None:
+    def __init__(self, key_kind: str, value_kind: str, maps: bool = False) -> None:
         self.key_kind = key_kind
         self.value_kind = value_kind
+        self.base64 = value_kind in _BASE64_KINDS and not maps
+        self.cbor = value_kind == "cbor" or maps
 
     def dumps(self, key: Any, value: Any) -> str:
         """One line (without the newline) for a row as ``scan`` returned it."""
         row: dict[str, Any] = {"key": self._key_out(key)}
-        if self.value_kind in _BASE64_KINDS:
+        if self.base64:
             row["value"] = base64.b64encode(value).decode()
-        elif self.value_kind == "cbor" and not _exact_json(value):
+        elif self.cbor and not _exact_json(value):
             row["cbor"] = base64.b64encode(cbor2.dumps(value)).decode()
         else:
             row["value"] = value
@@ -131,8 +145,9 @@ class RowFormat:
         if self.key_kind == "binary":
             key = _b64decode(key, "binary key")
         if "cbor" in obj:
-            if self.value_kind != "cbor" or "value" in obj:
-                raise RowError("\"cbor\" is only for cbor tables, instead of \"value\"")
+            if not self.cbor or "value" in obj:
+                raise RowError("\"cbor\" is only for cbor tables and flatbuffers tables with "
+                               "a schema, instead of \"value\"")
             try:
                 return key, cbor2.loads(_b64decode(obj["cbor"], "cbor value"))
             except cbor2.CBORDecodeError as exc:
@@ -140,7 +155,7 @@ class RowFormat:
         if "value" not in obj:
             raise RowError("the row has no \"value\"")
         value = obj["value"]
-        if self.value_kind in _BASE64_KINDS:
+        if self.base64:
             value = _b64decode(value, f"{self.value_kind} value")
         return key, value
 

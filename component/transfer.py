@@ -14,6 +14,14 @@ component refuses are found by splitting the batch; both are reported with their
 and skipped. After each committed batch (and all before it) the number of the last line it
 covered goes to a position file, so ``--resume`` continues after it (a batch applied twice
 writes the same values again).
+
+Typed tables: a flatbuffers table with a schema travels as maps (``component.jsonlines``); its
+rows are checked locally as CBOR-able values and the component checks them against the schema.
+A row the component refuses for its schema (``invalid_value``) or because a unique index
+already holds its value for another row (``conflict``) is refused with its line number; the
+txn it was in writes nothing, and the rest of that batch is written without it. Into a table
+with a unique index one txn is in flight at a time, so of two lines with the same unique value
+the earlier one is written and the later one refused.
 """
 
 from __future__ import annotations
@@ -42,8 +50,8 @@ MAX_OPS = 128  # etcd's default --max-txn-ops
 MAX_BATCH_BYTES = 1 << 20  # keys + values per txn; etcd takes 1.5 MiB requests, JSON adds some
 EXPORT_PAGE = 10_000  # rows per scan call (the component allows up to 100,000)
 IN_FLIGHT = 4  # import txns sent and not yet answered
-# What the component refuses for a row itself. Import puts carry no if_revision, so a
-# conflict can only be a unique index value another row (or an earlier line) holds.
+# Import puts carry no if_revision, so a conflict is a unique index holding the row's value
+# (or a write that kept losing to others: reported too, with the component's message).
 _REFUSED = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict")
 
 
@@ -88,13 +96,25 @@ async def table_kinds(session: Any, prefix: str, table: str) -> tuple[dict[str, 
     raise TransferError(f"{prefix} serves no table {table!r} (it serves {names})")
 
 
+def _flatbuffers_root(entry: dict[str, Any]) -> str | None:
+    """The root type of a flatbuffers table with a schema (its values are maps), else None."""
+    described = entry.get("flatbuffers")
+    return None if described is None else str(described["root_type"])
+
+
+def _row_format(entry: dict[str, Any]) -> RowFormat:
+    """The JSON Lines form of the rows of a table as ``<prefix>.status`` lists it."""
+    return RowFormat(entry["key"], entry["value"], maps=_flatbuffers_root(entry) is not None)
+
+
 async def export_table(session: Any, prefix: str, table: str, out: IO[str],
                        progress: bool | None = None) -> int:
     """Write the table's header and rows to ``out``; returns the number of rows."""
     entry, revision = await table_kinds(session, prefix, table)
     total = await session.call(f"{prefix}.{table}.count")
-    rows_format = RowFormat(entry["key"], entry["value"])
-    out.write(Header(table, entry["key"], entry["value"], revision, total).dumps() + "\n")
+    rows_format = _row_format(entry)
+    out.write(Header(table, entry["key"], entry["value"], revision, total,
+                     _flatbuffers_root(entry)).dumps() + "\n")
     bar = Progress(f"export {table}", total, progress)
     written = 0
     last: Any = None
@@ -106,6 +126,11 @@ async def export_table(session: Any, prefix: str, table: str, out: IO[str],
                                revision=revision, options=CallOptions(on_progress=chunks.append))
             rows = [row for chunk in chunks for row in chunk]
             received = len(rows)
+            corrupt = next((row for row in rows if isinstance(row, dict)), None)
+            if corrupt is not None:  # scan's marker of a row it cannot decode: no line for it
+                raise TransferError(f"the row at key bytes {corrupt['corrupt_row']} (hex) is "
+                                    f"corrupt: {corrupt['error']}; the export stops there "
+                                    "(fix or delete that row)")
             if last is not None and rows and rows[0][0] == last:
                 rows = rows[1:]
             out.write("".join(rows_format.dumps(key, value) + "\n" for key, value in rows))
@@ -157,8 +182,15 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
                        on_refused: Callable[[int, str], None] | None = None) -> ImportReport:
     """Put every row of ``lines`` (JSON Lines, see ``component.jsonlines``) into the table."""
     entry, _ = await table_kinds(session, prefix, table)
-    rows_format = RowFormat(entry["key"], entry["value"])
-    keys, values = KeyWire(entry["key"]), ValueWire(entry["value"])
+    rows_format = _row_format(entry)
+    # Maps of a flatbuffers schema are checked (and sized) as CBOR here, by schema there.
+    keys = KeyWire(entry["key"])
+    values = ValueWire("cbor" if rows_format.cbor else entry["value"])
+    indexes = entry.get("indexes") or ()
+    in_flight_max = 1 if any(index.get("unique") for index in indexes) else IN_FLIGHT
+    # etcd's op limit counts index entries too: a row rewritten with new indexed values
+    # deletes one entry and puts another per index.
+    max_rows = MAX_OPS // (1 + 2 * len(indexes))
     mark = _Position(position)
     skip = mark.read() if resume else 0
     report = ImportReport()
@@ -193,7 +225,7 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
             if bar is not None:
                 done.addCallback(_advance, bar, len(batch))
             in_flight.append((done, batch_keys, last_line))
-        while len(in_flight) >= IN_FLIGHT or (in_flight and not batch):
+        while len(in_flight) >= in_flight_max or (in_flight and not batch):
             await settle_oldest()
         if not batch:
             mark.write(last_line)
@@ -221,7 +253,7 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
                 refuse(number, str(exc))
                 last_line = number
                 continue
-            if len(batch) == MAX_OPS or etcd_key in batch_keys or \
+            if len(batch) == max_rows or etcd_key in batch_keys or \
                     batch_bytes + size > MAX_BATCH_BYTES:
                 await flush()
             batch.append(_Row(number, key, value))
@@ -255,6 +287,13 @@ def _check_header(header: Header, table: str, entry: dict[str, Any]) -> None:
         raise TransferError(f"the export is of table {header.table!r} with {header.key_kind} "
                             f"keys and {header.value_kind} values; {table!r} has "
                             f"{entry['key']} keys and {entry['value']} values")
+    root = _flatbuffers_root(entry)
+    if header.flatbuffers != root:
+        def form(root_type: str | None) -> str:
+            return "bytes" if root_type is None else f"maps of root type {root_type}"
+
+        raise TransferError(f"the export of table {header.table!r} has flatbuffers values as "
+                            f"{form(header.flatbuffers)}; {table!r} takes {form(root)}")
 
 
 async def _commit(session: Any, prefix: str, table: str, batch: list[_Row],
