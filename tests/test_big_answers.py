@@ -178,3 +178,23 @@ async def test_scan_limit_holds_under_a_crowd(small_limits_node: CrossbarNode,
     assert scans["most_running"] == MAX_SCANS and scans["running"] == scans["waiting"] == 0
     for reader in readers:
         reader.leave()
+
+
+def test_wire_estimate_bounds_every_serializer() -> None:
+    from autobahn.wamp.serializer import (
+        CBORObjectSerializer,
+        JsonObjectSerializer,
+        MsgPackObjectSerializer,
+    )
+
+    from procedures.payload import payload_size
+
+    serializers = [JsonObjectSerializer(batched=False), CBORObjectSerializer(batched=False),
+                   MsgPackObjectSerializer(batched=False)]
+    samples: list[Any] = ["plain" * 1000, '"\\' * 1000, "\x01\x1f" * 1000, "é€𝄞" * 1000,
+                          b"\x00\xff" * 1000, {"k": ["x" * 10, 1, 2.5, None, True]},
+                          [["key", {"name": "n\n" * 500, "blob": b"b" * 999}]] * 3]
+    for sample in samples:
+        for serializer in serializers:
+            assert len(serializer.serialize(sample)) <= payload_size(sample, wire=True), (
+                sample if len(repr(sample)) < 80 else type(sample), serializer)
