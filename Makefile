@@ -40,8 +40,10 @@ system-deps:
 	  fi; \
 	done
 
+# etcd-wamp run: ports, data dir and endpoints from $ETCD_WAMP_PORT, $ETCD_WAMP_ETCD_PORT,
+# $ETCD_WAMP_DATA_DIR (here .data/) and $ETCD_ENDPOINTS, or RUN_ARGS="--port 8081 ...".
 run: $(STAMP) etcd
-	$(PY) -m component.node
+	ETCD_WAMP_DATA_DIR=$${ETCD_WAMP_DATA_DIR:-.data} $(VENV)/bin/etcd-wamp run $(RUN_ARGS)
 
 test: $(STAMP) etcd system-deps
 	$(PY) -m pytest $(PYTEST_ARGS)

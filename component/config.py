@@ -2,6 +2,7 @@
 
 Every problem raises ``ConfigError`` naming the offending field (``tables[1].value``), so a
 bad deployment fails at start with a message a person can act on, not at the first call.
+Fields whose names start with ``//`` are comments and ignored, at every level the parser reads.
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _uri_part(text: Any, where: str) -> str:
 
 
 def _reject_unknown(obj: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(obj) - known)
+    # JSON has no comments: a field whose name starts with "//" is one (see tables.json).
+    unknown = sorted(k for k in set(obj) - known if not str(k).startswith("//"))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}" if where else unknown[0],
                           f"unknown field (known: {', '.join(sorted(known))})")

@@ -191,14 +191,15 @@ class Table:
 
     async def scan(self, from_key: Any = None, to_key: Any = None, prefix: Any = None,
                    limit: Any = 1000, reverse: Any = False, keys_only: Any = False,
-                   after: Any = None, page: Any = False,
+                   after: Any = None, page: Any = False, revision: Any = None,
                    progress: Callable[[list[Any]], None] | None = None) -> Any:
         """Rows in key order as ``[key, value]`` (or keys); chunks go to ``progress`` if given.
 
         With progress the final result is an empty list: every row was already delivered.
         Cancelling the call stops paging through etcd. ``after`` (a key, exclusive) continues
         where a page ended; ``page=True`` returns ``{"rows", "last", "next_after", "partial"}``
-        instead (``partial``: ended early by bytes, ``procedures.answers``).
+        instead (``partial``: ended early by bytes, ``procedures.answers``). ``revision`` reads
+        the table as it was then (several calls, one snapshot: how ``etcd-wamp export`` pages).
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
                 MAX_SCAN_LIMIT:
@@ -207,6 +208,7 @@ class Table:
         backwards = _flag(reverse, "reverse")
         only_keys = _flag(keys_only, "keys_only")
         paged = _flag(page, "page")
+        at_revision = _revision_arg(revision, "revision") or None
         keys = self.bounds(from_key, to_key, prefix, after, backwards)
         answer = Answer(f"{self.name}.scan", progress, paged)
         # A page reads one row more than it returns: that row says whether it is the last.
@@ -216,7 +218,7 @@ class Table:
         last_key: Any = None
         async for kv in self.client.scan(keys, page_size=min(want, SCAN_PAGE), limit=want,
                                          reverse=backwards, keys_only=only_keys,
-                                         page_bytes=SCAN_PAGE_BYTES):
+                                         revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
             seen += 1
             if seen > limit or not answer.add(row := self.row(kv.key, None if only_keys
                                                                 else kv.value)):

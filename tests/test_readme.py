@@ -40,3 +40,4 @@ def test_readme_example_runs(index: int, etcd: EtcdProcess, tmp_path: Path) -> N
             node.stop()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Traceback" not in done.stderr, done.stderr
+    assert done.stdout.strip(), "an example prints its results"
