@@ -42,11 +42,15 @@ system-deps:
 
 # etcd-wamp run: ports, data dir and endpoints from $ETCD_WAMP_PORT, $ETCD_WAMP_ETCD_PORT,
 # $ETCD_WAMP_DATA_DIR (here .data/) and $ETCD_ENDPOINTS, or RUN_ARGS="--port 8081 ...".
+# Two workers, a test module each (its node and etcd fixtures stay in one worker): the suite
+# waits on servers more than it computes. PYTEST_WORKERS= runs it in one process.
+PYTEST_WORKERS ?= -n 2 --dist loadfile
+
 run: $(STAMP) etcd
 	ETCD_WAMP_DATA_DIR=$${ETCD_WAMP_DATA_DIR:-.data} $(VENV)/bin/etcd-wamp run $(RUN_ARGS)
 
 test: $(STAMP) etcd system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check txetcd component procedures tests bench

@@ -28,7 +28,7 @@ from typing import Any
 from txetcd.embedded import EtcdNotFound, EtcdProcess, NotOurEtcd, find_etcd, stop_group
 
 from .config import ConfigError, parse_settings
-from .localsocket import private_dir
+from .localsocket import point_to_socket, private_dir
 
 __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_config",
            "read_json_file", "relevant_lines", "run", "main"]
@@ -186,7 +186,7 @@ def run(options: NodeOptions, out: Any = None) -> int:
     log_path = data / "crossbar.log"
     try:
         config_path = cbdir / "config.json"
-        config = node_config(options, endpoints)
+        config = point_to_socket(node_config(options, endpoints), cbdir)
         config_path.write_text(json.dumps(config, indent=2))
         log = open(log_path, "wb")  # noqa: SIM115 - the child owns it; a fresh log per run
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(

@@ -179,7 +179,7 @@ class Table:
         if to_key is not None:
             high = min(high, self.etcd_key(to_key))
         if after is not None:
-            position = self.prefix + self.keys.encode(after, "after")
+            position = self.prefix + self.cursor_key(after)
             if reverse:
                 high = min(high, position)
             else:
@@ -215,7 +215,7 @@ class Table:
         want = limit + 1 if paged else limit
         seen = 0
         more = False
-        last_key: Any = None
+        last_cursor: Any = None
         async for kv in self.client.scan(keys, page_size=min(want, SCAN_PAGE), limit=want,
                                          reverse=backwards, keys_only=only_keys,
                                          revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
@@ -224,13 +224,28 @@ class Table:
                                                                 else kv.value)):
                 more = True
                 break
-            if not isinstance(row, dict):
-                last_key = row if only_keys else row[0]
+            # A corrupt row's marker is a cursor too: a page that ends in one (or holds only
+            # such rows) still says where the next page starts.
+            last_cursor = row if isinstance(row, dict) or only_keys else row[0]
         answer.flush()
         if not paged:
             return answer.rows
-        return {"rows": answer.rows, "last": not more, "next_after": last_key if more else None,
+        next_after = ({"corrupt_row": last_cursor["corrupt_row"]}
+                      if isinstance(last_cursor, dict) else last_cursor)
+        return {"rows": answer.rows, "last": not more, "next_after": next_after if more else None,
                 "partial": answer.partial}
+
+    def cursor_key(self, after: Any) -> bytes:
+        """The encoded key an ``after`` cursor names: a wire key, or a corrupt-row marker's
+        ``{"corrupt_row": hex}``, which names a stored key the table cannot decode."""
+        if isinstance(after, dict) and set(after) <= {"corrupt_row", "error"} \
+                and isinstance(after.get("corrupt_row"), str):
+            try:
+                return bytes.fromhex(after["corrupt_row"])
+            except ValueError:
+                raise ProcedureError("invalid_argument", "after: a corrupt_row cursor holds "
+                                     "the key's bytes in hex") from None
+        return self.keys.encode(after, "after")
 
     def row(self, etcd_key: bytes, data: bytes | None) -> Any:
         """A scan row: the key (``data`` None), ``[key, value]``, or a corrupt-row marker."""

@@ -15,7 +15,7 @@ from typing import Any
 from autobahn.twisted.component import Component
 from twisted.internet import defer, reactor
 
-from component.localsocket import SOCKET, private_dir
+from component.localsocket import point_to_socket, private_dir, socket_path
 from txetcd.embedded import free_port, stop_group
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,13 +47,14 @@ class CrossbarNode:
         if not with_component:
             # The router alone; the test runs the component standalone (python -m component).
             config["workers"] = [router]
+        point_to_socket(config, self.cbdir)
         (self.cbdir / "config.json").write_text(json.dumps(config, indent=2))
         self.with_component = with_component
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def socket_path(self) -> Path:
-        return self.cbdir / SOCKET
+        return socket_path(self.cbdir)
 
     @property
     def url(self) -> str:
