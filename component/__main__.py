@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from txetcd.transport import tls_reason
 
-from .config import ConfigError, parse_settings
+from .config import ConfigError, parse_settings, split_endpoints
 from .login import Credentials, KeyFileError, load_key, make_key, refusal
 from .session import EtcdComponent
 
@@ -86,6 +86,9 @@ def parser(prog: str = "python -m component") -> argparse.ArgumentParser:
                    help="ws://host:port/path, wss://host:port/path or unix:/path/to/router.sock")
     p.add_argument("--realm", default="realm1")
     p.add_argument("--config", help="tables.json: prefix, etcd, tables")
+    p.add_argument("--etcd", default=os.environ.get("ETCD_ENDPOINTS"), metavar="ENDPOINTS",
+                   help="comma-separated etcd URLs replacing the config's etcd.endpoints "
+                        "(also $ETCD_ENDPOINTS), e.g. the etcd of `etcd-wamp run --etcd-port`")
     p.add_argument("--key", default=os.environ.get("ETCD_WAMP_BACKEND_KEY"),
                    help="log in with WAMP-cryptosign using this Ed25519 private key file "
                         "(also $ETCD_WAMP_BACKEND_KEY)")
@@ -120,6 +123,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m component") -> in
     try:
         with open(args.config) as f:
             extra = json.load(f)
+        if split_endpoints(args.etcd) and isinstance(extra, dict):
+            extra["etcd"] = {**(extra.get("etcd") or {}),
+                             "endpoints": list(split_endpoints(args.etcd))}
         parse_settings(extra)  # fail now, naming the field, not after connecting
         # $ETCD_WAMP_CA may be set for every component on a host; it applies to wss:// only.
         ca = args.ca or (os.environ.get("ETCD_WAMP_CA") if args.router.startswith("wss://")

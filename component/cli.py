@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .config import split_endpoints
+
 __all__ = ["main"]
 
 DEFAULT_ROUTER = "ws://127.0.0.1:8080/ws"
@@ -24,10 +26,6 @@ DEFAULT_ROUTER = "ws://127.0.0.1:8080/ws"
 
 def _env(name: str, default: str | None) -> str | None:
     return os.environ.get(name) or default
-
-
-def _endpoints(text: str | None) -> tuple[str, ...]:
-    return tuple(url.strip() for url in (text or "").split(",") if url.strip())
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,7 +122,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .node import NODE_FILES, NodeOptions, StartFailed, run
 
     options = NodeOptions(port=args.port, etcd_port=args.etcd_port,
-                          data_dir=Path(args.data_dir), endpoints=_endpoints(args.etcd),
+                          data_dir=Path(args.data_dir), endpoints=split_endpoints(args.etcd),
                           node_dir=Path(args.node) if args.node else NODE_FILES)
     try:
         return run(options)
@@ -255,7 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         with open(args.config) as f:
             settings = parse_settings(json.load(f))
         prefix, etcd, tables = settings.prefix, settings.etcd, [t.name for t in settings.tables]
-    endpoints = list(_endpoints(args.etcd)) or etcd.endpoints
+    endpoints = list(split_endpoints(args.etcd)) or etcd.endpoints
     namespace = args.namespace.encode() if args.namespace is not None else etcd.namespace
     etcd = EtcdSettings(endpoints, namespace, etcd.user, etcd.password, etcd.ca)
     prefix = args.prefix or prefix

@@ -17,8 +17,13 @@ from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 from .limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
 
 __all__ = ["ConfigError", "EtcdSettings", "TableSettings", "IndexSettings",
-           "FlatBuffersSettings", "Settings", "parse_settings",
+           "FlatBuffersSettings", "Settings", "parse_settings", "split_endpoints",
            "WIRE_KEYS", "WIRE_VALUES"]
+
+
+def split_endpoints(text: str | None) -> tuple[str, ...]:
+    """``--etcd``/``$ETCD_ENDPOINTS``: comma-separated etcd URLs (none when empty)."""
+    return tuple(url.strip() for url in (text or "").split(",") if url.strip())
 
 # Key and value kinds that have a faithful WAMP representation.
 WIRE_KEYS = ("string", "binary", "oid", "uuid", "timestamp")

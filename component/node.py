@@ -13,6 +13,7 @@ of etcd's or Crossbar's log) and exits non-zero.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -167,6 +168,9 @@ def _log_text(path: Path) -> str:
 def run(options: NodeOptions, out: Any = None) -> int:
     """Run the node until Ctrl-C/SIGTERM (0) or until Crossbar exits (``StartFailed``)."""
     out = out or sys.stdout
+    if importlib.util.find_spec("crossbar") is None:  # `pip install etcd-wamp` without [run]
+        raise StartFailed("Crossbar is not installed here: the node needs the run extra "
+                          "(pip install 'etcd-wamp[run]', or pip install '.[run]' in the repo)")
     data = options.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
     _check_port(options.host, options.port, "web", "--port")

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from autobahn.twisted.wamp import ApplicationSession, Session
+from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallDetails, RegisterOptions
 from twisted.internet import defer, reactor
 
@@ -115,6 +116,13 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         # ApplicationSession's, not Session's: it also fails the requests (publish acks,
         # subscribes, calls) still waiting for the router, so none of them hangs.
         ApplicationSession.onLeave(self, details)
+
+    def onUserError(self, fail: Any, msg: str) -> None:  # noqa: N802 - autobahn API
+        """A refused call is answered to its caller as a typed error; logging each one (as
+        autobahn does, a warning per call) would let any reader flood the node's log."""
+        if isinstance(getattr(fail, "value", None), ApplicationError):
+            return
+        ApplicationSession.onUserError(self, fail, msg)
 
     def onDisconnect(self) -> None:  # noqa: N802 - autobahn API
         ApplicationSession.onDisconnect(self)  # as onLeave: fail what still waits

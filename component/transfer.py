@@ -42,7 +42,9 @@ MAX_OPS = 128  # etcd's default --max-txn-ops
 MAX_BATCH_BYTES = 1 << 20  # keys + values per txn; etcd takes 1.5 MiB requests, JSON adds some
 EXPORT_PAGE = 10_000  # rows per scan call (the component allows up to 100,000)
 IN_FLIGHT = 4  # import txns sent and not yet answered
-_REFUSED = ("invalid_key", "invalid_value", "invalid_argument", "too_large")
+# What the component refuses for a row itself. Import puts carry no if_revision, so a
+# conflict can only be a unique index value another row (or an earlier line) holds.
+_REFUSED = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict")
 
 
 class TransferError(RuntimeError):

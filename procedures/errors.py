@@ -10,7 +10,9 @@ from autobahn.wamp.exception import ApplicationError
 
 from txetcd import (
     AuthFailed,
+    Compacted,
     EtcdError,
+    FutureRevision,
     NoSpace,
     PermissionDenied,
     RequestTooLarge,
@@ -39,6 +41,9 @@ ETCD_ERRORS: tuple[tuple[type[EtcdError], str, str], ...] = (
     (RequestTooLarge, "too_large", "too large for etcd"),
     (TooManyOps, "too_large", "too many operations for etcd"),
     (NoSpace, "no_space", NO_SPACE_ADVICE),
+    # A revision argument etcd cannot read at: the same call fails again, so not unavailable.
+    (Compacted, "invalid_argument", "that revision was compacted away (read at a newer one)"),
+    (FutureRevision, "invalid_argument", "that revision is in the future of the store"),
     (Unavailable, "unavailable", "etcd is unavailable"),
     (EtcdError, "unavailable", "etcd refused the request"),
 )

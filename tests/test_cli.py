@@ -34,6 +34,7 @@ from procedures.wire import KeyWire, ValueWire
 from txetcd.embedded import EtcdProcess, free_port, stop_group
 
 from .certs import TestPKI, make_pki
+from .wamp import CrossbarNode
 
 CLI = Path(sys.executable).with_name("etcd-wamp")
 WRITER = ["--authid", "writer", "--ticket", "writer-secret"]
@@ -278,6 +279,32 @@ def test_import_refuses_rows_with_their_line_numbers_and_resumes(
         untrusted.stderr
 
 
+def test_import_refuses_rows_a_unique_index_refuses_and_imports_the_rest(
+        node: CrossbarNode, etcd_direct: Any, tmp_path: Path) -> None:
+    """The demo's people table has a unique by_email index: a row whose email another row
+    holds (in the table, or earlier in the file) is refused with its line number like any
+    other bad row, not the end of the import."""
+    taken = {"key": str(uuid.uuid4()), "value": {"name": "Ada", "email": "ada@example.com"}}
+    first = tmp_path / "first.jsonl"
+    first.write_text(json.dumps(taken) + "\n")
+    assert cli("import", "people", str(first), "--router", node.url, *WRITER).returncode == 0
+    rows = [{"key": str(uuid.uuid4()), "value": {"name": "Bob", "email": "ada@example.com"}},
+            {"key": str(uuid.uuid4()), "value": {"name": "Cy", "email": "cy@example.com"}},
+            {"key": str(uuid.uuid4()), "value": {"name": "Cy 2", "email": "cy@example.com"}},
+            {"key": str(uuid.uuid4()), "value": {"name": "Dee", "email": "dee@example.com"}}]
+    data = tmp_path / "people.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    done = cli("import", "people", str(data), "--router", node.url, *WRITER)
+    assert done.returncode == 1, done.stderr
+    assert "line 1: refused: etcd.error.conflict: people: unique index by_email already " \
+           "holds 'ada@example.com'" in done.stderr, done.stderr
+    assert "line 3: refused: etcd.error.conflict" in done.stderr, done.stderr
+    assert "imported 2 rows into people; 2 refused" in done.stderr, done.stderr
+    exported = cli("export", "people", "--router", node.url, *READER)
+    names = sorted(json.loads(line)["value"]["name"] for line in exported.stdout.splitlines()[1:])
+    assert names == ["Ada", "Cy", "Dee"]
+
+
 def test_status_names_members_leader_and_publishers(
         nodes: tuple[RunningNode, RunningNode], etcd35: EtcdProcess, tmp_path: Path) -> None:
     src, _ = nodes
@@ -345,6 +372,19 @@ def test_run_on_a_busy_web_port_says_so_and_exits_non_zero(tmp_path: Path) -> No
     assert done.returncode == 1
     assert f"web port {port} on 127.0.0.1 is already in use by another process (choose " \
            "another with --port)" in done.stderr
+
+
+def test_run_without_crossbar_names_the_extra_to_install(tmp_path: Path) -> None:
+    """`pip install .` (no [run] extra) has no Crossbar: `etcd-wamp run` says which extra to
+    install before it starts anything, not a ModuleNotFoundError from Crossbar's log."""
+    hidden = ("import sys; sys.modules['crossbar'] = None; from component.cli import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    done = subprocess.run([sys.executable, "-c", hidden, "run", "--port", str(free_port()),
+                           "--etcd-port", str(free_port()), "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "pip install 'etcd-wamp[run]'" in done.stderr
+    assert not (tmp_path / "d").exists()  # no etcd was started, nothing written
 
 
 def test_run_on_a_busy_etcd_port_says_so_and_exits_non_zero(tmp_path: Path) -> None:

@@ -293,3 +293,42 @@ async def test_cancelled_progressive_scan_stops_reading_etcd(
     cancelled = range_requests(etcd35) - before
     assert cancelled < full / 2, (cancelled, full)
     session.leave()
+
+
+@pytest.mark.parametrize("serializer", ["json", "cbor", "msgpack"])
+@inline
+async def test_scan_at_a_future_or_compacted_revision_is_the_callers_mistake(
+        node: CrossbarNode, etcd_direct: Client, serializer: str) -> None:
+    """A revision etcd cannot read at is ``invalid_argument`` (fix the call), not
+    ``unavailable`` (which tells the caller to retry the same call later, forever)."""
+    session = await until_registered(await connect(node.url, "reader", "reader-secret",
+                                                   serializer))
+    try:
+        first = (await etcd_direct.set(b"qa-marker", b"1")).revision
+        await etcd_direct.set(b"qa-marker", b"2")
+        await etcd_direct.compact(first + 1)
+        for revision, says in ((first, "compacted"), (2 ** 62, "future")):
+            with pytest.raises(ApplicationError) as refused:
+                await session.call("etcd.users.scan", revision=revision)
+            assert refused.value.error == "etcd.error.invalid_argument", refused.value
+            assert says in refused.value.kwargs["message"]
+        assert await session.call("etcd.users.scan", revision=first + 1) == []
+    finally:
+        session.leave()
+
+
+@inline
+async def test_refused_calls_do_not_fill_the_node_log(node: CrossbarNode,
+                                                      etcd_direct: Client) -> None:
+    """Each refusal goes to its caller; a reader sending bad calls must not grow the node's
+    log by a line per call (autobahn logs every ApplicationError as a warning)."""
+    session = await until_registered(await connect(node.url, "reader", "reader-secret"))
+    before = len(node.log_text())
+    try:
+        for _ in range(20):
+            with pytest.raises(ApplicationError):
+                await session.call("etcd.users.get", "not-a-uuid")
+        await session.call("etcd.status")  # the refusals were handled before this answer
+    finally:
+        session.leave()
+    assert "onUserError" not in node.log_text()[before:]

@@ -159,6 +159,32 @@ async def test_remote_component_logs_in_and_serves_calls(
         stop_group(component)
 
 
+@pytest.mark.parametrize("how", ["--etcd", "$ETCD_ENDPOINTS"])
+@inline
+async def test_component_etcd_endpoints_from_the_command_line(
+        how: str, remote: RemoteNode, etcd35: EtcdProcess, etcd_direct: Client,
+        tmp_path: Path) -> None:
+    """The README's own-host command names crossbar-config/tables.json, whose endpoint is
+    2379; beside `etcd-wamp run --etcd-port N` the component must be pointed at that etcd
+    without editing the file (a component on another etcd splits the table in two)."""
+    config = tmp_path / "tables.json"
+    config.write_text(json.dumps({**remote.node.extra, "etcd": {
+        **remote.node.extra["etcd"], "endpoints": ["http://127.0.0.1:9"]}}))  # nobody there
+    args = ["--router", remote.unix, "--key", str(remote.key), "--config", str(config)]
+    env = {}
+    if how == "--etcd":
+        args += ["--etcd", etcd35.url]
+    else:
+        env["ETCD_ENDPOINTS"] = etcd35.url
+    log = tmp_path / "component.log"
+    component = remote.node.start_component(*args, env=env, log_path=log)
+    try:
+        (await serving(remote.node, component, log)).leave()
+        await put_and_get(remote.node, etcd_direct, how.strip("-$").lower())
+    finally:
+        stop_group(component)
+
+
 @inline
 async def test_refused_logins_end_the_process(remote: RemoteNode, pki: TestPKI,
                                               tmp_path: Path) -> None:
