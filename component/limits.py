@@ -18,38 +18,13 @@ from typing import Any
 from twisted.internet import defer
 
 from procedures.errors import ProcedureError
+from procedures.payload import payload_size
 
 __all__ = ["Limits", "payload_size", "MAX_INFLIGHT_BYTES", "MAX_SCANS", "MAX_QUEUED_SCANS"]
 
 MAX_INFLIGHT_BYTES = 32 << 20  # bytes of call arguments being served at once
 MAX_SCANS = 8  # scans paging through etcd at once
 MAX_QUEUED_SCANS = 1000  # scans waiting for one of those places
-
-_ITEM = 8  # what a container slot or a number counts for: the payload's shape has a cost too
-
-
-def payload_size(*payloads: Any, stop: int | None = None) -> int:
-    """About how many bytes ``payloads`` take on the wire: strings and bytes by length, plus a
-    little per item. Iterative (any nesting depth), and it stops counting past ``stop``."""
-    total = 0
-    pending: list[Any] = list(payloads)
-    while pending:
-        item = pending.pop()
-        if isinstance(item, (str, bytes, bytearray)):
-            total += len(item) + _ITEM
-        elif isinstance(item, dict):
-            total += _ITEM * (1 + len(item))
-            pending.extend(item.keys())
-            pending.extend(item.values())
-        elif isinstance(item, (list, tuple)):
-            total += _ITEM * (1 + len(item))
-            pending.extend(item)
-        else:
-            total += _ITEM
-        if stop is not None and total > stop:
-            break
-    return total
-
 
 class Limits:
     """The component's admission control, shared by all its procedures."""
@@ -61,6 +36,8 @@ class Limits:
         self.inflight_bytes = 0
         self.inflight_calls = 0
         self.scans = defer.DeferredSemaphore(max_scans)
+        self.scans_running = 0
+        self.most_scans_running = 0  # since the component joined: shows the limit holds
 
     @contextlib.contextmanager
     def admit(self, *payloads: Any) -> Any:
@@ -87,7 +64,16 @@ class Limits:
             raise ProcedureError("busy", f"{self.scans.limit} scans are running and "
                                          f"{len(self.scans.waiting)} are waiting; retry later")
         await self.scans.acquire()
+        self.scans_running += 1
+        self.most_scans_running = max(self.most_scans_running, self.scans_running)
         try:
             yield
         finally:
+            self.scans_running -= 1
             self.scans.release()
+
+    def scan_status(self) -> dict[str, int]:
+        """Scans paging now, waiting now, and the most that ever paged at once."""
+        return {"running": self.scans_running, "waiting": len(self.scans.waiting),
+                "most_running": self.most_scans_running, "max_scans": self.scans.limit,
+                "max_queued_scans": self.max_queued_scans}

@@ -144,7 +144,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
                  if k in ("schema", "flatbuffers", "indexes")}}
              for t in self.settings.tables])
         # Which session serves: a caller can tell the component was never replaced.
-        return {**status, "session": self.session_id}
+        # The scans' admission (``component.limits``): how many page through etcd at once.
+        return {**status, "session": self.session_id, "scans": self.limits.scan_status()}
 
     def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Pass the caller's progress callback (if it asked for progressive results) to scan,

@@ -10,6 +10,8 @@ after its last event (etcd sends a replay in one response of up to 1000 revision
 the quiet wait only matters for keys with longer histories). Past the compaction point the
 answer says so: ``compacted`` is true when the list is shorter than asked because older
 versions are gone, and ``compact_revision`` is where history starts; never a silent short list.
+An answer carries only as many versions as fit one message (``procedures.answers``);
+``partial`` says the rest is older than the last one returned.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from twisted.internet import defer
 
 from txetcd import Compacted, WatchCompacted, WatchEvent
 
+from .answers import Answer
 from .errors import ProcedureError
 
 if TYPE_CHECKING:
@@ -138,7 +141,7 @@ async def history(table: Table, key: Any, limit: Any = 10,
     end = now.header.revision if before_revision is None else min(before_revision - 1,
                                                                   now.header.revision)
     if end < 1:
-        return {"versions": [], "compacted": False, "compact_revision": None}
+        return {"versions": [], "compacted": False, "compact_revision": None, "partial": False}
     # The current lifetime first, by reads; the replay only for what lies before it.
     try:
         state = now if end == now.header.revision else await client.get(row, revision=end)
@@ -146,7 +149,8 @@ async def history(table: Table, key: Any, limit: Any = 10,
     except Compacted:
         versions, cut = [], True
     if len(versions) == limit:
-        return {"versions": versions, "compacted": False, "compact_revision": None}
+        return _bounded(table, {"versions": versions, "compacted": False,
+                                "compact_revision": None})
     if versions:
         # Everything before the oldest version read; the replay ends on that version's event.
         terminal: int | None = versions[-1]["revision"]
@@ -167,6 +171,17 @@ async def history(table: Table, key: Any, limit: Any = 10,
                 found.kvs[0].mod_revision <= replay_end and (
                     not versions or found.kvs[0].mod_revision < versions[-1]["revision"]):
             versions.append(_put(table, found.kvs[0]))
-    return {"versions": versions,
-            "compacted": compacted_at is not None and len(versions) < limit,
-            "compact_revision": compacted_at or None}
+    return _bounded(table, {"versions": versions,
+                            "compacted": compacted_at is not None and len(versions) < limit,
+                            "compact_revision": compacted_at or None})
+
+
+def _bounded(table: Table, answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` with only as many versions (newest first) as fit one message; ``partial``
+    says some were left off (ask again with ``before_revision`` = the oldest one's)."""
+    fitting = Answer(f"{table.name}.history", paged=True)
+    for version in answer["versions"]:
+        if not fitting.add(version):
+            return {"versions": fitting.rows, "compacted": False, "compact_revision": None,
+                    "partial": True}
+    return {**answer, "partial": False}

@@ -34,6 +34,7 @@ from txetcd.pmap import (
     ValueCodec,
 )
 
+from .answers import Answer
 from .errors import ProcedureError
 from .schema import SchemaViolation
 from .wire import KeyWire
@@ -47,7 +48,6 @@ __all__ = ["IndexSpec", "TableIndex", "RowWrite", "write_rows", "resolve_pointer
 WRITE_ATTEMPTS = 20  # a conflict means another writer committed; each retry sees its result
 ROWS_PER_TXN = 100  # rows read per etcd txn by index scans (etcd allows 128 ops by default)
 MAX_SCAN_LIMIT = 100_000
-SCAN_CHUNK = 100
 
 
 class IndexSpec(Protocol):
@@ -212,44 +212,35 @@ class TableIndex:
             if not isinstance(flag, bool):
                 raise ProcedureError("invalid_argument", f"{name} must be true or false")
         low, high = self.bounds(from_value, to_value, after, reverse)
+        answer = Answer(f"{self.table.name}.{self.name}.scan", progress, page)
         want = limit + 1 if page else limit  # one more row tells whether this page is last
-        pending: list[list[Any]] = []  # rows not delivered yet; the last one may be the extra
+        taken = seen = 0
+        more = False
         last_row: list[Any] | None = None
-        seen = 0
         revision: int | None = None
-        while high > low and seen < want:
+        while high > low and seen < want and not more:
             got = await self.table.client.get(
                 KeySet(low, range_end=high), limit=min(want - seen, 1000), revision=revision,
                 sort_order="DESCEND" if reverse else None)
             revision = revision or got.header.revision  # every page reads one snapshot
             seen += len(got.kvs)
             entries = [self.split_entry(kv.key, kv.value) for kv in got.kvs]
-            pending += await self.rows([(self.values.from_codec(i), p) for i, p in entries],
-                                       revision)
+            for row in await self.rows([(self.values.from_codec(i), p) for i, p in entries],
+                                       revision):
+                if taken == limit or not answer.add(row):
+                    more = True
+                    break
+                taken += 1
+                last_row = row
             if not got.more or not got.kvs:
                 break
             high, low = (got.kvs[-1].key, low) if reverse else (high, got.kvs[-1].key + b"\0")
-            if progress is not None and len(pending) > SCAN_CHUNK:
-                last_row = self.deliver(progress, pending[:-1])
-                pending = pending[-1:]
-        more = page and seen > limit
-        if more:
-            pending = pending[:-1]
-        if progress is not None:
-            last_row = self.deliver(progress, pending) or last_row
-            pending = []
-        elif pending:
-            last_row = pending[-1]
+        answer.flush()
         if not page:
-            return pending
-        return {"rows": pending, "last": not more,
-                "next_after": last_row[:2] if more and last_row is not None else None}
-
-    @staticmethod
-    def deliver(progress: Callable[[list[Any]], None], rows: list[list[Any]]) -> Any:
-        for i in range(0, len(rows), SCAN_CHUNK):
-            progress(rows[i:i + SCAN_CHUNK])
-        return rows[-1] if rows else None
+            return answer.rows
+        return {"rows": answer.rows, "last": not more,
+                "next_after": last_row[:2] if more and last_row is not None else None,
+                "partial": answer.partial}
 
 
 @dataclass

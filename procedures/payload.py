@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["INT64_MIN", "INT64_MAX", "UINT64_MAX", "DEFAULT_MAX_DEPTH", "MAX_DEPTH",
-           "ANSWER_WRAPPING", "MAX_BLOB_BYTES", "Problem", "problem"]
+           "ANSWER_WRAPPING", "MAX_BLOB_BYTES", "Problem", "problem", "payload_size"]
 
 INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 DEFAULT_MAX_DEPTH = 64  # containers a stored key or value may nest, unless a table says else
@@ -100,3 +100,45 @@ def problem(obj: Any, max_depth: int = MAX_DEPTH, path: str = "",
         else:
             return Problem(where, f"{type(item).__name__} is not a WAMP payload type")
     return None
+
+
+_ITEM = 8  # what a container slot or a number counts for: the payload's shape has a cost too
+
+
+def _wire_text(item: str | bytes | bytearray) -> int:
+    """An upper bound of a string's bytes on the costliest serializer: WAMP-JSON carries bytes
+    as base64 (4/3) and may escape a control or non-ASCII character as ``\\uXXXX`` (6)."""
+    if not isinstance(item, str):
+        return len(item) * 4 // 3 + 4
+    if not item.isascii():
+        return 6 * len(item)
+    plain = len(item.translate(_ESCAPED))  # what JSON leaves as it is (a fast C loop)
+    return plain + 6 * (len(item) - plain)
+
+
+# ASCII that WAMP-JSON escapes: control characters (up to 6 bytes each), the quote, backslash.
+_ESCAPED = str.maketrans("", "", "".join(map(chr, range(32))) + '"\\\x7f')
+
+
+def payload_size(*payloads: Any, stop: int | None = None, wire: bool = False) -> int:
+    """About how many bytes ``payloads`` take: strings and bytes by length (with ``wire``, by an
+    upper bound of their size on any serializer), plus a little per item. Iterative (any
+    nesting depth), and it stops counting past ``stop``."""
+    total = 0
+    pending: list[Any] = list(payloads)
+    while pending:
+        item = pending.pop()
+        if isinstance(item, (str, bytes, bytearray)):
+            total += (_wire_text(item) if wire else len(item)) + _ITEM
+        elif isinstance(item, dict):
+            total += _ITEM * (1 + len(item))
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            total += _ITEM * (1 + len(item))
+            pending.extend(item)
+        else:
+            total += _ITEM
+        if stop is not None and total > stop:
+            break
+    return total

@@ -19,6 +19,7 @@ from typing import Any
 from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
 from txetcd.pmap import Database, PersistentMap, ValueCodec
 
+from .answers import Answer
 from .errors import ProcedureError
 from .flatbuf import FlatBuffersSchema
 from .history import history
@@ -26,9 +27,8 @@ from .indexes import IndexSpec, RowWrite, TableIndex, write_rows
 from .payload import DEFAULT_MAX_DEPTH
 from .wire import CorruptRow, KeyWire, ValueWire
 
-__all__ = ["Table", "SCAN_CHUNK"]
+__all__ = ["Table"]
 
-SCAN_CHUNK = 100  # rows per progressive result: small messages keep the router responsive
 MAX_SCAN_LIMIT = 100_000
 SCAN_PAGE = 1000  # rows of the first etcd page of a scan; later pages hold about
 SCAN_PAGE_BYTES = 1 << 20  # this many bytes (etcd's gateway costs per request, not per row)
@@ -197,9 +197,9 @@ class Table:
 
         With progress the final result is an empty list: every row was already delivered.
         Cancelling the call stops paging through etcd. ``after`` (a key, exclusive) continues
-        where a page ended; ``page=True`` returns ``{"rows", "last", "next_after"}`` instead.
-        ``revision`` reads the table as it was then (several calls, one snapshot: how
-        ``etcd-wamp export`` pages).
+        where a page ended; ``page=True`` returns ``{"rows", "last", "next_after", "partial"}``
+        instead (``partial``: ended early by bytes, ``procedures.answers``). ``revision`` reads
+        the table as it was then (several calls, one snapshot: how ``etcd-wamp export`` pages).
         """
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
                 MAX_SCAN_LIMIT:
@@ -210,37 +210,30 @@ class Table:
         paged = _flag(page, "page")
         at_revision = _revision_arg(revision, "revision") or None
         keys = self.bounds(from_key, to_key, prefix, after, backwards)
-        rows: list[Any] = []
-        chunk: list[Any] = []
+        answer = Answer(f"{self.name}.scan", progress, paged)
         # A page reads one row more than it returns: that row says whether it is the last.
         want = limit + 1 if paged else limit
         seen = 0
+        more = False
         last_cursor: Any = None
         async for kv in self.client.scan(keys, page_size=min(want, SCAN_PAGE), limit=want,
                                          reverse=backwards, keys_only=only_keys,
                                          revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
             seen += 1
-            if seen > limit:
+            if seen > limit or not answer.add(row := self.row(kv.key, None if only_keys
+                                                                else kv.value)):
+                more = True
                 break
-            row = self.row(kv.key, None if only_keys else kv.value)
             # A corrupt row's marker is a cursor too: a page that ends in one (or holds only
             # such rows) still says where the next page starts.
             last_cursor = row if isinstance(row, dict) or only_keys else row[0]
-            if progress is None:
-                rows.append(row)
-                continue
-            chunk.append(row)
-            if len(chunk) >= SCAN_CHUNK:
-                progress(chunk)
-                chunk = []
-        if progress is not None and chunk:
-            progress(chunk)
+        answer.flush()
         if not paged:
-            return rows
-        more = seen > limit
+            return answer.rows
         next_after = ({"corrupt_row": last_cursor["corrupt_row"]}
                       if isinstance(last_cursor, dict) else last_cursor)
-        return {"rows": rows, "last": not more, "next_after": next_after if more else None}
+        return {"rows": answer.rows, "last": not more, "next_after": next_after if more else None,
+                "partial": answer.partial}
 
     def cursor_key(self, after: Any) -> bytes:
         """The encoded key an ``after`` cursor names: a wire key, or a corrupt-row marker's

@@ -293,7 +293,8 @@ async def test_history_on_both_etcd_versions(client: Client, etcd: EtcdProcess) 
         assert [v["type"] for v in versions] == ["delete", "put"]
         assert versions[1]["revision"] == first
         never = await table.history(str(uuid.uuid4()))
-        assert never == {"versions": [], "compacted": False, "compact_revision": None}
+        assert never == {"versions": [], "compacted": False, "compact_revision": None,
+                         "partial": False}
         # A live row's versions are read back until the compaction point, which is reported.
         revs = [await table.put(key, {"name": f"v{n}", "email": "h@x"}) for n in range(5)]
         await scoped.compact(revs[2], physical=True)

@@ -26,7 +26,7 @@ class CrossbarNode:
     """The repo's node config with its web port and etcd endpoint swapped for the test's."""
 
     def __init__(self, workdir: Path, etcd_url: str, namespace: str = "app/",
-                 with_component: bool = True) -> None:
+                 with_component: bool = True, extra: dict[str, Any] | None = None) -> None:
         self.workdir = workdir
         shutil.copytree(ROOT / "crossbar-config", workdir, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("key.*", "*.pid", "*.sock", "*.log",
@@ -39,9 +39,10 @@ class CrossbarNode:
         for worker in (router, container):
             worker["options"]["pythonpath"] = [str(ROOT)]
         router["transports"][0]["endpoint"]["port"] = self.port
-        extra = container["components"][0]["extra"]
+        extra_settings, extra = extra, container["components"][0]["extra"]
         extra["etcd"]["endpoints"] = [etcd_url]
         extra["etcd"]["namespace"] = namespace
+        extra.update(extra_settings or {})
         self.extra = extra
         if not with_component:
             # The router alone; the test runs the component standalone (python -m component).

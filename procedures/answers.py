@@ -1,0 +1,80 @@
+"""Answers bounded in bytes: what one scan or history result may carry through the router.
+
+Crossbar's transports and autobahn's rawsocket refuse a message above 16 MiB (``max_message_size``,
+the default of every transport and the rawsocket protocol's ceiling). Past it the component's
+result never leaves (autobahn drops it, and its error reply, which quotes the result, is too big
+as well), so the caller would wait forever. So every answer is bounded by an estimate of its
+size on the costliest serializer (``payload_size(wire=True)``):
+
+* a progressive result comes in chunks of at most ``CHUNK_ROWS`` rows and ``CHUNK_BYTES``;
+* a plain answer that would pass ``ANSWER_BYTES`` is refused with ``too_large`` (nothing is
+  sent), telling the caller to page or ask for progressive results;
+* a page (``page=True``) ends early at ``ANSWER_BYTES`` and says so (``partial``), with
+  ``next_after`` where to go on.
+
+One row always fits (etcd keeps at most 1.5 MiB a value, at most 9 MiB on the wire).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .errors import ProcedureError
+from .payload import payload_size
+
+__all__ = ["Answer", "ANSWER_BYTES", "CHUNK_BYTES", "CHUNK_ROWS", "TOO_LARGE_ADVICE"]
+
+ANSWER_BYTES = 8 << 20  # half the transports' 16 MiB: room for the estimate's slack
+CHUNK_BYTES = 1 << 20  # small messages keep the router responsive to everyone else
+CHUNK_ROWS = 100
+TOO_LARGE_ADVICE = ("page through it (page=True, then after=<next_after>) or ask for "
+                    "progressive results")
+
+
+class Answer:
+    """The rows of one answer as they come: gathered within ``budget`` bytes, or (with
+    ``progress``) delivered in bounded chunks."""
+
+    def __init__(self, what: str, progress: Callable[[list[Any]], None] | None = None,
+                 paged: bool = False, budget: int = ANSWER_BYTES,
+                 chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_ROWS) -> None:
+        self.what = what
+        self.progress = progress
+        self.paged = paged
+        self.budget = budget
+        self.chunk_bytes = chunk_bytes
+        self.chunk_rows = chunk_rows
+        self.rows: list[Any] = []  # what the final result carries (nothing with progress)
+        self.size = 0
+        self.partial = False  # a page ended early by bytes
+        self._chunk: list[Any] = []
+        self._chunk_size = 0
+
+    def add(self, row: Any) -> bool:
+        """Take one more row; False (row not taken) when it does not fit a page any more.
+        Raises ``too_large`` when it does not fit a plain answer."""
+        size = payload_size(row, wire=True)
+        if self.progress is not None:
+            if self._chunk and (len(self._chunk) >= self.chunk_rows
+                                or self._chunk_size + size > self.chunk_bytes):
+                self.flush()
+            self._chunk.append(row)
+            self._chunk_size += size
+            return True
+        if self.rows and self.size + size > self.budget:
+            if not self.paged:
+                raise ProcedureError("too_large", f"{self.what}: the answer would pass "
+                                                  f"{self.budget} bytes after {len(self.rows)} "
+                                                  f"rows; {TOO_LARGE_ADVICE}")
+            self.partial = True
+            return False
+        self.rows.append(row)
+        self.size += size
+        return True
+
+    def flush(self) -> None:
+        """Deliver the rows still held back (progressive results only)."""
+        if self.progress is not None and self._chunk:
+            chunk, self._chunk, self._chunk_size = self._chunk, [], 0
+            self.progress(chunk)
