@@ -24,7 +24,7 @@ from typing import Any
 import cbor2
 import pytest
 import pytest_twisted
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
@@ -263,19 +263,19 @@ def test_lists_pages_filters_and_shows_rows_written_directly(
     page.select_option("#table-select", "settings")
     page.wait_for_selector("#rows tbody tr[data-key=blob]")
     assert listed_keys(page) == ["blob"] + [f"opt{n:02d}" for n in range(24)]
-    assert page.inner_text("#page-info") == "page 1 · 31 rows in table"
+    expect(page.locator("#page-info")).to_have_text("page 1 · 31 rows in table")
     page.click("#next")
     page.wait_for_selector("#rows tbody tr[data-key=opt24]")
     assert listed_keys(page) == [f"opt{n:02d}" for n in range(24, 30)]
-    assert page.inner_text("#page-info") == "page 2 · 31 rows in table"  # was "page 3"
+    expect(page.locator("#page-info")).to_have_text("page 2 · 31 rows in table")  # was "page 3"
     assert page.is_disabled("#next")
     page.click("#prev")
     page.wait_for_selector("#rows tbody tr[data-key=blob]")
-    assert page.inner_text("#page-info") == "page 1 · 31 rows in table"
+    expect(page.locator("#page-info")).to_have_text("page 1 · 31 rows in table")
 
     wait_for_filter(page, "opt1", "ready")
     assert listed_keys(page) == [f"opt1{n}" for n in range(10)]
-    assert page.inner_text("#page-info") == "page 1 · 10 rows with this prefix"
+    expect(page.locator("#page-info")).to_have_text("page 1 · 10 rows with this prefix")
 
     wait_for_filter(page, "", "ready")
     open_row(page, "blob")  # CBOR bytes are shown as hex and base64
