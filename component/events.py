@@ -85,6 +85,10 @@ class EventRelay:
         self.subscriptions: dict[int, _Subscription] = {}
         self.publishers: dict[str, TablePublisher] = {}
         self.changes = 0  # meta events seen: an audit that saw any meanwhile is stale
+        # etcd's revision when each published table became wanted here, and the reads of it
+        # still under way (writes this instance serves wait for them: ``settled``).
+        self.wanted_at: dict[str, int] = {}
+        self.reading: set[defer.Deferred[None]] = set()
         self.auditing = LoopingCall(lambda: defer.ensureDeferred(self.audit()))
 
     def topic(self, table: str) -> str:
@@ -175,11 +179,36 @@ class EventRelay:
             wanted = any(sub.sessions and covers(sub.uri, sub.match, topic)
                          for sub in self.subscriptions.values())
             if wanted and name not in self.publishers:
+                self.note_revision(name)
                 self.publishers[name] = TablePublisher(self, name, self.coordinator,
                                                        self.position_interval)
             elif not wanted and name in self.publishers:
                 # Nobody listens: the next subscriber starts from now, not from here.
+                self.wanted_at.pop(name, None)
                 self.publishers.pop(name).stop(forget=True)
+
+    def note_revision(self, name: str) -> None:
+        """Read etcd's revision as ``name`` becomes wanted: a publisher with no stored position
+        starts after it, not after the revision it reads once elected (a few round trips
+        later; a subscriber's first writes could fall in between and never be published).
+        Writes this instance serves meanwhile wait (``settled``), so they commit after it."""
+
+        async def read() -> None:
+            found = await self.etcd.get(self.tables[name].keyset, count_only=True)
+            if name in self.publishers:
+                self.wanted_at[name] = found.header.revision
+
+        reading = defer.ensureDeferred(read())
+        self.reading.add(reading)
+        reading.addErrback(lambda failure: log.info(
+            "cannot read the revision {table} became wanted at: {exc}", table=name,
+            exc=failure.value))
+        reading.addBoth(lambda _: self.reading.discard(reading))
+
+    async def settled(self) -> None:
+        """Wait for the revision reads under way (see ``note_revision``)."""
+        while self.reading:
+            await defer.DeferredList(list(self.reading), consumeErrors=True)
 
     def publish(self, topic: str, **payload: Any) -> defer.Deferred[Any]:
         """Publish, retained; fires with the router's acknowledgement, fails if the session is

@@ -372,7 +372,11 @@ class TablePublisher:
         if found.kvs:
             data = found.kvs[0].value
             return Position.decode(data), Position.publisher(data)
-        return Position(found.header.revision + 1), None
+        await self.relay.settled()
+        # From when the table became wanted here (a subscriber's first writes come after
+        # that), else from now on.
+        since = self.relay.wanted_at.get(self.name, found.header.revision)
+        return Position(since + 1), None
 
     async def persist(self, leadership: Leadership, position: Position,
                       resigning: bool = False) -> None:

@@ -85,7 +85,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
     async def register_table_procedures(self) -> None:
         for name, table in self.tables.items():
             for op in ("get", "put", "delete", "count", "describe", "history"):
-                await self.register(self.procedure(getattr(table, op)),
+                await self.register(self.procedure(getattr(table, op),
+                                                   writes=op in ("put", "delete")),
                                     f"{self.settings.prefix}.{name}.{op}", options=SHARED)
             await self.register_scan(table.scan, f"{self.settings.prefix}.{name}.scan")
             for index in table.indexes.values():
@@ -98,8 +99,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
                             options=RegisterOptions(details_arg="details", invoke=SHARED.invoke))
 
     async def register_database_procedures(self) -> None:
-        await self.register(self.procedure(self.txn), f"{self.settings.prefix}.txn",
-                            options=SHARED)
+        await self.register(self.procedure(self.txn, writes=True),
+                            f"{self.settings.prefix}.txn", options=SHARED)
         await self.register(self.procedure(self.status), f"{self.settings.prefix}.status",
                             options=SHARED)
 
@@ -159,11 +160,13 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
 
         return call
 
-    def procedure(self, handler: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    def procedure(self, handler: Callable[..., Awaitable[Any]],
+                  writes: bool = False) -> Callable[..., Any]:
         """Wrap a handler: arguments are checked against its signature and the payload policy
         (``procedures.arguments``), typed errors become
         ``<prefix>.error.*`` ApplicationErrors, and the returned Deferred stays cancellable (a
-        cancelled call stops its etcd work)."""
+        cancelled call stops its etcd work). A write first waits until a table that just
+        became wanted has its start revision (``EventRelay.settled``)."""
         prefix = self.settings.prefix
         signature = inspect.signature(handler)
 
@@ -181,6 +184,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
             async def run() -> Any:
                 try:
                     with self.limits.admit(args, kwargs):
+                        if writes:
+                            await self.events.settled()
                         return await handler(*args, **kwargs)
                 except defer.CancelledError:
                     raise

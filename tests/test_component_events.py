@@ -117,6 +117,28 @@ async def test_changes_from_wamp_and_direct_writes(node: CrossbarNode, etcd_dire
 
 
 @inline
+async def test_a_write_right_after_the_first_subscribe_is_published(
+        node: CrossbarNode, etcd35: EtcdProcess) -> None:
+    """What the README's WAMP example does: subscribe, then write at once, with nobody else
+    subscribed. The publisher starts after the revision read when the subscription became
+    known, and the write waited for that read, so it is published."""
+    await (await ready(node)).leave()
+    before = watchers(etcd35)
+    for serializer in ("json", "cbor", "msgpack"):
+        client = await connect(node.url, "writer", "writer-secret", serializer=serializer)
+        seen = Recorder()
+        subscription = await client.subscribe(seen.on_change, "etcd.settings.on_change")
+        revision = await client.call("etcd.settings.put", f"first-{serializer}", 1)
+        await eventually(lambda seen=seen: defer.succeed(seen.events))
+        assert seen.events[0] == {"type": "put", "key": f"first-{serializer}", "value": 1,
+                                  "revision": revision}, serializer
+        await subscription.unsubscribe()
+        client.leave()
+        # Nobody subscribes any more: the publisher stops, and the next subscriber is first.
+        await eventually(lambda: defer.succeed(watchers(etcd35) == before))
+
+
+@inline
 async def test_events_of_one_revision_arrive_in_etcd_order(node: CrossbarNode,
                                                            etcd_direct: Client,
                                                            etcd35: EtcdProcess) -> None:
