@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from procedures.table import Table
 from txetcd import Client
 
-from .publisher import POSITION_INTERVAL, Position, TablePublisher
+from .publisher import POSITION_INTERVAL, Position, TablePublisher, observe
 
 __all__ = ["EventRelay", "covers"]
 
@@ -85,10 +85,9 @@ class EventRelay:
         self.subscriptions: dict[int, _Subscription] = {}
         self.publishers: dict[str, TablePublisher] = {}
         self.changes = 0  # meta events seen: an audit that saw any meanwhile is stale
-        # etcd's revision when each published table became wanted here, and the reads of it
-        # still under way (writes this instance serves wait for them: ``settled``).
-        self.wanted_at: dict[str, int] = {}
-        self.reading: set[defer.Deferred[None]] = set()
+        # etcd's revision as each published table became wanted here, being read (``settled``
+        # holds the writes this instance serves until it is known).
+        self.reading: set[defer.Deferred[int | None]] = set()
         self.auditing = LoopingCall(lambda: defer.ensureDeferred(self.audit()))
 
     def topic(self, table: str) -> str:
@@ -179,36 +178,43 @@ class EventRelay:
             wanted = any(sub.sessions and covers(sub.uri, sub.match, topic)
                          for sub in self.subscriptions.values())
             if wanted and name not in self.publishers:
-                self.note_revision(name)
                 self.publishers[name] = TablePublisher(self, name, self.coordinator,
-                                                       self.position_interval)
+                                                       self.position_interval,
+                                                       wanted_at=self.read_revision(name))
             elif not wanted and name in self.publishers:
                 # Nobody listens: the next subscriber starts from now, not from here.
-                self.wanted_at.pop(name, None)
                 self.publishers.pop(name).stop(forget=True)
 
-    def note_revision(self, name: str) -> None:
-        """Read etcd's revision as ``name`` becomes wanted: a publisher with no stored position
-        starts after it, not after the revision it reads once elected (a few round trips
-        later; a subscriber's first writes could fall in between and never be published).
-        Writes this instance serves meanwhile wait (``settled``), so they commit after it."""
+    def read_revision(self, name: str) -> defer.Deferred[int | None]:
+        """etcd's revision now, as ``name`` becomes wanted (None if it cannot be read). A
+        publisher with no stored position starts after it rather than after the revision it
+        reads once elected, a few round trips later, when a subscriber's first writes may have
+        committed already; the writes this instance serves wait for it (``settled``).
+        Shared by the publisher and the writes: each waits through ``observe``, so cancelling
+        one waiter neither cancels the read nor is lost in it."""
 
-        async def read() -> None:
-            found = await self.etcd.get(self.tables[name].keyset, count_only=True)
-            if name in self.publishers:
-                self.wanted_at[name] = found.header.revision
+        async def read() -> int | None:
+            try:
+                found = await self.etcd.get(self.tables[name].keyset, count_only=True)
+            except Exception as exc:  # noqa: BLE001 - etcd unreachable: writes fail anyway
+                log.info("cannot read the revision {table} became wanted at: {exc}",
+                         table=name, exc=exc)
+                return None
+            return found.header.revision
 
         reading = defer.ensureDeferred(read())
         self.reading.add(reading)
-        reading.addErrback(lambda failure: log.info(
-            "cannot read the revision {table} became wanted at: {exc}", table=name,
-            exc=failure.value))
-        reading.addBoth(lambda _: self.reading.discard(reading))
+
+        def done(revision: int | None) -> int | None:
+            self.reading.discard(reading)
+            return revision
+
+        return reading.addCallback(done)
 
     async def settled(self) -> None:
-        """Wait for the revision reads under way (see ``note_revision``)."""
-        while self.reading:
-            await defer.DeferredList(list(self.reading), consumeErrors=True)
+        """Wait for the revision reads under way (see ``read_revision``)."""
+        for reading in list(self.reading):
+            await observe(reading)
 
     def publish(self, topic: str, **payload: Any) -> defer.Deferred[Any]:
         """Publish, retained; fires with the router's acknowledgement, fails if the session is

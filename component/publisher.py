@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from .events import EventRelay
 
 __all__ = ["TablePublisher", "Position", "LEASE_TTL", "RESERVED_SLOT", "POSITION_INTERVAL",
-           "election_name", "position_key", "instance_id"]
+           "election_name", "position_key", "instance_id", "observe"]
 
 log = Logger()
 
@@ -147,6 +147,22 @@ class _Sent:
     done: bool = False
 
 
+def observe(shared: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """A Deferred that fires with ``shared``'s result and can be cancelled on its own: Twisted
+    cancels what a cancelled coroutine awaits, and a shared Deferred cancelled that way would
+    fail every other waiter (or, if an errback consumed the CancelledError, resume the
+    cancelled one as if nothing happened)."""
+    waiter: defer.Deferred[Any] = defer.Deferred()
+
+    def deliver(result: Any) -> Any:
+        if not waiter.called:
+            waiter.callback(result)
+        return result
+
+    shared.addCallback(deliver)
+    return waiter
+
+
 async def _sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
@@ -155,8 +171,12 @@ class TablePublisher:
     """Campaigns for one table's election while wanted; publishes its changes while leading."""
 
     def __init__(self, relay: EventRelay, name: str, coordinator: Client,
-                 position_interval: float = POSITION_INTERVAL) -> None:
+                 position_interval: float = POSITION_INTERVAL,
+                 wanted_at: defer.Deferred[int | None] | None = None) -> None:
         self.relay = relay
+        # etcd's revision as the table became wanted (``EventRelay.read_revision``): where to
+        # start when no position is stored.
+        self.wanted_at = wanted_at
         self.name = name
         self.table = relay.tables[name]
         self.coordinator = coordinator
@@ -372,11 +392,10 @@ class TablePublisher:
         if found.kvs:
             data = found.kvs[0].value
             return Position.decode(data), Position.publisher(data)
-        await self.relay.settled()
-        # From when the table became wanted here (a subscriber's first writes come after
-        # that), else from now on.
-        since = self.relay.wanted_at.get(self.name, found.header.revision)
-        return Position(since + 1), None
+        since = await observe(self.wanted_at) if self.wanted_at is not None else None
+        # From when the table became wanted here (the subscriber's first writes that this
+        # instance serves come after that), else from now on.
+        return Position((found.header.revision if since is None else since) + 1), None
 
     async def persist(self, leadership: Leadership, position: Position,
                       resigning: bool = False) -> None:
