@@ -244,6 +244,8 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from txetcd import EtcdError
+
     from .config import EtcdSettings, parse_settings
     from .status import cluster_status, connect, format_status, publishers
 
@@ -259,7 +261,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     prefix = args.prefix or prefix
 
     async def body(reactor: Any) -> int:
-        cluster = await cluster_status(reactor, etcd)
+        try:
+            cluster = await cluster_status(reactor, etcd)
+        except EtcdError as exc:  # no member answers: that is the state to report
+            state = {"state": "unreachable", "endpoints": endpoints, "cause": str(exc)}
+            print(json.dumps({"etcd": state}, indent=2) if args.json else
+                  f"etcd: unreachable at {', '.join(endpoints)}: {exc}")
+            return 1
         client = connect(reactor, etcd)
         try:
             elected = await publishers(client, prefix, tables)

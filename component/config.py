@@ -51,6 +51,8 @@ class EtcdSettings:
     user: str | None = None
     password: str | None = None
     ca: str | None = None
+    # etcd's cluster ID (hex, as etcdctl prints it): the component serves no other cluster.
+    cluster_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,8 @@ def parse_settings(raw: Any) -> Settings:
         _uri_part(part, f"prefix (component {i})")
     etcd_raw = raw.get("etcd") or {}
     _expect(etcd_raw, dict, "etcd")
-    _reject_unknown(etcd_raw, {"endpoints", "namespace", "user", "password", "ca"}, "etcd")
+    _reject_unknown(etcd_raw, {"endpoints", "namespace", "user", "password", "ca", "cluster_id"},
+                     "etcd")
     endpoints = etcd_raw.get("endpoints", ["http://127.0.0.1:2379"])
     _expect(endpoints, list, "etcd.endpoints")
     if not endpoints:
@@ -149,8 +152,15 @@ def parse_settings(raw: Any) -> Settings:
             _expect(etcd_raw[name], str, f"etcd.{name}")
     if (etcd_raw.get("user") is None) != (etcd_raw.get("password") is None):
         raise ConfigError("etcd.user", "user and password go together")
+    cluster_id = etcd_raw.get("cluster_id")
+    if cluster_id is not None:
+        _expect(cluster_id, str, "etcd.cluster_id")
+        try:
+            cluster_id = int(cluster_id, 16)
+        except ValueError:
+            raise ConfigError("etcd.cluster_id", f"{cluster_id!r} is not a hex ID") from None
     etcd = EtcdSettings(list(endpoints), namespace.encode(), etcd_raw.get("user"),
-                        etcd_raw.get("password"), etcd_raw.get("ca"))
+                        etcd_raw.get("password"), etcd_raw.get("ca"), cluster_id)
     tables_raw = raw.get("tables")
     _expect(tables_raw, list, "tables")
     if not tables_raw:

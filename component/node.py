@@ -42,6 +42,7 @@ NODE_FILES = Path(__file__).resolve().parent / "node_files"
 CROSSBAR_MAIN = "import sys, crossbar; sys.exit(crossbar.run())"
 BOOTED = "NODE_BOOT_COMPLETE"
 READY = "etcd component ready"
+from .health import WAITING  # noqa: E402 - component.health.s line, until etcd answers
 
 # Log lines that say why something did not start: Crossbar's text log, etcd's JSON log (3.5)
 # and its text log (3.4, "C |" critical, "E |" error).
@@ -203,9 +204,14 @@ def run(options: NodeOptions, out: Any = None) -> int:
         log.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _: stopping.append(signum))
-        announced = False
+        announced, waited = False, 0
         while not stopping and node.poll() is None:
             text = _log_text(log_path)
+            waiting = [line for line in text.splitlines() if WAITING in line]
+            for line in waiting[waited:] if not announced else ():
+                # Say why the node is not ready yet: which etcd it waits for, and the cause.
+                print(line[line.index(WAITING) + len("etcd component "):], file=out, flush=True)
+            waited = len(waiting)
             if not announced and BOOTED in text and (READY in text or not has_component(config)):
                 announced = True
                 secure = "s" if is_tls(config) else ""

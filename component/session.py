@@ -27,6 +27,7 @@ from txetcd import Client
 
 from .config import Settings, parse_settings
 from .events import EventRelay
+from .health import EtcdHealth
 from .limits import Limits
 from .serializer import decode_deep
 from .store import store_status
@@ -56,6 +57,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
     tables: dict[str, Table]
     events: EventRelay
     limits: Limits
+    health: EtcdHealth
+    serving: defer.Deferred[None]
 
     def onOpen(self, transport: Any) -> None:  # noqa: N802 - autobahn API
         decode_deep(transport)  # before the first message: see component.serializer
@@ -68,9 +71,23 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         self.etcd = self.connect_etcd()
         self.coordinator = self.connect_etcd(timeout=COORDINATION_TIMEOUT)
         self.tables = self.open_tables()
+        self.health = EtcdHealth(self.coordinator, self.settings.etcd.endpoints,
+                                 self.settings.etcd.cluster_id, reactor)
+        self.health.start()
+        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd,
+                                 self.coordinator, self.settings.position_interval)
+        # Registered at once: while etcd does not answer, calls are refused as unavailable.
         await self.register_table_procedures()
         await self.register_database_procedures()
-        await self.republish_changes()
+        self.serving = defer.ensureDeferred(self.serve(details))
+
+    async def serve(self, details: Any) -> None:
+        """Once etcd answers: republish its changes, and say so."""
+        try:
+            await self.health.when_ready()
+            await self.events.start()
+        except defer.CancelledError:
+            return  # the session left first
         self.log.info("etcd component ready: {n} tables under {prefix} (session {session}, "
                       "joined as {authid}, role {authrole}, by {authmethod})", n=len(self.tables),
                       prefix=self.settings.prefix, session=details.session, authid=details.authid,
@@ -101,15 +118,14 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
     async def register_database_procedures(self) -> None:
         await self.register(self.procedure(self.txn, writes=True),
                             f"{self.settings.prefix}.txn", options=SHARED)
-        await self.register(self.procedure(self.status), f"{self.settings.prefix}.status",
-                            options=SHARED)
-
-    async def republish_changes(self) -> None:
-        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd,
-                                 self.coordinator, self.settings.position_interval)
-        await self.events.start()
+        await self.register(self.procedure(self.status, needs_etcd=False),
+                            f"{self.settings.prefix}.status", options=SHARED)
 
     def onLeave(self, details: Any) -> None:  # noqa: N802 - autobahn API
+        if getattr(self, "serving", None) is not None:
+            self.serving.cancel()
+        if getattr(self, "health", None) is not None:
+            self.health.stop()
         events = getattr(self, "events", None)
         # The publishers store their positions before the etcd clients close.
         stopped = events.stop() if events is not None else defer.succeed(None)
@@ -138,6 +154,12 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         return await run_txn(self.etcd, self.tables, ops)
 
     async def status(self) -> dict[str, Any]:
+        served = {"session": self.session_id, "scans": self.limits.scan_status(),
+                  "health": self.health.describe()}
+        if not self.health.ready:  # what is known without etcd, at once
+            return {"prefix": self.settings.prefix, "etcd": None,
+                    "tables": [{"name": t.name, "publisher": None}
+                               for t in self.settings.tables], **served}
         status = await store_status(
             self.etcd, self.settings.prefix,
             [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
@@ -146,7 +168,7 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
              for t in self.settings.tables])
         # Which session serves: a caller can tell the component was never replaced.
         # The scans' admission (``component.limits``): how many page through etcd at once.
-        return {**status, "session": self.session_id, "scans": self.limits.scan_status()}
+        return {**status, **served}
 
     def progressive(self, scan: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Pass the caller's progress callback (if it asked for progressive results) to scan,
@@ -160,13 +182,15 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
 
         return call
 
-    def procedure(self, handler: Callable[..., Awaitable[Any]],
-                  writes: bool = False) -> Callable[..., Any]:
+    def procedure(self, handler: Callable[..., Awaitable[Any]], writes: bool = False,
+                  needs_etcd: bool = True) -> Callable[..., Any]:
         """Wrap a handler: arguments are checked against its signature and the payload policy
         (``procedures.arguments``), typed errors become
         ``<prefix>.error.*`` ApplicationErrors, and the returned Deferred stays cancellable (a
-        cancelled call stops its etcd work). A write first waits until a table that just
-        became wanted has its start revision (``EventRelay.settled``)."""
+        cancelled call stops its etcd work). While etcd does not answer, a call that
+        ``needs_etcd`` is refused at once as unavailable (``component.health``). A write first
+        waits until a table that just became wanted has its start revision
+        (``EventRelay.settled``)."""
         prefix = self.settings.prefix
         signature = inspect.signature(handler)
 
@@ -183,6 +207,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
 
             async def run() -> Any:
                 try:
+                    if needs_etcd:
+                        self.health.check()
                     with self.limits.admit(args, kwargs):
                         if writes:
                             await self.events.settled()

@@ -60,7 +60,8 @@ class CrossbarNode:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self, timeout: float = 60.0) -> CrossbarNode:
+    def start(self, timeout: float = 60.0, ready: bool = True) -> CrossbarNode:
+        """Start the node; return once the component is ready (or, unless ``ready``, joined)."""
         seen = len(self.log_text())  # a restart appends to the log of the earlier boot
         log = open(self.workdir / "node.log", "ab")  # noqa: SIM115 - the child owns it
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -76,8 +77,8 @@ class CrossbarNode:
                 break
             log_text = self.log_text()[seen:]
             # The container component joins a moment after the node reports its boot.
-            if "NODE_BOOT_COMPLETE" in log_text and (
-                    not self.with_component or "etcd component ready" in log_text):
+            if "NODE_BOOT_COMPLETE" in log_text and (not self.with_component or (
+                    "etcd component ready" if ready else "etcd component waiting") in log_text):
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"crossbar did not start:\n{self.log_text()[-4000:]}")
