@@ -43,8 +43,9 @@ from .codecs import (
     ZlibValue,
     with_marshal,
 )
-from .database import MAX_SLOT, Database, DbTransaction, deferred, slot_bytes
+from .database import Database, DbTransaction, deferred
 from .errors import NullValueConstraint, TableNotAttached, UniqueViolation
+from .layout import MAX_SLOT, slot_prefix
 
 __all__ = [
     "PersistentMap", "TypedMap", "FlatBuffersMap", "Index", "Selection", "TableEvent",
@@ -183,7 +184,7 @@ class PersistentMap(Generic[K, V]):
         if self.slot is None:
             raise TableNotAttached(f"{self!r} has no slot: await db.attach_table(map, name=...) "
                                    "first, or construct it with a slot")
-        return db.prefix + slot_bytes(self.slot)
+        return slot_prefix(self.slot, db.prefix)
 
     def key_bytes(self, txn: DbTransaction, key: K) -> bytes:
         return self.table_prefix(txn) + self.key_codec.encode(key)
