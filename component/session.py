@@ -74,8 +74,10 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         self.health = EtcdHealth(self.coordinator, self.settings.etcd.endpoints,
                                  self.settings.etcd.cluster_id, reactor)
         self.health.start()
-        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd,
-                                 self.coordinator, self.settings.position_interval)
+        self.events = EventRelay(self, self.settings.prefix,
+                                 {name: table.wire for name, table in self.tables.items()},
+                                 self.etcd, self.coordinator, self.settings.position_interval,
+                                 clock=reactor)
         # Registered at once: while etcd does not answer, calls are refused as unavailable.
         await self.register_table_procedures()
         await self.register_database_procedures()
