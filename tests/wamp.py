@@ -60,7 +60,7 @@ class CrossbarNode:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-    def start(self, timeout: float = 60.0, ready: bool = True) -> CrossbarNode:
+    def start(self, timeout: float = 180.0, ready: bool = True) -> CrossbarNode:
         """Start the node; return once the component is ready (or, unless ``ready``, joined)."""
         seen = len(self.log_text())  # a restart appends to the log of the earlier boot
         log = open(self.workdir / "node.log", "ab")  # noqa: SIM115 - the child owns it
