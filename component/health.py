@@ -50,6 +50,7 @@ class EtcdHealth:
         self.since = time.time()  # when the current state began
         self.logged_at = 0.0  # when the cause was last logged (monotonic)
         self.waiters: list[defer.Deferred[None]] = []
+        self.doubted = False  # the last probe failed while ready; one more decides
         self.task: defer.Deferred[None] | None = None
 
     @property
@@ -96,7 +97,13 @@ class EtcdHealth:
             except defer.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the probe's failure is the state
+                if self.ready and not self.doubted:
+                    # One member down is not etcd down: the client moved on to the next
+                    # endpoint, so ask once more at once before refusing calls.
+                    self.doubted = True
+                    continue
                 self.failed(str(exc) or type(exc).__name__)
+            self.doubted = False
             await deferLater(self.clock, PROBE_INTERVAL if self.ready else RETRY_INTERVAL,
                              lambda: None)
 
