@@ -20,7 +20,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from procedures.errors import ProcedureError
-from txetcd import Client
+from txetcd import AuthFailed, Client, PermissionDenied
 
 from .config import RESERVED_SLOT
 
@@ -54,6 +54,7 @@ class EtcdHealth:
         self.logged_at = 0.0  # when the cause was last logged (monotonic)
         self.waiters: list[defer.Deferred[None]] = []
         self.doubted = False  # the last probe failed while ready; one more decides
+        self.probed: list[defer.Deferred[None]] = []  # waiting for the end of the next probe
         self.task: defer.Deferred[None] | None = None
 
     @property
@@ -68,9 +69,10 @@ class EtcdHealth:
     def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
-        for waiter in self.waiters:
+        for waiter in self.waiters + self.probed:
             waiter.cancel()
         self.waiters.clear()
+        self.probed.clear()
 
     def when_ready(self) -> defer.Deferred[None]:
         """Fires once etcd answered as the expected cluster (at once if it has); each caller
@@ -79,6 +81,12 @@ class EtcdHealth:
             return defer.succeed(None)
         waiter: defer.Deferred[None] = defer.Deferred()
         self.waiters.append(waiter)
+        return waiter
+
+    def when_probed(self) -> defer.Deferred[None]:
+        """Fires once the next probe has ended, whatever it found."""
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self.probed.append(waiter)
         return waiter
 
     def check(self) -> None:
@@ -99,6 +107,13 @@ class EtcdHealth:
                 await self.check_once()
             except defer.CancelledError:
                 raise
+            except (AuthFailed, PermissionDenied) as exc:
+                # etcd answers, and refuses the component's etcd user: calls pass through and
+                # get etcd's refusal as <prefix>.error.forbidden, which says why.
+                if not self.ready:
+                    log.warn("etcd at {endpoints} answers but refuses the component: {exc}",
+                             endpoints=self.where(), exc=exc)
+                self.answered()
             except Exception as exc:  # noqa: BLE001 - the probe's failure is the state
                 if self.ready and not self.doubted:
                     # One member down is not etcd down: the client moved on to the next
@@ -107,6 +122,9 @@ class EtcdHealth:
                     continue
                 self.failed(str(exc) or type(exc).__name__)
             self.doubted = False
+            probed, self.probed = self.probed, []
+            for waiter in probed:
+                waiter.callback(None)
             await deferLater(self.clock, PROBE_INTERVAL if self.ready else RETRY_INTERVAL,
                              lambda: None)
 
@@ -142,8 +160,9 @@ class EtcdHealth:
     def answered(self) -> None:
         if self.ready:
             return
-        log.info("etcd at {endpoints} answers: cluster {cluster:x}, etcd {version}{again}",
-                 endpoints=self.where(), cluster=self.expected, version=self.version,
+        log.info("etcd at {endpoints} answers: cluster {cluster}, etcd {version}{again}",
+                 endpoints=self.where(), version=self.version,
+                 cluster="unknown" if self.expected is None else f"{self.expected:x}",
                  again=" again" if self.state == "unreachable" else "")
         self.state, self.cause, self.since = "ready", None, time.time()
         waiters, self.waiters = self.waiters, []

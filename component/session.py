@@ -73,12 +73,15 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         self.tables = self.open_tables()
         self.health = EtcdHealth(self.coordinator, self.settings.etcd.endpoints,
                                  self.settings.etcd.cluster_id, reactor)
+        probed = self.health.when_probed()
         self.health.start()
         self.events = EventRelay(self, self.settings.prefix,
                                  {name: table.wire for name, table in self.tables.items()},
                                  self.etcd, self.coordinator, self.settings.position_interval,
                                  clock=reactor)
-        # Registered at once: while etcd does not answer, calls are refused as unavailable.
+        # Registered once etcd answered or the cause is known: from then on, while etcd does
+        # not answer, calls are refused as unavailable, saying why.
+        await probed
         await self.register_table_procedures()
         await self.register_database_procedures()
         self.serving = defer.ensureDeferred(self.serve(details))
