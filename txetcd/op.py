@@ -8,9 +8,8 @@ so bad input raises ``TypeError``/``ValueError`` before anything is sent.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
-
-from twisted.internet import defer
 
 from .errors import LeaseNotGranted
 from .types import Deleted, KeySet, Range, Revision, TxnResult, b64
@@ -158,7 +157,7 @@ class OpSet(Op):
         self.lease_object = lease if hasattr(lease, "id_for_write") else None
         # A Lease says itself whether a write may use it: granted, not revoked, not lost.
         lease_id = lease.id_for_write() if self.lease_object is not None else lease
-        if isinstance(lease, defer.Deferred):  # client.lease(ttl) without await/yield
+        if self.lease_object is None and inspect.isawaitable(lease):  # not awaited/yielded
             raise LeaseNotGranted("pass the granted lease, not the Deferred of client.lease(): "
                                   "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
