@@ -15,7 +15,7 @@ from .batch import BATCHABLE, Batcher
 from .core import MAX_REQUEST_BYTES, MAX_TXN_OPS, Pager, TLSConfig
 from .errors import Failed, FutureRevision, RequestTooLarge, TooManyOps
 from .interface import Driver, Env
-from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, _int_arg
+from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, int_arg
 from .transport import Transport, check_endpoints
 from .types import KeySet, KeyValue, Member, Range, Status, Success
 
@@ -186,7 +186,7 @@ class KVClient:
     def compact(self, revision: int, physical: bool = False,
                 timeout: float | None = None) -> Pending:
         """Discard the history before ``revision``; ``physical`` waits until it is on disk."""
-        if _int_arg("revision", revision) < 1:
+        if int_arg("revision", revision) < 1:
             raise ValueError(f"revision must be >= 1, not {revision}")
         body: dict[str, Any] = {"revision": revision, "physical": bool(physical)}
         # Compacting twice to the same revision is harmless, so it may be resent.
@@ -254,11 +254,11 @@ def _scan_pager(key: bytes | KeySet, range_end: bytes | None, page_size: int,
                 revision: int | None, keys_only: bool, reverse: bool, limit: int | None,
                 page_bytes: int | None) -> Pager | None:
     """Check a scan's arguments (each by its own name); None when it asks for nothing."""
-    _int_arg("page_size", page_size, minimum=1)
+    int_arg("page_size", page_size, minimum=1)
     if page_bytes is not None:
-        _int_arg("page_bytes", page_bytes, minimum=1)
+        int_arg("page_bytes", page_bytes, minimum=1)
     first = OpGet(key, range_end, revision=revision, keys_only=keys_only)
-    if limit is not None and _int_arg("limit", limit) == 0:
+    if limit is not None and int_arg("limit", limit) == 0:
         return None
     start, end = first.keys.key, first.keys.range_end
     if not end:  # a single key: nothing to page

@@ -17,6 +17,7 @@ from .types import Deleted, KeySet, Range, Revision, TxnResult, b64
 __all__ = [
     "Op", "OpGet", "OpSet", "OpDel", "OpTxn", "Comp", "CompValue", "CompVersion", "CompCreated",
     "CompModified", "CompLease", "Transaction", "SORT_ORDERS", "SORT_TARGETS", "as_keyset",
+    "int_arg",
 ]
 
 Json = dict[str, Any]
@@ -35,7 +36,7 @@ def as_keyset(key: bytes | KeySet) -> KeySet:
     return KeySet(key)
 
 
-def _int_arg(name: str, value: Any, minimum: int = 0) -> int:
+def int_arg(name: str, value: Any, minimum: int = 0) -> int:
     # bool is an int subclass; revision=True is a bug, not revision 1.
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -115,7 +116,7 @@ class OpGet(Op):
                              ("max_mod_revision", max_mod_revision),
                              ("min_create_revision", min_create_revision),
                              ("max_create_revision", max_create_revision)):
-            if number is not None and _int_arg(name, number):
+            if number is not None and int_arg(name, number):
                 self.options[name] = number
         order = _enum_arg("sort_order", sort_order, SORT_ORDERS)
         target = _enum_arg("sort_target", sort_target, SORT_TARGETS)
@@ -162,7 +163,7 @@ class OpSet(Op):
                                   "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
         self._size: int | None = None
-        self.lease = _int_arg("lease", lease_id) if lease_id is not None else 0
+        self.lease = int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
         if self.ignore_lease and self.lease:
@@ -238,7 +239,7 @@ class Comp:
 
     def _check(self, operand: Any) -> Any:
         # etcd compares int64s: ``version > -1`` (any key, present or not) is valid.
-        return _int_arg(self.field, getattr(operand, "lease_id", operand), minimum=-(2 ** 63))
+        return int_arg(self.field, getattr(operand, "lease_id", operand), minimum=-(2 ** 63))
 
     def request(self, namespace: bytes = b"") -> Json:
         obj = _key_fields(self.keys, namespace)
@@ -355,3 +356,6 @@ class OpTxn(Op):
 
     def size(self) -> int:
         return self.txn.size()
+
+
+_int_arg = int_arg  # the old private name, until watch moves over
