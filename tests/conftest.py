@@ -159,6 +159,16 @@ class Loop:
         for client in self.clients:
             self.run(client.close())
 
+    async def settle(self, *awaitables: Awaitable[Any]) -> list[tuple[bool, Any]]:
+        """Wait for all: ``(True, result)`` or ``(False, exception)`` each, in order."""
+        outcomes = []
+        for awaitable in awaitables:  # all run already: awaiting in order waits for all
+            try:
+                outcomes.append((True, await awaitable))
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                outcomes.append((False, exc))
+        return outcomes
+
 
 class _TwistedLoop(Loop):
     name = "twisted"
