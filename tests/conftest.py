@@ -190,6 +190,9 @@ class _TwistedLoop(Loop):
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await threads.deferToThread(fn, *args)
 
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        return await defer.ensureDeferred(awaitable).addTimeout(seconds, reactor)
+
 
 class _AsyncioLoop(Loop):
     name = "asyncio"
@@ -213,6 +216,9 @@ class _AsyncioLoop(Loop):
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        return await asyncio.wait_for(awaitable, seconds)
 
     def close(self) -> None:
         try:
