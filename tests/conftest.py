@@ -193,6 +193,10 @@ class _TwistedLoop(Loop):
     async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
         return await defer.ensureDeferred(awaitable).addTimeout(seconds, reactor)
 
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        """Start it now; the result can be cancelled (a Deferred)."""
+        return defer.ensureDeferred(awaitable)
+
 
 class _AsyncioLoop(Loop):
     name = "asyncio"
@@ -219,6 +223,10 @@ class _AsyncioLoop(Loop):
 
     async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
         return await asyncio.wait_for(awaitable, seconds)
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        """Start it now; the result can be cancelled (a Task)."""
+        return asyncio.ensure_future(awaitable, loop=self.loop)
 
     def close(self) -> None:
         try:

@@ -119,6 +119,7 @@ class _Connection(asyncio.Protocol):
         # A duplicate of the socket to peek at (asyncio's wrapper has no recv); closed with it.
         self._peek = raw.dup() if raw is not None else None
         self._host.pool.live.add(self)
+        self._host.pool.opened += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -246,6 +247,7 @@ class HTTPPool:
         self._hosts: dict[str, _Host] = {}
         self.live: set[asyncio.BaseProtocol] = set()
         self.closing = False
+        self.opened = 0  # unary connections made so far (monitoring, tests)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
