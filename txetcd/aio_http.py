@@ -49,8 +49,7 @@ def describe(exc: BaseException) -> str:
             return (f"TLS handshake failed: {reason} (check ca= for the server's CA, "
                     "and cert= and key= if the server requires client certificates)")
         cause = cause.__cause__
-    causes = [exc] + ([exc.__cause__] if exc.__cause__ else [])
-    return "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+    return f"{exc.__class__.__name__}: {exc}"  # ours name their cause in the message
 
 
 class _Connection(asyncio.Protocol):
