@@ -5,16 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
 
 from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Unavailable
 from txetcd.embedded import EtcdProcess
 
 from .conftest import Loop
-from .faults import TcpProxy
-
-inline = pytest_twisted.ensureDeferred
+from .faults import ThreadProxy
 
 
 class PathLog:
@@ -238,19 +234,18 @@ async def test_a_cancelled_queued_call_is_not_sent(loop: Loop, client: Client) -
     assert (await client.get(b"c/doomed")).kvs == []
 
 
-@inline
-async def test_a_batch_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url, timeout=5.0)
-    direct = Client(reactor, url=etcd.url)
+async def test_a_batch_with_unknown_outcome_is_never_resent(loop: Loop, etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url, timeout=5.0)
+    direct = loop.client(url=etcd.url)
     try:
         await client.delete(KeySet(b"u/", prefix=True))
         log = PathLog(client)
         proxy.cut_responses = True
         calls = [client.set(b"u/%d" % i, b"applied?") for i in range(3)] + [client.get(b"u/0")]
-        outcomes = await defer.DeferredList(calls, consumeErrors=True)
+        outcomes = await loop.settle(*calls)
         assert not any(ok for ok, _ in outcomes)
-        errors = [failure.value for _, failure in outcomes]
+        errors = [failure for _, failure in outcomes]
         assert all(isinstance(e, Unavailable) for e in errors)
         assert [e.outcome_unknown for e in errors] == [True, True, True, False]
         assert log.paths.count("kv/txn") == 1  # the writes went once, never again
@@ -262,4 +257,4 @@ async def test_a_batch_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -
         await direct.delete(KeySet(b"u/", prefix=True))
         await client.close()
         await direct.close()
-        await proxy.close()
+        proxy.close()
