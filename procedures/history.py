@@ -73,56 +73,62 @@ async def _replay(table: Table, row: bytes, key: Any, end: int, terminal: int | 
     watch from revision 1, and the compaction revision if history was cut. The replay ends at
     the event at ``terminal`` (one known to come), or after ``QUIET`` seconds of silence."""
     client = table.client
-    events: collections.deque[Any] = collections.deque(maxlen=limit)
-    compacted_at: int | None = None
-    finished: defer.Deferred[None] = defer.Deferred()
-    reactor = client.reactor
-    timer = None
-
-    def finish() -> None:
-        if not finished.called:
-            finished.callback(None)
-
-    def quiet(seconds: float) -> None:
-        nonlocal timer
-        if timer is not None and timer.active():
-            timer.cancel()
-        if terminal is None:
-            timer = reactor.callLater(seconds, finish)
-
-    def on_item(item: Any) -> None:
-        nonlocal compacted_at
-        if finished.called:
-            return
-        if isinstance(item, WatchCompacted):
-            compacted_at = item.compact_revision
-            return
-        assert isinstance(item, WatchEvent)
-        if item.revision > end:
-            finish()  # all of the row's events up to ``end`` came before this one
-            return
-        events.append(item)
-        if terminal is not None and item.revision >= terminal:
-            finish()
-        else:
-            quiet(QUIET)
+    replay = _Replay(client.reactor, end, terminal, limit)
+    replay.quiet(FIRST_WAIT)
+    watch = client.watch(row, replay.on_item, start_revision=1)
 
     def too_slow() -> None:
-        if not finished.called:
-            finished.errback(ProcedureError("unavailable", f"the history of {key!r:.80} did "
-                                                           f"not arrive in {DEADLINE:.0f} s"))
+        if not replay.finished.called:
+            replay.finished.errback(ProcedureError(
+                "unavailable", f"the history of {key!r:.80} did not arrive in {DEADLINE:.0f} s"))
 
-    quiet(FIRST_WAIT)
-    watch = client.watch(row, on_item, start_revision=1)
-    deadline = reactor.callLater(DEADLINE, too_slow)
+    deadline = client.reactor.callLater(DEADLINE, too_slow)
     try:
-        await finished
+        await replay.finished
     finally:
         watch.cancel()
-        for call in (timer, deadline):
+        for call in (replay.timer, deadline):
             if call is not None and call.active():
                 call.cancel()
-    return list(events), compacted_at
+    return list(replay.events), replay.compacted_at
+
+
+class _Replay:
+    """What a replaying watch has delivered, and when it is done (``finished``)."""
+
+    def __init__(self, reactor: Any, end: int, terminal: int | None, limit: int) -> None:
+        self.reactor, self.end, self.terminal = reactor, end, terminal
+        self.events: collections.deque[Any] = collections.deque(maxlen=limit)
+        self.compacted_at: int | None = None
+        self.finished: defer.Deferred[None] = defer.Deferred()
+        self.timer: Any = None
+
+    def finish(self) -> None:
+        if not self.finished.called:
+            self.finished.callback(None)
+
+    def quiet(self, seconds: float) -> None:
+        """Finish after ``seconds`` without events, unless a known event ends the replay."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        if self.terminal is None:
+            self.timer = self.reactor.callLater(seconds, self.finish)
+
+    def on_item(self, item: Any) -> None:
+        if self.finished.called:
+            return
+        if isinstance(item, WatchCompacted):
+            self.compacted_at = item.compact_revision
+            return
+        assert isinstance(item, WatchEvent)
+        if item.revision > self.end:
+            self.finish()  # all of the row's events up to ``end`` came before this one
+            return
+        self.events.append(item)
+        if self.terminal is not None and item.revision >= self.terminal:
+            self.finish()
+        else:
+            self.quiet(QUIET)
 
 
 async def history(table: Table, key: Any, limit: Any = 10,
