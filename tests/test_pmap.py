@@ -567,77 +567,90 @@ RECORDS = st.none() | st.tuples(st.sampled_from([None, "a@x", "b@x", "c@x"]),
                                  st.sampled_from(["staff", "admin"]))
 
 
-def model_machine(db: Database) -> type[RuleBasedStateMachine]:
-    """A state machine of write txns, scans and truncates checked against a dict."""
+def expected_after(model: dict[int, tuple[str | None, str]],
+                   ops: list[tuple[int, tuple[str | None, str] | None]]
+                   ) -> tuple[dict[int, tuple[str | None, str]], bool]:
+    """The model after a write txn of ``ops`` (None deletes), and whether it breaks the unique
+    email index (then the txn must fail and the model stay)."""
+    expected, violation = dict(model), False
+    for pk, record in ops:
+        if record is None:
+            expected.pop(pk, None)
+            continue
+        owners = {k for k, (email, _) in expected.items() if email == record[0]}
+        violation = violation or (record[0] is not None and bool(owners - {pk}))
+        expected[pk] = record
+    return expected, violation
 
-    class PmapModel(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            pytest_twisted.blockon(db.client.delete(KeySet(db.prefix, prefix=True)))
-            self.users, self.by_email, self.by_group = indexed_users()
-            self.model: dict[int, tuple[str | None, str]] = {}
 
-        @rule(ops=st.lists(st.tuples(PKS, RECORDS), min_size=1, max_size=4))
-        def write(self, ops: list[tuple[int, tuple[str | None, str] | None]]) -> None:
-            expected, violation = dict(self.model), False
-            for pk, record in ops:
-                if record is None:
-                    expected.pop(pk, None)
-                    continue
-                owners = {k for k, (email, _) in expected.items() if email == record[0]}
-                violation = violation or (record[0] is not None and bool(owners - {pk}))
-                expected[pk] = record
+class PmapModel(RuleBasedStateMachine):
+    """Write txns, scans and truncates checked against a dict (``model_machine`` binds the
+    database)."""
 
-            async def run() -> None:
-                async with db.begin(write=True) as txn:
-                    for pk, record in ops:
-                        if record is None:
-                            del self.users[txn, uid(pk)]
-                        else:
-                            self.users[txn, uid(pk)] = User(uid(pk), f"u{pk}", *record)
-                    # read-your-writes: the scan sees the buffered writes (and index upkeep)
-                    assert await self.contents(txn) == expected
+    db: Database
 
-            if violation:
-                with pytest.raises(UniqueViolation):
-                    wait(run())
-            else:
+    def __init__(self) -> None:
+        super().__init__()
+        pytest_twisted.blockon(self.db.client.delete(KeySet(self.db.prefix, prefix=True)))
+        self.users, self.by_email, self.by_group = indexed_users()
+        self.model: dict[int, tuple[str | None, str]] = {}
+
+    @rule(ops=st.lists(st.tuples(PKS, RECORDS), min_size=1, max_size=4))
+    def write(self, ops: list[tuple[int, tuple[str | None, str] | None]]) -> None:
+        expected, violation = expected_after(self.model, ops)
+
+        async def run() -> None:
+            async with self.db.begin(write=True) as txn:
+                for pk, record in ops:
+                    if record is None:
+                        del self.users[txn, uid(pk)]
+                    else:
+                        self.users[txn, uid(pk)] = User(uid(pk), f"u{pk}", *record)
+                # read-your-writes: the scan sees the buffered writes (and index upkeep)
+                assert await self.contents(txn) == expected
+
+        if violation:
+            with pytest.raises(UniqueViolation):
                 wait(run())
-                self.model = expected
-
-        @rule()
-        def truncate(self) -> None:
-            async def run() -> None:
-                async with db.begin(write=True) as txn:
-                    await self.users.truncate(txn)
+        else:
             wait(run())
-            self.model = {}
+            self.model = expected
 
-        @rule(limit=st.integers(1, 4))
-        def scan_reverse(self, limit: int) -> None:
-            async def run() -> list[int]:
-                txn = db.begin()
-                return [k.int async for k in self.users.scan(
-                    txn, reverse=True, limit=limit, keys_only=True)]
-            assert wait(run()) == sorted(self.model, reverse=True)[:limit]
+    @rule()
+    def truncate(self) -> None:
+        async def run() -> None:
+            async with self.db.begin(write=True) as txn:
+                await self.users.truncate(txn)
+        wait(run())
+        self.model = {}
 
-        @invariant()
-        def stored_state_matches(self) -> None:
-            async def run() -> None:
-                async with db.begin() as txn:
-                    assert await self.contents(txn) == self.model
-                    assert await self.users.count(txn) == len(self.model)
-                    emails = await collect(self.by_email.scan(txn))
-                    assert {e: pk.int for e, pk in emails} == {
-                        email: pk for pk, (email, _) in self.model.items() if email}
-                    groups = await collect(self.by_group.scan(txn, keys_only=True))
-                    assert groups == sorted((g, uid(pk)) for pk, (_, g) in self.model.items())
-            wait(run())
+    @rule(limit=st.integers(1, 4))
+    def scan_reverse(self, limit: int) -> None:
+        async def run() -> list[int]:
+            txn = self.db.begin()
+            return [k.int async for k in self.users.scan(
+                txn, reverse=True, limit=limit, keys_only=True)]
+        assert wait(run()) == sorted(self.model, reverse=True)[:limit]
 
-        async def contents(self, txn: DbTransaction) -> dict[int, tuple[str | None, str]]:
-            return {k.int: (u.email, u.group) async for k, u in self.users.scan(txn)}
+    @invariant()
+    def stored_state_matches(self) -> None:
+        async def run() -> None:
+            async with self.db.begin() as txn:
+                assert await self.contents(txn) == self.model
+                assert await self.users.count(txn) == len(self.model)
+                emails = await collect(self.by_email.scan(txn))
+                assert {e: pk.int for e, pk in emails} == {
+                    email: pk for pk, (email, _) in self.model.items() if email}
+                groups = await collect(self.by_group.scan(txn, keys_only=True))
+                assert groups == sorted((g, uid(pk)) for pk, (_, g) in self.model.items())
+        wait(run())
 
-    return PmapModel
+    async def contents(self, txn: DbTransaction) -> dict[int, tuple[str | None, str]]:
+        return {k.int: (u.email, u.group) async for k, u in self.users.scan(txn)}
+
+
+def model_machine(db: Database) -> type[RuleBasedStateMachine]:
+    return type("PmapModel", (PmapModel,), {"db": db})
 
 
 @inline
