@@ -113,7 +113,7 @@ def pytest_report_header() -> str:
     return "etcd servers under test: " + ", ".join(ETCD_IDS)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for etcd_id in ETCD_IDS:
         terminalreporter.write_line(
             f"tests passed against {etcd_id}: {_passed_by_version[etcd_id]}")

@@ -69,14 +69,15 @@ async def test_a_lone_op_is_a_plain_request(client: Client) -> None:
 async def test_one_turn_is_one_txn_with_per_op_options(client: Client) -> None:
     await defer.gatherResults([client.set(b"o/%d" % i, b"old%d" % i) for i in range(5)])
     log = PathLog(client)
-    put, count, keys, limited, desc, gone = await defer.gatherResults([
+    ops: list[defer.Deferred[Any]] = [
         client.set(b"o/0", b"new0", return_previous=True),
         client.get(KeySet(b"o/", prefix=True), count_only=True),
         client.get(KeySet(b"o/", prefix=True), keys_only=True),
         client.get(KeySet(b"o/", prefix=True), limit=2),
         client.get(KeySet(b"o/", prefix=True), sort_order="DESCEND", limit=1),
         client.delete(b"o/4", return_previous=True),
-    ])
+    ]
+    put, count, keys, limited, desc, gone = await defer.gatherResults(ops)
     assert log.paths == ["kv/txn"]
     assert put.previous.value == b"old0"
     assert count.count == 5 and count.kvs == []
@@ -94,16 +95,18 @@ async def test_one_turn_is_one_txn_with_per_op_options(client: Client) -> None:
 async def test_duplicate_keys_in_one_window_each_get_their_own_answer(client: Client) -> None:
     await client.set(b"d/x", b"0")
     log = PathLog(client)
-    first, second, wipe, third, read = await defer.gatherResults([
+    ops: list[defer.Deferred[Any]] = [
         client.set(b"d/x", b"1", return_previous=True),
         client.set(b"d/x", b"2", return_previous=True),
         client.delete(KeySet(b"d/", prefix=True)),  # overlaps the puts: its own txn
         client.set(b"d/y", b"3"),  # inside the deleted range: after the delete
         client.get(b"d/x"),
-    ])
+    ]
+    first, second, wipe, third, read = await defer.gatherResults(ops)
     # etcd refuses a txn that writes one key twice, so the window went as several requests.
     assert len(log.paths) >= 3 and "kv/txn" in log.paths
     assert isinstance(first, Revision) and isinstance(second, Revision)
+    assert first.previous is not None and second.previous is not None
     assert first.previous.value == b"0" and second.previous.value == b"1"
     assert second.revision > first.revision
     assert isinstance(wipe, Deleted) and isinstance(third, Revision) and isinstance(read, Range)
@@ -115,7 +118,7 @@ async def test_duplicate_keys_in_one_window_each_get_their_own_answer(client: Cl
 async def test_conflicting_writes_apply_in_issue_order_across_batches(client: Client) -> None:
     # The second write of each key lands in a later batch: after a full (eagerly sent) batch,
     # or in another timeout's batch. It must still apply after the first.
-    calls = [client.set(b"io/k", b"first", return_previous=True)]
+    calls: list[defer.Deferred[Any]] = [client.set(b"io/k", b"first", return_previous=True)]
     calls += [client.set(b"io/other/%d" % i, b"x") for i in range(40)]
     calls += [client.set(b"io/k", b"second", return_previous=True),
               client.set(b"io/t", b"first"),
@@ -133,7 +136,7 @@ async def test_a_failing_op_never_fails_its_batch_mates(client: Client) -> None:
     lease = await client.lease_grant(60)
     await client.lease_revoke(lease.lease_id)
     log = PathLog(client)
-    calls = [client.set(b"f/%02d" % i, b"ok") for i in range(20)]
+    calls: list[defer.Deferred[Any]] = [client.set(b"f/%02d" % i, b"ok") for i in range(20)]
     calls.insert(7, client.set(b"f/bad", b"x", lease=lease.lease_id))
     calls.append(client.get(KeySet(b"f/", prefix=True), count_only=True))
     outcomes = await defer.DeferredList(calls, consumeErrors=True)
@@ -167,8 +170,9 @@ async def _workload(client: Client) -> list[Any]:
     answers: list[Any] = []
     for round_ in range(4):
         earlier = KeySet(b"w/%d/" % (round_ - 1), prefix=True)
-        window = [client.set(b"w/%d/%d" % (round_, i), b"v%d" % i, return_previous=True)
-                  for i in range(40)]
+        window: list[defer.Deferred[Any]] = [
+            client.set(b"w/%d/%d" % (round_, i), b"v%d" % i, return_previous=True)
+            for i in range(40)]
         window += [client.set(b"w/%d" % (round_ - 1), b"x", return_previous=True),
                    client.get(earlier, count_only=True),
                    client.get(earlier, keys_only=True, limit=7),
@@ -205,9 +209,9 @@ async def test_a_batched_read_sees_every_write_acknowledged_before_it(
     for i in range(100):
         # Written through another client and acknowledged, then read in a busy batch.
         await unbatched.set(b"lin/k", b"%d" % i)
-        reads = await defer.gatherResults(
-            [client.get(b"lin/k")] + [client.set(b"lin/noise/%d" % j, b"n") for j in range(5)]
-            + [client.get(b"lin/k")])
+        busy: list[defer.Deferred[Any]] = [client.get(b"lin/k")]
+        busy += [client.set(b"lin/noise/%d" % j, b"n") for j in range(5)]
+        reads = await defer.gatherResults(busy + [client.get(b"lin/k")])
         assert reads[0].kvs[0].value == reads[-1].kvs[0].value == b"%d" % i
 
 
@@ -248,7 +252,9 @@ async def test_a_batch_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -
         await client.delete(KeySet(b"u/", prefix=True))
         log = PathLog(client)
         proxy.cut_responses = True
-        calls = [client.set(b"u/%d" % i, b"applied?") for i in range(3)] + [client.get(b"u/0")]
+        calls: list[defer.Deferred[Any]] = [client.set(b"u/%d" % i, b"applied?")
+                                            for i in range(3)]
+        calls.append(client.get(b"u/0"))
         outcomes = await defer.DeferredList(calls, consumeErrors=True)
         assert not any(ok for ok, _ in outcomes)
         errors = [failure.value for _, failure in outcomes]

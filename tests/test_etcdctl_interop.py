@@ -135,7 +135,7 @@ async def test_watches_both_ways(etcd: EtcdProcess, client: Client) -> None:
     theirs = background(etcd, "watch", "w", "--prefix")
     await sleep(1.0)  # etcdctl's watch is established
     await client.set(b"w/1", b"ours")
-    events = []
+    events: list[Any] = []
     watch = client.watch(KeySet(b"w/", prefix=True), events.append)
     await watch.when_started()
     etcdctl(etcd, "put", "w/2", "theirs")

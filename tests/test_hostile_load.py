@@ -17,7 +17,8 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import CallOptions, SubscribeOptions
-from twisted.internet import defer, reactor
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
 from twisted.internet.task import LoopingCall, deferLater
 
 from component.config import ConfigError, parse_settings
@@ -28,6 +29,8 @@ from txetcd.embedded import EtcdProcess
 
 from .test_component_events import backend_session, eventually
 from .wamp import CrossbarNode, connect
+
+reactor: Any = _reactor  # twisted's module-level reactor is typed as a bare module
 
 inline = pytest_twisted.ensureDeferred
 SERIALIZERS = ("json", "cbor", "msgpack")
@@ -248,7 +251,12 @@ def _bounded(reader: Any, pending: defer.Deferred[Any]) -> defer.Deferred[Any]:
     watching = LoopingCall(check)
     watching.start(0.05, now=False)
     pending.addBoth(settle)
-    return outcome.addBoth(lambda result: (watching.stop(), result)[1])
+
+    def stop_watching(result: Any) -> Any:
+        watching.stop()
+        return result
+
+    return outcome.addBoth(stop_watching)
 
 
 @inline
@@ -293,7 +301,7 @@ async def test_subscription_churn_neither_aborts_nor_leaves_a_publisher(
             except KeyNotFound:
                 leader = None
             pos = (await etcd_direct.get(position_key("etcd", table))).kvs
-            raise AssertionError(f"{table}: sub {sub} subscribers {subs} leader {leader} "
+            raise AssertionError(f"{table}: sub {sub} subscribers {subs} leader {leader!r} "
                                  f"position {pos} joined {joined}") from None
     before = (await etcd_direct.status()).header.revision
     for i in range(5):

@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import defer, protocol, threads
+from twisted.internet import reactor as _reactor
 from twisted.internet.error import ConnectError
 from twisted.internet.task import deferLater
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -26,6 +27,8 @@ from txetcd.transport import describe_failure
 
 from .certs import TestPKI, make_pki
 from .faults import TcpProxy
+
+reactor: Any = _reactor  # twisted's module-level reactor is typed as a bare module
 
 inline = pytest_twisted.ensureDeferred
 
@@ -242,6 +245,9 @@ async def test_a_failed_tls_handshake_is_a_connect_error(
 class _Scripted(protocol.Protocol):
     """Answers each request (one ``\\r\\n\\r\\n``-terminated head plus Content-Length body) with
     the next scripted reply, written in pieces of ``split`` bytes; None: say nothing."""
+
+    # A TCP transport; its zope interfaces do not type-check as classes without a plugin.
+    transport: Any
 
     def __init__(self, server: Scripted) -> None:
         self.server = server

@@ -510,7 +510,7 @@ async def test_attach_table_catalog(db: Database, client: Client) -> None:
     with pytest.raises(SlotConflict):  # same name, other codecs
         await db.attach_table(MapStringOid(1), name="users")
     with pytest.raises(TypeError):
-        await db.attach_table(MapUuidCbor)  # type: ignore[arg-type] # a class, not a map
+        await db.attach_table(MapUuidCbor)  # a class, not a map
 
 
 ATTACH_SCRIPT = textwrap.dedent("""

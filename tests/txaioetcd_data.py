@@ -64,20 +64,21 @@ def _values(kind: str, i: int) -> Any:
 
 
 def _keys(kind: str, base: int) -> list[Any]:
-    return {
+    keys: dict[str, list[Any]] = {
         "Uuid": [uuid.UUID(int=base + 1), uuid.UUID(int=base + 2)],
         "String": [f"key{base}", f"key{base}/longer", "ключ" + str(base)],
         "Oid": [base + 1, 2 ** 53 - base],
         "UuidString": [(U1, f"name{base}"), (U1, f"name{base}0"), (U2, "")],
         "UuidUuid": [(U1, uuid.UUID(int=base + 1)), (U2, uuid.UUID(int=base + 2))],
         "SlotUuid": [(7, uuid.UUID(int=base + 1)), (65535, U2)],
-    }[kind]
+    }
+    return keys[kind]
 
 
 # (map class name, slot, key kind, value kind, options). The slots start at 100: txaioetcd
 # allocates catalog slots from 1 without looking at slots used without the catalog.
 TABLES: list[tuple[str, int, str, str, dict[str, Any]]] = []
-_KINDS = [(f"Map{key}{value}", key, value, {})
+_KINDS: list[tuple[str, str, str, dict[str, Any]]] = [(f"Map{key}{value}", key, value, {})
           for key in ("Uuid", "String", "Oid")
           for value in ("String", "Oid", "Uuid", "Json", "Cbor", "Pickle", "FlatBuffers")]
 _KINDS += [("MapUuidUuidSet", "Uuid", "UuidSet", {}),
