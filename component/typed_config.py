@@ -17,6 +17,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from txetcd.types import is_int
+
 from .config import WIRE_KEYS, ConfigError, FlatBuffersSettings, IndexSettings, TableSettings
 
 __all__ = ["parse_typing", "check_index_slots", "default_index_slot", "compile_fbs"]
@@ -79,7 +81,7 @@ def _index(raw: Any, where: str, table: str) -> IndexSettings:
     if key not in WIRE_KEYS:
         raise ConfigError(f"{where}.key", f"{key!r} is not one of {', '.join(WIRE_KEYS)}")
     slot = raw.get("slot", default_index_slot(table, name))
-    if isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot < 0xFFFF:
+    if not is_int(slot) or not 1 <= slot < 0xFFFF:
         raise ConfigError(f"{where}.slot", f"must be 1..65534, not {slot!r}")
     return IndexSettings(name, _pointer(raw.get("field"), f"{where}.field"), unique, key, slot)
 

@@ -21,6 +21,7 @@ from flatbuffers import number_types as N  # noqa: N812 - flatbuffers' own idiom
 from flatbuffers.table import Table
 
 from txetcd.pmap.codecs import ValueCodec
+from txetcd.types import is_int
 
 from .schema import SchemaViolation
 
@@ -205,7 +206,7 @@ class FlatBuffersSchema:
             if base == FLOAT and math.isfinite(value) and abs(value) > 3.4028234663852886e38:
                 raise SchemaViolation(pointer, "range", f"{value} does not fit a float32")
             return float(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise SchemaViolation(pointer, "type", f"expected an {name}, not {value!r:.40}")
         try:
             struct.pack(fmt, value)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 
 from txetcd import Compacted, WatchCompacted, WatchEvent
+from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
@@ -134,11 +135,10 @@ class _Replay:
 async def history(table: Table, key: Any, limit: Any = 10,
                   before_revision: Any = None) -> dict[str, Any]:
     """The row's versions before ``before_revision`` (default: all), newest first."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY:
+    if not is_int(limit) or not 1 <= limit <= MAX_HISTORY:
         raise ProcedureError("invalid_argument",
                              f"limit must be an int from 1 to {MAX_HISTORY}, not {limit!r}")
-    if before_revision is not None and (isinstance(before_revision, bool) or not isinstance(
-            before_revision, int) or before_revision < 1):
+    if before_revision is not None and (not is_int(before_revision) or before_revision < 1):
         raise ProcedureError("invalid_argument", f"before_revision must be a revision (an int "
                                                  f">= 1), not {before_revision!r}")
     row = table.etcd_key(key)

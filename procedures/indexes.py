@@ -33,6 +33,7 @@ from txetcd.pmap import (
     UniqueViolation,
     ValueCodec,
 )
+from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
@@ -204,8 +205,7 @@ class TableIndex:
                    reverse: Any = False, after: Any = None, page: Any = False,
                    progress: Callable[[list[Any]], None] | None = None) -> Any:
         """Rows ``[indexed value, key, value]`` ordered by indexed value, then key."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
-                MAX_SCAN_LIMIT:
+        if not is_int(limit) or not 1 <= limit <= MAX_SCAN_LIMIT:
             raise ProcedureError("invalid_argument",
                                  f"limit must be an int from 1 to {MAX_SCAN_LIMIT}, not {limit!r}")
         for flag, name in ((reverse, "reverse"), (page, "page")):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
+from txetcd.types import is_int
 
 from .errors import ProcedureError
 from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
@@ -34,7 +35,7 @@ def _uuid_from_wire(text: Any) -> uuid.UUID:
 
 
 def _check_int(number: Any) -> int:
-    if isinstance(number, bool) or not isinstance(number, int):
+    if not is_int(number):
         raise TypeError(f"expected an int, got {type(number).__name__}")
     return number
 
