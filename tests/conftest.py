@@ -102,11 +102,25 @@ def client(etcd: EtcdProcess) -> Iterator[Client]:
 _passed_by_version: collections.Counter[str] = collections.Counter()
 
 
+def etcd_of(nodeid: str) -> str | None:
+    """The etcd id a test ran against, from its parameters: an id of ``ETCD_IDS``
+    (``etcd-3.5.30``) or a bare version of ``ETCD_VERSIONS`` (``3.5``, as a module's own
+    fixture may name it), alone or among other parameters (``twisted-etcd-3.4.23``)."""
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    params = nodeid[nodeid.rindex("[") + 1:-1]
+    parts = params.split("-")
+    for version, etcd_id in zip(ETCD_VERSIONS, ETCD_IDS, strict=True):
+        if etcd_id in params or version in parts:
+            return etcd_id
+    return None
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
-        for etcd_id in ETCD_IDS:
-            if f"[{etcd_id}" in report.nodeid or f"-{etcd_id}" in report.nodeid:
-                _passed_by_version[etcd_id] += 1
+        etcd_id = etcd_of(report.nodeid)
+        if etcd_id is not None:
+            _passed_by_version[etcd_id] += 1
 
 
 def pytest_report_header() -> str:
