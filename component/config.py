@@ -8,13 +8,23 @@ Fields whose names start with ``//`` are comments and ignored, at every level th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from procedures.payload import DEFAULT_MAX_DEPTH, MAX_DEPTH
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
-from .limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
+from .settings import (
+    RESERVED_SLOT,
+    WIRE_KEYS,
+    WIRE_VALUES,
+    ConfigError,
+    EtcdSettings,
+    FlatBuffersSettings,
+    IndexSettings,
+    Settings,
+    TableSettings,
+)
+from .typed_config import check_index_slots, parse_typing
 
 __all__ = ["ConfigError", "EtcdSettings", "TableSettings", "IndexSettings",
            "FlatBuffersSettings", "Settings", "parse_settings", "split_endpoints",
@@ -25,77 +35,8 @@ def split_endpoints(text: str | None) -> tuple[str, ...]:
     """``--etcd``/``$ETCD_ENDPOINTS``: comma-separated etcd URLs (none when empty)."""
     return tuple(url.strip() for url in (text or "").split(",") if url.strip())
 
-# Key and value kinds that have a faithful WAMP representation.
-WIRE_KEYS = ("string", "binary", "oid", "uuid", "timestamp")
-WIRE_VALUES = ("string", "binary", "oid", "uuid", "json", "cbor", "flatbuffers")
-
-# The last slot of the namespace is the component's own: publisher elections and positions.
-RESERVED_SLOT = 0xFFFF
-
 # A URI component under loose and strict Crossbar URI rules alike.
 _URI_PART = re.compile(r"^[a-z0-9_]+$")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; ``field`` names where."""
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"config field {field_name}: {problem}")
-        self.field = field_name
-
-
-@dataclass(frozen=True)
-class EtcdSettings:
-    endpoints: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
-    namespace: bytes = b""
-    user: str | None = None
-    password: str | None = None
-    ca: str | None = None
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    """A secondary index: ``field`` is a JSON pointer into the value (``email`` = ``/email``)."""
-
-    name: str
-    field: str
-    unique: bool
-    key: str  # the key kind of the indexed value
-    slot: int  # where its entries live: another slot, so table events never carry them
-
-
-@dataclass(frozen=True)
-class FlatBuffersSettings:
-    schema: str  # the .bfbs (or .fbs, compiled with flatc at start) file
-    root_type: str
-    bfbs: bytes = field(repr=False, default=b"")  # the binary schema, read once
-
-
-@dataclass(frozen=True)
-class TableSettings:
-    name: str
-    slot: int
-    key: str
-    value: str
-    schema: dict[str, Any] | None = None  # JSON Schema 2020-12 of json/cbor values
-    flatbuffers: FlatBuffersSettings | None = None
-    indexes: tuple[IndexSettings, ...] = ()
-    # Containers a stored value may nest (see procedures.payload): deeper puts are refused.
-    max_depth: int = DEFAULT_MAX_DEPTH
-
-
-@dataclass(frozen=True)
-class Settings:
-    prefix: str
-    etcd: EtcdSettings
-    tables: list[TableSettings]
-    # Seconds between two writes of a publisher's position while events flow (see
-    # component.publisher): what a lone instance may resend after a crash, against etcd writes.
-    position_interval: float = 0.1
-    # Admission control (component.limits): call bytes in flight, scans at once and waiting.
-    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
-    max_scans: int = MAX_SCANS
-    max_queued_scans: int = MAX_QUEUED_SCANS
 
 
 def _expect(obj: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -176,8 +117,6 @@ def _parse_tables(raw: Any, cbdir: Any) -> list[TableSettings]:
     tables: list[TableSettings] = []
     for i, table in enumerate(raw):
         tables.append(_parse_table(table, f"tables[{i}]", tables, cbdir))
-    from .typed_config import check_index_slots
-
     check_index_slots(tables)
     return tables
 
@@ -204,8 +143,6 @@ def _parse_table(table: Any, where: str, earlier: list[TableSettings],
     if not 1 <= depth <= MAX_DEPTH:
         raise ConfigError(f"{where}.max_depth", f"must be 1..{MAX_DEPTH} (what every WAMP "
                                                 f"serializer carries), not {depth}")
-    from .typed_config import parse_typing  # it raises our ConfigError
-
     typed = parse_typing(table, where, name, value, cbdir)
     return TableSettings(name, slot, key, value, max_depth=depth, **typed)
 

@@ -19,7 +19,7 @@ from jsonschema.exceptions import SchemaError
 
 from txetcd.types import is_int
 
-from .config import WIRE_KEYS, ConfigError, FlatBuffersSettings, IndexSettings, TableSettings
+from .settings import WIRE_KEYS, ConfigError, FlatBuffersSettings, IndexSettings, TableSettings
 
 __all__ = ["parse_typing", "check_index_slots", "default_index_slot", "compile_fbs"]
 

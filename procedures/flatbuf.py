@@ -23,7 +23,7 @@ from flatbuffers.table import Table
 from txetcd.pmap.codecs import ValueCodec
 from txetcd.types import is_int
 
-from .schema import SchemaViolation
+from .errors import SchemaViolation
 
 __all__ = ["FlatBuffersSchema", "FlatBuffersMapValue"]
 
