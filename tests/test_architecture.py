@@ -191,6 +191,25 @@ def test_no_import_points_upward() -> None:
         name for name, _ in LAYERS) + "):\n  " + "\n  ".join(upward)
 
 
+def test_tests_do_not_import_bench() -> None:
+    """bench builds on the test helpers (tests/wamp.py, tests/peers.py, tests/chaos.py), never
+    the other way round: a test must run without the benchmarks."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        if "upstream_examples" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            found += [f"{path.relative_to(ROOT)}:{node.lineno}: {name}" for name in names
+                      if name == "bench" or name.startswith("bench.")]
+    assert not found, "tests importing bench/:\n  " + "\n  ".join(found)
+
+
 def test_the_checks_see_cycles_and_upward_imports() -> None:
     """The checks themselves: a cycle and an upward edge in a made-up graph are found."""
     edges = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3}, "d": {"a": 4}}

@@ -1,6 +1,6 @@
 """Chaos, short: three component instances on a 3-member etcd cluster under every fault kind.
 
-``bench/chaos.py`` has the harness and the exact checks; this runs five faults (each kind at
+``tests/chaos.py`` has the harness and the exact checks; this runs five faults (each kind at
 least once, fixed seed) per etcd version. Nothing acknowledged may be lost, the first
 subscriber must receive every committed change of each table exactly once, in order, and the
 others gapless runs between their (re)subscriptions, nothing repeated.
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import reactor
 
-from bench.chaos import Chaos, Subscriber, run_chaos
+from .chaos import Chaos, Subscriber, run_chaos
 
 inline = pytest_twisted.ensureDeferred
 

@@ -9,7 +9,6 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, threads
 
-from bench.watch_soak import FAST_ELECTION, restart, soak, wait_for
 from txetcd import (
     Client,
     EventType,
@@ -25,6 +24,7 @@ from txetcd.embedded import EtcdProcess, running_cluster
 from txetcd.watch import _disjoint_ranges
 
 from .faults import TcpProxy
+from .watch_soak import FAST_ELECTION, restart, soak, wait_for
 
 inline = pytest_twisted.ensureDeferred
 

@@ -6,7 +6,7 @@ committed write with its revision, including writes whose outcome the writer nev
 those, in order: any loss, duplicate or reordering fails. ``tests/test_watch.py`` runs the same
 loop briefly; run this script for longer soaks::
 
-    .venv/bin/python bench/watch_soak.py --cycles 200 --version 3.5
+    .venv/bin/python -m tests.watch_soak --cycles 200 --version 3.5
 """
 
 from __future__ import annotations

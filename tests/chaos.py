@@ -26,7 +26,7 @@ election and until the first subscriber gets the table's next event; per etcd le
 until a direct write succeeds again. ``tests/test_chaos.py`` runs a few faults; this script
 runs many::
 
-    .venv/bin/python -m bench.chaos --faults 60 --seed 1
+    .venv/bin/python -m tests.chaos --faults 60 --seed 1
 """
 
 from __future__ import annotations
