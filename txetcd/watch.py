@@ -47,11 +47,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import treq
 from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from .core import REQUIRE_LEADER
 from .errors import (
     AuthFailed,
     EtcdError,
@@ -63,7 +63,6 @@ from .errors import (
 )
 from .op import _int_arg, as_keyset
 from .stream import Stream
-from .transport import Headers
 from .types import KeySet, KeyValue, b64, to_int
 
 if TYPE_CHECKING:
@@ -80,7 +79,7 @@ FILTERS = ("NOPUT", "NODELETE")
 
 # A member that loses its leader cancels the streams that ask for this, instead of serving stale
 # silence; the watch then resumes elsewhere.
-_STREAM_HEADERS: Headers = {b"Grpc-Metadata-hasleader": [b"true"]}
+_STREAM_HEADERS = [REQUIRE_LEADER]
 
 # Seconds of silence after which the watch checks that its member still answers at all. A member
 # that is paused, or cut off from us without a reset, leaves the stream open but silent forever;
@@ -440,7 +439,7 @@ class Watch:
                     self._stop(Failure(exc))
                     return
                 if isinstance(exc, InvalidAuthToken):
-                    self._transport._token = None  # the next open authenticates again
+                    self._transport.token_rejected()  # the next open authenticates again
                 _log.debug("watch stream to {endpoint} ended ({error}); resuming",
                            endpoint=self.endpoint, error=exc)
             if self._stopping:
@@ -450,7 +449,7 @@ class Watch:
             if not reopen_now:
                 try:
                     await self._cancellable(
-                        defer.ensureDeferred(self._transport._pause(failures + 1)))
+                        defer.ensureDeferred(self._transport.backoff(failures + 1)))
                 except defer.CancelledError:
                     return
 
@@ -467,7 +466,7 @@ class Watch:
         except defer.CancelledError:
             if self._stopping:
                 raise
-            self._transport._rotate(endpoint)
+            self._transport.endpoint_failed(endpoint)
             raise Timeout(f"etcd {endpoint} did not open a watch within {deadline} s") from None
         finally:
             if timer.active():
@@ -504,7 +503,7 @@ class Watch:
         def silent(_: Failure) -> None:
             if self._stream is stream and not self._stopping:
                 self.probe_failures += 1
-                self._transport._rotate(endpoint)
+                self._transport.endpoint_failed(endpoint)
                 stream.cancel()  # done fires and the loop resumes on the next member
 
         probe.addCallbacks(answered, silent)
@@ -512,8 +511,7 @@ class Watch:
 
     async def _ask_version(self, endpoint: str) -> None:
         # GET /version needs neither raft nor auth: any answer proves the member is responsive.
-        response = await self._transport.http.get(endpoint + "/version")
-        await treq.content(response)
+        await self._transport.probe(endpoint)
 
     async def _cancellable(self, deferred: defer.Deferred[Any]) -> Any:
         self._pending = deferred
