@@ -43,9 +43,9 @@ from .codecs import (
     ZlibValue,
     with_marshal,
 )
-from .database import Database, DbTransaction, deferred
 from .errors import NullValueConstraint, TableNotAttached, UniqueViolation
 from .layout import MAX_SLOT, TableLayout
+from .transaction import DbTransaction, Store, deferred
 
 __all__ = [
     "PersistentMap", "TypedMap", "FlatBuffersMap", "Index", "Selection", "TableEvent",
@@ -178,7 +178,7 @@ class PersistentMap(Generic[K, V]):
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def layout(self, where: DbTransaction | Database) -> TableLayout:
+    def layout(self, where: DbTransaction | Store) -> TableLayout:
         """Where this map's records live in ``where``'s database (``txetcd.pmap.layout``)."""
         db = where.db if isinstance(where, DbTransaction) else where
         if self.slot is None:
@@ -186,7 +186,7 @@ class PersistentMap(Generic[K, V]):
                                    "first, or construct it with a slot")
         return TableLayout.of(self.slot, db.prefix)
 
-    def table_prefix(self, where: DbTransaction | Database) -> bytes:
+    def table_prefix(self, where: DbTransaction | Store) -> bytes:
         """``<database prefix><slot>``, which every key of this map starts with."""
         return self.layout(where).prefix
 
@@ -199,7 +199,7 @@ class PersistentMap(Generic[K, V]):
             return self.key_codec.encode_prefix(key)
         return self.key_codec.encode(key)
 
-    def _range(self, where: DbTransaction | Database, from_key: Any, to_key: Any,
+    def _range(self, where: DbTransaction | Store, from_key: Any, to_key: Any,
                prefix: Any) -> tuple[bytes, bytes]:
         """``[start, end)`` in etcd keys: ``from_key`` inclusive, ``to_key`` exclusive."""
         table = self.table_prefix(where)
@@ -410,7 +410,7 @@ class PersistentMap(Generic[K, V]):
 
     # -- watch ---------------------------------------------------------------------------------
 
-    def watch(self, db: Database, from_key: Any = None, to_key: Any = None, prefix: Any = None,
+    def watch(self, db: Store, from_key: Any = None, to_key: Any = None, prefix: Any = None,
               *, start_revision: int | None = None, prev_kv: bool = False,
               callback: Callable[[Any], Any] | None = None) -> TableWatch:
         """Watch this map's records (all, a key range or a prefix) in ``db``, decoded.
@@ -467,7 +467,7 @@ class TableEvent:
 class TableWatch:
     """A client ``Watch`` over one map's key range whose events come decoded."""
 
-    def __init__(self, table: PersistentMap[Any, Any], db: Database, keys: KeySet, *,
+    def __init__(self, table: PersistentMap[Any, Any], db: Store, keys: KeySet, *,
                  start_revision: int | None, prev_kv: bool,
                  callback: Callable[[Any], Any] | None) -> None:
         self.table = table
