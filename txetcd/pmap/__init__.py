@@ -7,6 +7,12 @@ classes) in numbered slots, read and written in optimistic, serializable transac
     db = Database(Client(reactor))
     async with db.begin(write=True) as txn:
         tab_users[txn, user.oid] = user
+
+The same code runs on asyncio over ``txetcd.asyncio.Client(url)``, with the same guarantees
+(``txetcd.pmap.transaction``): pmap awaits only the client's public calls, and takes its
+futures, locks and sleeps from the client's driver. Calls return Deferreds on Twisted (so
+txaioetcd's ``yield`` keeps working) and Tasks on asyncio. ``PersistentMap.watch`` needs the
+client's ``watch``, which the asyncio client does not have yet.
 """
 
 from .codecs import *  # noqa: F403 - the codecs are part of the pmap API

@@ -17,7 +17,6 @@ from inspect import isawaitable
 from typing import TYPE_CHECKING, Any
 
 import cbor2
-from twisted.internet import task
 
 from ..errors import Compacted
 from ..op import CompCreated, CompModified, OpSet, Transaction
@@ -25,7 +24,7 @@ from ..types import KeySet, prefix_end
 from .errors import ReadOnlyTransaction, SlotConflict, TransactionConflict
 from .layout import CATALOG_SLOT, MAX_SLOT, slot_bytes, slot_prefix
 from .maps import PersistentMap
-from .transaction import DbTransaction, DbTransactionStats, deferred
+from .transaction import DbTransaction, DbTransactionStats, on_loop
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -49,7 +48,7 @@ class Database:
     def __repr__(self) -> str:
         return f"<Database prefix={self.prefix!r}>"
 
-    @deferred
+    @on_loop
     async def status(self) -> int:
         """The store's current revision."""
         return (await self.client.status()).header.revision
@@ -68,7 +67,7 @@ class Database:
         """The client's request counts (txaioetcd's ``Database.stats()``)."""
         return self.client.stats()
 
-    @deferred
+    @on_loop
     async def run(self, fn: Callable[[DbTransaction], Any], retries: int = 10,
                   backoff: float = 0.002) -> Any:
         """Run ``fn(txn)`` (sync or async) in a write txn and commit; re-run it on conflict.
@@ -97,7 +96,7 @@ class Database:
                 raise
             attempt += 1
             delay = random.uniform(0, backoff * 2 ** min(attempt, 6))
-            await task.deferLater(self.client.reactor, delay, lambda: None)
+            await self.client.driver.sleep(delay)
 
     # -- slot catalog --------------------------------------------------------------------------
 
@@ -117,13 +116,13 @@ class Database:
         revision = result.header.revision
         return entries, revision
 
-    @deferred
+    @on_loop
     async def tables(self) -> dict[str, int]:
         """Slot of every table in the catalog, by name."""
         entries, _ = await self._catalog()
         return {str(e.get("name")): slot for slot, e in entries.items()}
 
-    @deferred
+    @on_loop
     async def attach_table(self, table: Any, name: str | None = None,
                            description: str | None = None) -> PersistentMap[Any, Any]:
         """Record ``table`` in the slot catalog; a table without a slot gets one by name.

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
-
-from twisted.internet import defer
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from functools import wraps
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 from ..core import Pager, in_range
-from ..deferreds import started
+from ..interface import Driver, Semaphore
 from ..op import Comp, CompCreated, CompModified, Op, OpDel, OpSet, Transaction
 from ..types import KeySet, KeyValue, Range
 from .errors import (
@@ -40,18 +40,58 @@ from .errors import (
     TransactionTooLarge,
 )
 
-__all__ = ["DbTransaction", "DbTransactionStats", "Store"]
+__all__ = ["DbTransaction", "DbTransactionStats", "Store", "on_loop"]
 
-
-# A coroutine method made to return a Deferred, as every txetcd call does.
-deferred = started
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class Store(Protocol):
-    """What a transaction needs of its database (``Database``): a client and a key prefix."""
+    """What a transaction needs of its database (``Database``): a client and a key prefix.
+
+    The client is ``txetcd.Client`` or ``txetcd.asyncio.Client``: pmap uses only their common
+    API and their ``driver`` (futures, locks, sleeps of the client's event loop)."""
 
     client: Any
     prefix: bytes
+
+
+def _driver(owner: Any) -> Driver:
+    """The driver of the client behind a Database, a transaction, or ``(txn, key)``."""
+    if isinstance(owner, tuple) and owner:
+        owner = owner[0]
+    if isinstance(owner, DbTransaction):
+        owner = owner.db
+    client = getattr(owner, "client", None)
+    if client is None:
+        raise TypeError(f"expected a DbTransaction from db.begin(), not {type(owner).__name__}")
+    driver: Driver = client.driver
+    return driver
+
+
+def on_loop(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Awaitable[T]]:
+    """Run a coroutine method at once on its client's loop and return the loop's awaitable: a
+    Deferred on Twisted (txaioetcd's contract: ``yield`` and ``await`` both work), a Task on
+    asyncio. The client is the one of ``self`` (a Database or a transaction) or, for a map's
+    methods, of their first argument (the transaction)."""
+
+    @wraps(fn)
+    def run(*args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
+        owner: Any = args[0]
+        if not (isinstance(owner, DbTransaction) or hasattr(owner, "client")):
+            owner = args[1] if len(args) > 1 else kwargs.get("txn")
+        return _driver(owner).spawn(fn(*args, **kwargs))
+
+    return run
+
+
+@asynccontextmanager
+async def _held(lock: Semaphore) -> AsyncIterator[None]:
+    await lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 class DbTransactionStats:
@@ -105,8 +145,9 @@ class DbTransaction:
         self._writes: dict[bytes, bytes | None] = {}  # None: delete
         self._cleared: set[tuple[bytes, bytes]] = set()  # buffered range deletes
         self._pending: deque[Callable[[], Awaitable[None]]] = deque()
-        self._write_lock = defer.DeferredLock()
-        self._snapshot_lock = defer.DeferredLock()
+        driver = _driver(db)
+        self._write_lock = driver.semaphore(1)
+        self._snapshot_lock = driver.semaphore(1)
         self._closed = False
         self._failure: BaseException | None = None
 
@@ -149,7 +190,7 @@ class DbTransaction:
         """Read at the snapshot; the first read fixes it from its own response header."""
         if self.revision is None:
             # Concurrent first reads must agree on one snapshot, so they take turns.
-            async with self._snapshot_lock:
+            async with _held(self._snapshot_lock):
                 if self.revision is None:
                     result = await self.db.client.get(keys, timeout=self.timeout, **options)
                     self.revision = result.header.revision
@@ -276,7 +317,7 @@ class DbTransaction:
         self.check_usable()
         if not self._pending:
             return
-        async with self._write_lock:
+        async with _held(self._write_lock):
             while self._pending:
                 job = self._pending.popleft()
                 try:
@@ -290,7 +331,7 @@ class DbTransaction:
         """Run one write job at once, after the queued ones; its error leaves the txn usable."""
         self.check_writable()
         await self.flush()
-        async with self._write_lock:
+        async with _held(self._write_lock):
             await job()
 
     # -- commit --------------------------------------------------------------------------------
@@ -321,7 +362,7 @@ class DbTransaction:
                 if v is None and not self._is_cleared(k)]
         return ops
 
-    @deferred
+    @on_loop
     async def commit(self) -> int | None:
         """Send the buffered writes as one etcd txn guarded by the read set.
 
