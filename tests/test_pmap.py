@@ -513,12 +513,11 @@ async def test_attach_table_catalog(loop: Loop, db: Database, kv: Any) -> None:
 
 
 ATTACH_SCRIPT = textwrap.dedent("""
-    import json, sys, time
-    from twisted.internet import defer, task
-    from txetcd import Client, Database, pmap
+    import asyncio, json, sys, time
+    from txetcd import Database, pmap
 
-    async def main(reactor, url, tag, start_at):
-        db = Database(Client(reactor, url=url), prefix=b"race/")
+    async def attach(client, tag, start_at):
+        db = Database(client, prefix=b"race/")
         time.sleep(max(0.0, start_at - time.time()))
         slots = {}
         for i in range(20):
@@ -527,9 +526,17 @@ ATTACH_SCRIPT = textwrap.dedent("""
         shared = await db.attach_table(pmap.MapStringOid(None), name="shared")
         slots["shared"] = shared.slot
         print(json.dumps(slots))
+        await client.close()
 
-    task.react(lambda reactor: defer.ensureDeferred(
-        main(reactor, sys.argv[1], sys.argv[2], float(sys.argv[3]))))
+    loop, url, tag, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    if loop == "asyncio":
+        from txetcd.asyncio import Client
+        asyncio.run(attach(Client(url), tag, start_at))
+    else:
+        from twisted.internet import defer, task
+        from txetcd import Client
+        task.react(lambda reactor: defer.ensureDeferred(
+            attach(Client(reactor, url=url), tag, start_at)))
 """)
 
 
@@ -541,9 +548,10 @@ async def test_two_processes_attaching_tables_get_distinct_slots(client: Client,
     script.write_text(ATTACH_SCRIPT)
     start_at = time.time() + 1.5  # both interpreters are up by then, so they really race
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, str(script), etcd.url, tag, str(start_at)],
+    # One Twisted program and one asyncio program race for slots in the same catalog.
+    procs = [subprocess.Popen([sys.executable, str(script), loop, etcd.url, tag, str(start_at)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for tag in ("p1", "p2")]
+             for loop, tag in (("twisted", "p1"), ("asyncio", "p2"))]
     results = []
     for proc in procs:
         # Blocking the reactor here is fine: the processes talk to etcd, not to us.
