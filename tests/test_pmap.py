@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -574,13 +576,18 @@ RECORDS = st.none() | st.tuples(st.sampled_from([None, "a@x", "b@x", "c@x"]),
                                  st.sampled_from(["staff", "admin"]))
 
 
-def model_machine(db: Database) -> type[RuleBasedStateMachine]:
-    """A state machine of write txns, scans and truncates checked against a dict."""
+def model_machine(db: Database,
+                  wait: Callable[[Awaitable[Any]], Any]) -> type[RuleBasedStateMachine]:
+    """A state machine of write txns, scans and truncates checked against a dict; ``wait``
+    runs a coroutine to completion on the database's event loop."""
+
+    async def wipe() -> None:  # a coroutine: every client call happens on the loop
+        await db.client.delete(KeySet(db.prefix, prefix=True))
 
     class PmapModel(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
-            pytest_twisted.blockon(db.client.delete(KeySet(db.prefix, prefix=True)))
+            wait(wipe())
             self.users, self.by_email, self.by_group = indexed_users()
             self.model: dict[int, tuple[str | None, str]] = {}
 
@@ -647,9 +654,30 @@ def model_machine(db: Database) -> type[RuleBasedStateMachine]:
     return PmapModel
 
 
-@inline
-async def test_model_based_puts_deletes_scans_with_indexes(client: Client) -> None:
-    machine = model_machine(Database(client, prefix=b"model/"))
-    await within(run_blocking(lambda: run_state_machine_as_test(machine, settings=settings(
-        max_examples=20, stateful_step_count=15, deadline=None,
-        suppress_health_check=list(HealthCheck)))), 120)
+async def test_model_based_puts_deletes_scans_with_indexes(loop: Loop, kv: Any) -> None:
+    """Synchronous hypothesis steps, each waiting for its pmap calls on the test's loop."""
+    db = Database(kv, prefix=b"model/")
+
+    def explore(wait: Callable[[Awaitable[Any]], Any]) -> None:
+        run_state_machine_as_test(model_machine(db, wait), settings=settings(
+            max_examples=20, stateful_step_count=15, deadline=None,
+            suppress_health_check=list(HealthCheck)))
+
+    await blocking_steps(loop, explore)
+
+
+async def blocking_steps(loop: Loop, steps: Callable[[Callable[[Awaitable[Any]], Any]], None]
+                         ) -> None:
+    """Run blocking ``steps(wait)`` beside the running loop: on Twisted in a child greenlet of
+    the reactor's (``tests.blocking``), on asyncio in a thread that hands each coroutine to
+    the loop (so every client call still happens on the loop's thread)."""
+    if loop.name == "twisted":
+        await run_blocking(lambda: steps(wait))
+        return
+    running = asyncio.get_running_loop()
+
+    async def awaited(awaitable: Awaitable[Any]) -> Any:
+        return await awaitable
+
+    await loop.run_in_thread(steps, lambda awaitable: asyncio.run_coroutine_threadsafe(
+        awaited(awaitable), running).result(timeout=60))
