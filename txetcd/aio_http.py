@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .core import quiet
 from .interface import NotSent, Response, ResponseLost
 
 __all__ = ["HTTPPool", "StreamConnection", "NotSent", "ResponseLost"]
@@ -49,8 +50,7 @@ def describe(exc: BaseException) -> str:
             return (f"TLS handshake failed: {reason} (check ca= for the server's CA, "
                     "and cert= and key= if the server requires client certificates)")
         cause = cause.__cause__
-    causes = [exc] + ([exc.__cause__] if exc.__cause__ else [])
-    return "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+    return f"{exc.__class__.__name__}: {exc}"  # ours name their cause in the message
 
 
 class _Connection(asyncio.Protocol):
@@ -84,17 +84,10 @@ class _Connection(asyncio.Protocol):
         syscall) finds an EOF the loop has not read yet (the server restarted meanwhile)."""
         if self.closed:
             return False
-        if self._peek is not None:
-            try:
-                self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return True
-            except OSError:
-                pass
-            # EOF, a reset, or bytes nobody asked for: not a connection to send on.
-            self.abort()
-            return False
-        return True
+        if self._peek is None or quiet(self._peek):
+            return True
+        self.abort()
+        return False
 
     def abort(self) -> None:
         self.closed = True
@@ -119,6 +112,7 @@ class _Connection(asyncio.Protocol):
         # A duplicate of the socket to peek at (asyncio's wrapper has no recv); closed with it.
         self._peek = raw.dup() if raw is not None else None
         self._host.pool.live.add(self)
+        self._host.pool.opened += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -246,6 +240,7 @@ class HTTPPool:
         self._hosts: dict[str, _Host] = {}
         self.live: set[asyncio.BaseProtocol] = set()
         self.closing = False
+        self.opened = 0  # unary connections made so far (monitoring, tests)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
