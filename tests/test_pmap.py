@@ -48,7 +48,7 @@ from txetcd.pmap import (
 
 from .blocking import run_blocking, wait
 from .conftest import Loop
-from .faults import TcpProxy
+from .faults import ThreadProxy
 
 inline = pytest_twisted.ensureDeferred
 ROOT = Path(__file__).resolve().parent.parent
@@ -357,10 +357,9 @@ async def test_read_only_and_closed_transactions(loop: Loop, db: Database) -> No
         assert await table[txn, "a"] is None
 
 
-@inline
-async def test_round_trips_and_op_limit(etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url)
+async def test_round_trips_and_op_limit(loop: Loop, etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url)
     db, table = Database(client, prefix=b"trips/"), MapStringOid(2)
     try:
         await client.delete(KeySet(b"trips/", prefix=True))
@@ -388,7 +387,7 @@ async def test_round_trips_and_op_limit(etcd: EtcdProcess) -> None:
         assert await db.status() == revision
     finally:
         await client.close()
-        await proxy.close()
+        proxy.close()
 
 
 # -- indexes -----------------------------------------------------------------------------------
