@@ -17,7 +17,7 @@ An answer carries only as many versions as fit one message (``procedures.answers
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 
@@ -26,9 +26,7 @@ from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
-
-if TYPE_CHECKING:
-    from .table import Table
+from .parts import TableParts
 
 __all__ = ["history", "MAX_HISTORY", "QUIET", "FIRST_WAIT", "DEADLINE"]
 
@@ -38,7 +36,7 @@ FIRST_WAIT = 2.0  # the same before the first event: a replay starts within etcd
 DEADLINE = 60.0  # a replay that takes longer is refused as unavailable
 
 
-def _version(table: Table, event: Any) -> dict[str, Any]:
+def _version(table: TableParts, event: Any) -> dict[str, Any]:
     kv = event.kv
     if getattr(event.type, "name", str(event.type)).upper() == "DELETE":
         return {"type": "delete", "revision": kv.mod_revision, "value": None, "version": 0,
@@ -46,12 +44,12 @@ def _version(table: Table, event: Any) -> dict[str, Any]:
     return _put(table, kv)
 
 
-def _put(table: Table, kv: Any) -> dict[str, Any]:
+def _put(table: TableParts, kv: Any) -> dict[str, Any]:
     return {"type": "put", "revision": kv.mod_revision, "value": table.values.decode(kv.value),
             "version": kv.version, "created": kv.create_revision}
 
 
-async def _walk(table: Table, row: bytes, state: Any, limit: int) -> tuple[list[Any], bool]:
+async def _walk(table: TableParts, row: bytes, state: Any, limit: int) -> tuple[list[Any], bool]:
     """Versions of the row's lifetime at ``state``, newest first, by reads at older revisions
     (cheap: one read per version); stops at ``limit``, the lifetime's first put, or compaction
     (then True)."""
@@ -68,7 +66,7 @@ async def _walk(table: Table, row: bytes, state: Any, limit: int) -> tuple[list[
     return versions, False
 
 
-async def _replay(table: Table, row: bytes, key: Any, end: int, terminal: int | None,
+async def _replay(table: TableParts, row: bytes, key: Any, end: int, terminal: int | None,
                   limit: int) -> tuple[list[Any], int | None]:
     """The last ``limit`` events of the row up to revision ``end``, oldest first, replayed by a
     watch from revision 1, and the compaction revision if history was cut. The replay ends at
@@ -132,7 +130,7 @@ class _Replay:
             self.quiet(QUIET)
 
 
-async def history(table: Table, key: Any, limit: Any = 10,
+async def history(table: TableParts, key: Any, limit: Any = 10,
                   before_revision: Any = None) -> dict[str, Any]:
     """The row's versions before ``before_revision`` (default: all), newest first."""
     if not is_int(limit) or not 1 <= limit <= MAX_HISTORY:
@@ -182,7 +180,7 @@ async def history(table: Table, key: Any, limit: Any = 10,
                             "compact_revision": compacted_at or None})
 
 
-def _bounded(table: Table, answer: dict[str, Any]) -> dict[str, Any]:
+def _bounded(table: TableParts, answer: dict[str, Any]) -> dict[str, Any]:
     """``answer`` with only as many versions (newest first) as fit one message; ``partial``
     says some were left off (ask again with ``before_revision`` = the oldest one's)."""
     fitting = Answer(f"{table.name}.history", paged=True)

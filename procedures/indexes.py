@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from twisted.internet import task
 
@@ -37,11 +37,9 @@ from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
+from .parts import TableParts
 from .schema import SchemaViolation
 from .wire import KeyWire
-
-if TYPE_CHECKING:
-    from .table import Table
 
 __all__ = ["IndexSpec", "TableIndex", "RowWrite", "write_rows", "resolve_pointer",
            "IndexMaintenance", "Disagreement", "WRITE_ATTEMPTS"]
@@ -102,7 +100,7 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
 class TableIndex:
     """One index of one table: the pmap ``Index`` kept on ``table.map``, and its reads."""
 
-    def __init__(self, table: Table, spec: IndexSpec) -> None:
+    def __init__(self, table: TableParts, spec: IndexSpec) -> None:
         self.table = table
         self.name = spec.name
         self.field = spec.field
@@ -372,7 +370,7 @@ class IndexMaintenance:
 class RowWrite:
     """One op of a write through the pmap path: put, delete or check (codec-form key)."""
 
-    table: Table
+    table: TableParts
     kind: str
     key: Any
     value: Any = None
