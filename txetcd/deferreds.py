@@ -8,13 +8,14 @@ silent misuse. ``started`` runs a coroutine method at once and returns its Defer
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Generator
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, Self, TypeVar
 
 from twisted.internet import defer
+from twisted.python.failure import Failure
 
-__all__ = ["LazyDeferred", "started"]
+__all__ = ["Acquirable", "Acquiring", "LazyDeferred", "started"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -67,3 +68,113 @@ class LazyDeferred(defer.Deferred[T]):
     def addBoth(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
         self._start()
         return super().addBoth(*args, **kwargs)
+
+
+class Acquirable:
+    """Something acquired once (a granted lease, a held lock, a leadership) that callers either
+    ``await`` (acquire, get it back) or use in ``async with`` (acquire, then release on exit).
+
+    Concurrent awaits share one acquisition; cancelling the last waiter cancels it.
+    """
+
+    def __init__(self) -> None:
+        self._held = False
+        self._waiters: list[defer.Deferred[Any]] | None = None
+        self._task: defer.Deferred[Any] | None = None
+
+    async def _acquire(self) -> None:
+        raise NotImplementedError
+
+    async def _release(self) -> None:
+        raise NotImplementedError
+
+    def _check_usable(self) -> None:
+        """Raise if this object cannot be (re)acquired."""
+
+    def _entered(self) -> None:
+        """Called once acquired by ``async with`` (a lease starts its keepalive here)."""
+
+    def acquiring(self) -> Acquiring[Self]:
+        """A Deferred of this object once acquired that is also an async context manager."""
+        return Acquiring(self)
+
+    def acquire(self) -> defer.Deferred[Self]:
+        """A cancellable Deferred that fires with ``self`` once acquired."""
+        try:
+            self._check_usable()
+        except Exception:
+            return defer.fail()
+        if self._held:
+            return defer.succeed(self)
+        waiter: defer.Deferred[Self] = defer.Deferred(self._cancel_waiter)
+        if self._waiters is None:
+            self._waiters = [waiter]
+            self._task = defer.ensureDeferred(self._acquire())
+            self._task.addBoth(self._acquired)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _cancel_waiter(self, waiter: defer.Deferred[Any]) -> None:
+        if self._waiters is not None and waiter in self._waiters:
+            self._waiters.remove(waiter)
+            if not self._waiters and self._task is not None:
+                self._task.cancel()
+
+    def _acquired(self, result: Any) -> None:
+        waiters, self._waiters, self._task = self._waiters or [], None, None
+        self._held = not isinstance(result, Failure)
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(self)
+
+    def __await__(self) -> Generator[Any, None, Self]:
+        return self.acquire().__await__()
+
+    async def __aenter__(self) -> Self:
+        acquired = await self.acquire()
+        self._entered()
+        return acquired
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._release()
+
+
+A = TypeVar("A", bound=Acquirable)
+
+
+class Acquiring(LazyDeferred[A], Generic[A]):
+    """What ``client.lease(ttl)`` and ``client.lock(name)`` return: a Deferred that fires with
+    the granted lease (the held lock), so ``yield`` in ``inlineCallbacks`` and ``await`` both
+    get a usable object, and an async context manager (``async with`` also releases it).
+
+    The acquisition starts when the Deferred is first waited on (``yield``, ``await``,
+    ``addCallback``, ``async with``); attributes of the object itself (``acquire()``, ``lost``,
+    ...) are reachable through it.
+    """
+
+    def __init__(self, target: A) -> None:
+        super().__init__()
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"<Acquiring {self.target!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # Deferred's own internals probe for missing attributes (``result``): never forward those.
+        if name.startswith("_") or name == "result":
+            raise AttributeError(name)
+        return getattr(self.target, name)
+
+    def _begin(self) -> defer.Deferred[A]:
+        return self.target.acquire()
+
+    async def __aenter__(self) -> A:
+        acquired: A = await self
+        acquired._entered()
+        return acquired
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.target._release()
