@@ -15,11 +15,11 @@ from typing import Any
 from twisted.internet import defer
 from twisted.web.client import HTTPConnectionPool
 
-from . import lease as _lease
+from . import lease_core as _lease
 from .batch import BATCHABLE, Batcher
-from .concurrency import DEFAULT_SESSION_TTL, Election, Lock
+from .deferreds import Acquiring
 from .errors import EtcdError, Failed, FutureRevision, RequestTooLarge, TooManyOps
-from .lease import Acquiring, Lease, LeaseGrant, LeaseInfo
+from .lease import Lease, LeaseGrant, LeaseInfo
 from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, _int_arg, as_keyset
 from .transport import TLSConfig, Transport
 from .types import (
@@ -283,7 +283,7 @@ class Client:
 
         return _as_deferred(run())
 
-    # -- leases, locks and elections -----------------------------------------------------------
+    # -- leases (locks and elections are recipes: txetcd.concurrency) -------------------------
 
     def lease(self, ttl: int, lease_id: int | None = None, *, keepalive: bool | None = None,
               on_lost: Callable[[EtcdError], object] | None = None,
@@ -296,9 +296,10 @@ class Client:
         (unless ``keepalive=False``) and revokes it on exit. ``lease.lost`` fires (and
         ``on_lost`` is called) when it is lost.
         """
-        lease = Lease(self, ttl, lease_id, keepalive=keepalive, on_lost=on_lost, timeout=timeout)
+        lease = Lease(self.env, ttl, lease_id, keepalive=keepalive, on_lost=on_lost,
+                      timeout=timeout)
         self._background.add(lease)
-        return lease.acquiring()
+        return Acquiring(lease)
 
     def lease_grant(self, ttl: int, lease_id: int | None = None,
                     timeout: float | None = None) -> defer.Deferred[LeaseGrant]:
@@ -306,31 +307,21 @@ class Client:
         _lease.check_ttl(ttl)
         if lease_id is not None:
             _lease.lease_id_of(lease_id)
-        return _as_deferred(_lease.grant(self, ttl, lease_id, timeout))
+        return _as_deferred(_lease.grant(self.transport, ttl, lease_id, timeout))
 
     def lease_revoke(self, lease: Any, timeout: float | None = None) -> defer.Deferred[Header]:
         """Revoke a lease (a ``Lease`` or an ID); raises ``LeaseNotFound`` if it is gone."""
-        return _as_deferred(_lease.revoke(self, _lease.lease_id_of(lease), timeout))
+        return _as_deferred(_lease.revoke(self.transport, _lease.lease_id_of(lease), timeout))
 
     def lease_time_to_live(self, lease: Any, keys: bool = False,
                            timeout: float | None = None) -> defer.Deferred[LeaseInfo]:
         """A lease's remaining TTL (-1 once gone), granted TTL and, if ``keys``, its keys."""
-        return _as_deferred(_lease.time_to_live(self, _lease.lease_id_of(lease), keys, timeout))
+        return _as_deferred(_lease.time_to_live(self.transport, self.namespace,
+                                                _lease.lease_id_of(lease), keys, timeout))
 
     def leases(self, timeout: float | None = None) -> defer.Deferred[list[int]]:
         """The IDs of all leases in the cluster."""
-        return _as_deferred(_lease.leases(self, timeout))
-
-    def lock(self, name: bytes, ttl: int = DEFAULT_SESSION_TTL, *,
-             timeout: float | None = None) -> Acquiring[Lock]:
-        """A distributed lock: a Deferred of the held ``Lock``. ``await`` (or ``yield``)
-        waits until held; ``async with`` also releases it. Waits without deadline unless
-        ``timeout``; cancellable."""
-        return Lock(self, name, ttl, timeout=timeout).acquiring()
-
-    def election(self, name: bytes) -> Election:
-        """A leader election: ``campaign``, ``leader`` and ``observe``."""
-        return Election(self, name)
+        return _as_deferred(_lease.leases(self.transport, timeout))
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Requests sent so far by URL, txaioetcd's shape: ``{"posts": {url: count}}``."""
@@ -350,7 +341,7 @@ class Client:
         txaioetcd's name for ``prev_kv``. After ``probe_interval`` silent seconds the watch checks
         that its member still answers, and moves on if not (None: never).
         """
-        watch = Watch(self, keys, callback, start_revision=start_revision,
+        watch = Watch(self.env, keys, callback, start_revision=start_revision,
                      prev_kv=prev_kv or bool(return_previous), filters=filters,
                      progress_notify=progress_notify, probe_interval=probe_interval)
         self._background.add(watch)
@@ -362,10 +353,7 @@ class Client:
         Leases are not revoked: etcd expires them after their TTL (revoke first to end them now).
         """
         for running in list(self._background):
-            if isinstance(running, Lease):
-                running.close()
-            else:
-                running.cancel()
+            running.close()
         self._background.clear()
         return _as_deferred(self.transport.close())
 

@@ -9,7 +9,6 @@ timers and hand items to the consumer. The guarantees are stated in ``txetcd.wat
 from __future__ import annotations
 
 import enum
-import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -295,19 +294,15 @@ class WatchState:
                                     if prev else None))
         return items
 
-    def ended(self, stream: StreamState, error: BaseException | None) -> float | None:
-        """A stream ended (``error`` None: closed by the server). Returns the pause before the
-        next stream (0: at once), or raises ``error`` when no retry can fix it."""
+    def ended(self, stream: StreamState, error: BaseException | None) -> int:
+        """A stream ended (``error`` None: closed by the server). Returns the attempt number
+        to back off for before the next stream (0: reopen at once), or raises ``error`` when no
+        retry can fix it."""
         self.reconnects += 1
         self.failures = 0 if stream.healthy else self.failures + 1
         if isinstance(error, Reopen):
-            return 0.0
+            return 0
         if error is not None and (isinstance(error, _FATAL + (WatchCanceled,))
                                   or not isinstance(error, EtcdError)):
             raise error
-        return backoff(self.failures + 1)
-
-
-def backoff(attempt: int) -> float:
-    """Exponential backoff with jitter, so that many clients do not retry in lockstep."""
-    return min(0.05 * 2 ** min(attempt, 6), 2.0) * (0.5 + random.random() / 2)
+        return self.failures + 1
