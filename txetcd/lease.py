@@ -56,6 +56,7 @@ class Lease(Acquirable):
     def __init__(self, env: Env, ttl: int, lease_id: int | None = None, *,
                  keepalive: bool | None = None, on_lost: LostCallback | None = None,
                  timeout: float | None = None) -> None:
+        env = getattr(env, "env", env)  # a client (``Lease(client, ttl)``) or its Env
         super().__init__(env.driver)
         self.env = env
         self.state = LeaseState(ttl, lease_id, keepalive)

@@ -85,6 +85,7 @@ class Watch:
                  *, start_revision: int | None = None, prev_kv: bool = False,
                  filters: Sequence[str] | None = (), progress_notify: bool = False,
                  probe_interval: float | None = PROBE_INTERVAL) -> None:
+        env = getattr(env, "env", env)  # a client or its Env
         if callback is not None and not callable(callback):
             raise TypeError(f"callback must be callable, not {type(callback).__name__}")
         self.state = WatchState(keys, env.namespace, start_revision=start_revision,
