@@ -59,7 +59,7 @@ async def _quota_bytes(etcd: Client) -> int | None:
     """etcd's backend quota (``--quota-backend-bytes``), which only its metrics expose."""
     transport = etcd.transport
     try:
-        response = await transport.http.get(transport.endpoint + "/metrics",
+        response = await etcd.driver.http.get(transport.endpoint + "/metrics",
                                              timeout=METRICS_TIMEOUT)
         body = await treq.content(response)
     except (defer.CancelledError, Exception):  # noqa: BLE001 - the quota is optional

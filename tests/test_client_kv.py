@@ -388,7 +388,7 @@ async def test_pool_size_is_configurable(etcd: EtcdProcess) -> None:
     # Unbatched: this tests 50 separate requests through 4 connections, one revision each.
     client = Client(reactor, url=etcd.url, pool_size=4, batching=False)
     try:
-        assert client.transport.pool.maxPersistentPerHost == 4
+        assert client.driver.pool.maxPersistentPerHost == 4
         results = await defer.gatherResults(
             [client.set(b"pool/%d" % i, b"%d" % i) for i in range(50)])
         assert len({r.revision for r in results}) == 50

@@ -22,7 +22,7 @@ from twisted.web.client import BrowserLikePolicyForHTTPS
 from txetcd import Client, KeySet, OpSet, Timeout
 from txetcd.embedded import EtcdProcess, free_port
 from txetcd.http import HTTPPool, ResponseFailed, TLSHandshakeFailed, build_request, request_head
-from txetcd.transport import describe_failure
+from txetcd.twisted_driver import describe_failure
 
 from .certs import TestPKI, make_pki
 from .faults import TcpProxy
@@ -124,11 +124,11 @@ async def test_concurrent_requests_use_at_most_pool_size_connections(etcd: EtcdP
         await defer.gatherResults([client.set(b"cc/%03d" % i, b"%d" % i) for i in range(100)])
         ranges = await defer.gatherResults([client.get(b"cc/%03d" % i) for i in range(100)])
         assert [r.kvs[0].value for r in ranges] == [b"%d" % i for i in range(100)]
-        assert 1 <= client.transport.unary.connections <= 8
+        assert 1 <= client.driver.connections <= 8
     finally:
         await client.delete(KeySet(b"cc/", prefix=True))
         await client.close()
-    assert client.transport.unary.connections == 0
+    assert client.driver.connections == 0
 
 
 @inline
@@ -147,11 +147,11 @@ async def test_cancel_mid_request_drops_the_connection_only(fresh_etcd: EtcdProc
             with pytest.raises(Timeout):
                 await client.get(b"k", timeout=0.3)
             await tick()
-            assert client.transport.unary.connections == 0  # both aborted
+            assert client.driver.connections == 0  # both aborted
         finally:
             fresh_etcd.resume()
         assert (await client.get(b"k")).kvs[0].value == b"v"
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
     finally:
         await client.close()
 
@@ -175,7 +175,7 @@ async def test_idle_connections_closed_by_a_restart_are_not_used(fresh_etcd: Etc
     client = Client(reactor, url=fresh_etcd.url, pool_size=4, batching=False)
     try:
         await defer.gatherResults([client.set(b"r/%d" % i, b"1") for i in range(4)])
-        assert client.transport.unary.connections >= 1
+        assert client.driver.connections >= 1
         fresh_etcd.kill()
         fresh_etcd.start()
         # No reactor turn since the restart: the closed connections still look idle. A write
@@ -183,7 +183,7 @@ async def test_idle_connections_closed_by_a_restart_are_not_used(fresh_etcd: Etc
         rev = await client.set(b"r/0", b"2")
         assert (await client.get(b"r/0")).kvs[0].mod_revision == rev.revision
         await tick()
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
     finally:
         await client.close()
 
@@ -214,11 +214,11 @@ async def test_tls_keep_alive_and_restart(tls_etcd: tuple[EtcdProcess, TestPKI])
         for i in range(20):
             await client.set(b"tls/%d" % i, b"x")
         assert len((await client.get(KeySet(b"tls/", prefix=True))).kvs) == 20
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
         server.kill()
         server.start()
         await client.set(b"tls/0", b"y")  # not on the connection the restart closed
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
     finally:
         await client.delete(KeySet(b"tls/", prefix=True))
         await client.close()

@@ -17,11 +17,14 @@ from twisted.web.client import HTTPConnectionPool
 
 from . import lease_core as _lease
 from .batch import BATCHABLE, Batcher
+from .core import TLSConfig
 from .deferreds import Acquiring
 from .errors import EtcdError, Failed, FutureRevision, RequestTooLarge, TooManyOps
+from .interface import Env
 from .lease import Lease, LeaseGrant, LeaseInfo
 from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, _int_arg, as_keyset
-from .transport import TLSConfig, Transport
+from .transport import Transport, check_endpoints
+from .twisted_driver import TwistedDriver
 from .types import (
     Deleted,
     Header,
@@ -82,9 +85,17 @@ class Client:
         self.max_txn_ops = max_txn_ops
         self.max_request_bytes = max_request_bytes
         tls = TLSConfig(ca, cert, key) if ca or cert or key else None
-        self.transport = Transport(reactor, urls, timeout=timeout,
-                                   connect_timeout=connect_timeout or 5.0, pool=pool,
-                                   pool_size=pool_size, tls=tls, user=user, password=password)
+        if tls is not None and tls.key and not tls.cert:
+            raise ValueError("key= needs cert=: a client key without its certificate is useless")
+        check_endpoints(urls)
+        if not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive int, not {pool_size!r}")
+        self.driver = TwistedDriver(reactor, tls=tls, connect_timeout=connect_timeout or 5.0,
+                                    pool=pool, pool_size=pool_size)
+        self.transport = Transport(self.driver, urls, timeout=timeout, pool_size=pool_size,
+                                   user=user, password=password)
+        # What leases, watches, locks and elections take from a client (txetcd.interface).
+        self.env = Env(self.transport, namespace, self.driver)
         # Concurrent gets, puts and deletes go as shared txns (see txetcd.batch); False: one
         # request per op.
         self.batcher = Batcher(self) if batching else None

@@ -29,6 +29,8 @@ from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from .core import build_request, request_head
+
 __all__ = ["HTTPPool", "TLSHandshakeFailed", "ResponseFailed", "request_head", "build_request"]
 
 Response = tuple[int, bytes]
@@ -41,22 +43,6 @@ class TLSHandshakeFailed(ConnectError):
     def __init__(self, reason: Failure) -> None:
         super().__init__(string=str(reason.value))
         self.reasons = [reason]
-
-
-def request_head(method: bytes, target: bytes, host: bytes,
-                 headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The request line and headers up to ``Content-Length: `` (built once per kind of request;
-    ``build_request`` completes it)."""
-    lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
-    lines += [name + b": " + value for name, value in headers]
-    if any(b"\r" in line or b"\n" in line for line in lines):  # e.g. a forged token
-        raise ValueError(f"line break in an HTTP request head: {lines!r}")
-    return b"\r\n".join(lines) + b"\r\nContent-Length: "
-
-
-def build_request(head: bytes, body: bytes) -> bytes:
-    """A complete request from a ``request_head`` and a body."""
-    return b"%b%d\r\n\r\n%b" % (head, len(body), body)
 
 
 @implementer(IHandshakeListener)

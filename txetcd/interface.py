@@ -45,10 +45,9 @@ class Semaphore(Protocol):
 class StreamHandle(Protocol):
     """One open server stream; each ``{"result": ...}`` message went to ``on_message``."""
 
-    @property
-    def done(self) -> Awaitable[None]:
-        """None on a clean end or after ``cancel()``; raises a typed ``EtcdError`` otherwise."""
-        ...
+    #: Awaitable (Deferred / Future): None on a clean end or after ``cancel()``; raises a
+    #: typed ``EtcdError`` otherwise.
+    done: Any
 
     def cancel(self) -> None: ...
 
@@ -60,17 +59,18 @@ class Driver(Protocol):
 
     def request(self, endpoint: str, data: bytes) -> Awaitable[Response]:
         """Send one complete request (``core.build_request``) on a pooled keep-alive connection.
-        Raises ``NotSent``, ``ResponseLost`` or the loop's cancellation error."""
+        A failure says by ``never_sent`` whether any byte of it left us."""
         ...
 
     def get(self, url: str) -> Awaitable[Response]:
         """A plain ``GET`` (``/version``: detection and liveness probes)."""
         ...
 
-    def open_stream(self, endpoint: str, data: bytes,
-                    on_message: Callable[[Json], None]) -> Awaitable[StreamHandle]:
-        """Send a streaming request (complete, from ``build_request``) on a connection of its
-        own; fires once the status is in: 200 gives the stream, else a typed ``EtcdError``."""
+    def open_stream(self, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                    on_message: Callable[[Json], None]
+                    ) -> Awaitable[tuple[int, bytes, StreamHandle | None]]:
+        """POST a streaming request on a connection of its own; once the status is in:
+        ``(200, b"", stream)``, or ``(status, error body, None)``."""
         ...
 
     def sleep(self, seconds: float) -> Awaitable[None]: ...
@@ -102,6 +102,10 @@ class Driver(Protocol):
     def is_cancelled(self, exc: BaseException) -> bool: ...
 
     def cancelled_error(self) -> BaseException: ...
+
+    def never_sent(self, exc: BaseException) -> bool:
+        """Whether a failed request certainly never reached the server (safe to resend)."""
+        ...
 
     def describe(self, exc: BaseException) -> str:
         """A readable cause of a failed connection (TLS reasons unwrapped)."""
@@ -135,7 +139,7 @@ class EtcdTransport(Protocol):
         """``endpoint`` did not answer (in time): later requests and streams go elsewhere."""
         ...
 
-    def token_rejected(self) -> None:
+    def token_rejected(self, token: str | None = None) -> None:
         """The server refused our auth token: the next request authenticates again."""
         ...
 
