@@ -11,6 +11,7 @@ from twisted.internet import defer, reactor
 from txetcd import (
     Client,
     CompCreated,
+    Election,
     Failed,
     KeyNotFound,
     KeySet,
@@ -51,7 +52,7 @@ async def test_lock_contenders_lose_no_update(ns_client: Client) -> None:
 
     async def contender() -> None:
         for _ in range(ROUNDS):
-            async with ns_client.lock(b"counter", ttl=10) as lock:
+            async with Lock(ns_client, b"counter", ttl=10) as lock:
                 inside.append(lock)
                 assert len(inside) == 1, "two holders at once"
                 tokens.append(lock.fencing_token)
@@ -71,7 +72,7 @@ async def test_lock_contenders_lose_no_update(ns_client: Client) -> None:
 
 @inline
 async def test_fencing_token_rejects_a_stale_holder(client: Client, ns_client: Client) -> None:
-    stale = await ns_client.lock(b"res", ttl=5)
+    stale = await Lock(ns_client, b"res", ttl=5)
     assert stale.key.startswith(b"res/") and stale.fencing_token > 0
     raw = (await client.get(b"ns/" + stale.key)).kvs[0]  # namespaced in etcd
     assert raw.create_revision == stale.fencing_token and raw.lease == stale.lease.lease_id
@@ -79,7 +80,7 @@ async def test_fencing_token_rejects_a_stale_holder(client: Client, ns_client: C
     # The holder stalls past its lease (revoked here, as expiry would), another one takes over.
     await ns_client.lease_revoke(stale.lease.lease_id)
     assert isinstance(await stale.lost, LeaseExpired)
-    fresh = await ns_client.lock(b"res", ttl=5)
+    fresh = await Lock(ns_client, b"res", ttl=5)
     assert fresh.fencing_token > stale.fencing_token
     with pytest.raises(Failed):
         await ns_client.submit(fenced_set(stale, b"data", b"from the stale holder"))
@@ -92,8 +93,8 @@ async def test_fencing_token_rejects_a_stale_holder(client: Client, ns_client: C
 
 @inline
 async def test_cancelled_lock_wait_leaves_no_key(client: Client) -> None:
-    holder = await client.lock(b"busy", ttl=5)
-    waiting = client.lock(b"busy", ttl=30).acquire()
+    holder = await Lock(client, b"busy", ttl=5)
+    waiting = Lock(client, b"busy", ttl=30).acquire()
 
     async def queued() -> bool:
         return (await client.get(KeySet(b"busy", prefix=True), count_only=True)).count == 2
@@ -110,15 +111,15 @@ async def test_cancelled_lock_wait_leaves_no_key(client: Client) -> None:
     assert [kv.key for kv in (await client.get(KeySet(b"busy", prefix=True))).kvs] == [holder.key]
     await holder.release()
     # The lock is free at once (nobody waits on a dead queue entry).
-    async with client.lock(b"busy", ttl=5, timeout=5) as again:
+    async with Lock(client, b"busy", ttl=5, timeout=5) as again:
         assert again.fencing_token > holder.fencing_token
 
 
 @inline
 async def test_lock_wait_ends_when_its_lease_is_lost(client: Client) -> None:
-    holder = await client.lock(b"busy", ttl=5)
+    holder = await Lock(client, b"busy", ttl=5)
     before = set(await client.leases())
-    waiting = client.lock(b"busy", ttl=2).acquire()
+    waiting = Lock(client, b"busy", ttl=2).acquire()
 
     async def granted() -> bool:
         return len(set(await client.leases()) - before) == 1
@@ -132,9 +133,9 @@ async def test_lock_wait_ends_when_its_lease_is_lost(client: Client) -> None:
 
 @inline
 async def test_lock_timeout(client: Client) -> None:
-    async with client.lock(b"slow", ttl=5) as holder:
+    async with Lock(client, b"slow", ttl=5) as holder:
         with pytest.raises(Timeout):
-            await client.lock(b"slow", ttl=30, timeout=0.5)
+            await Lock(client, b"slow", ttl=30, timeout=0.5)
 
         async def only_holder_queued() -> bool:
             keys = [kv.key for kv in (await client.get(KeySet(b"slow", prefix=True))).kvs]
@@ -145,7 +146,7 @@ async def test_lock_timeout(client: Client) -> None:
 
 @inline
 async def test_election_hands_over_when_the_leaders_lease_goes(ns_client: Client) -> None:
-    election = ns_client.election(b"boss")
+    election = Election(ns_client, b"boss")
     with pytest.raises(KeyNotFound):
         await election.leader()
     seen: list[KeyValue] = []
@@ -160,7 +161,7 @@ async def test_election_hands_over_when_the_leaders_lease_goes(ns_client: Client
         async def saw_one() -> bool:
             return [kv.value for kv in seen] == [b"one"]
         await wait_until(saw_one)
-        second = ns_client.election(b"boss").campaign(b"two", ttl=5).acquire()
+        second = Election(ns_client, b"boss").campaign(b"two", ttl=5).acquire()
         await sleep(0.3)
         assert not second.called  # waits while "one" leads
         leader = await election.leader()
@@ -182,12 +183,12 @@ async def test_election_hands_over_when_the_leaders_lease_goes(ns_client: Client
 
 @inline
 async def test_proclaim_and_resign(client: Client) -> None:
-    election = client.election(b"e")
+    election = Election(client, b"e")
     async with election.campaign(b"v1", ttl=5) as leadership:
         await leadership.proclaim(b"v2")
         kv = await election.leader()
         assert (kv.key, kv.value) == (leadership.key, b"v2")
-        successor = client.election(b"e").campaign(b"next", ttl=5).acquire()
+        successor = Election(client, b"e").campaign(b"next", ttl=5).acquire()
         await sleep(0.2)
         assert not successor.called
     # Leaving the block resigned: the successor leads.
@@ -203,14 +204,14 @@ async def test_proclaim_and_resign(client: Client) -> None:
 def test_bad_input_is_refused_before_sending() -> None:
     client = Client(reactor, url="http://127.0.0.1:9")
     with pytest.raises(TypeError):
-        client.lock("name")  # type: ignore[arg-type]
+        Lock(client, "name")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        client.lock(b"")
+        Lock(client, b"")
     with pytest.raises(ValueError):
-        client.lock(b"x", ttl=0)
+        Lock(client, b"x", ttl=0)
     with pytest.raises(ValueError):
-        client.lock(b"x", timeout=-1)
+        Lock(client, b"x", timeout=-1)
     with pytest.raises(TypeError):
-        client.election(b"e").campaign("v")  # type: ignore[arg-type]
+        Election(client, b"e").campaign("v")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        client.election(None)  # type: ignore[arg-type]
+        Election(client, None)  # type: ignore[arg-type]

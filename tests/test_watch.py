@@ -20,9 +20,8 @@ from txetcd import (
     WatchCompacted,
     WatchEvent,
 )
-from txetcd import watch as watch_module
 from txetcd.embedded import EtcdProcess, running_cluster
-from txetcd.watch import _disjoint_ranges
+from txetcd.watch_core import StreamState, _as_keysets, _disjoint_ranges
 
 from .faults import TcpProxy
 
@@ -71,13 +70,13 @@ def cut_all(proxy: TcpProxy) -> None:
 def messages(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
     """Every raw watch response the server sends, recorded on its way into the watch."""
     seen: list[dict[str, Any]] = []
-    on_message = watch_module._Connection.on_message
+    receive = StreamState.receive
 
-    def record(self: Any, result: dict[str, Any]) -> None:
+    def record(self: Any, result: dict[str, Any], now: float) -> Any:
         seen.append(result)
-        on_message(self, result)
+        return receive(self, result, now)
 
-    monkeypatch.setattr(watch_module._Connection, "on_message", record)
+    monkeypatch.setattr(StreamState, "receive", record)
     return seen
 
 
@@ -120,7 +119,7 @@ async def test_put_and_delete_events_are_typed_with_prev_kv(client: Client) -> N
 async def test_ranges_and_overlapping_keysets_deliver_each_event_once(client: Client) -> None:
     keysets = [KeySet(b"r/b", range_end=b"r/d"), KeySet(b"r/c", prefix=True), b"r/x", b"r/b"]
     # Merged server-side: [r/b, r/d) absorbs r/b and the r/c prefix; r/x stays a single key.
-    assert _disjoint_ranges(watch_module._as_keysets(keysets), b"") == [
+    assert _disjoint_ranges(_as_keysets(keysets), b"") == [
         (b"r/b", b"r/d"), (b"r/x", b"")]
     assert _disjoint_ranges([KeySet(b"a"), KeySet(b"a", range_end=b"\0")], b"ns/") == [
         (b"ns/a", b"ns0")]
