@@ -90,9 +90,9 @@ class Acquirable:
         return result
 
     async def __aenter__(self) -> Self:
-        acquired = await self.acquire()
+        acquired: Self = await self.acquire()
         self._entered()
-        return acquired  # type: ignore[no-any-return]
+        return acquired
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self._release()

@@ -142,7 +142,7 @@ class _Session(Acquirable):
             # No deadline unless asked for (0 disables the client's default). Resending after a
             # broken connection is safe: etcd names the waiting key after the lease, so a resend
             # finds the key the first request made (Go's Mutex and Election do the same).
-            request = self.env.driver.spawn(self._call(path, body, self.timeout or 0))
+            request: Any = self.env.driver.spawn(self._call(path, body, self.timeout or 0))
             lease.add_lost_callback(lambda _reason: request.cancel())
             try:
                 reply = await request

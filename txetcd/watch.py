@@ -269,7 +269,7 @@ class Watch:
 
     async def _open(self, state: StreamState) -> StreamHandle:
         endpoint = self._transport.endpoint
-        opening = self._driver.spawn(self._transport.open_stream(
+        opening: Any = self._driver.spawn(self._transport.open_stream(
             "watch", self.state.requests(), lambda result: self._on_message(state, result),
             headers=[REQUIRE_LEADER]))
         deadline = self._transport.timeout or DEFAULT_DEADLINE
@@ -305,7 +305,7 @@ class Watch:
 
     async def _check_member(self, state: StreamState, stream: StreamHandle,
                             endpoint: str) -> None:
-        probe = self._driver.spawn(self._transport.probe(endpoint))
+        probe: Any = self._driver.spawn(self._transport.probe(endpoint))
         timer = self._driver.call_later(self._transport.timeout or DEFAULT_DEADLINE,
                                         probe.cancel)
         try:
