@@ -117,3 +117,53 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
     for etcd_id in ETCD_IDS:
         terminalreporter.write_line(
             f"tests passed against {etcd_id}: {_passed_by_version[etcd_id]}")
+
+
+# -- PROVISIONAL (aio-recipes): the `loop` fixture of aio-design.md until aio-kv's lands -------
+
+class _TwistedLoop:
+    name = "twisted"
+
+    def __init__(self) -> None:
+        self.clients: list[Client] = []
+
+    def client(self, **kwargs: object) -> Client:
+        c = Client(reactor, **kwargs)  # type: ignore[arg-type]
+        self.clients.append(c)
+        return c
+
+    async def sleep(self, seconds: float) -> None:
+        from twisted.internet.task import deferLater
+        await deferLater(reactor, seconds, lambda: None)
+
+    async def gather(self, *awaitables: object) -> list[object]:
+        from twisted.internet import defer
+        return await defer.gatherResults(  # type: ignore[no-any-return]
+            [defer.ensureDeferred(a) for a in awaitables], consumeErrors=True)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["twisted"])
+def loop(request: pytest.FixtureRequest) -> Iterator[_TwistedLoop]:
+    chosen = _TwistedLoop()
+    yield chosen
+    for c in chosen.clients:
+        pytest_twisted.blockon(c.close())
+
+
+@pytest.fixture
+def kv(loop: _TwistedLoop, etcd: EtcdProcess) -> Client:
+    c = loop.client(url=etcd.url)
+    wipe(c)
+    return c
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    import inspect
+
+    from twisted.internet import defer
+    if "loop" not in pyfuncitem.funcargs or not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    pytest_twisted.blockon(defer.ensureDeferred(pyfuncitem.obj(**args)))
+    return True

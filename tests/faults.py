@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import selectors
+import socket
+import struct
+import threading
 from typing import Any
 
 from twisted.internet import protocol, reactor
@@ -86,3 +91,108 @@ class TcpProxy(protocol.Factory):
         for conn in self.connections:
             conn.transport.abortConnection()
         return self.port.stopListening()
+
+
+class ThreadConnection:
+    """One proxied connection of a ``ThreadProxy``: what the client sent, and whether it is
+    closed."""
+
+    def __init__(self, client: socket.socket, server: socket.socket | None) -> None:
+        self.client, self.server = client, server
+        self.request_lines: list[bytes] = []
+        self.closed = False
+
+    def cut(self) -> None:
+        """Reset both sides now (from any thread): the client sees its connection drop."""
+        for sock in (self.client, self.server):
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class ThreadProxy:
+    """``TcpProxy`` for any event loop: plain sockets served by a thread of its own, so it works
+    while asyncio runs a test (the reactor is not running then) as well as under Twisted.
+
+    ``refuse`` resets new connections, ``cut_all()`` resets the open ones, ``connections`` lists
+    them with the request lines their client sent.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.refuse = False
+        self.connections: list[ThreadConnection] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._running = True
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="ThreadProxy")
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+
+    def cut_all(self) -> None:
+        for connection in list(self.connections):
+            connection.cut()
+
+    def close(self) -> None:
+        self._running = False
+        self.cut_all()
+        self._thread.join(5)
+        self._listener.close()
+
+    def _serve(self) -> None:
+        while self._running:
+            for key, _events in self._selector.select(0.05):
+                if key.data is None:
+                    self._accept()
+                else:
+                    self._forward(key.fileobj, *key.data)  # type: ignore[arg-type]
+        for key in list(self._selector.get_map().values()):
+            with contextlib.suppress(OSError):
+                key.fileobj.close()  # type: ignore[union-attr]
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        connection = ThreadConnection(client, None)
+        self.connections.append(connection)
+        if self.refuse:
+            connection.cut()
+            client.close()
+            connection.closed = True
+            return
+        try:
+            connection.server = socket.create_connection(self.target)
+        except OSError:
+            client.close()
+            connection.closed = True
+            return
+        self._selector.register(client, selectors.EVENT_READ, (connection, True))
+        self._selector.register(connection.server, selectors.EVENT_READ, (connection, False))
+
+    def _forward(self, sock: socket.socket, connection: ThreadConnection,
+                 from_client: bool) -> None:
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if data and from_client and data.startswith((b"POST ", b"GET ")):
+            connection.request_lines.append(data.split(b"\r\n", 1)[0])
+        other = connection.server if from_client else connection.client
+        if data and other is not None:
+            with contextlib.suppress(OSError):
+                other.sendall(data)
+                return
+        self._drop(connection)
+
+    def _drop(self, connection: ThreadConnection) -> None:
+        connection.closed = True
+        for sock in (connection.client, connection.server):
+            if sock is not None:
+                with contextlib.suppress(KeyError, ValueError, OSError):
+                    self._selector.unregister(sock)
+                with contextlib.suppress(OSError):
+                    sock.close()
