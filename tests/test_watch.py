@@ -20,7 +20,7 @@ from txetcd import (
     WatchEvent,
 )
 from txetcd.embedded import EtcdProcess, running_cluster
-from txetcd.watch_core import StreamState, _as_keysets, _disjoint_ranges
+from txetcd.watch_core import StreamState, as_keysets, disjoint_ranges
 
 from .faults import ThreadProxy
 
@@ -117,9 +117,9 @@ async def test_put_and_delete_events_are_typed_with_prev_kv(loop: Any, kv: Any) 
 async def test_ranges_and_overlapping_keysets_deliver_each_event_once(loop: Any, kv: Any) -> None:
     keysets = [KeySet(b"r/b", range_end=b"r/d"), KeySet(b"r/c", prefix=True), b"r/x", b"r/b"]
     # Merged server-side: [r/b, r/d) absorbs r/b and the r/c prefix; r/x stays a single key.
-    assert _disjoint_ranges(_as_keysets(keysets), b"") == [
+    assert disjoint_ranges(as_keysets(keysets), b"") == [
         (b"r/b", b"r/d"), (b"r/x", b"")]
-    assert _disjoint_ranges([KeySet(b"a"), KeySet(b"a", range_end=b"\0")], b"ns/") == [
+    assert disjoint_ranges([KeySet(b"a"), KeySet(b"a", range_end=b"\0")], b"ns/") == [
         (b"ns/a", b"ns0")]
     watch = kv.watch(keysets)  # no callback: the async iterator form
     items = consume(kv, watch)

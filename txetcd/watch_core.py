@@ -18,6 +18,7 @@ from .op import _int_arg, as_keyset
 from .types import KeySet, KeyValue, b64, to_int
 
 __all__ = ["EventType", "FILTERS", "PROBE_INTERVAL", "Received", "StreamState", "WatchCanceled",
+           "as_keysets", "disjoint_ranges",
            "WatchCompacted", "WatchEvent", "WatchState"]
 
 Json = dict[str, Any]
@@ -98,7 +99,7 @@ class Range:
         return {"create_request": request}
 
 
-def _as_keysets(keys: Any) -> list[KeySet]:
+def as_keysets(keys: Any) -> list[KeySet]:
     if isinstance(keys, (bytes, KeySet)):
         return [as_keyset(keys)]
     if isinstance(keys, (list, tuple)):
@@ -108,7 +109,7 @@ def _as_keysets(keys: Any) -> list[KeySet]:
     raise TypeError(f"keys must be bytes, a KeySet or a list of them, not {type(keys).__name__}")
 
 
-def _disjoint_ranges(keysets: Iterable[KeySet], namespace: bytes) -> list[tuple[bytes, bytes]]:
+def disjoint_ranges(keysets: Iterable[KeySet], namespace: bytes) -> list[tuple[bytes, bytes]]:
     """Merge key sets into sorted disjoint ``(key, range_end)`` ranges (``b"\\0"`` = unbounded)."""
     spans = []
     for keyset in keysets:
@@ -260,7 +261,7 @@ class WatchState:
             options["filters"] = names
         start = start_revision or None  # 0 means "now", as in etcd
         self.ranges = [Range(key, end, start) for key, end in
-                       _disjoint_ranges(_as_keysets(keys), namespace)]
+                       disjoint_ranges(as_keysets(keys), namespace)]
         self.options = options
         self.namespace = namespace
         self.probe_interval = probe_interval
