@@ -9,14 +9,19 @@ write to it or wipe it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import Iterator
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 
 from txetcd import Client, KeySet
+from txetcd.asyncio import Client as AsyncioClient
 from txetcd.embedded import EtcdProcess, binary_version, find_etcd
 
 from .wamp import CrossbarNode
@@ -119,51 +124,118 @@ def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untype
             f"tests passed against {etcd_id}: {_passed_by_version[etcd_id]}")
 
 
-# -- PROVISIONAL (aio-recipes): the `loop` fixture of aio-design.md until aio-kv's lands -------
+# -- one test body, two event loops ----------------------------------------------------------
+# A test written as ``async def test_x(loop, kv, ...)`` runs once per loop (ids ``twisted`` and
+# ``asyncio``): on Twisted as pytest-twisted runs ``@inline`` tests (the reactor in its
+# greenlet), on asyncio in a fresh event loop of its own, run to completion from the test (the
+# reactor simply does not run meanwhile). Bodies use only ``loop``'s helpers and the client's
+# awaitables, so they stay loop-neutral. See /work/wt/aio-design.md.
 
-class _TwistedLoop:
-    name = "twisted"
+LOOPS = ["twisted", "asyncio"]
+
+
+class Loop:
+    """What a loop-neutral test needs from its event loop; clients made here close at the end."""
+
+    name: str
+    CancelledError: type[BaseException]
 
     def __init__(self) -> None:
-        self.clients: list[Client] = []
+        self.clients: list[Any] = []
 
-    def client(self, **kwargs: object) -> Client:
-        c = Client(reactor, **kwargs)  # type: ignore[arg-type]
-        self.clients.append(c)
-        return c
+    def client(self, **kwargs: Any) -> Any:
+        client = self._make(**kwargs)
+        self.clients.append(client)
+        return client
+
+    def _make(self, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` to completion on this loop, from synchronous code."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for client in self.clients:
+            self.run(client.close())
+
+
+class _TwistedLoop(Loop):
+    name = "twisted"
+    CancelledError = defer.CancelledError
+
+    def _make(self, **kwargs: Any) -> Client:
+        return Client(reactor, **kwargs)
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        return pytest_twisted.blockon(defer.ensureDeferred(awaitable))
 
     async def sleep(self, seconds: float) -> None:
-        from twisted.internet.task import deferLater
         await deferLater(reactor, seconds, lambda: None)
 
-    async def gather(self, *awaitables: object) -> list[object]:
-        from twisted.internet import defer
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
         return await defer.gatherResults(  # type: ignore[no-any-return]
-            [defer.ensureDeferred(a) for a in awaitables], consumeErrors=True)  # type: ignore[arg-type]
+            [defer.ensureDeferred(a) for a in awaitables], consumeErrors=True)
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await threads.deferToThread(fn, *args)
 
 
-@pytest.fixture(params=["twisted"])
-def loop(request: pytest.FixtureRequest) -> Iterator[_TwistedLoop]:
-    chosen = _TwistedLoop()
-    yield chosen
-    for c in chosen.clients:
-        pytest_twisted.blockon(c.close())
+class _AsyncioLoop(Loop):
+    name = "asyncio"
+    CancelledError = asyncio.CancelledError
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+
+    def _make(self, **kwargs: Any) -> AsyncioClient:
+        return AsyncioClient(loop=self.loop, **kwargs)
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        return self.loop.run_until_complete(awaitable)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
+        return list(await asyncio.gather(*awaitables))
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    def close(self) -> None:
+        try:
+            super().close()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+
+@pytest.fixture(params=LOOPS)
+def loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
+    """The event loop a loop-neutral test runs on (``twisted`` or ``asyncio``)."""
+    chosen: Loop = _TwistedLoop() if request.param == "twisted" else _AsyncioLoop()
+    try:
+        yield chosen
+    finally:
+        chosen.close()
 
 
 @pytest.fixture
-def kv(loop: _TwistedLoop, etcd: EtcdProcess) -> Client:
-    c = loop.client(url=etcd.url)
-    wipe(c)
-    return c
+def kv(loop: Loop, etcd: EtcdProcess) -> Any:
+    """A client of the shared server on the test's loop, which starts every test empty."""
+    client = loop.client(url=etcd.url)
+    loop.run(client.delete(KeySet.all()))
+    return client
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    import inspect
-
-    from twisted.internet import defer
-    if "loop" not in pyfuncitem.funcargs or not inspect.iscoroutinefunction(pyfuncitem.obj):
+    """Run ``async def`` tests that take ``loop`` on that loop."""
+    chosen = pyfuncitem.funcargs.get("loop")
+    if not isinstance(chosen, Loop) or not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
     args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    pytest_twisted.blockon(defer.ensureDeferred(pyfuncitem.obj(**args)))
+    chosen.run(pyfuncitem.obj(**args))
     return True

@@ -38,9 +38,16 @@ from txetcd import (
 )
 from txetcd.embedded import EtcdProcess
 
+from .conftest import Loop
 from .faults import TcpProxy
 
 inline = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture
+def client(kv: Client) -> Client:
+    """This module's tests run on both loops: ``client`` is the loop's (see conftest ``kv``)."""
+    return kv
 
 
 async def fill(client: Client, count: int, prefix: bytes = b"k/") -> list[int]:
@@ -56,8 +63,7 @@ async def grant(client: Client, ttl: int = 30) -> int:
     return int(reply["ID"])
 
 
-@inline
-async def test_version_detection(client: Client, etcd: EtcdProcess) -> None:
+async def test_version_detection(loop: Loop, client: Client, etcd: EtcdProcess) -> None:
     version = await client.version()
     assert ".".join(map(str, version)) == etcd.version
     assert client.transport._prefixes[client.transport.endpoint] == "/v3"
@@ -66,8 +72,7 @@ async def test_version_detection(client: Client, etcd: EtcdProcess) -> None:
     assert status.header.revision >= 1 and status.db_size > 0 and status.leader != 0
 
 
-@inline
-async def test_put_get_typed_results(client: Client) -> None:
+async def test_put_get_typed_results(loop: Loop, client: Client) -> None:
     rev = await client.set(b"a", b"1")
     assert isinstance(rev, Revision) and isinstance(rev.revision, int) and rev.previous is None
     rng = await client.get(b"a")
@@ -84,8 +89,7 @@ async def test_put_get_typed_results(client: Client) -> None:
     assert missing.kvs == [] and missing.count == 0 and missing.more is False
 
 
-@inline
-async def test_put_options(client: Client) -> None:
+async def test_put_options(loop: Loop, client: Client) -> None:
     first = await client.set(b"p", b"one")
     second = await client.set(b"p", b"two", return_previous=True)
     assert second.previous is not None and second.previous.value == b"one"
@@ -101,8 +105,7 @@ async def test_put_options(client: Client) -> None:
     assert kv.value == b"four" and kv.lease == lease
 
 
-@inline
-async def test_range_options(client: Client) -> None:
+async def test_range_options(loop: Loop, client: Client) -> None:
     revisions = await fill(client, 10)
     await client.set(b"k/0003", b"zzz")  # k/0003 now has version 2 and the latest mod revision
     everything = KeySet(b"k/", prefix=True)
@@ -143,8 +146,7 @@ async def test_range_options(client: Client) -> None:
     assert [kv.key for kv in tail.kvs] == [b"k/0008", b"k/0009"]
 
 
-@inline
-async def test_scan_pages_through_any_size(client: Client) -> None:
+async def test_scan_pages_through_any_size(loop: Loop, client: Client) -> None:
     await client.txn(success=[OpSet(b"s/%05d" % i, b"x") for i in range(120)])
     for chunk in range(1, 21):
         await client.txn(success=[OpSet(b"s/%05d" % (chunk * 120 + i), b"x") for i in range(120)])
@@ -167,8 +169,7 @@ async def test_scan_pages_through_any_size(client: Client) -> None:
     assert seen_during == expected
 
 
-@inline
-async def test_delete_key_range_prefix(client: Client) -> None:
+async def test_delete_key_range_prefix(loop: Loop, client: Client) -> None:
     await fill(client, 6, b"d/")
     one = await client.delete(b"d/0000", return_previous=True)
     assert isinstance(one, Deleted) and one.deleted == 1 and one.previous[0].value == b"v0"
@@ -181,8 +182,7 @@ async def test_delete_key_range_prefix(client: Client) -> None:
     assert none.deleted == 0
 
 
-@inline
-async def test_prefix_with_trailing_ff(client: Client) -> None:
+async def test_prefix_with_trailing_ff(loop: Loop, client: Client) -> None:
     await client.set(b"ab\xff", b"1")
     await client.set(b"ab\xff\xff\x01", b"2")
     await client.set(b"ac", b"3")
@@ -194,9 +194,8 @@ async def test_prefix_with_trailing_ff(client: Client) -> None:
     assert [kv.key for kv in top.kvs] == [b"\xff\xff"]
 
 
-@inline
-async def test_compaction_and_revision_errors(fresh_etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=fresh_etcd.url)
+async def test_compaction_and_revision_errors(loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    client = loop.client(url=fresh_etcd.url)
     try:
         revisions = await fill(client, 5)
         await client.compact(revisions[3], physical=True)
@@ -211,15 +210,13 @@ async def test_compaction_and_revision_errors(fresh_etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_member_list(client: Client, etcd: EtcdProcess) -> None:
+async def test_member_list(loop: Loop, client: Client, etcd: EtcdProcess) -> None:
     members = await client.member_list()
     assert len(members) == 1 and members[0].client_urls == [etcd.url]
     assert members[0].id != 0 and members[0].name == "default"
 
 
-@inline
-async def test_txn_compare_targets(client: Client) -> None:
+async def test_txn_compare_targets(loop: Loop, client: Client) -> None:
     first = await client.set(b"t", b"v1")
     lease = await grant(client)
     await client.set(b"leased", b"x", lease=lease)
@@ -243,8 +240,7 @@ async def test_txn_compare_targets(client: Client) -> None:
     assert isinstance(result, TxnResult) and result.succeeded is False
 
 
-@inline
-async def test_txn_range_compare_and_nested(client: Client) -> None:
+async def test_txn_range_compare_and_nested(loop: Loop, client: Client) -> None:
     await fill(client, 3, b"r/")
     group = KeySet(b"r/", prefix=True)
     newest = (await client.get(group, sort_order="DESCEND", sort_target="MOD",
@@ -263,8 +259,7 @@ async def test_txn_range_compare_and_nested(client: Client) -> None:
     assert again.succeeded is False
 
 
-@inline
-async def test_txn_limits_checked_before_sending(client: Client) -> None:
+async def test_txn_limits_checked_before_sending(loop: Loop, client: Client) -> None:
     too_many = Transaction(success=[OpSet(b"m/%d" % i, b"x") for i in range(129)])
     with pytest.raises(TooManyOps):
         client.txn(too_many)
@@ -279,10 +274,9 @@ async def test_txn_limits_checked_before_sending(client: Client) -> None:
         client.txn(nested)
 
 
-@inline
-async def test_server_side_limit_errors_are_typed(etcd: EtcdProcess) -> None:
+async def test_server_side_limit_errors_are_typed(loop: Loop, etcd: EtcdProcess) -> None:
     # A client configured with looser limits lets the server reject, which must stay typed.
-    loose = Client(reactor, url=etcd.url, max_txn_ops=10_000, max_request_bytes=64 * 2 ** 20)
+    loose = loop.client(url=etcd.url, max_txn_ops=10_000, max_request_bytes=64 * 2 ** 20)
     try:
         with pytest.raises(TooManyOps):
             await loose.txn(success=[OpSet(b"m/%d" % i, b"x") for i in range(129)])
@@ -296,10 +290,9 @@ async def test_server_side_limit_errors_are_typed(etcd: EtcdProcess) -> None:
         await loose.close()
 
 
-@inline
-async def test_namespace_is_transparent(client: Client, etcd: EtcdProcess) -> None:
-    app = Client(reactor, url=etcd.url, namespace=b"app/")
-    other = Client(reactor, url=etcd.url, namespace=b"other/")
+async def test_namespace_is_transparent(loop: Loop, client: Client, etcd: EtcdProcess) -> None:
+    app = loop.client(url=etcd.url, namespace=b"app/")
+    other = loop.client(url=etcd.url, namespace=b"other/")
     try:
         await app.set(b"a", b"1")
         await app.set(b"b", b"2")
@@ -327,9 +320,9 @@ async def test_namespace_is_transparent(client: Client, etcd: EtcdProcess) -> No
         await other.close()
 
 
-def test_bad_input_raises_before_sending() -> None:
+def test_bad_input_raises_before_sending(loop: Loop) -> None:
     # Port 9 (discard) is never an etcd: if anything were sent, the error would differ.
-    client = Client(reactor, url="http://127.0.0.1:9")
+    client = loop.client(url="http://127.0.0.1:9")
     with pytest.raises(TypeError):
         client.get("text-key")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
@@ -359,16 +352,15 @@ def test_bad_input_raises_before_sending() -> None:
     with pytest.raises(ValueError):
         KeySet(b"a", range_end=b"b", prefix=True)
     with pytest.raises(TypeError):
-        Client(reactor, namespace="app/")  # type: ignore[arg-type]
+        loop.client(namespace="app/")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        Client(reactor, url="etcd:2379")
+        loop.client(url="etcd:2379")
     with pytest.raises(ValueError):
-        Client(reactor, pool_size=0)
+        loop.client(pool_size=0)
 
 
-@inline
-async def test_timeout_default_and_per_call(fresh_etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=fresh_etcd.url, timeout=0.5)
+async def test_timeout_default_and_per_call(loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    client = loop.client(url=fresh_etcd.url, timeout=0.5)
     try:
         await client.set(b"k", b"v")
         fresh_etcd.pause()
@@ -383,14 +375,13 @@ async def test_timeout_default_and_per_call(fresh_etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_pool_size_is_configurable(etcd: EtcdProcess) -> None:
+async def test_pool_size_is_configurable(loop: Loop, etcd: EtcdProcess) -> None:
     # Unbatched: this tests 50 separate requests through 4 connections, one revision each.
-    client = Client(reactor, url=etcd.url, pool_size=4, batching=False)
+    client = loop.client(url=etcd.url, pool_size=4, batching=False)
     try:
-        assert client.driver.pool.maxPersistentPerHost == 4
-        results = await defer.gatherResults(
-            [client.set(b"pool/%d" % i, b"%d" % i) for i in range(50)])
+        assert client.driver.unary.max_idle == 4
+        results = await loop.gather(
+            *[client.set(b"pool/%d" % i, b"%d" % i) for i in range(50)])
         assert len({r.revision for r in results}) == 50
         assert (await client.get(KeySet(b"pool/", prefix=True), count_only=True)).count == 50
     finally:
@@ -427,10 +418,9 @@ async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> 
         await proxy.close()
 
 
-@inline
-async def test_failover_to_next_endpoint(etcd: EtcdProcess) -> None:
+async def test_failover_to_next_endpoint(loop: Loop, etcd: EtcdProcess) -> None:
     dead = "http://127.0.0.1:9"
-    client = Client(reactor, endpoints=[dead, etcd.url])
+    client = loop.client(endpoints=[dead, etcd.url])
     try:
         # Connection refused means nothing was sent, so even a write may go to the next member.
         rev = await client.set(b"fo", b"1")
@@ -464,8 +454,7 @@ async def test_cancel_stops_the_request_and_never_retries(fresh_etcd: EtcdProces
         await proxy.close()
 
 
-@inline
-async def test_scan_prefetch_is_dropped_when_the_consumer_stops(client: Client) -> None:
+async def test_scan_prefetch_is_dropped_when_the_consumer_stops(loop: Loop, client: Client) -> None:
     await client.txn(success=[OpSet(b"early/%03d" % i, b"x") for i in range(50)])
     seen = []
     async for kv in client.scan(KeySet(b"early/", prefix=True), page_size=10):
@@ -473,8 +462,10 @@ async def test_scan_prefetch_is_dropped_when_the_consumer_stops(client: Client) 
         if len(seen) == 3:
             break  # the second page is already on its way; it must be cancelled quietly
     assert seen == [b"early/000", b"early/001", b"early/002"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="limit"):
         [kv async for kv in client.scan(KeySet(b"early/", prefix=True), limit=-1)]
+    with pytest.raises(ValueError, match="page_size must be >= 1"):
+        [kv async for kv in client.scan(KeySet(b"early/", prefix=True), page_size=-1)]
     assert [kv.key async for kv in client.scan(KeySet(b"early/", prefix=True), limit=0)] == []
     assert (await client.get(KeySet(b"early/", prefix=True), count_only=True)).count == 50
 

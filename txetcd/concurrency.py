@@ -30,7 +30,7 @@ from .interface import Env, StreamHandle
 from .lease import Lease
 from .lease_core import check_ttl
 from .op import OpGet
-from .types import Header, KeyValue, Range, _strip, b64, to_int, unb64
+from .types import Header, KeyValue, Range, b64, strip_namespace, to_int, unb64
 
 __all__ = ["Lock", "Election", "Leadership", "LeaderKey", "LeaderObserver", "NotLeader",
            "SessionHost", "DEFAULT_SESSION_TTL"]
@@ -223,7 +223,7 @@ class Lock(_Session):
         ns = self.env.namespace
         reply = await self._blocking_call("lock/lock", {"name": b64(ns + self.name)})
         try:
-            key = _strip(unb64(reply.get("key")), ns)
+            key = strip_namespace(unb64(reply.get("key")), ns)
             # The reply's header may be that of an earlier read; the key's own create revision
             # is the token (the order in which holders queued up).
             op = OpGet(key)
@@ -286,7 +286,7 @@ class Leadership(_Session):
         reply = await self._blocking_call("election/campaign", {
             "name": b64(ns + self.name), "value": b64(self.value)})
         self.leader = LeaderKey.from_json(reply.get("leader", {}))
-        self.key = _strip(self.leader.key, ns)
+        self.key = strip_namespace(self.leader.key, ns)
         self.revision = self.leader.rev
         self.header = Header.from_json(reply.get("header"))
 

@@ -24,11 +24,14 @@ from .errors import (
     UnsupportedServer,
     classify,
 )
+from .op import Op, OpDel, OpSet
+from .types import Header
 
 __all__ = [
     "MAX_TXN_OPS", "MAX_REQUEST_BYTES", "MAX_PAGE_ROWS", "RetryPolicy", "Action", "RETRY",
     "encode", "decode_reply", "in_range", "request_head", "build_request", "api_prefix",
-    "parse_version", "TLSConfig", "LEADER_READS", "REQUIRE_LEADER",
+    "parse_version", "TLSConfig", "LEADER_READS", "REQUIRE_LEADER", "WriteSet", "plan_batches",
+    "batch_request", "batch_results", "Pager",
 ]
 
 Json = dict[str, Any]
@@ -185,3 +188,126 @@ def asks_for_token(error: EtcdError, has_user: bool) -> bool:
     if isinstance(error, InvalidAuthToken):
         return True
     return has_user and isinstance(error, AuthFailed) and _NO_TOKEN in error.message
+
+
+# -- batching ---------------------------------------------------------------------------------
+
+_TXN_OVERHEAD = 16  # bytes of txn framing around the ops, for the request-size estimate
+_OP_OVERHEAD = 4  # the RequestOp wrapper around each op
+
+
+class WriteSet:
+    """The keys a batch writes, to keep out a second write etcd would reject as a duplicate."""
+
+    __slots__ = ("puts", "deletes")
+
+    def __init__(self) -> None:
+        self.puts: set[bytes] = set()
+        self.deletes: list[tuple[bytes, bytes]] = []
+
+    def conflicts(self, op: Op) -> bool:
+        if isinstance(op, OpSet):
+            return op.key in self.puts or any(in_range(op.key, *d) for d in self.deletes)
+        if isinstance(op, OpDel):
+            start, end = op.keys.key, op.keys.range_end
+            return any(in_range(key, start, end) for key in self.puts)
+        return False
+
+    def add(self, op: Op) -> None:
+        if isinstance(op, OpSet):
+            self.puts.add(op.key)
+        elif isinstance(op, OpDel):
+            self.deletes.append((op.keys.key, op.keys.range_end))
+
+
+def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[int]]]:
+    """Cut ``ops`` (in issue order) into waves of batches etcd accepts as one txn each; the
+    result holds indexes into ``ops``.
+
+    A write that etcd would refuse beside an earlier one (the same key put twice, a put inside
+    a deleted range) starts a new wave, sent once the previous wave is answered, so conflicting
+    writes apply in issue order; the batches of one wave (split only by the op and size limits)
+    touch disjoint keys and may go concurrently.
+    """
+    waves: list[list[list[int]]] = []
+    wave: list[list[int]] = []
+    batch: list[int] = []
+    writes = WriteSet()
+    size = _TXN_OVERHEAD
+    for index, op in enumerate(ops):
+        op_size = op.size() + _OP_OVERHEAD
+        conflict = writes.conflicts(op)
+        if batch and (conflict or len(batch) >= max_ops or size + op_size > max_bytes):
+            wave.append(batch)
+            batch, size = [], _TXN_OVERHEAD
+        if conflict:
+            waves.append(wave)
+            wave, writes = [], WriteSet()
+        batch.append(index)
+        writes.add(op)
+        size += op_size
+    if batch:
+        wave.append(batch)
+    if wave:
+        waves.append(wave)
+    return waves
+
+
+def batch_request(ops: list[Op], namespace: bytes) -> Json:
+    """The txn body that runs ``ops`` in order, unconditionally."""
+    return {"success": [{op.request_name: op.request(namespace)} for op in ops]}
+
+
+def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> list[Any]:
+    """Each op's result (or the exception for it) out of a batch txn's answer."""
+    header = Header.from_json(reply.get("header"))  # once, not once per op
+    responses = reply.get("responses", ())
+    results: list[Any] = []
+    for op, response in zip(ops, responses, strict=False):
+        # Each inner response is {"response_put": {...}}; its header is the txn's.
+        inner: Json = next(iter(response.values()), {}) if response else {}
+        try:
+            results.append(op.result({**inner, "header": header}, namespace))
+        except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
+            results.append(exc)
+    results += [EtcdError("etcd answered a batched txn with too few responses")
+                for _ in ops[len(responses):]]
+    return results
+
+
+# -- scans ------------------------------------------------------------------------------------
+
+@dataclass
+class Pager:
+    """Where the next page of a key-ordered scan starts and how many keys it asks for.
+
+    ``[start, end)`` shrinks from the front (or, with ``reverse``, from the back) as pages
+    come in; ``remaining`` counts down a caller's ``limit``; with ``page_bytes`` the pages after
+    the first hold about that many bytes of keys and values (1 to ``MAX_PAGE_ROWS`` keys).
+    """
+
+    start: bytes
+    end: bytes
+    page_size: int
+    reverse: bool = False
+    remaining: int | None = None
+    page_bytes: int | None = None
+
+    def want(self, rows: int) -> int:
+        return rows if self.remaining is None else min(rows, self.remaining)
+
+    def advance(self, kvs: list[Any], more: bool) -> int:
+        """Move past a page of ``kvs``; the keys to ask for next, 0 when the scan is done."""
+        if self.remaining is not None:
+            self.remaining -= len(kvs)
+        if not (more and kvs) or (self.remaining is not None and self.remaining <= 0):
+            return 0
+        if self.reverse:
+            self.end = kvs[-1].key  # range_end is exclusive: ends before it
+        else:
+            self.start = kvs[-1].key + b"\0"
+        rows = self.page_size
+        if self.page_bytes is not None:
+            row = sum(len(kv.key) + len(kv.value) for kv in kvs) // len(kvs)
+            rows = min(max(1, self.page_bytes // max(row, 1)), MAX_PAGE_ROWS)
+        return self.want(rows)

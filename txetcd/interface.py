@@ -77,6 +77,10 @@ class Driver(Protocol):
 
     def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Timer: ...
 
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` on the loop's next turn (after what is ready to run now)."""
+        ...
+
     def spawn(self, coro: Coroutine[Any, Any, T]) -> Awaitable[T]:
         """Run a coroutine on the loop now; the result is cancellable (``.cancel()``)."""
         ...

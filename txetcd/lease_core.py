@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import EtcdError, LeaseExpired, LeaseNotFound, LeaseNotGranted, classify
-from .types import Header, _strip, to_int, unb64
+from .types import Header, strip_namespace, to_int, unb64
 
 __all__ = ["LeaseGrant", "LeaseInfo", "LeaseLost", "LeaseState", "check_ttl", "lease_id_of",
            "grant_request", "parse_grant", "parse_keepalive", "parse_time_to_live",
@@ -103,7 +103,7 @@ def time_to_live_request(lease_id: int, keys: bool) -> Json:
 def parse_time_to_live(reply: Json, namespace: bytes) -> LeaseInfo:
     return LeaseInfo(to_int(reply.get("ID")), to_int(reply.get("TTL")),
                      to_int(reply.get("grantedTTL")), Header.from_json(reply.get("header")),
-                     [_strip(unb64(k), namespace) for k in reply.get("keys", ())])
+                     [strip_namespace(unb64(k), namespace) for k in reply.get("keys", ())])
 
 
 def parse_leases(reply: Json) -> list[int]:

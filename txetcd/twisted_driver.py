@@ -214,6 +214,9 @@ class TwistedDriver:
     def call_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> Any:
         return self.reactor.callLater(seconds, fn, *args)
 
+    def call_soon(self, fn: Callable[[], Any]) -> None:
+        self.reactor.callLater(0, fn)
+
     def spawn(self, coro: Coroutine[Any, Any, T]) -> defer.Deferred[T]:
         return defer.ensureDeferred(coro)
 

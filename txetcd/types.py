@@ -13,7 +13,7 @@ from typing import Any
 
 __all__ = [
     "Header", "KeyValue", "Range", "Revision", "Deleted", "Status", "Member", "TxnResult",
-    "Success", "KeySet", "b64", "unb64", "to_int",
+    "Success", "KeySet", "b64", "unb64", "to_int", "strip_namespace", "prefix_end",
 ]
 
 Json = dict[str, Any]
@@ -32,7 +32,7 @@ def to_int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
-def _strip(key: bytes, namespace: bytes) -> bytes:
+def strip_namespace(key: bytes, namespace: bytes) -> bytes:
     return key[len(namespace):] if namespace and key.startswith(namespace) else key
 
 
@@ -68,7 +68,7 @@ class KeyValue:
     @classmethod
     def from_json(cls, obj: Json, namespace: bytes = b"") -> KeyValue:
         return cls(
-            _strip(unb64(obj.get("key")), namespace), unb64(obj.get("value")),
+            strip_namespace(unb64(obj.get("key")), namespace), unb64(obj.get("value")),
             to_int(obj.get("version")), to_int(obj.get("create_revision")),
             to_int(obj.get("mod_revision")), to_int(obj.get("lease")),
         )
@@ -272,3 +272,6 @@ class KeySet:
 def _require_bytes(name: str, value: object) -> None:
     if not isinstance(value, bytes):
         raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+
+
+_strip = strip_namespace  # the old private name, until lease/watch/concurrency move over

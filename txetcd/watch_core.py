@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import AuthFailed, EtcdError, PermissionDenied, UnsupportedServer, classify
-from .op import _int_arg, as_keyset
+from .op import as_keyset, int_arg
 from .types import KeySet, KeyValue, b64, to_int
 
 __all__ = ["EventType", "FILTERS", "PROBE_INTERVAL", "Received", "StreamState", "WatchCanceled",
@@ -247,7 +247,7 @@ class WatchState:
                  progress_notify: bool = False,
                  probe_interval: float | None = PROBE_INTERVAL) -> None:
         if start_revision is not None:
-            _int_arg("start_revision", start_revision)
+            int_arg("start_revision", start_revision)
         if probe_interval is not None and (isinstance(probe_interval, bool) or not isinstance(
                 probe_interval, (int, float)) or probe_interval <= 0):
             raise ValueError(f"probe_interval must be a positive number or None, not "
