@@ -168,9 +168,12 @@ class Watch:
 
     # -- delivery ------------------------------------------------------------------------------
 
-    def _on_message(self, stream: StreamState, result: dict[str, Any]) -> None:
+    def _on_message(self, stream: StreamState, endpoint: str, result: dict[str, Any]) -> None:
         if self._stopping:
             return  # cancel() ran: nothing more reaches the consumer
+        # Set here, not when the open returns: on asyncio the first messages may be handled
+        # before the opening coroutine resumes.
+        self.endpoint = endpoint
         # Raising here ends the stream (a server-side cancel, a consumer's exception).
         received = stream.receive(result, self._driver.now())
         if received.started:
@@ -270,7 +273,8 @@ class Watch:
     async def _open(self, state: StreamState) -> StreamHandle:
         endpoint = self._transport.endpoint
         opening: Any = self._driver.spawn(self._transport.open_stream(
-            "watch", self.state.requests(), lambda result: self._on_message(state, result),
+            "watch", self.state.requests(),
+            lambda result: self._on_message(state, endpoint, result),
             headers=[REQUIRE_LEADER]))
         deadline = self._transport.timeout or DEFAULT_DEADLINE
         timer = self._driver.call_later(deadline, opening.cancel)
