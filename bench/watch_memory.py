@@ -39,11 +39,12 @@ def rss_mib() -> float:
 
 
 async def write(url: str, count: int) -> None:
-    client = Client(reactor, url=url)
+    # A generous deadline: on a shared, loaded machine a batch may queue for a while.
+    client = Client(reactor, url=url, timeout=60.0)
     value = b"v" * 100
-    for start in range(0, count, 4096):
+    for start in range(0, count, 1024):
         await defer.gatherResults([client.set(PREFIX + b"%03d" % (i % 1000), value)
-                                   for i in range(start, min(start + 4096, count))])
+                                   for i in range(start, min(start + 1024, count))])
     await client.close()
 
 
