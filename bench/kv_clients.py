@@ -104,17 +104,14 @@ def twisted_op(op: str) -> Callable[[Any, int], Any]:
     return lambda c, i: c.get(key(i))
 
 
-# -- asyncio: aetcd ------------------------------------------------------------------------------
+# -- asyncio: aetcd and txetcd.asyncio -----------------------------------------------------------
 
-def run_aetcd(url: str, op: str, inflight: int, seconds: float) -> float:
+def run_asyncio(open_client: Callable[[], Any], op: str, inflight: int, seconds: float) -> float:
+    """``inflight`` asyncio workers on a client with aetcd's (and txetcd's) put/get shape."""
     import asyncio
 
-    import aetcd
-
-    parts = urlsplit(url)
-
     async def main() -> float:
-        async with aetcd.Client(host=parts.hostname, port=parts.port) as client:
+        async with open_client() as client:
             call = client.put if op == "put" else client.get
             args = (lambda i: (key(i), VALUE)) if op == "put" else (lambda i: (key(i),))
             await client.put(key(0), VALUE)  # connect before the clock starts
@@ -132,6 +129,20 @@ def run_aetcd(url: str, op: str, inflight: int, seconds: float) -> float:
             return meter.rate()
 
     return asyncio.run(main())
+
+
+def run_aetcd(url: str, op: str, inflight: int, seconds: float) -> float:
+    import aetcd
+
+    parts = urlsplit(url)
+    return run_asyncio(lambda: aetcd.Client(host=parts.hostname, port=parts.port), op, inflight,
+                       seconds)
+
+
+def run_txetcd_asyncio(url: str, op: str, inflight: int, seconds: float) -> float:
+    from txetcd.asyncio import Client
+
+    return run_asyncio(lambda: Client(url), op, inflight, seconds)
 
 
 # -- blocking clients in threads: python-etcd3 (gRPC) and etcd3gw (requests) --------------------
@@ -169,6 +180,8 @@ def measure(name: str, url: str, op: str, inflight: int, seconds: float) -> floa
         return run_twisted(twisted_op(op), txaioetcd_client(url), inflight, seconds)
     if name == "aetcd":
         return run_aetcd(url, op, inflight, seconds)
+    if name == "txetcd-asyncio":
+        return run_txetcd_asyncio(url, op, inflight, seconds)
     if name == "python-etcd3":
         import etcd3
         return run_threads(etcd3.client(host=parts.hostname, port=parts.port), op, inflight,

@@ -32,7 +32,8 @@ PEERS = {
     "etcd3gw": ["etcd3gw"],
     "txaioetcd": ["txaioetcd==18.10.2"],
 }
-CLIENTS = ["txetcd", "aetcd", "python-etcd3", "etcd3gw", "txaioetcd", "txetcd-unbatched"]
+CLIENTS = ["txetcd", "txetcd-asyncio", "aetcd", "python-etcd3", "etcd3gw", "txaioetcd",
+           "txetcd-unbatched"]
 CASES = [("put", 32), ("get", 32), ("put", 1), ("get", 1)]
 
 
@@ -97,11 +98,12 @@ def kv_table(medians: dict, clients: list[str]) -> str:
     for client in clients:
         cells = [f"{medians[(client, op, n)]:,.0f}/s" for op, n in CASES]
         lines.append(f"| {client} | " + " | ".join(cells) + " |")
-    for peer in ("aetcd", "txaioetcd"):
-        if peer in clients:
-            cells = [f"{medians[('txetcd', op, n)] / medians[(peer, op, n)]:.2f}x"
+    ratios = [("txetcd", "aetcd"), ("txetcd-asyncio", "aetcd"), ("txetcd", "txaioetcd")]
+    for ours, peer in ratios:
+        if ours in clients and peer in clients:
+            cells = [f"{medians[(ours, op, n)] / medians[(peer, op, n)]:.2f}x"
                      for op, n in CASES]
-            lines.append(f"| txetcd / {peer} | " + " | ".join(cells) + " |")
+            lines.append(f"| {ours} / {peer} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -159,6 +159,16 @@ class Loop:
         for client in self.clients:
             self.run(client.close())
 
+    async def settle(self, *awaitables: Awaitable[Any]) -> list[tuple[bool, Any]]:
+        """Wait for all: ``(True, result)`` or ``(False, exception)`` each, in order."""
+        outcomes = []
+        for awaitable in awaitables:  # all run already: awaiting in order waits for all
+            try:
+                outcomes.append((True, await awaitable))
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                outcomes.append((False, exc))
+        return outcomes
+
 
 class _TwistedLoop(Loop):
     name = "twisted"
@@ -179,6 +189,13 @@ class _TwistedLoop(Loop):
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await threads.deferToThread(fn, *args)
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        return await defer.ensureDeferred(awaitable).addTimeout(seconds, reactor)
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        """Start it now; the result can be cancelled (a Deferred)."""
+        return defer.ensureDeferred(awaitable)
 
 
 class _AsyncioLoop(Loop):
@@ -203,6 +220,13 @@ class _AsyncioLoop(Loop):
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.to_thread(fn, *args)
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        return await asyncio.wait_for(awaitable, seconds)
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        """Start it now; the result can be cancelled (a Task)."""
+        return asyncio.ensure_future(awaitable, loop=self.loop)
 
     def close(self) -> None:
         try:

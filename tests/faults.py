@@ -116,12 +116,15 @@ class ThreadProxy:
     while asyncio runs a test (the reactor is not running then) as well as under Twisted.
 
     ``refuse`` resets new connections, ``cut_all()`` resets the open ones, ``connections`` lists
-    them with the request lines their client sent.
+    them with the request lines their client sent. ``cut_responses`` lets requests reach etcd
+    but resets the connection instead of passing its answer on; ``requests`` counts the POSTs.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.refuse = False
+        self.cut_responses = False
+        self.requests = 0
         self.connections: list[ThreadConnection] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._selector = selectors.DefaultSelector()
@@ -179,8 +182,15 @@ class ThreadProxy:
             data = sock.recv(65536)
         except OSError:
             data = b""
-        if data and from_client and data.startswith((b"POST ", b"GET ")):
-            connection.request_lines.append(data.split(b"\r\n", 1)[0])
+        if data and from_client:
+            self.requests += data.count(b"POST ")
+            if data.startswith((b"POST ", b"GET ")):
+                connection.request_lines.append(data.split(b"\r\n", 1)[0])
+        elif data and self.cut_responses:
+            # The request reached etcd, but its answer never reaches the client.
+            connection.cut()
+            self._drop(connection)
+            return
         other = connection.server if from_client else connection.client
         if data and other is not None:
             with contextlib.suppress(OSError):

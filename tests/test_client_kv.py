@@ -5,9 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 
 from txetcd import (
     Client,
@@ -39,9 +36,7 @@ from txetcd import (
 from txetcd.embedded import EtcdProcess
 
 from .conftest import Loop
-from .faults import TcpProxy
-
-inline = pytest_twisted.ensureDeferred
+from .faults import ThreadProxy
 
 
 @pytest.fixture
@@ -389,10 +384,9 @@ async def test_pool_size_is_configurable(loop: Loop, etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url)
+async def test_write_with_unknown_outcome_is_never_resent(loop: Loop, etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url)
     try:
         await client.delete(KeySet(b"once/", prefix=True))
         proxy.cut_responses = True
@@ -402,7 +396,7 @@ async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> 
         assert lost.value.outcome_unknown is True
         assert proxy.requests - before == 1  # sent once, never again
         # It was in fact applied: that is exactly why it must not be resent.
-        direct = Client(reactor, url=etcd.url)
+        direct = loop.client(url=etcd.url)
         assert (await direct.get(b"once/k")).kvs[0].value == b"applied?"
         await direct.close()
         # A read in the same situation is retried (and then fails: every answer is cut).
@@ -415,7 +409,7 @@ async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> 
         assert (await client.get(b"once/k")).kvs[0].value == b"applied?"
     finally:
         await client.close()
-        await proxy.close()
+        proxy.close()
 
 
 async def test_failover_to_next_endpoint(loop: Loop, etcd: EtcdProcess) -> None:
@@ -432,26 +426,26 @@ async def test_failover_to_next_endpoint(loop: Loop, etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_cancel_stops_the_request_and_never_retries(fresh_etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", fresh_etcd.client_port)
-    client = Client(reactor, url=proxy.url)
+async def test_cancel_stops_the_request_and_never_retries(
+        loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", fresh_etcd.client_port)
+    client = loop.client(url=proxy.url)
     try:
         await client.version()
         fresh_etcd.pause()  # the request hangs at the server, as a slow one would
         before = proxy.requests
         request = client.get(b"k")
-        await deferLater(reactor, 0.2, lambda: None)
+        await loop.sleep(0.2)
         request.cancel()
-        with pytest.raises(defer.CancelledError):
+        with pytest.raises(loop.CancelledError):
             await request
-        await deferLater(reactor, 0.5, lambda: None)
+        await loop.sleep(0.5)
         # Cancelling closed the connection; it was not mistaken for a failure worth a retry.
         assert proxy.requests - before == 1
     finally:
         fresh_etcd.resume()
         await client.close()
-        await proxy.close()
+        proxy.close()
 
 
 async def test_scan_prefetch_is_dropped_when_the_consumer_stops(loop: Loop, client: Client) -> None:
@@ -470,11 +464,10 @@ async def test_scan_prefetch_is_dropped_when_the_consumer_stops(loop: Loop, clie
     assert (await client.get(KeySet(b"early/", prefix=True), count_only=True)).count == 50
 
 
-@inline
-async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
+async def test_scan_sizes_pages_by_bytes(loop: Loop, etcd: EtcdProcess) -> None:
     """With ``page_bytes``, small rows go in big pages and big rows in small ones."""
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url, batching=False)
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url, batching=False)
     try:
         await client.delete(KeySet(b"pb/", prefix=True))
         small = [(b"pb/s/%05d" % i, b"v") for i in range(3000)]
@@ -499,4 +492,4 @@ async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
             await scan(b"pb/", page_bytes=0)
     finally:
         await client.close()
-        await proxy.close()
+        proxy.close()

@@ -49,8 +49,7 @@ def describe(exc: BaseException) -> str:
             return (f"TLS handshake failed: {reason} (check ca= for the server's CA, "
                     "and cert= and key= if the server requires client certificates)")
         cause = cause.__cause__
-    causes = [exc] + ([exc.__cause__] if exc.__cause__ else [])
-    return "; ".join(f"{c.__class__.__name__}: {c}" for c in causes)
+    return f"{exc.__class__.__name__}: {exc}"  # ours name their cause in the message
 
 
 class _Connection(asyncio.Protocol):
@@ -119,6 +118,7 @@ class _Connection(asyncio.Protocol):
         # A duplicate of the socket to peek at (asyncio's wrapper has no recv); closed with it.
         self._peek = raw.dup() if raw is not None else None
         self._host.pool.live.add(self)
+        self._host.pool.opened += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -246,6 +246,7 @@ class HTTPPool:
         self._hosts: dict[str, _Host] = {}
         self.live: set[asyncio.BaseProtocol] = set()
         self.closing = False
+        self.opened = 0  # unary connections made so far (monitoring, tests)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:

@@ -43,6 +43,21 @@ class _Timer:
         self._handle.cancel()
 
 
+class _Future(asyncio.Future[Any]):
+    """A future that runs ``on_cancel`` at once when cancelled (not a turn later), so that a
+    batched call cancelled before its batch leaves is not sent."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_cancel: Callable[[], None]) -> None:
+        super().__init__(loop=loop)
+        self._on_cancel = on_cancel
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._on_cancel()
+        return True
+
+
 class AsyncioStream:
     """One open streaming response. ``done`` (a Future) gets None when the server closes
     cleanly (or after ``cancel()``), and a typed error otherwise."""
@@ -149,10 +164,9 @@ class AsyncioDriver:
         return self.loop.create_task(coro)
 
     def future(self, on_cancel: Callable[[], None] | None = None) -> asyncio.Future[Any]:
-        future = self.loop.create_future()
-        if on_cancel is not None:
-            future.add_done_callback(lambda f: on_cancel() if f.cancelled() else None)
-        return future
+        if on_cancel is None:
+            return self.loop.create_future()
+        return _Future(self.loop, on_cancel)
 
     @staticmethod
     def resolve(future: asyncio.Future[Any], value: Any) -> None:

@@ -122,6 +122,7 @@ class _Connection(Protocol):
         self._transport = self.transport
         self._socket = _socket_of(self.transport)
         self._host.pool._live.add(self)
+        self._host.pool.opened += 1
         if not self._host.tls:
             self._became_ready()
 
@@ -282,6 +283,7 @@ class HTTPPool:
         self._live: set[_Connection] = set()
         self._connecting: set[defer.Deferred[Any]] = set()
         self._closing: list[defer.Deferred[None]] = []
+        self.opened = 0  # connections made so far (monitoring, tests)
 
     @property
     def connections(self) -> int:
