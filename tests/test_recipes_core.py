@@ -7,12 +7,13 @@ from typing import Any
 
 import pytest
 
-from txetcd.concurrency import LeaderKey, leader_of, lock_key_of
+from txetcd.concurrency import LeaderKey, LockState, leader_of, lock_key_of
 from txetcd.errors import (
     KeyNotFound,
     LeaseExpired,
     LeaseNotFound,
     LeaseNotGranted,
+    LockNotHeld,
     PermissionDenied,
     Unavailable,
 )
@@ -183,3 +184,25 @@ def test_leader_answers() -> None:
     assert leader_of({"kv": kv(b"ns/e/1", 4, b"me")}, b"ns/").key == b"e/1"
     with pytest.raises(KeyNotFound):
         leader_of({"header": {}}, b"")
+
+
+def test_lock_state_from_not_held_to_held_to_released_or_lost() -> None:
+    state = LockState(b"res")
+    state.check_usable()
+    for use in ("key", "release()"):
+        with pytest.raises(LockNotHeld, match="before it is held"):
+            state.check_held(use)
+    with pytest.raises(LeaseExpired):  # the key vanished between lock and read-back
+        state.held(b"res/1", Range([], Header(), 0), 0x9)
+    state.held(b"res/1", Range([KeyValue(b"res/1", b"", 1, 8, 8, lease=0x9)], Header(), 1), 0x9)
+    assert (state.key, state.fencing_token) == (b"res/1", 8) and "held" in repr(state)
+    state.release()
+    with pytest.raises(LockNotHeld, match="released already"):
+        state.release()
+    with pytest.raises(LockNotHeld, match="was released"):
+        state.check_usable()  # a released lock is not acquired again
+    assert state.key == b"res/1"  # still readable: a fenced write with it is refused by etcd
+    lost = LockState(b"res")
+    assert lost.lose(LeaseExpired("gone")) and not lost.lose(LeaseExpired("again"))
+    with pytest.raises(RuntimeError, match="was lost"):
+        lost.check_usable()

@@ -32,8 +32,8 @@ from .lease_core import check_ttl
 from .op import OpGet
 from .types import Header, KeyValue, Range, b64, strip_namespace, to_int, unb64
 
-__all__ = ["Lock", "Election", "Leadership", "LeaderKey", "LeaderObserver", "NotLeader",
-           "SessionHost", "DEFAULT_SESSION_TTL"]
+__all__ = ["Lock", "LockState", "Election", "Leadership", "LeaderKey", "LeaderObserver",
+           "NotLeader", "SessionHost", "DEFAULT_SESSION_TTL"]
 
 Json = dict[str, Any]
 
@@ -100,6 +100,54 @@ def leader_of(reply: Json, namespace: bytes) -> KeyValue:
     return KeyValue.from_json(reply["kv"], namespace)
 
 
+class LockState:
+    """A lock's life without I/O: not held, then held (key and fencing token), then released or
+    lost (its session lease died). The key and token stay readable after a loss or a release:
+    a fenced write with them reaches etcd and is refused there, which is what they are for."""
+
+    def __init__(self, name: bytes) -> None:
+        self.name = name
+        self.key = b""
+        self.fencing_token = 0
+        self.released = False
+        self.lost_reason: EtcdError | None = None
+
+    def __repr__(self) -> str:
+        state = (f"lost as {self.key!r}" if self.lost_reason else "released" if self.released
+                 else f"held as {self.key!r}" if self.key else "not held")
+        return f"<Lock {self.name!r} {state}>"
+
+    def check_usable(self) -> None:
+        """Raise if the lock cannot be acquired (again)."""
+        if self.lost_reason is not None:
+            raise RuntimeError(f"{self!r} was lost; create a new one")
+        if self.released:
+            raise LockNotHeld(f"{self!r} was released; acquire a new lock")
+
+    def check_held(self, use: str) -> None:
+        if not self.key:
+            raise LockNotHeld(f"{self!r}: {use} before it is held; `lock = await "
+                              "Lock(client, name)` (or `yield lock.acquire()`) first")
+
+    def held(self, key: bytes, found: Range, lease_id: int) -> None:
+        """The lock service granted ``key``; ``found`` is the key read back right after."""
+        self.key, self.fencing_token = key, lock_key_of(found, key, lease_id).create_revision
+
+    def release(self) -> None:
+        """Mark released; raises ``LockNotHeld`` if never held or released already."""
+        self.check_held("release()")
+        if self.released:
+            raise LockNotHeld(f"{self!r}: released already; acquire a new lock")
+        self.released = True
+
+    def lose(self, reason: EtcdError) -> bool:
+        """The session lease died; True the first time."""
+        if self.lost_reason is not None:
+            return False
+        self.lost_reason = reason
+        return True
+
+
 class _Session(Acquirable):
     """What a lock and a leadership share: a session lease, a blocking request made with it,
     the ``lost`` signal and the clean-up when the request fails or is cancelled."""
@@ -117,7 +165,11 @@ class _Session(Acquirable):
         self.lease: Lease | None = None
         self.header = Header()
         self.lost: Any = self.env.driver.future()
-        self.lost_reason: EtcdError | None = None
+        self.state = LockState(self.name)
+
+    @property
+    def lost_reason(self) -> EtcdError | None:
+        return self.state.lost_reason
 
     @property
     def alive(self) -> bool:
@@ -127,8 +179,7 @@ class _Session(Acquirable):
                 and self.lease.alive)
 
     def _check_usable(self) -> None:
-        if self.lost_reason is not None:
-            raise RuntimeError(f"{self!r} was lost; create a new one")
+        self.state.check_usable()
 
     async def _call(self, path: str, body: Json, timeout: float | None = None) -> Json:
         return await self.env.transport.call(path, body, idempotent=True, timeout=timeout)
@@ -158,8 +209,7 @@ class _Session(Acquirable):
         return reply
 
     def _lease_lost(self, reason: EtcdError) -> None:
-        if self.lease is not None and self.lost_reason is None:
-            self.lost_reason = reason
+        if self.lease is not None and self.state.lose(reason):
             self.env.driver.resolve(self.lost, reason)
 
     async def _end(self) -> None:
@@ -187,37 +237,21 @@ class Lock(_Session):
     def __init__(self, client: SessionHost, name: bytes, ttl: int = DEFAULT_SESSION_TTL, *,
                  timeout: float | None = None) -> None:
         super().__init__(client, name, ttl, timeout)
-        self._key = b""
-        self._fencing_token = 0
-        self._released = False
 
     def __repr__(self) -> str:
-        state = f"held as {self._key!r}" if self._held else "not held"
-        return f"<Lock {self.name!r} {state}>"
-
-    def _check_held(self, use: str) -> None:
-        # Once held, the key and token stay readable (after a loss or a release too): a fenced
-        # write with them reaches etcd and is refused there, which is what a fencing token is for.
-        if not self._key:
-            raise LockNotHeld(f"{self!r}: {use} before it is held; `lock = await "
-                              "Lock(client, name)` (or `yield lock.acquire()`) first")
-
-    def _check_usable(self) -> None:
-        super()._check_usable()
-        if self._released:
-            raise LockNotHeld(f"{self!r} was released; acquire a new lock")
+        return repr(self.state)
 
     @property
     def key(self) -> bytes:
         """The holder's lock key (namespace stripped); raises ``LockNotHeld`` if not held."""
-        self._check_held("key")
-        return self._key
+        self.state.check_held("key")
+        return self.state.key
 
     @property
     def fencing_token(self) -> int:
         """The lock key's create revision; raises ``LockNotHeld`` if not held."""
-        self._check_held("fencing_token")
-        return self._fencing_token
+        self.state.check_held("fencing_token")
+        return self.state.fencing_token
 
     async def _acquire(self) -> None:
         ns = self.env.namespace
@@ -228,8 +262,8 @@ class Lock(_Session):
             # is the token (the order in which holders queued up).
             op = OpGet(key)
             found = op.result(await self._call(op.path, op.request(ns)), ns)
-            kv = lock_key_of(found, key, self.lease.lease_id if self.lease else 0)
-            self._key, self._fencing_token, self.header = key, kv.create_revision, found.header
+            self.state.held(key, found, self.lease.lease_id if self.lease else 0)
+            self.header = found.header
         except BaseException:
             await self._end()
             raise
@@ -245,19 +279,16 @@ class Lock(_Session):
     unlock = release
 
     async def _unlock(self) -> None:
-        self._check_held("release()")
-        if self._released:
-            raise LockNotHeld(f"{self!r}: released already; acquire a new lock")
-        self._released = True
+        self.state.release()
         if self.lease is None:
             return
         try:
-            await self._call("lock/unlock", {"key": b64(self.env.namespace + self._key)})
+            await self._call("lock/unlock", {"key": b64(self.env.namespace + self.state.key)})
         finally:
             await self._end()
 
     async def _release(self) -> None:
-        if not self._released:
+        if not self.state.released:
             await self._unlock()
 
 
