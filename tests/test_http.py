@@ -20,7 +20,7 @@ from twisted.internet import reactor
 from twisted.internet.error import ConnectError
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from txetcd import Client, KeySet, OpSet, Timeout, aio_http
+from txetcd import Client, EtcdError, KeySet, OpSet, Timeout, aio_http
 from txetcd.core import build_request, request_head
 from txetcd.embedded import EtcdProcess, free_port
 from txetcd.http import HTTPPool, ResponseFailed, TLSHandshakeFailed
@@ -389,3 +389,37 @@ async def test_close_aborts_a_busy_connection(loop: Loop, kit: Kit, scripted: Sc
     with pytest.raises(kit.lost):
         await request
     assert pool.connections == 0
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+async def test_a_stream_delivers_messages_and_ends_on_cancel(loop: Loop, kv: Client) -> None:
+    """The transport's streams (watch, observe) on either driver: messages as they come, a
+    clean end on cancel, a typed error when the server refuses before answering."""
+    messages: list[dict[str, Any]] = []
+    stream = await kv.transport.open_stream(
+        "watch", {"create_request": {"key": b64(b"st/k")}}, messages.append)
+    await kv.set(b"st/k", b"1")
+    for _ in range(200):
+        if any(m.get("events") for m in messages):
+            break
+        await loop.sleep(0.02)
+    events = [e for m in messages for e in m.get("events", ())]
+    assert [base64.b64decode(e["kv"]["value"]) for e in events] == [b"1"]
+    stream.cancel()
+    assert await stream.done is None
+
+    def broken(message: dict[str, Any]) -> None:
+        if message.get("events"):
+            raise RuntimeError("consumer bug")
+
+    # A consumer that raises ends its stream, and done raises that very error.
+    failing = await kv.transport.open_stream(
+        "watch", {"create_request": {"key": b64(b"st/k")}}, broken)
+    await loop.sleep(0.1)
+    await kv.set(b"st/k", b"2")
+    with pytest.raises(RuntimeError, match="consumer bug"):
+        await loop.wait_for(failing.done, 10)
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - the type is the assertion below
+        await kv.transport.open_stream("no/such/stream", {}, messages.append)
+    assert isinstance(refused.value, EtcdError) and refused.value.status == 404

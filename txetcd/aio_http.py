@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .core import quiet
 from .interface import NotSent, Response, ResponseLost
 
 __all__ = ["HTTPPool", "StreamConnection", "NotSent", "ResponseLost"]
@@ -83,17 +84,10 @@ class _Connection(asyncio.Protocol):
         syscall) finds an EOF the loop has not read yet (the server restarted meanwhile)."""
         if self.closed:
             return False
-        if self._peek is not None:
-            try:
-                self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return True
-            except OSError:
-                pass
-            # EOF, a reset, or bytes nobody asked for: not a connection to send on.
-            self.abort()
-            return False
-        return True
+        if self._peek is None or quiet(self._peek):
+            return True
+        self.abort()
+        return False
 
     def abort(self) -> None:
         self.closed = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import random
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,8 @@ MAX_PAGE_ROWS = 10_000  # the most keys a scan asks for at once
 # election on their member rather than fail with an unknown outcome.
 REQUIRE_LEADER = (b"Grpc-Metadata-hasleader", b"true")
 LEADER_READS = frozenset({"kv/range", "lease/timetolive", "lease/leases"})
+
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
 
 # etcd's answer to requests without a token once auth is on (e.g. enabled after we connected).
 _NO_TOKEN = "user name is empty"
@@ -114,6 +117,22 @@ class TLSConfig:
     ca: str | None = None
     cert: str | None = None
     key: str | None = None
+
+
+def quiet(sock: Any) -> bool:
+    """Whether an idle keep-alive connection's socket can carry a request: nothing to read.
+
+    A server that closed it (e.g. it restarted) may have done so while the loop was busy: its
+    EOF is then still unread, and a request written into it would fail with an unknown outcome.
+    One non-blocking peek (a cheap syscall, the only I/O here) finds EOF, a reset, or bytes
+    nobody asked for."""
+    try:
+        sock.recv(1, _PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 # -- keys -------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from .core import build_request, request_head
+from .core import build_request, quiet, request_head
 
 __all__ = ["HTTPPool", "TLSHandshakeFailed", "ResponseFailed", "request_head", "build_request"]
 
@@ -94,17 +94,10 @@ class _Connection(Protocol):
         socket (one cheap syscall) drops such connections first."""
         if self.closed:
             return False
-        if self._socket is not None:
-            try:
-                self._socket.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return True
-            except OSError:
-                pass
-            # EOF, a reset, or bytes nobody asked for: not a connection to send on.
-            self._abort()
-            return False
-        return True
+        if self._socket is None or quiet(self._socket):
+            return True
+        self._abort()
+        return False
 
     def _abort(self) -> None:
         self.closed = True
