@@ -13,7 +13,9 @@ from bench.watch_soak import FAST_ELECTION, restart, soak
 from txetcd import (
     EventType,
     KeySet,
+    Lock,
     OpSet,
+    PermissionDenied,
     Transaction,
     Watch,
     WatchCompacted,
@@ -23,6 +25,14 @@ from txetcd.embedded import EtcdProcess, running_cluster
 from txetcd.watch_core import StreamState, as_keysets, disjoint_ranges
 
 from .faults import ThreadProxy
+from .test_auth_tls import (  # noqa: F401 - auth_etcd: the fixture
+    APP_PASSWORD,
+    APP_USER,
+    ROOT,
+    ROOT_PASSWORD,
+    TOKEN_TTL,
+    auth_etcd,
+)
 
 Item = WatchEvent | WatchCompacted
 
@@ -464,3 +474,38 @@ async def test_watch_resumes_on_another_member_when_its_member_dies(
     assert result.ok, result.summary()
     assert result.delivered == result.committed
     assert len(set(used)) >= 2  # it really moved from member to member
+
+
+async def test_watch_lease_and_lock_under_auth_with_expiring_tokens(
+        loop: Any, auth_etcd: EtcdProcess) -> None:  # noqa: F811 - the imported fixture
+    """A user's watch reopens with a fresh token after its token expired (a stream checks the
+    token only when it opens); its lease stays alive and its lock works; a watch outside its
+    permissions ends with ``PermissionDenied`` instead of retrying forever."""
+    proxy = ThreadProxy("127.0.0.1", auth_etcd.client_port)
+    try:
+        app = loop.client(url=proxy.url, user=APP_USER, password=APP_PASSWORD)
+        writer = loop.client(url=auth_etcd.url, user=ROOT, password=ROOT_PASSWORD)
+        items: list[Item] = []
+        watch = app.watch(KeySet(b"app/w/", prefix=True), items.append)
+        await watch.when_started()
+        await writer.set(b"app/w/1", b"v")
+        await take(loop, items, 1)
+        signed_in = app.transport.authentications
+        await loop.sleep(TOKEN_TTL * 2.5)  # nothing uses the app's token: it expires
+        proxy.cut_all()  # the stream reopens, and needs a fresh token for that
+        await writer.set(b"app/w/2", b"v")
+        await take(loop, items, 2)
+        assert watch.reconnects >= 1 and app.transport.authentications > signed_in
+        async with app.lease(2) as lease, Lock(app, b"app/lock", ttl=5) as lock:
+            await app.set(b"app/w/3", b"%d" % lock.fencing_token, lease=lease)
+            await loop.sleep(TOKEN_TTL * 2.5)
+            assert lease.alive
+        await take(loop, items, 4)  # the put, and the delete when the lease was revoked
+        assert [i.key for i in items] == [b"app/w/1", b"app/w/2", b"app/w/3", b"app/w/3"]  # type: ignore[union-attr]
+        denied = app.watch(b"elsewhere")
+        with pytest.raises(PermissionDenied):
+            await denied.done
+        watch.cancel()
+        await watch.done
+    finally:
+        proxy.close()
