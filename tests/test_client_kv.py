@@ -359,6 +359,7 @@ async def test_timeout_default_and_per_call(loop: Loop, fresh_etcd: EtcdProcess)
     try:
         await client.set(b"k", b"v")
         fresh_etcd.pause()
+        await loop.sleep(0.1)  # SIGSTOP takes a moment to stop all of etcd's threads
         with pytest.raises(Timeout) as read_timeout:
             await client.get(b"k")
         assert read_timeout.value.outcome_unknown is False
