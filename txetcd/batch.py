@@ -98,20 +98,28 @@ class Batcher:
 
     def _flush_group(self, timeout: float | None, calls: list[_Call]) -> None:
         calls = [c for c in calls if not c.cancelled]
-        plan = plan_batches([c.op for c in calls], self.max_txn_ops, self.max_request_bytes)
-        waves = [[[calls[i] for i in batch] for batch in wave] for wave in plan]
+        if not calls:
+            return
         # A write that conflicts with one sent earlier in this turn (an eager flush, another
         # timeout's group) waits for it, so that conflicting writes still apply in issue order.
         earlier = [done for writes, done in self._turn
                    if any(writes.conflicts(c.op) for c in calls)]
-        if len(waves) == 1 and not earlier:
-            done = self.driver.gather([self._send(batch, timeout) for batch in waves[0]])
+        if len(calls) == 1 and not earlier:  # a lone op (one in flight): nothing to plan
+            done = self._send(calls, timeout)
         else:
-            done = self.driver.spawn(self._send_waves(waves, timeout, earlier))
+            done = self._send_planned(calls, timeout, earlier)
         writes = WriteSet()
         for call in calls:
             writes.add(call.op)
         self._turn.append((writes, done))
+
+    def _send_planned(self, calls: list[_Call], timeout: float | None,
+                      earlier: list[Awaitable[Any]]) -> Awaitable[Any]:
+        plan = plan_batches([c.op for c in calls], self.max_txn_ops, self.max_request_bytes)
+        waves = [[[calls[i] for i in batch] for batch in wave] for wave in plan]
+        if len(waves) == 1 and not earlier:
+            return self.driver.gather([self._send(batch, timeout) for batch in waves[0]])
+        return self.driver.spawn(self._send_waves(waves, timeout, earlier))
 
     async def _send_waves(self, waves: list[list[list[_Call]]], timeout: float | None,
                           earlier: list[Awaitable[Any]]) -> None:
