@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from component.publisher import Position, election_name, position_key
-from txetcd import Client, KeyNotFound
+from txetcd import Client, Election, KeyNotFound
 from txetcd.embedded import EtcdProcess, stop_group
 
 from .wamp import CrossbarNode, connect
@@ -250,7 +250,7 @@ class Deployment:
         self.node.start()
         self.instances = [self.node.start_component() for _ in range(instances)]
         self.client = client
-        self.election = client.election(election_name("etcd", "settings"))
+        self.election = Election(client, election_name("etcd", "settings"))
         self.seen = Recorder()
         self.committed: list[int] = []
         self.reader: Any = None

@@ -24,7 +24,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from component.config import ConfigError, parse_settings
 from component.limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS, payload_size
 from component.publisher import election_name, position_key
-from txetcd import Client, KeyNotFound, KeySet, OpSet
+from txetcd import Client, Election, KeyNotFound, KeySet, OpSet
 from txetcd.embedded import EtcdProcess
 
 from .test_component_events import backend_session, eventually
@@ -281,7 +281,7 @@ async def test_subscription_churn_neither_aborts_nor_leaves_a_publisher(
 
     # Nobody subscribes any more: no publisher campaigns, and no position is (re)written.
     for table in ("settings", "users"):
-        election = etcd_direct.election(election_name("etcd", table))
+        election = Election(etcd_direct, election_name("etcd", table))
 
         async def unwatched(election: Any = election, table: str = table) -> bool:
             try:

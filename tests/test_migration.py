@@ -81,7 +81,7 @@ async def test_yielded_lease_is_granted_and_yielded_lock_is_held(client: Client)
     def txaioetcd_style() -> Generator[Any, Any, Any]:
         lease = yield client.lease(5)
         yield client.set(b"leased", b"v", lease=lease)
-        lock = yield client.lock(b"res", ttl=5)
+        lock = yield Lock(client, b"res", ttl=5).acquire()
         return lease, lock
 
     lease, lock = await txaioetcd_style()
@@ -134,7 +134,7 @@ async def test_lock_not_held_says_so(client: Client) -> None:
             result = use()
             if isinstance(result, defer.Deferred):
                 await result
-    held = await client.lock(b"res", ttl=5)
+    held = await Lock(client, b"res", ttl=5)
     await held.release()
     with pytest.raises(LockNotHeld, match="released already"):
         await held.release()

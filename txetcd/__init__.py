@@ -91,7 +91,8 @@ __all__ = [
 ]
 
 from .concurrency import Election, LeaderKey, LeaderObserver, Leadership, Lock, NotLeader
-from .lease import Acquiring, Lease, LeaseGrant, LeaseInfo, LeaseLost
+from .deferreds import Acquiring
+from .lease import Lease, LeaseGrant, LeaseInfo, LeaseLost
 
 __all__ += ["Election", "Lock", "Lease", "LeaseLost"]
 
