@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -85,17 +86,10 @@ def txetcd_client(url: str, batching: bool = True) -> Any:
 
 
 def txaioetcd_client(url: str) -> Any:
-    import txaioetcd
-    from twisted.internet import reactor
-    from txaioetcd import _client_commons, _client_tx
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.peers import txaioetcd_client as make
 
-    # txaioetcd 18.10.2 speaks etcd 3.2's /v3alpha/ gateway, gone in etcd 3.5: rewrite its
-    # endpoint constants in memory (the installed files stay as they are).
-    for module in (_client_commons, _client_tx):
-        for name, value in vars(module).items():
-            if name.startswith("ENDPOINT_") and isinstance(value, str):
-                setattr(module, name, value.replace("/v3alpha/", "/v3/"))
-    return txaioetcd.Client(reactor, url)
+    return make(url)
 
 
 def twisted_op(op: str) -> Callable[[Any, int], Any]:

@@ -22,40 +22,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.peers import PEERS, ensure_venv, venv_python  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
-VENVS = BENCH / ".venvs"
-# Each peer's venv and what goes in it; txetcd runs from the project's own .venv.
-PEERS = {
-    "aetcd": ["aetcd"],
-    "python-etcd3": ["etcd3", "protobuf<4"],  # etcd3 0.12's generated code predates protobuf 4
-    "etcd3gw": ["etcd3gw"],
-    "txaioetcd": ["txaioetcd==18.10.2"],
-}
 CLIENTS = ["txetcd", "txetcd-asyncio", "aetcd", "python-etcd3", "etcd3gw", "txaioetcd",
            "txetcd-unbatched"]
 CASES = [("put", 32), ("get", 32), ("put", 1), ("get", 1)]
-
-
-def venv_python(client: str) -> Path:
-    if client.startswith("txetcd"):
-        return Path(sys.executable)
-    return VENVS / client / "bin" / "python"
-
-
-def ensure_venv(name: str) -> Path:
-    """The python of peer ``name``'s venv, made (once) under the git-ignored ``bench/.venvs/``;
-    the tests use it too (txaioetcd's, for data written by txaioetcd itself)."""
-    requirements = PEERS[name]
-    stamp = VENVS / name / ".installed"
-    if not (stamp.exists() and stamp.read_text() == repr(requirements)):
-        print(f"installing {name} into {VENVS / name} ...", flush=True)
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(VENVS / name)], check=True)
-        subprocess.run([str(venv_python(name)), "-m", "pip", "install", "-q", *requirements],
-                       check=True)
-        stamp.write_text(repr(requirements))
-    return venv_python(name)
 
 
 def ensure_venvs() -> None:

@@ -32,7 +32,7 @@ from .config import ConfigError, parse_settings
 from .localsocket import point_to_socket, private_dir
 
 __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_config",
-           "read_json_file", "relevant_lines", "run", "main"]
+           "read_json_file", "relevant_lines", "run"]
 
 # The directory holding the component package: what the node's workers import it from, in a
 # checkout (the repo) and in an installed wheel (site-packages) alike.
@@ -166,6 +166,16 @@ def _log_text(path: Path) -> str:
     return path.read_text(errors="replace") if path.exists() else ""
 
 
+def _say_why_waiting(log: str, said: int | None, out: Any) -> int:
+    """Print the component's new "waiting for etcd at ...: cause" lines (after the first
+    ``said``; none once ready, ``said`` None): why the node is not ready yet. Returns how many
+    there are."""
+    waiting = [line for line in log.splitlines() if WAITING in line]
+    for line in waiting[said:] if said is not None else ():
+        print(line[line.index(WAITING) + len("etcd component "):], file=out, flush=True)
+    return len(waiting)
+
+
 def run(options: NodeOptions, out: Any = None) -> int:
     """Run the node until Ctrl-C/SIGTERM (0) or until Crossbar exits (``StartFailed``)."""
     out = out or sys.stdout
@@ -207,11 +217,7 @@ def run(options: NodeOptions, out: Any = None) -> int:
         announced, waited = False, 0
         while not stopping and node.poll() is None:
             text = _log_text(log_path)
-            waiting = [line for line in text.splitlines() if WAITING in line]
-            for line in waiting[waited:] if not announced else ():
-                # Say why the node is not ready yet: which etcd it waits for, and the cause.
-                print(line[line.index(WAITING) + len("etcd component "):], file=out, flush=True)
-            waited = len(waiting)
+            waited = _say_why_waiting(text, waited if not announced else None, out)
             if not announced and BOOTED in text and (READY in text or not has_component(config)):
                 announced = True
                 secure = "s" if is_tls(config) else ""
@@ -232,14 +238,3 @@ def run(options: NodeOptions, out: Any = None) -> int:
         raise StartFailed(f"crossbar exited with {node.returncode}; from its log {log_path}:\n"
                           + "\n".join(relevant_lines(_log_text(log_path))))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m component.node``: the same as ``etcd-wamp run``."""
-    from .cli import main as cli_main
-
-    return cli_main(["run", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

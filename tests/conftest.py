@@ -107,18 +107,32 @@ def client(etcd: EtcdProcess) -> Iterator[Client]:
 _passed_by_version: collections.Counter[str] = collections.Counter()
 
 
+def etcd_of(nodeid: str) -> str | None:
+    """The etcd id a test ran against, from its parameters: an id of ``ETCD_IDS``
+    (``etcd-3.5.30``) or a bare version of ``ETCD_VERSIONS`` (``3.5``, as a module's own
+    fixture may name it), alone or among other parameters (``twisted-etcd-3.4.23``)."""
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    params = nodeid[nodeid.rindex("[") + 1:-1]
+    parts = params.split("-")
+    for version, etcd_id in zip(ETCD_VERSIONS, ETCD_IDS, strict=True):
+        if etcd_id in params or version in parts:
+            return etcd_id
+    return None
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
-        for etcd_id in ETCD_IDS:
-            if f"[{etcd_id}" in report.nodeid or f"-{etcd_id}" in report.nodeid:
-                _passed_by_version[etcd_id] += 1
+        etcd_id = etcd_of(report.nodeid)
+        if etcd_id is not None:
+            _passed_by_version[etcd_id] += 1
 
 
 def pytest_report_header() -> str:
     return "etcd servers under test: " + ", ".join(ETCD_IDS)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for etcd_id in ETCD_IDS:
         terminalreporter.write_line(
             f"tests passed against {etcd_id}: {_passed_by_version[etcd_id]}")
@@ -142,6 +156,23 @@ class Loop:
 
     def __init__(self) -> None:
         self.clients: list[Any] = []
+
+    # Each loop's own: sleep, wait for all (first failure fails), a deadline, a thread, and a
+    # start-now handle that can be cancelled.
+    async def sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        raise NotImplementedError
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        raise NotImplementedError
 
     def client(self, **kwargs: Any) -> Any:
         client = self._make(**kwargs)
@@ -170,6 +201,11 @@ class Loop:
         return outcomes
 
 
+async def _coroutine(awaitable: Awaitable[Any]) -> Any:
+    """Any awaitable as the coroutine ``ensureDeferred`` takes."""
+    return await awaitable
+
+
 class _TwistedLoop(Loop):
     name = "twisted"
     CancelledError = defer.CancelledError
@@ -178,24 +214,25 @@ class _TwistedLoop(Loop):
         return Client(reactor, **kwargs)
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
-        return pytest_twisted.blockon(defer.ensureDeferred(awaitable))
+        return pytest_twisted.blockon(defer.ensureDeferred(_coroutine(awaitable)))
 
     async def sleep(self, seconds: float) -> None:
         await deferLater(reactor, seconds, lambda: None)
 
     async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
-        return await defer.gatherResults(  # type: ignore[no-any-return]
-            [defer.ensureDeferred(a) for a in awaitables], consumeErrors=True)
+        results: list[Any] = await defer.gatherResults(
+            [defer.ensureDeferred(_coroutine(a)) for a in awaitables], consumeErrors=True)
+        return results
 
     async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await threads.deferToThread(fn, *args)
 
     async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
-        return await defer.ensureDeferred(awaitable).addTimeout(seconds, reactor)
+        return await defer.ensureDeferred(_coroutine(awaitable)).addTimeout(seconds, reactor)
 
     def spawn(self, awaitable: Awaitable[Any]) -> Any:
         """Start it now; the result can be cancelled (a Deferred)."""
-        return defer.ensureDeferred(awaitable)
+        return defer.ensureDeferred(_coroutine(awaitable))
 
 
 class _AsyncioLoop(Loop):

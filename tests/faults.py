@@ -9,10 +9,17 @@ import struct
 import threading
 from typing import Any
 
-from twisted.internet import protocol, reactor
+from twisted.internet import protocol
+from twisted.internet import reactor as _reactor
+
+reactor: Any = _reactor  # twisted's module-level reactor is typed as a bare module
 
 
 class _ServerSide(protocol.Protocol):
+    # A TCP transport (write, loseConnection, abortConnection); its zope interfaces do not
+    # type-check as classes without a plugin.
+    transport: Any
+
     def __init__(self, client_side: _ClientSide) -> None:
         self.client_side = client_side
 
@@ -33,6 +40,8 @@ class _ServerSide(protocol.Protocol):
 
 
 class _ClientSide(protocol.Protocol):
+    transport: Any  # as _ServerSide's
+
     def __init__(self, proxy: TcpProxy) -> None:
         self.proxy = proxy
         self.server: _ServerSide | None = None
@@ -45,7 +54,7 @@ class _ClientSide(protocol.Protocol):
             self.transport.abortConnection()
             return
         factory = protocol.ClientFactory()
-        factory.protocol = lambda: _ServerSide(self)  # type: ignore[assignment,misc]
+        factory.protocol = lambda: _ServerSide(self)
         reactor.connectTCP(self.proxy.target_host, self.proxy.target_port, factory)
 
     def server_connected(self, server: _ServerSide) -> None:

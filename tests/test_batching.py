@@ -102,6 +102,7 @@ async def test_duplicate_keys_in_one_window_each_get_their_own_answer(
     # etcd refuses a txn that writes one key twice, so the window went as several requests.
     assert len(log.paths) >= 3 and "kv/txn" in log.paths
     assert isinstance(first, Revision) and isinstance(second, Revision)
+    assert first.previous is not None and second.previous is not None
     assert first.previous.value == b"0" and second.previous.value == b"1"
     assert second.revision > first.revision
     assert isinstance(wipe, Deleted) and isinstance(third, Revision) and isinstance(read, Range)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -248,7 +249,8 @@ async def test_txn_range_compare_and_nested(loop: Loop, client: Client) -> None:
     assert result.succeeded
     nested = result.responses[0]
     assert isinstance(nested, TxnResult) and nested.succeeded
-    assert result.responses[1].kvs[0].value == b"yes"
+    read = result.responses[1]
+    assert isinstance(read, Range) and read.kvs[0].value == b"yes"
     await client.set(b"r/0000", b"changed")
     again = await client.txn(compare=[guard], success=[OpSet(b"inner", b"again")])
     assert again.succeeded is False
@@ -304,8 +306,10 @@ async def test_namespace_is_transparent(loop: Loop, client: Client, etcd: EtcdPr
         txn = await app.txn(compare=[CompValue(b"a", "==", b"1")],
                             success=[OpGet(KeySet(b"", prefix=True)), OpDel(b"b",
                                                                             prev_kv=True)])
-        assert [kv.key for kv in txn.responses[0].kvs] == [b"a", b"b"]
-        assert txn.responses[1].previous[0].key == b"b"
+        listed, deleted = txn.responses
+        assert isinstance(listed, Range) and isinstance(deleted, Deleted)
+        assert [kv.key for kv in listed.kvs] == [b"a", b"b"]
+        assert deleted.previous[0].key == b"b"
         gone = await app.delete(KeySet.all())
         assert gone.deleted == 1
         assert (await other.get(b"a")).kvs[0].value == b"other"
@@ -319,7 +323,7 @@ def test_bad_input_raises_before_sending(loop: Loop) -> None:
     # Port 9 (discard) is never an etcd: if anything were sent, the error would differ.
     client = loop.client(url="http://127.0.0.1:9")
     with pytest.raises(TypeError):
-        client.get("text-key")  # type: ignore[arg-type]
+        client.get("text-key")
     with pytest.raises(ValueError):
         client.get(b"k", limit=-1)
     with pytest.raises(ValueError):
@@ -327,27 +331,27 @@ def test_bad_input_raises_before_sending(loop: Loop) -> None:
     with pytest.raises(ValueError):
         client.get(b"k", sort_order="UP")
     with pytest.raises(TypeError):
-        client.get(b"k", revision="5")  # type: ignore[arg-type]
+        client.get(b"k", revision="5")
     with pytest.raises(TypeError):
         client.get(b"k", revision=True)
     with pytest.raises(TypeError):
-        client.set(b"k", "text")  # type: ignore[arg-type]
+        client.set(b"k", "text")
     with pytest.raises(TypeError):
-        client.set("k", b"v")  # type: ignore[arg-type]
+        client.set("k", b"v")
     with pytest.raises(ValueError):
         client.set(b"", b"v")
     with pytest.raises(TypeError):
-        client.delete(42)  # type: ignore[arg-type]
+        client.delete(42)
     with pytest.raises(ValueError):
         CompVersion(b"k", "=>", 1)
     with pytest.raises(TypeError):
-        CompValue(b"k", "==", "text")  # type: ignore[arg-type]
+        CompValue(b"k", "==", "text")
     with pytest.raises(TypeError):
         Transaction(success=["put"])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         KeySet(b"a", range_end=b"b", prefix=True)
     with pytest.raises(TypeError):
-        loop.client(namespace="app/")  # type: ignore[arg-type]
+        loop.client(namespace="app/")
     with pytest.raises(ValueError):
         loop.client(url="etcd:2379")
     with pytest.raises(ValueError):
@@ -476,7 +480,7 @@ async def test_scan_sizes_pages_by_bytes(loop: Loop, etcd: EtcdProcess) -> None:
         for key, value in small + big:
             await client.set(key, value)
 
-        async def scan(prefix: bytes, **options: int) -> tuple[list[bytes], int]:
+        async def scan(prefix: bytes, **options: Any) -> tuple[list[bytes], int]:
             before = proxy.requests
             keys = [kv.key async for kv in client.scan(KeySet(prefix, prefix=True), **options)]
             return keys, proxy.requests - before

@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 TXETCD = Path(__file__).resolve().parent.parent / "txetcd"
-LOOP_FREE = ["core", "interface", "op", "types", "errors", "stream", "transport", "batch", "kv"]
+LOOP_FREE = ["core", "interface", "op", "types", "errors", "stream", "transport", "batch", "kv",
+             # aio-recipes: the services and recipes run on either loop through the driver.
+             "lease_core", "watch_core", "acquirable", "lease", "watch", "concurrency",
+             "services"]
 LOOPS = ("twisted", "asyncio", "treq", "zope", "OpenSSL", "httptools", "txaio")
 
 

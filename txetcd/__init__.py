@@ -13,6 +13,8 @@ Where txaioetcd and etcd name a call differently both exist; txaioetcd's is prim
 importable from their modules.
 """
 
+from typing import Any
+
 import txaio
 
 # txaioetcd chose Twisted on import; so does txetcd, unless the program chose a framework.
@@ -89,7 +91,8 @@ __all__ = [
 ]
 
 from .concurrency import Election, LeaderKey, LeaderObserver, Leadership, Lock, NotLeader
-from .lease import Acquiring, Lease, LeaseGrant, LeaseInfo, LeaseLost
+from .deferreds import Acquiring
+from .lease import Lease, LeaseGrant, LeaseInfo, LeaseLost
 
 __all__ += ["Election", "Lock", "Lease", "LeaseLost"]
 
@@ -100,7 +103,7 @@ from .pmap import Database, DbTransaction, DbTransactionStats  # noqa: E402
 __all__ += ["Database", "DbTransaction", "DbTransactionStats"]
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     """txaioetcd's map classes (``txetcd.MapUuidCbor``...), which live in ``txetcd.pmap``."""
     if name.startswith("Map") and hasattr(pmap.maps, name):
         return getattr(pmap.maps, name)

@@ -14,17 +14,20 @@ ambiguous failure), on an asyncio event loop with its own HTTP/1.1 client
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 from .asyncio_driver import AsyncioDriver
 from .core import MAX_REQUEST_BYTES, MAX_TXN_OPS, TLSConfig
+from .errors import EtcdError
 from .kv import KVClient
+from .lease import Lease
+from .services import LeaseWatchCalls
 
 __all__ = ["Client"]
 
 
-class Client(KVClient):
+class Client(LeaseWatchCalls, KVClient):
     """An asyncio client for etcd's v3 API over its gRPC JSON gateway.
 
     ``url`` (or ``$ETCD_URL``) names one member; ``endpoints`` several, tried in turn.
@@ -50,6 +53,22 @@ class Client(KVClient):
                          max_request_bytes=max_request_bytes, user=user, password=password,
                          ca=ca, cert=cert, key=key, batching=batching)
         self.driver: AsyncioDriver
+
+    def lease(self, ttl: int, lease_id: int | None = None, *, keepalive: bool | None = None,
+              on_lost: Callable[[EtcdError], object] | None = None,
+              timeout: float | None = None) -> Lease:
+        """A lease of ``ttl`` seconds, as on Twisted: ``await client.lease(ttl)`` grants it (not
+        kept alive unless ``keepalive=True``; ``refresh()`` renews it); ``async with
+        client.lease(ttl) as lease`` grants it, keeps it alive in the background (unless
+        ``keepalive=False``) and revokes it on exit. ``lease.lost`` (a Future) resolves and
+        ``on_lost`` is called when it is lost."""
+        return self._new_lease(ttl, lease_id, keepalive, on_lost, timeout)
+
+    def close(self) -> Any:
+        """Stop the client's watches and lease keepalives, and close its connections (leases
+        are not revoked: etcd expires them after their TTL)."""
+        self._stop_background()
+        return super().close()
 
     async def __aenter__(self) -> Self:
         return self

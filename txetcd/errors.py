@@ -84,7 +84,7 @@ class LeaseNotGranted(RuntimeError):
 
 class LockNotHeld(RuntimeError):
     """A lock was used (its key, fencing token or release) while not held: ``await`` (or
-    ``yield``) ``client.lock(name)`` first, or it was released already."""
+    ``yield lock.acquire()``) ``Lock(client, name)`` first, or it was released already."""
 
 
 class PermissionDenied(EtcdError):

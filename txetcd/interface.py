@@ -13,8 +13,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Driver", "EtcdTransport", "Env", "StreamHandle", "Timer", "Semaphore", "Json",
-           "Response", "NotSent", "ResponseLost"]
+__all__ = ["Driver", "EtcdTransport", "Env", "HasEnv", "env_of", "StreamHandle", "Timer",
+           "Semaphore", "Json", "Response", "NotSent", "ResponseLost"]
 
 Json = dict[str, Any]
 Response = tuple[int, bytes]  # HTTP status code and body
@@ -165,3 +165,15 @@ class Env:
     transport: EtcdTransport
     namespace: bytes
     driver: Driver
+
+
+class HasEnv(Protocol):
+    """A client: services accept it in place of its ``Env`` (``Lease(client, ttl)``)."""
+
+    @property
+    def env(self) -> Env: ...
+
+
+def env_of(owner: Env | HasEnv) -> Env:
+    """The ``Env`` itself, or the one a client carries."""
+    return owner if isinstance(owner, Env) else owner.env

@@ -17,7 +17,7 @@ from .errors import Failed, FutureRevision, RequestTooLarge, TooManyOps
 from .interface import Driver, Env
 from .op import Op, OpDel, OpGet, OpSet, OpTxn, Transaction, int_arg
 from .transport import Transport, check_endpoints
-from .types import KeySet, KeyValue, Member, Range, Status, Success
+from .types import KeySet, KeyValue, Member, Range, Status, Success, is_int
 
 __all__ = ["KVClient", "DEFAULT_URL", "Pending"]
 
@@ -46,7 +46,7 @@ def _tls(ca: str | None, cert: str | None, key: str | None) -> TLSConfig | None:
 
 
 def _positive(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int, not {value!r}")
     return value
 

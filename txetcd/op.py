@@ -12,7 +12,7 @@ import inspect
 from typing import Any, ClassVar
 
 from .errors import LeaseNotGranted
-from .types import Deleted, KeySet, Range, Revision, TxnResult, b64
+from .types import Deleted, KeySet, Range, Revision, TxnResult, b64, is_int
 
 __all__ = [
     "Op", "OpGet", "OpSet", "OpDel", "OpTxn", "Comp", "CompValue", "CompVersion", "CompCreated",
@@ -38,7 +38,7 @@ def as_keyset(key: bytes | KeySet) -> KeySet:
 
 def int_arg(name: str, value: Any, minimum: int = 0) -> int:
     # bool is an int subclass; revision=True is a bug, not revision 1.
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "Header", "KeyValue", "Range", "Revision", "Deleted", "Status", "Member", "TxnResult",
@@ -26,6 +26,12 @@ def b64(data: bytes) -> str:
 
 def unb64(text: str | None) -> bytes:
     return binascii.a2b_base64(text) if text else b""
+
+
+def is_int(value: object) -> TypeGuard[int]:
+    """An int that is not a bool: ``True`` is an int to Python but never a count, revision,
+    limit or id to us. The one check every layer uses for its int arguments."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def to_int(value: Any) -> int:
