@@ -125,7 +125,7 @@ async def test_a_write_right_after_the_first_subscribe_is_published(
     the revision read when the subscription became known, which the write waited for."""
     await (await ready(node)).leave()
     before = watchers(etcd35)
-    election = etcd_direct.election(election_name("etcd", "settings"))
+    election = Election(etcd_direct, election_name("etcd", "settings"))
     for serializer in ("json", "cbor", "msgpack"):
         holder = election.campaign(b"test:holding-the-election", ttl=10)
         await holder
