@@ -10,6 +10,7 @@ watches and samples its own resident set size every 100,000 events. The first sa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -44,7 +45,7 @@ async def write(url: str, count: int) -> None:
     await client.close()
 
 
-async def watch(url: str, count: int, limit_s: float) -> None:
+async def watch(url: str, count: int, limit_s: float, results: str | None = None) -> None:
     client = Client(reactor, url=url)
     seen = 0
     samples: list[tuple[int, float]] = []
@@ -77,6 +78,12 @@ async def watch(url: str, count: int, limit_s: float) -> None:
     print(f"| watch memory, {seen:,} events in {elapsed:.0f} s ({seen / elapsed:,.0f}/s) | "
           f"RSS {base:.1f} MiB after {SAMPLE_EVERY:,}, growth {growth:+.1f} MiB after | "
           f"target: flat within 10 MB |", flush=True)
+    if results:  # for run.py's table of targets
+        with open(results, "a") as f:
+            f.write(json.dumps({
+                "target": f"client RSS flat within 10 MB over {count:,} watch events",
+                "value": f"{growth:+.1f} MiB ({seen:,} events)",
+                "met": seen >= count and growth <= 10}) + "\n")
 
 
 def main() -> None:
@@ -84,12 +91,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--limit", type=float, default=600.0, help="seconds before giving up")
     parser.add_argument("--writer", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--results", help="append the target's figure to this file")
     args = parser.parse_args()
     if args.writer:
         task.react(lambda _: defer.ensureDeferred(write(args.writer, args.events)))
         return
     with EtcdProcess(find_etcd("3.5")) as etcd:
-        task.react(lambda _: defer.ensureDeferred(watch(etcd.url, args.events, args.limit)))
+        task.react(lambda _: defer.ensureDeferred(watch(etcd.url, args.events, args.limit,
+                                                            args.results)))
 
 
 if __name__ == "__main__":
