@@ -49,16 +49,17 @@ class Meter:
         now = time.perf_counter()
         if self.begin <= now < self.end:
             self.done += 1
-            self.cpu_last = time.process_time()
             if self.done == 1:
-                self.cpu_first = self.cpu_last
+                self.cpu_first = time.process_time()
+        elif now >= self.end and not self.cpu_last:
+            self.cpu_last = time.process_time()  # the first completion after the window
         return now < self.end
 
     def rate(self) -> float:
         return self.done / (self.end - self.begin)
 
     def cpu_us_per_op(self) -> float:
-        return (self.cpu_last - self.cpu_first) / max(self.done - 1, 1) * 1e6
+        return (self.cpu_last - self.cpu_first) / max(self.done, 1) * 1e6
 
 
 class Count:
