@@ -285,15 +285,19 @@ class Transport:
         self._token = str(reply.get("token", ""))
         return self._token
 
-    async def call(self, path: str, body: Json, *, idempotent: bool,
+    async def call(self, path: str, body: Json | bytes, *, idempotent: bool,
                    timeout: float | None = None, leader_read: bool | None = None) -> Json:
         """POST ``body`` to ``<prefix>/<path>`` and return the decoded JSON answer.
 
         Raises a typed ``EtcdError``; ``Timeout`` after ``timeout`` seconds (the client's
         default when None). ``leader_read`` overrides whether the request is a linearizable
-        read that a member without a leader should refuse at once (default: by path).
+        read that a member without a leader should refuse at once (default: by path). A body
+        already encoded (bytes) is sent as it is; pass ``leader_read`` with it.
         """
-        data = json.dumps(body, separators=(",", ":")).encode()
+        if isinstance(body, bytes):
+            data, body = body, {}
+        else:
+            data = json.dumps(body, separators=(",", ":")).encode()
         deadline = self.timeout if timeout is None else timeout
         needs_leader = (idempotent and path in _LEADER_READS and not body.get("serializable")
                         if leader_read is None else leader_read)
