@@ -18,20 +18,19 @@ past the position, ``<prefix>.<table>.on_resync`` tells clients to reload."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import PublishOptions, SubscribeOptions
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
-from procedures.table import Table
 from txetcd import Client
 
-from .publisher import POSITION_INTERVAL, Position, TablePublisher
+from .publisher import POSITION_INTERVAL, Position, TablePublisher, TableRows
 
 __all__ = ["EventRelay", "covers"]
 
@@ -71,13 +70,17 @@ class _Subscription:
 class EventRelay:
     """One session's publishers, campaigning and stopping as subscribers come and go."""
 
-    def __init__(self, session: Any, prefix: str, tables: dict[str, Table], etcd: Client,
+    def __init__(self, session: Any, prefix: str, tables: Mapping[str, TableRows], etcd: Client,
                  coordinator: Client | None = None,
-                 position_interval: float = POSITION_INTERVAL) -> None:
+                 position_interval: float = POSITION_INTERVAL,
+                 clock: Any = None) -> None:
         self.session = session
         self.prefix = prefix
         self.tables = tables
         self.etcd = etcd
+        # Every timer of the relay and its publishers: the reactor the etcd client runs on,
+        # unless told otherwise (a test's ``task.Clock``).
+        self.clock: Any = clock if clock is not None else etcd.reactor
         # Elections and positions want short timeouts (a lease of a few seconds must be kept
         # alive through a stalled member), table watches and reads do not.
         self.coordinator = coordinator or etcd
@@ -86,6 +89,7 @@ class EventRelay:
         self.publishers: dict[str, TablePublisher] = {}
         self.changes = 0  # meta events seen: an audit that saw any meanwhile is stale
         self.auditing = LoopingCall(lambda: defer.ensureDeferred(self.audit()))
+        self.auditing.clock = self.clock
 
     def topic(self, table: str) -> str:
         return f"{self.prefix}.{table}.on_change"
@@ -192,7 +196,7 @@ class EventRelay:
         detaches a killed session once the peer answers its GOODBYE, so this asks again until
         the session is gone; a stalled peer, which cannot answer, gets ``patience`` seconds
         (it knows from its lease's deadline that it lost the lead once it runs again)."""
-        deadline = time.monotonic() + patience
+        deadline = self.clock.seconds() + patience
         while True:
             try:
                 # Not wamp.close.normal: a session that leaves normally does not reconnect.
@@ -207,11 +211,11 @@ class EventRelay:
                              exc=exc)
                     return
                 # Otherwise it is closing already: the peer has not answered yet.
-            if time.monotonic() > deadline:
+            if self.clock.seconds() > deadline:
                 log.info("former publisher session {session} does not answer the router",
                          session=session_id)
                 return
-            await deferLater(reactor, 0.05, lambda: None)
+            await deferLater(self.clock, 0.05, lambda: None)
 
     async def last_published(self, table: str) -> Position | None:
         """What the router retained of ``table``'s events: the last one it accepted."""

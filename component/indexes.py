@@ -21,6 +21,7 @@ from twisted.internet import defer
 from procedures.errors import ProcedureError
 from procedures.indexes import IndexMaintenance, TableIndex
 from txetcd import EtcdError
+from txetcd.pmap.layout import slot_prefix
 
 from .config import RESERVED_SLOT, ConfigError, parse_settings
 from .tables import connect, open_tables
@@ -29,7 +30,7 @@ __all__ = ["main", "marker_key"]
 
 def marker_key(table: str, index: str) -> bytes:
     """Where a build records its progress: outside every table, beside the publishers' keys."""
-    return RESERVED_SLOT.to_bytes(2, "big") + f"index-build/{table}.{index}".encode()
+    return slot_prefix(RESERVED_SLOT) + f"index-build/{table}.{index}".encode()
 
 
 def _marker_value(phase: str, after: bytes) -> bytes:

@@ -36,32 +36,31 @@ import collections
 import contextlib
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import cbor2
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from txetcd import Client, CompCreated, OpDel, OpSet, Unavailable
+from txetcd import Client, CompCreated, KeySet, OpDel, OpSet, Unavailable
 from txetcd.concurrency import Leadership, NotLeader
+from txetcd.pmap.layout import slot_prefix
 from txetcd.watch import EventType, WatchCompacted, WatchEvent
 
 from .config import RESERVED_SLOT
 
-if TYPE_CHECKING:
-    from .events import EventRelay
-
-__all__ = ["TablePublisher", "Position", "LEASE_TTL", "RESERVED_SLOT", "POSITION_INTERVAL",
-           "election_name", "position_key", "instance_id"]
+__all__ = ["TablePublisher", "TableRows", "Relay", "Position", "LEASE_TTL", "RESERVED_SLOT",
+           "POSITION_INTERVAL", "election_name", "position_key", "instance_id"]
 
 log = Logger()
 
 LEASE_TTL = 2  # seconds: a dead publisher is replaced within about TTL + one campaign round trip
 POSITION_INTERVAL = 0.1  # seconds between two position writes while events flow
 MAX_IN_FLIGHT = 500  # publishes sent and not yet acknowledged by the router
-_COORDINATION = RESERVED_SLOT.to_bytes(2, "big") + b"wamp/"
+_COORDINATION = slot_prefix(RESERVED_SLOT) + b"wamp/"
 RETRY_DELAY = 0.2
 
 
@@ -76,6 +75,39 @@ def position_key(prefix: str, table: str) -> bytes:
 def instance_id() -> bytes:
     """What a leader proclaims: enough for an operator (and the chaos bench) to find it."""
     return f"{socket.gethostname()}:{os.getpid()}".encode()
+
+
+class TableRows(Protocol):
+    """What publishing a table's changes needs of it: its keys in etcd, and its rows in their
+    WAMP form (``procedures.wire.TableWire`` is one; raises ``ValueError`` for a row it cannot
+    deliver)."""
+
+    @property
+    def keyset(self) -> KeySet: ...
+
+    def etcd_key(self, key: Any) -> bytes: ...
+
+    def wire_key(self, etcd_key: bytes) -> Any: ...
+
+    def wire_value(self, data: bytes) -> Any: ...
+
+
+class Relay(Protocol):
+    """What a publisher needs of the session that relays its events (``EventRelay``)."""
+
+    session: Any
+    prefix: str
+    tables: Mapping[str, TableRows]
+    etcd: Client
+    clock: Any  # an IReactorTime (the reactor, or a test's task.Clock)
+
+    def topic(self, table: str) -> str: ...
+
+    def publish(self, topic: str, **payload: Any) -> defer.Deferred[Any]: ...
+
+    async def fence(self, session_id: int) -> None: ...
+
+    async def last_published(self, table: str) -> Position | None: ...
 
 
 @dataclass
@@ -147,16 +179,17 @@ class _Sent:
     done: bool = False
 
 
-async def _sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
+async def _sleep(clock: Any, seconds: float) -> None:
+    await deferLater(clock, seconds, lambda: None)
 
 
 class TablePublisher:
     """Campaigns for one table's election while wanted; publishes its changes while leading."""
 
-    def __init__(self, relay: EventRelay, name: str, coordinator: Client,
+    def __init__(self, relay: Relay, name: str, coordinator: Client,
                  position_interval: float = POSITION_INTERVAL) -> None:
         self.relay = relay
+        self.clock = relay.clock
         self.name = name
         self.table = relay.tables[name]
         self.coordinator = coordinator
@@ -194,7 +227,7 @@ class TablePublisher:
                          exc=exc)
             if self.running:
                 try:
-                    await _sleep(RETRY_DELAY)
+                    await _sleep(self.clock, RETRY_DELAY)
                 except defer.CancelledError:
                     return
 
@@ -266,7 +299,7 @@ class TablePublisher:
         self.sent.append(sent)
         try:
             wire_key = self.table.wire_key(key)
-            value = None if item.type == EventType.DELETE else self.table.values.decode(
+            value = None if item.type == EventType.DELETE else self.table.wire_value(
                 item.kv.value)
         except (TypeError, ValueError) as exc:
             # A row some other program wrote in a format this table cannot read.
@@ -322,7 +355,8 @@ class TablePublisher:
         try:
             while self.published != self.stored:
                 if self.position_interval:
-                    await _sleep(self.position_interval)  # let more acknowledgements come in
+                    # Let more acknowledgements come in.
+                    await _sleep(self.clock, self.position_interval)
                 await self.persist(leadership, self.published.copy())
         except defer.CancelledError:
             pass
@@ -358,7 +392,7 @@ class TablePublisher:
     async def settle_in_flight(self) -> None:
         """Wait (briefly) for the acknowledgements still due; a failed publish ends it too."""
         waiting = defer.ensureDeferred(self.in_flight_below(1))
-        waiting.addTimeout(LEASE_TTL / 2, reactor)
+        waiting.addTimeout(LEASE_TTL / 2, self.clock)
         with contextlib.suppress(Exception):
             await waiting
 
@@ -388,7 +422,7 @@ class TablePublisher:
             except Unavailable as exc:
                 log.info("position of {table} not stored yet ({exc}); again", table=self.name,
                          exc=exc)
-                await _sleep(RETRY_DELAY)
+                await _sleep(self.clock, RETRY_DELAY)
                 continue
             if not result.succeeded:
                 raise NotLeader(f"another instance leads {self.name} now")

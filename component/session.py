@@ -104,8 +104,10 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
                             options=SHARED)
 
     async def republish_changes(self) -> None:
-        self.events = EventRelay(self, self.settings.prefix, self.tables, self.etcd,
-                                 self.coordinator, self.settings.position_interval)
+        self.events = EventRelay(self, self.settings.prefix,
+                                 {name: table.wire for name, table in self.tables.items()},
+                                 self.etcd, self.coordinator, self.settings.position_interval,
+                                 clock=reactor)
         await self.events.start()
 
     def onLeave(self, details: Any) -> None:  # noqa: N802 - autobahn API

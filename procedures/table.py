@@ -1,8 +1,8 @@
 """The get/put/delete/scan/count procedures of one table, over txetcd.
 
 A table's rows live at ``<namespace><slot uint16 big-endian><encoded key>``, the layout of
-``txetcd.pmap``, so a WAMP client and a pmap program see the same rows. Arguments are checked
-before etcd is touched, so a refused call writes nothing.
+``txetcd.pmap.layout``, so a WAMP client and a pmap program see the same rows. Arguments are
+checked before etcd is touched, so a refused call writes nothing.
 
 A stored row the table cannot decode or deliver (written by another program: bad JSON, a short
 uuid key, invalid UTF-8, a NUL-led string) never breaks a call: ``get`` refuses it with
@@ -12,12 +12,11 @@ hex, after the table's slot>, "error": <why>}`` in its place and goes on. ``coun
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
-from txetcd.pmap import Database, PersistentMap, ValueCodec
+from txetcd.pmap import Database, PersistentMap, TableLayout, ValueCodec
 
 from .answers import Answer
 from .errors import ProcedureError
@@ -25,7 +24,7 @@ from .flatbuf import FlatBuffersSchema
 from .history import history
 from .indexes import IndexSpec, RowWrite, TableIndex, write_rows
 from .payload import DEFAULT_MAX_DEPTH
-from .wire import CorruptRow, KeyWire, ValueWire
+from .wire import CorruptRow, KeyWire, TableWire, ValueWire
 
 __all__ = ["Table"]
 
@@ -58,9 +57,12 @@ class Table:
                  indexes: Sequence[IndexSpec] = (), max_depth: int = DEFAULT_MAX_DEPTH) -> None:
         self.name = name
         self.slot = slot
-        self.prefix = struct.pack(">H", slot)
-        self.keys = KeyWire(key_kind)
-        self.values = ValueWire(value_kind, values, max_depth)
+        # Keys and values in their WAMP form, apart from the calls: the event path uses it.
+        self.wire = TableWire(TableLayout.of(slot), KeyWire(key_kind),
+                              ValueWire(value_kind, values, max_depth))
+        self.prefix = self.wire.layout.prefix
+        self.keys = self.wire.keys
+        self.values = self.wire.values
         self.client = client
         # The same rows as a pmap map: indexed tables write through it (index upkeep), and a
         # pmap program that opens it shares the schema and the index entries.
@@ -87,13 +89,13 @@ class Table:
 
     @property
     def keyset(self) -> KeySet:
-        return KeySet(self.prefix, prefix=True)
+        return self.wire.keyset
 
     def etcd_key(self, key: Any) -> bytes:
-        return self.prefix + self.keys.encode(key)
+        return self.wire.etcd_key(key)
 
     def wire_key(self, etcd_key: bytes) -> Any:
-        return self.keys.decode(etcd_key[len(self.prefix):])
+        return self.wire.wire_key(etcd_key)
 
     def guarded_put(self, key: Any, value: Any, if_revision: Any) -> tuple[list[Any], OpSet]:
         """The compares and the op of a put; shared by ``put`` and ``txn``."""
@@ -173,7 +175,7 @@ class Table:
             low = self.prefix + self.keys.encode_prefix(prefix)
             high = prefix_end(low)
         else:
-            low, high = self.prefix, prefix_end(self.prefix)
+            low, high = self.wire.layout.bounds
         if from_key is not None:
             low = max(low, self.etcd_key(from_key))
         if to_key is not None:
@@ -253,7 +255,7 @@ class Table:
             key = self.wire_key(etcd_key)
             return key if data is None else [key, self.values.decode(data)]
         except CorruptRow as exc:
-            return {"corrupt_row": etcd_key[len(self.prefix):].hex(), "error": str(exc)}
+            return {"corrupt_row": self.wire.layout.split(etcd_key).hex(), "error": str(exc)}
 
     async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
         return (await self.client.get(self.bounds(from_key, to_key, prefix),

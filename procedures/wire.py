@@ -14,13 +14,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from txetcd import KeySet
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
+from txetcd.pmap.layout import TableLayout
 
 from .errors import ProcedureError
 from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
 from .schema import SchemaViolation
 
-__all__ = ["KeyWire", "ValueWire", "CorruptRow"]
+__all__ = ["KeyWire", "ValueWire", "TableWire", "CorruptRow"]
 
 
 class CorruptRow(ValueError):
@@ -127,3 +129,26 @@ class ValueWire:
     def decode(self, data: bytes) -> Any:
         return _deliverable(data, lambda: _FROM_CODEC.get(self.kind, lambda v: v)(
             self.codec.decode(data)), self.max_depth, f"{self.kind} value")
+
+
+class TableWire:
+    """A table's rows between etcd and WAMP: where they live and how keys and values convert.
+    All that the component's event path needs of a table (``component.publisher.TableRows``)."""
+
+    def __init__(self, layout: TableLayout, keys: KeyWire, values: ValueWire) -> None:
+        self.layout = layout
+        self.keys = keys
+        self.values = values
+
+    @property
+    def keyset(self) -> KeySet:
+        return self.layout.keyset
+
+    def etcd_key(self, key: Any) -> bytes:
+        return self.layout.key(self.keys.encode(key))
+
+    def wire_key(self, etcd_key: bytes) -> Any:
+        return self.keys.decode(self.layout.split(etcd_key))
+
+    def wire_value(self, data: bytes) -> Any:
+        return self.values.decode(data)

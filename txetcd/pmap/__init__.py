@@ -11,12 +11,13 @@ classes) in numbered slots, read and written in optimistic, serializable transac
 
 from .codecs import *  # noqa: F403 - the codecs are part of the pmap API
 from .codecs import __all__ as _codecs_all
-from .database import CATALOG_SLOT, MAX_SLOT, Database, DbTransaction, DbTransactionStats
+from .database import Database, DbTransaction, DbTransactionStats
 from .errors import *  # noqa: F403
 from .errors import __all__ as _errors_all
+from .layout import CATALOG_SLOT, MAX_SLOT, TableLayout
 from .maps import *  # noqa: F403
 from .maps import __all__ as _maps_all
 
 __all__ = [*_codecs_all, *_errors_all, *_maps_all, "Database", "DbTransaction",
            "DbTransactionStats", "CATALOG_SLOT",
-           "MAX_SLOT"]
+           "MAX_SLOT", "TableLayout"]

@@ -1,8 +1,8 @@
 """A database of persistent maps in etcd: slot catalog and optimistic, serializable transactions.
 
-Keys are ``<prefix><slot: uint16 big-endian><encoded key>``; slot 0 is the catalog, whose entry
-for slot ``s`` is ``<prefix>\\0\\0<s: uint16 big-endian>`` holding CBOR ``{name, slot, key,
-value, ...}`` (zlmdb's catalog layout).
+Keys are ``<prefix><slot: uint16 big-endian><encoded key>`` (``txetcd.pmap.layout``); slot 0
+is the catalog, whose entry for slot ``s`` is ``<prefix>\\0\\0<s: uint16 big-endian>``
+holding CBOR ``{name, slot, key, value, ...}`` (zlmdb's catalog layout).
 
 Transactions are optimistic. The first read fixes a snapshot revision ``S`` (from its response
 header: no extra round trip) and every later read uses ``revision=S``. Writes are buffered and
@@ -46,6 +46,7 @@ from .errors import (
     TransactionConflict,
     TransactionTooLarge,
 )
+from .layout import CATALOG_SLOT, MAX_SLOT, slot_bytes, slot_prefix
 
 if TYPE_CHECKING:
     from ..client import Client
@@ -54,17 +55,11 @@ if TYPE_CHECKING:
 __all__ = ["Database", "DbTransaction", "DbTransactionStats", "MAX_SLOT", "CATALOG_SLOT"]
 
 
-CATALOG_SLOT = 0
-MAX_SLOT = 0xFFFF
 _ATTACH_ATTEMPTS = 200  # each failed attempt means another process attached a table meanwhile
 
 
 # A coroutine method made to return a Deferred, as every txetcd call does.
 deferred = started
-
-
-def slot_bytes(slot: int) -> bytes:
-    return slot.to_bytes(2, "big")
 
 
 def in_range(key: bytes, start: bytes, end: bytes) -> bool:
@@ -448,7 +443,7 @@ class Database:
     # -- slot catalog --------------------------------------------------------------------------
 
     def table_prefix(self, slot: int) -> bytes:
-        return self.prefix + slot_bytes(slot)
+        return slot_prefix(slot, self.prefix)
 
     def _catalog_key(self, slot: int) -> bytes:
         return self.table_prefix(CATALOG_SLOT) + slot_bytes(slot)

@@ -43,8 +43,9 @@ from .codecs import (
     ZlibValue,
     with_marshal,
 )
-from .database import MAX_SLOT, Database, DbTransaction, deferred, slot_bytes
+from .database import Database, DbTransaction, deferred
 from .errors import NullValueConstraint, TableNotAttached, UniqueViolation
+from .layout import MAX_SLOT, TableLayout
 
 __all__ = [
     "PersistentMap", "TypedMap", "FlatBuffersMap", "Index", "Selection", "TableEvent",
@@ -177,16 +178,20 @@ class PersistentMap(Generic[K, V]):
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def table_prefix(self, where: DbTransaction | Database) -> bytes:
-        """``<database prefix><slot>``, which every key of this map starts with."""
+    def layout(self, where: DbTransaction | Database) -> TableLayout:
+        """Where this map's records live in ``where``'s database (``txetcd.pmap.layout``)."""
         db = where.db if isinstance(where, DbTransaction) else where
         if self.slot is None:
             raise TableNotAttached(f"{self!r} has no slot: await db.attach_table(map, name=...) "
                                    "first, or construct it with a slot")
-        return db.prefix + slot_bytes(self.slot)
+        return TableLayout.of(self.slot, db.prefix)
+
+    def table_prefix(self, where: DbTransaction | Database) -> bytes:
+        """``<database prefix><slot>``, which every key of this map starts with."""
+        return self.layout(where).prefix
 
     def key_bytes(self, txn: DbTransaction, key: K) -> bytes:
-        return self.table_prefix(txn) + self.key_codec.encode(key)
+        return self.layout(txn).key(self.key_codec.encode(key))
 
     def _bound(self, key: Any) -> bytes:
         # A partial tuple is a valid bound of a compound key: it sorts before its extensions.
@@ -299,10 +304,10 @@ class PersistentMap(Generic[K, V]):
     async def _records(self, txn: DbTransaction, start: bytes, end: bytes,
                        **options: Any) -> AsyncIterator[Any]:
         """Decoded records of ``[start, end)``; no flush, so write jobs may use it."""
-        skip = len(self.table_prefix(txn))
+        layout = self.layout(txn)
         keys_only = options.get("keys_only", False)
         async for raw_key, raw_value in txn.scan_raw(start, end, **options):
-            key = self.key_codec.decode(raw_key[skip:])
+            key = self.key_codec.decode(layout.split(raw_key))
             yield key if keys_only else (key, self.value_codec.decode(raw_value))
 
     def select(self, txn: DbTransaction, from_key: Any = None, to_key: Any = None,
@@ -466,7 +471,7 @@ class TableWatch:
                  start_revision: int | None, prev_kv: bool,
                  callback: Callable[[Any], Any] | None) -> None:
         self.table = table
-        self._skip = len(table.table_prefix(db))
+        self._layout = table.layout(db)
         deliver = None if callback is None else (lambda item: callback(self._decode(item)))
         self.watch = db.client.watch(keys, deliver, start_revision=start_revision,
                                      prev_kv=prev_kv)
@@ -478,7 +483,7 @@ class TableWatch:
         table = self.table
         previous = item.prev_kv
         return TableEvent(
-            str(item.type), table.key_codec.decode(item.kv.key[self._skip:]),
+            str(item.type), table.key_codec.decode(self._layout.split(item.kv.key)),
             None if item.type == EventType.DELETE else table.value_codec.decode(item.kv.value),
             item.kv.mod_revision,
             table.value_codec.decode(previous.value) if previous is not None else None)
