@@ -340,7 +340,7 @@ async def burst(node: CrossbarNode, writers: list[Any]) -> None:
 async def main(args: argparse.Namespace) -> None:
     with EtcdProcess(find_etcd("3.5")) as etcd, \
             tempfile.TemporaryDirectory(prefix="wamp-bench-") as workdir:
-        node = CrossbarNode(Path(workdir), etcd.url).start()
+        node = CrossbarNode(Path(workdir), etcd.url).start(timeout=300)  # a loaded machine
         client = Client(reactor, url=etcd.url, namespace=NAMESPACE)
         try:
             callee = await echo_callee(node.socket_path)
