@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -39,6 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from component.publisher import MAX_IN_FLIGHT, position_key  # noqa: E402
+from tests.test_hostile_load import RSS_BOUND_MB, component_pid, rss_mb  # noqa: E402
 from tests.wamp import CrossbarNode, connect  # noqa: E402
 from txetcd import Client, KeySet  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
@@ -288,36 +288,13 @@ async def scan(session: Any, client: Client, rounds: int) -> None:
     result("progressive scan >= 60,000 rows/s", f"{rate:,.0f} rows/s", rate >= 60_000)
 
 
-def container_pid(node: CrossbarNode) -> int:
-    """The node's container worker, the process the component runs in."""
-    assert node.proc is not None
-    for entry in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmd:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                command = cmd.read()
-        except (OSError, ValueError):
-            continue
-        if parent == node.proc.pid and "ContainerController" in command:
-            return int(entry)
-    raise RuntimeError("the node has no container worker")
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-BURST_BOUND_MB = 400  # tests/test_hostile_load.py's bound: 32 MiB in flight, ~5 copies each
+BURST_BOUND_MB = RSS_BOUND_MB  # 32 MiB of arguments in flight, about 5 copies of each
 
 
 async def burst(node: CrossbarNode, writers: list[Any]) -> None:
     """500 parallel 1 MB puts: how far the component's RSS rises (max_inflight_bytes bounds it;
     what is over it is answered ``busy``)."""
-    pid = container_pid(node)
+    pid = component_pid(node)
     before = rss_mb(pid)
     peak = [before]
     sampler = task.LoopingCall(lambda: peak.append(rss_mb(pid)))
