@@ -132,8 +132,9 @@ def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: 
 
 
 # Client CPU per batched op (µs, loop harness, 32 in flight), measured before issue 17's work
-# (see RESULTS.md, "Baseline"): the target is half of it.
-CPU_BASELINE_US = {"put": float("nan"), "get": float("nan")}
+# (bench/RESULTS.md, "Baseline": a loaded machine; rerun it on a quiet one before comparing):
+# the target is half of it.
+CPU_BASELINE_US = {"put": 49.9, "get": 61.1}
 
 
 def kv_targets(medians: dict[Key, dict]) -> list[dict]:
