@@ -54,7 +54,7 @@ test: $(STAMP) etcd system-deps
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check txetcd component procedures tests bench
-	$(VENV)/bin/mypy txetcd component procedures
+	$(VENV)/bin/mypy txetcd component procedures tests
 
 # The peers go in venvs of their own under bench/.venvs/ (made on first use); bench/RESULTS.md
 # holds a run's output with its machine. BENCH_ARGS=--rounds 5 etc. are passed on.

@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -141,17 +142,10 @@ def txetcd_client(url: str, batching: bool = True) -> Any:
 
 
 def txaioetcd_client(url: str) -> Any:
-    import txaioetcd
-    from twisted.internet import reactor
-    from txaioetcd import _client_commons, _client_tx
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.peers import txaioetcd_client as make
 
-    # txaioetcd 18.10.2 speaks etcd 3.2's /v3alpha/ gateway, gone in etcd 3.5: rewrite its
-    # endpoint constants in memory (the installed files stay as they are).
-    for module in (_client_commons, _client_tx):
-        for name, value in vars(module).items():
-            if name.startswith("ENDPOINT_") and isinstance(value, str):
-                setattr(module, name, value.replace("/v3alpha/", "/v3/"))
-    return txaioetcd.Client(reactor, url)
+    return make(url)
 
 
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
@@ -160,17 +154,15 @@ def twisted_op(op: str) -> Callable[[Any, int], Any]:
     return lambda c, i: c.get(key(i))
 
 
-# -- asyncio: aetcd ------------------------------------------------------------------------------
+# -- asyncio: aetcd and txetcd.asyncio -----------------------------------------------------------
 
-def run_aetcd(url: str, op: str, inflight: int, seconds: float, harness: str) -> Measure:
+def run_asyncio(open_client: Callable[[], Any], op: str, inflight: int, seconds: float,
+                harness: str) -> Measure:
+    """A client with aetcd's (and txetcd.asyncio's) put/get shape, in either harness."""
     import asyncio
 
-    import aetcd
-
-    parts = urlsplit(url)
-
     async def main() -> Measure:
-        async with aetcd.Client(host=parts.hostname, port=parts.port) as client:
+        async with open_client() as client:
             call = client.put if op == "put" else client.get
             args = (lambda i: (key(i), VALUE)) if op == "put" else (lambda i: (key(i),))
             await client.put(key(0), VALUE)  # connect before the clock starts
@@ -200,6 +192,21 @@ def run_aetcd(url: str, op: str, inflight: int, seconds: float, harness: str) ->
             return meter
 
     return asyncio.run(main())
+
+
+def run_aetcd(url: str, op: str, inflight: int, seconds: float, harness: str) -> Measure:
+    import aetcd
+
+    parts = urlsplit(url)
+    return run_asyncio(lambda: aetcd.Client(host=parts.hostname, port=parts.port), op, inflight,
+                       seconds, harness)
+
+
+def run_txetcd_asyncio(url: str, op: str, inflight: int, seconds: float,
+                       harness: str) -> Measure:
+    from txetcd.asyncio import Client
+
+    return run_asyncio(lambda: Client(url), op, inflight, seconds, harness)
 
 
 # -- blocking clients in threads: python-etcd3 (gRPC) and etcd3gw (requests) --------------------
@@ -248,6 +255,8 @@ def measure(name: str, url: str, op: str, inflight: int, seconds: float,
         return run_twisted(twisted_op(op), txaioetcd_client(url), inflight, seconds, harness)
     if name == "aetcd":
         return run_aetcd(url, op, inflight, seconds, harness)
+    if name == "txetcd-asyncio":
+        return run_txetcd_asyncio(url, op, inflight, seconds, harness)
     if name == "python-etcd3":
         import etcd3
         return run_threads(etcd3.client(host=parts.hostname, port=parts.port), op, inflight,

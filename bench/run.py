@@ -27,39 +27,12 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
+from tests.peers import PEERS, ensure_venv, venv_python  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
-VENVS = BENCH / ".venvs"
-# Each peer's venv and what goes in it; txetcd runs from the project's own .venv.
-PEERS = {
-    "aetcd": ["aetcd"],
-    "python-etcd3": ["etcd3", "protobuf<4"],  # etcd3 0.12's generated code predates protobuf 4
-    "etcd3gw": ["etcd3gw"],
-    "txaioetcd": ["txaioetcd==18.10.2"],
-}
-CLIENTS = ["txetcd", "aetcd", "python-etcd3", "etcd3gw", "txaioetcd", "txetcd-unbatched"]
+CLIENTS = ["txetcd", "txetcd-asyncio", "aetcd", "python-etcd3", "etcd3gw", "txaioetcd",
+           "txetcd-unbatched"]
 CASES = [("put", 32), ("get", 32), ("put", 1), ("get", 1)]
-
-
-def venv_python(client: str) -> Path:
-    if client.startswith("txetcd"):
-        return Path(sys.executable)
-    return VENVS / client / "bin" / "python"
-
-
-def ensure_venv(name: str) -> Path:
-    """The python of peer ``name``'s venv, made (once) under the git-ignored ``bench/.venvs/``;
-    the tests use it too (txaioetcd's, for data written by txaioetcd itself)."""
-    requirements = PEERS[name]
-    stamp = VENVS / name / ".installed"
-    if not (stamp.exists() and stamp.read_text() == repr(requirements)):
-        print(f"installing {name} into {VENVS / name} ...", flush=True)
-        base = getattr(sys, "_base_executable", sys.executable)
-        subprocess.run([base, "-m", "venv", str(VENVS / name)], check=True)
-        subprocess.run([str(venv_python(name)), "-m", "pip", "install", "-q", *requirements],
-                       check=True)
-        stamp.write_text(repr(requirements))
-    return venv_python(name)
 
 
 def ensure_venvs() -> None:
@@ -119,15 +92,17 @@ def kv_table(medians: dict[Key, dict], harness: str, clients: list[str]) -> str:
         cells += [f"{medians[(harness, client, op, 32)]['cpu_us_per_op']:.1f}"
                   for op in ("put", "get")]
         lines.append(f"| {client} | " + " | ".join(cells) + " |")
-    for peer in ("aetcd", "txaioetcd"):
-        if peer in clients and "txetcd" in clients:
-            cells = [f"{ratio(medians, harness, peer, op, n):.2f}x" for op, n in CASES]
-            lines.append(f"| txetcd / {peer} | " + " | ".join(cells) + " | | |")
+    ratios = [("txetcd", "aetcd"), ("txetcd-asyncio", "aetcd"), ("txetcd", "txaioetcd")]
+    for ours, peer in ratios:
+        if ours in clients and peer in clients:
+            cells = [f"{ratio(medians, harness, peer, op, n, ours):.2f}x" for op, n in CASES]
+            lines.append(f"| {ours} / {peer} | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
 
 
-def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: int) -> float:
-    return float(medians[(harness, "txetcd", op, inflight)]["ops_per_s"] /
+def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: int,
+          ours: str = "txetcd") -> float:
+    return float(medians[(harness, ours, op, inflight)]["ops_per_s"] /
                  medians[(harness, peer, op, inflight)]["ops_per_s"])
 
 

@@ -2,14 +2,17 @@
 
 A writer process (batched txetcd puts over 1,000 keys) makes the changes; this process only
 watches and samples its own resident set size every 100,000 events. The first sample (after
-100,000 events: imports, pools and buffers at their working size) is the baseline.
+100,000 events: imports, pools and buffers at their working size) is the baseline. The watching
+client is the Twisted one, or with ``--loop asyncio`` ``txetcd.asyncio.Client`` on asyncio's
+loop (the same ``Watch`` code on the other driver).
 
-    .venv/bin/python bench/watch_memory.py [--events 1000000]
+    .venv/bin/python bench/watch_memory.py [--events 1000000] [--loop asyncio]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import subprocess
@@ -37,40 +40,42 @@ def rss_mib() -> float:
 
 
 async def write(url: str, count: int) -> None:
-    client = Client(reactor, url=url)
+    # A generous deadline: on a shared, loaded machine a batch may queue for a while.
+    client = Client(reactor, url=url, timeout=60.0)
     value = b"v" * 100
-    for start in range(0, count, 4096):
+    for start in range(0, count, 1024):
         await defer.gatherResults([client.set(PREFIX + b"%03d" % (i % 1000), value)
-                                   for i in range(start, min(start + 4096, count))])
+                                   for i in range(start, min(start + 1024, count))])
     await client.close()
 
 
-async def watch(url: str, count: int, limit_s: float, results: str | None = None) -> None:
-    client = Client(reactor, url=url)
+async def watch(client: Any, url: str, count: int, limit_s: float,
+                results: str | None = None) -> None:
+    """Watch with ``client`` (either loop's) until ``count`` events arrived or ``limit_s``."""
     seen = 0
     samples: list[tuple[int, float]] = []
-    done: defer.Deferred[None] = defer.Deferred()
+    sleep = client.env.driver.sleep
 
     def on_event(event: Any) -> None:
         nonlocal seen
         seen += 1
         if seen % SAMPLE_EVERY == 0:
             samples.append((seen, rss_mib()))
-            if seen >= count and not done.called:
-                done.callback(None)
 
     watcher = client.watch([KeySet(PREFIX, prefix=True)], on_event)
     await watcher.when_started()
     began = time.perf_counter()
     writer = subprocess.Popen([sys.executable, __file__, "--writer", url, "--events", str(count)])
     # Bounded: after limit_s it reports what it has.
-    await done.addTimeout(limit_s, reactor).addErrback(lambda _: None)
+    while seen < count and time.perf_counter() - began < limit_s:
+        await sleep(0.2)
     elapsed = time.perf_counter() - began
     writer.kill()
     writer.wait()
     watcher.cancel()
     await watcher.done
     await client.close()
+    print(f"watching client: {type(client).__module__}.{type(client).__name__}")
     base = samples[0][1] if samples else float("nan")
     growth = max(rss for _, rss in samples) - base if samples else float("nan")
     print("RSS samples (events: MiB): "
@@ -90,6 +95,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--limit", type=float, default=600.0, help="seconds before giving up")
+    parser.add_argument("--loop", choices=["twisted", "asyncio"], default="twisted",
+                        help="the watching client's event loop")
     parser.add_argument("--writer", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--results", help="append the target's figure to this file")
     args = parser.parse_args()
@@ -97,8 +104,18 @@ def main() -> None:
         task.react(lambda _: defer.ensureDeferred(write(args.writer, args.events)))
         return
     with EtcdProcess(find_etcd("3.5")) as etcd:
-        task.react(lambda _: defer.ensureDeferred(watch(etcd.url, args.events, args.limit,
-                                                            args.results)))
+        if args.loop == "asyncio":
+            asyncio.run(watch_asyncio(etcd.url, args.events, args.limit, args.results))
+        else:
+            task.react(lambda _: defer.ensureDeferred(
+                watch(Client(reactor, url=etcd.url), etcd.url, args.events, args.limit,
+                      args.results)))
+
+
+async def watch_asyncio(url: str, count: int, limit_s: float, results: str | None) -> None:
+    from txetcd.asyncio import Client as AsyncioClient
+
+    await watch(AsyncioClient(url=url), url, count, limit_s, results)
 
 
 if __name__ == "__main__":

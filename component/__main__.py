@@ -25,7 +25,7 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectError
 from twisted.python.failure import Failure
 
-from txetcd.transport import tls_reason
+from txetcd.twisted_driver import tls_reason
 
 from .config import ConfigError, parse_settings, split_endpoints
 from .login import Credentials, KeyFileError, load_key, make_key, refusal

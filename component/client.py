@@ -7,6 +7,7 @@ key file) or anonymous. The serializer is CBOR, so binary keys and values arrive
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,26 @@ async def connect(reactor: Any, options: ClientOptions) -> Any:
     transport = {**transport_for(options.router, options.ca), "max_retries": 0}
     component = Component(transports=[transport], realm=options.realm,
                           authentication=_credentials(options).authentication())
+    failed = _report_join(component, joined, options)
+    component.start(reactor).addErrback(failed)
+
+    def _timeout() -> None:
+        if not joined.called:
+            joined.errback(ConnectFailed(f"no answer from {options.router} within "
+                                         f"{JOIN_TIMEOUT:.0f} s"))
+
+    timer = reactor.callLater(JOIN_TIMEOUT, _timeout)
+    try:
+        return await joined
+    finally:
+        if timer.active():
+            timer.cancel()
+
+
+def _report_join(component: Any, joined: defer.Deferred[Any],
+                 options: ClientOptions) -> Callable[[Any], None]:
+    """Fire ``joined`` with the session, or with ``ConnectFailed`` on the first refusal or
+    connection failure; returns the errback for the component's start."""
 
     @component.on_join
     def _joined(session: Any, details: Any) -> None:
@@ -72,15 +93,4 @@ async def connect(reactor: Any, options: ClientOptions) -> Any:
             why = causes[-1] if causes else failure.getErrorMessage()
             joined.errback(ConnectFailed(f"cannot join {options.router}: {why}"))
 
-    component.start(reactor).addErrback(_failed)
-    def _timeout() -> None:
-        if not joined.called:
-            joined.errback(ConnectFailed(f"no answer from {options.router} within "
-                                         f"{JOIN_TIMEOUT:.0f} s"))
-
-    timer = reactor.callLater(JOIN_TIMEOUT, _timeout)
-    try:
-        return await joined
-    finally:
-        if timer.active():
-            timer.cancel()
+    return _failed

@@ -8,13 +8,23 @@ Fields whose names start with ``//`` are comments and ignored, at every level th
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from procedures.payload import DEFAULT_MAX_DEPTH, MAX_DEPTH
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS
 
-from .limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
+from .settings import (
+    RESERVED_SLOT,
+    WIRE_KEYS,
+    WIRE_VALUES,
+    ConfigError,
+    EtcdSettings,
+    FlatBuffersSettings,
+    IndexSettings,
+    Settings,
+    TableSettings,
+)
+from .typed_config import check_index_slots, parse_typing
 
 __all__ = ["ConfigError", "EtcdSettings", "TableSettings", "IndexSettings",
            "FlatBuffersSettings", "Settings", "parse_settings", "split_endpoints",
@@ -25,77 +35,8 @@ def split_endpoints(text: str | None) -> tuple[str, ...]:
     """``--etcd``/``$ETCD_ENDPOINTS``: comma-separated etcd URLs (none when empty)."""
     return tuple(url.strip() for url in (text or "").split(",") if url.strip())
 
-# Key and value kinds that have a faithful WAMP representation.
-WIRE_KEYS = ("string", "binary", "oid", "uuid", "timestamp")
-WIRE_VALUES = ("string", "binary", "oid", "uuid", "json", "cbor", "flatbuffers")
-
-# The last slot of the namespace is the component's own: publisher elections and positions.
-RESERVED_SLOT = 0xFFFF
-
 # A URI component under loose and strict Crossbar URI rules alike.
 _URI_PART = re.compile(r"^[a-z0-9_]+$")
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; ``field`` names where."""
-
-    def __init__(self, field_name: str, problem: str) -> None:
-        super().__init__(f"config field {field_name}: {problem}")
-        self.field = field_name
-
-
-@dataclass(frozen=True)
-class EtcdSettings:
-    endpoints: list[str] = field(default_factory=lambda: ["http://127.0.0.1:2379"])
-    namespace: bytes = b""
-    user: str | None = None
-    password: str | None = None
-    ca: str | None = None
-
-
-@dataclass(frozen=True)
-class IndexSettings:
-    """A secondary index: ``field`` is a JSON pointer into the value (``email`` = ``/email``)."""
-
-    name: str
-    field: str
-    unique: bool
-    key: str  # the key kind of the indexed value
-    slot: int  # where its entries live: another slot, so table events never carry them
-
-
-@dataclass(frozen=True)
-class FlatBuffersSettings:
-    schema: str  # the .bfbs (or .fbs, compiled with flatc at start) file
-    root_type: str
-    bfbs: bytes = field(repr=False, default=b"")  # the binary schema, read once
-
-
-@dataclass(frozen=True)
-class TableSettings:
-    name: str
-    slot: int
-    key: str
-    value: str
-    schema: dict[str, Any] | None = None  # JSON Schema 2020-12 of json/cbor values
-    flatbuffers: FlatBuffersSettings | None = None
-    indexes: tuple[IndexSettings, ...] = ()
-    # Containers a stored value may nest (see procedures.payload): deeper puts are refused.
-    max_depth: int = DEFAULT_MAX_DEPTH
-
-
-@dataclass(frozen=True)
-class Settings:
-    prefix: str
-    etcd: EtcdSettings
-    tables: list[TableSettings]
-    # Seconds between two writes of a publisher's position while events flow (see
-    # component.publisher): what a lone instance may resend after a crash, against etcd writes.
-    position_interval: float = 0.1
-    # Admission control (component.limits): call bytes in flight, scans at once and waiting.
-    max_inflight_bytes: int = MAX_INFLIGHT_BYTES
-    max_scans: int = MAX_SCANS
-    max_queued_scans: int = MAX_QUEUED_SCANS
 
 
 def _expect(obj: Any, kind: type | tuple[type, ...], where: str) -> Any:
@@ -127,14 +68,29 @@ def parse_settings(raw: Any) -> Settings:
     # Crossbar adds cbdir to extra; relative schema paths are resolved against it.
     _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir", *_LIMITS},
                     "")
-    prefix_text = raw.get("prefix", "etcd")
-    _expect(prefix_text, str, "prefix")
-    for i, part in enumerate(prefix_text.split(".")):
+    prefix = _parse_prefix(raw.get("prefix", "etcd"))
+    etcd = _parse_etcd(raw.get("etcd") or {})
+    tables = _parse_tables(raw.get("tables"), raw.get("cbdir"))
+    interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
+    if not 0 <= interval <= 3600:
+        raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")
+    limits = {name: _limit(raw, name) for name in _LIMITS}
+    return Settings(prefix, etcd, tables, float(interval), **limits)
+
+
+def _parse_prefix(text: Any) -> str:
+    """The WAMP URI prefix: dot-separated URI components."""
+    _expect(text, str, "prefix")
+    for i, part in enumerate(text.split(".")):
         _uri_part(part, f"prefix (component {i})")
-    etcd_raw = raw.get("etcd") or {}
-    _expect(etcd_raw, dict, "etcd")
-    _reject_unknown(etcd_raw, {"endpoints", "namespace", "user", "password", "ca"}, "etcd")
-    endpoints = etcd_raw.get("endpoints", ["http://127.0.0.1:2379"])
+    return str(text)
+
+
+def _parse_etcd(raw: Any) -> EtcdSettings:
+    """The ``etcd`` section: endpoints, namespace and credentials."""
+    _expect(raw, dict, "etcd")
+    _reject_unknown(raw, {"endpoints", "namespace", "user", "password", "ca"}, "etcd")
+    endpoints = raw.get("endpoints", ["http://127.0.0.1:2379"])
     _expect(endpoints, list, "etcd.endpoints")
     if not endpoints:
         raise ConfigError("etcd.endpoints", "needs at least one URL")
@@ -142,62 +98,68 @@ def parse_settings(raw: Any) -> Settings:
         _expect(url, str, f"etcd.endpoints[{i}]")
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"etcd.endpoints[{i}]", f"{url!r} is not an http(s):// URL")
-    namespace = etcd_raw.get("namespace") or ""
+    namespace = raw.get("namespace") or ""
     _expect(namespace, str, "etcd.namespace")
     for name in ("user", "password", "ca"):
-        if etcd_raw.get(name) is not None:
-            _expect(etcd_raw[name], str, f"etcd.{name}")
-    if (etcd_raw.get("user") is None) != (etcd_raw.get("password") is None):
+        if raw.get(name) is not None:
+            _expect(raw[name], str, f"etcd.{name}")
+    if (raw.get("user") is None) != (raw.get("password") is None):
         raise ConfigError("etcd.user", "user and password go together")
-    etcd = EtcdSettings(list(endpoints), namespace.encode(), etcd_raw.get("user"),
-                        etcd_raw.get("password"), etcd_raw.get("ca"))
-    tables_raw = raw.get("tables")
-    _expect(tables_raw, list, "tables")
-    if not tables_raw:
+    return EtcdSettings(list(endpoints), namespace.encode(), raw.get("user"),
+                        raw.get("password"), raw.get("ca"))
+
+
+def _parse_tables(raw: Any, cbdir: Any) -> list[TableSettings]:
+    """The ``tables`` list: at least one, names and slots unique, index slots free."""
+    _expect(raw, list, "tables")
+    if not raw:
         raise ConfigError("tables", "configure at least one table")
     tables: list[TableSettings] = []
-    for i, table in enumerate(tables_raw):
-        where = f"tables[{i}]"
-        _expect(table, dict, where)
-        _reject_unknown(table, {"name", "slot", "key", "value", "schema", "flatbuffers",
-                                "indexes", "max_depth"}, where)
-        name = _uri_part(table.get("name"), f"{where}.name")
-        slot = _expect(table.get("slot"), int, f"{where}.slot")
-        if not 1 <= slot < RESERVED_SLOT:
-            raise ConfigError(f"{where}.slot", f"must be 1..{RESERVED_SLOT - 1}, not {slot} "
-                                               f"(slot {RESERVED_SLOT} holds the component's "
-                                               "elections and event positions)")
-        key = _expect(table.get("key"), str, f"{where}.key")
-        value = _expect(table.get("value"), str, f"{where}.value")
-        if key not in KEY_CODECS or key not in WIRE_KEYS:
-            raise ConfigError(f"{where}.key", f"{key!r} is not one of {', '.join(WIRE_KEYS)}")
-        if value == "pickle":
-            raise ConfigError(f"{where}.value", "pickle tables are never exposed over WAMP: "
-                                                "unpickling data from the network runs code")
-        if value not in VALUE_CODECS or value not in WIRE_VALUES:
-            raise ConfigError(f"{where}.value",
-                              f"{value!r} is not one of {', '.join(WIRE_VALUES)}")
-        for other in tables:
-            if other.name == name:
-                raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
-            if other.slot == slot:
-                raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
-        depth = _expect(table.get("max_depth", DEFAULT_MAX_DEPTH), int, f"{where}.max_depth")
-        if not 1 <= depth <= MAX_DEPTH:
-            raise ConfigError(f"{where}.max_depth", f"must be 1..{MAX_DEPTH} (what every WAMP "
-                                                    f"serializer carries), not {depth}")
-        from .typed_config import parse_typing  # it raises our ConfigError
-
-        typed = parse_typing(table, where, name, value, raw.get("cbdir"))
-        tables.append(TableSettings(name, slot, key, value, max_depth=depth, **typed))
-    from .typed_config import check_index_slots
-
+    for i, table in enumerate(raw):
+        tables.append(_parse_table(table, f"tables[{i}]", tables, cbdir))
     check_index_slots(tables)
-    interval = _expect(raw.get("position_interval", 0.1), (int, float), "position_interval")
-    if not 0 <= interval <= 3600:
-        raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")
-    limits = {name: _limit(raw, name) for name in _LIMITS}
-    return Settings(prefix_text, etcd, tables, float(interval), **limits)
+    return tables
+
+
+def _parse_table(table: Any, where: str, earlier: list[TableSettings],
+                 cbdir: Any) -> TableSettings:
+    """One table; ``earlier`` are the tables before it, whose names and slots it may not reuse."""
+    _expect(table, dict, where)
+    _reject_unknown(table, {"name", "slot", "key", "value", "schema", "flatbuffers",
+                            "indexes", "max_depth"}, where)
+    name = _uri_part(table.get("name"), f"{where}.name")
+    slot = _expect(table.get("slot"), int, f"{where}.slot")
+    if not 1 <= slot < RESERVED_SLOT:
+        raise ConfigError(f"{where}.slot", f"must be 1..{RESERVED_SLOT - 1}, not {slot} "
+                                           f"(slot {RESERVED_SLOT} holds the component's "
+                                           "elections and event positions)")
+    key, value = _parse_kinds(table, where)
+    for other in earlier:
+        if other.name == name:
+            raise ConfigError(f"{where}.name", f"table {name!r} is configured twice")
+        if other.slot == slot:
+            raise ConfigError(f"{where}.slot", f"slot {slot} is already table {other.name!r}")
+    depth = _expect(table.get("max_depth", DEFAULT_MAX_DEPTH), int, f"{where}.max_depth")
+    if not 1 <= depth <= MAX_DEPTH:
+        raise ConfigError(f"{where}.max_depth", f"must be 1..{MAX_DEPTH} (what every WAMP "
+                                                f"serializer carries), not {depth}")
+    typed = parse_typing(table, where, name, value, cbdir)
+    return TableSettings(name, slot, key, value, max_depth=depth, **typed)
+
+
+def _parse_kinds(table: dict[str, Any], where: str) -> tuple[str, str]:
+    """A table's key and value kinds: ones with a faithful WAMP form, never pickle."""
+    key = _expect(table.get("key"), str, f"{where}.key")
+    value = _expect(table.get("value"), str, f"{where}.value")
+    if key not in KEY_CODECS or key not in WIRE_KEYS:
+        raise ConfigError(f"{where}.key", f"{key!r} is not one of {', '.join(WIRE_KEYS)}")
+    if value == "pickle":
+        raise ConfigError(f"{where}.value", "pickle tables are never exposed over WAMP: "
+                                            "unpickling data from the network runs code")
+    if value not in VALUE_CODECS or value not in WIRE_VALUES:
+        raise ConfigError(f"{where}.value",
+                          f"{value!r} is not one of {', '.join(WIRE_VALUES)}")
+    return key, value
 
 
 # Admission limits (component.limits), each with the least value it may take.

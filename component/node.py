@@ -32,7 +32,7 @@ from .config import ConfigError, parse_settings
 from .localsocket import point_to_socket, private_dir
 
 __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_config",
-           "read_json_file", "relevant_lines", "run", "main"]
+           "read_json_file", "relevant_lines", "run"]
 
 # The directory holding the component package: what the node's workers import it from, in a
 # checkout (the repo) and in an installed wheel (site-packages) alike.
@@ -226,14 +226,3 @@ def run(options: NodeOptions, out: Any = None) -> int:
         raise StartFailed(f"crossbar exited with {node.returncode}; from its log {log_path}:\n"
                           + "\n".join(relevant_lines(_log_text(log_path))))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m component.node``: the same as ``etcd-wamp run``."""
-    from .cli import main as cli_main
-
-    return cli_main(["run", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

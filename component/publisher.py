@@ -47,7 +47,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from txetcd import Client, CompCreated, KeySet, OpDel, OpSet, Unavailable
-from txetcd.concurrency import Leadership, NotLeader
+from txetcd.concurrency import Election, Leadership, NotLeader
 from txetcd.pmap.layout import slot_prefix
 from txetcd.watch import EventType, WatchCompacted, WatchEvent
 
@@ -200,7 +200,7 @@ class TablePublisher:
         self.table = relay.tables[name]
         self.coordinator = coordinator
         self.position_interval = position_interval
-        self.election = coordinator.election(election_name(relay.prefix, name))
+        self.election = Election(coordinator, election_name(relay.prefix, name))
         self.position_key = position_key(relay.prefix, name)
         self.published = Position(0)  # what the router accepted in this lead
         self.stored = Position(0)  # what its last position write (as leader) stored

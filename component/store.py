@@ -13,7 +13,7 @@ from typing import Any
 import treq
 from twisted.internet import defer
 
-from txetcd import Client, KeyNotFound
+from txetcd import Client, Election, KeyNotFound
 
 from .publisher import election_name
 
@@ -49,7 +49,7 @@ async def _publisher(etcd: Client, prefix: str, table: str) -> str | None:
     """The instance (``host:pid``) leading the table's publisher election, if anyone does
     (nobody does while nobody subscribes to the table's events)."""
     try:
-        leader = await etcd.election(election_name(prefix, table)).leader()
+        leader = await Election(etcd, election_name(prefix, table)).leader()
     except KeyNotFound:
         return None
     return leader.value.decode(errors="replace")
@@ -59,7 +59,7 @@ async def _quota_bytes(etcd: Client) -> int | None:
     """etcd's backend quota (``--quota-backend-bytes``), which only its metrics expose."""
     transport = etcd.transport
     try:
-        response = await transport.http.get(transport.endpoint + "/metrics",
+        response = await etcd.driver.http.get(transport.endpoint + "/metrics",
                                              timeout=METRICS_TIMEOUT)
         body = await treq.content(response)
     except (defer.CancelledError, Exception):  # noqa: BLE001 - the quota is optional

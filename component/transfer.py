@@ -182,92 +182,114 @@ async def import_table(session: Any, prefix: str, table: str, lines: Iterable[st
                        on_refused: Callable[[int, str], None] | None = None) -> ImportReport:
     """Put every row of ``lines`` (JSON Lines, see ``component.jsonlines``) into the table."""
     entry, _ = await table_kinds(session, prefix, table)
-    rows_format = _row_format(entry)
-    # Maps of a flatbuffers schema are checked (and sized) as CBOR here, by schema there.
-    keys = KeyWire(entry["key"])
-    values = ValueWire("cbor" if rows_format.cbor else entry["value"])
-    indexes = entry.get("indexes") or ()
-    in_flight_max = 1 if any(index.get("unique") for index in indexes) else IN_FLIGHT
-    # etcd's op limit counts index entries too: a row rewritten with new indexed values
-    # deletes one entry and puts another per index.
-    max_rows = MAX_OPS // (1 + 2 * len(indexes))
-    mark = _Position(position)
-    skip = mark.read() if resume else 0
-    report = ImportReport()
-    bar: Progress | None = None
-    batch: list[_Row] = []
-    batch_keys: set[bytes] = set()
-    batch_bytes = 0
-    last_line = skip
-
-    def refuse(line: int, why: str) -> None:
-        report.refused.append((line, why))
-        if on_refused is not None:
-            on_refused(line, why)
-
-    # Up to IN_FLIGHT txns at once, settled in order: the position only ever names a line
-    # before which every batch is committed. A batch that writes a key of one in flight waits
-    # for them, so a later line always wins.
-    in_flight: list[tuple[defer.Deferred[int], set[bytes], int]] = []
-
-    async def settle_oldest() -> None:
-        done, _, line = in_flight.pop(0)
-        report.imported += await done
-        mark.write(line)
-
-    async def flush() -> None:
-        nonlocal batch, batch_keys, batch_bytes
-        if any(batch_keys & keys_in_flight for _, keys_in_flight, _ in in_flight):
-            while in_flight:
-                await settle_oldest()
-        if batch:
-            done = defer.ensureDeferred(_commit(session, prefix, table, batch, refuse))
-            if bar is not None:
-                done.addCallback(_advance, bar, len(batch))
-            in_flight.append((done, batch_keys, last_line))
-        while len(in_flight) >= in_flight_max or (in_flight and not batch):
-            await settle_oldest()
-        if not batch:
-            mark.write(last_line)
-        batch, batch_keys, batch_bytes = [], set(), 0
-
+    importer = _Importer(session, prefix, table, entry, _Position(position), on_refused)
+    skip = importer.mark.read() if resume else 0
+    importer.last_line = skip
     try:
         for number, text in enumerate(lines, 1):
             if number <= skip:
-                report.skipped_lines += 1
+                importer.report.skipped_lines += 1
                 continue
-            if bar is None:  # after the header line, which may give the total
-                header = _header(text) if number == 1 else None
-                if header is not None:
-                    _check_header(header, table, entry)
-                    bar = Progress(f"import {table}", header.count, progress)
-                    continue
-                bar = Progress(f"import {table}", None, progress)
-            if not text.strip():
+            if importer.bar is None and importer.start(number, text, progress):
                 continue
-            try:
-                key, value = rows_format.loads(text)
-                etcd_key = keys.encode(key)
-                size = len(etcd_key) + len(values.encode(value))
-            except (RowError, ProcedureError) as exc:
-                refuse(number, str(exc))
-                last_line = number
-                continue
-            if len(batch) == max_rows or etcd_key in batch_keys or \
-                    batch_bytes + size > MAX_BATCH_BYTES:
-                await flush()
-            batch.append(_Row(number, key, value))
-            batch_keys.add(etcd_key)
-            batch_bytes += size
-            last_line = number
-        await flush()
-        await flush()  # the last batch settled, the position at the last line
+            if text.strip():
+                await importer.add(number, text)
+        await importer.flush()
+        await importer.flush()  # the last batch settled, the position at the last line
     finally:
-        for done, _, _ in in_flight:  # after a failure: let the others end, quietly
+        importer.close()
+    return importer.report
+
+
+class _Importer:
+    """One import's batches: rows gathered into etcd txns within the op and byte limits, up to
+    ``IN_FLIGHT`` txns at once, settled in order so the position only ever names a line before
+    which every batch is committed. A batch that writes a key of one in flight waits for them,
+    so a later line always wins."""
+
+    def __init__(self, session: Any, prefix: str, table: str, entry: dict[str, Any],
+                 mark: _Position, on_refused: Callable[[int, str], None] | None) -> None:
+        self.session, self.prefix, self.table, self.entry = session, prefix, table, entry
+        self.mark, self.on_refused = mark, on_refused
+        self.rows_format = _row_format(entry)
+        # Maps of a flatbuffers schema are checked (and sized) as CBOR here, by schema there.
+        self.keys = KeyWire(entry["key"])
+        self.values = ValueWire("cbor" if self.rows_format.cbor else entry["value"])
+        indexes = entry.get("indexes") or ()
+        self.in_flight_max = 1 if any(index.get("unique") for index in indexes) else IN_FLIGHT
+        # etcd's op limit counts index entries too: a row rewritten with new indexed values
+        # deletes one entry and puts another per index.
+        self.max_rows = MAX_OPS // (1 + 2 * len(indexes))
+        self.report = ImportReport()
+        self.bar: Progress | None = None
+        self.batch: list[_Row] = []
+        self.batch_keys: set[bytes] = set()
+        self.batch_bytes = 0
+        self.last_line = 0
+        self.in_flight: list[tuple[defer.Deferred[int], set[bytes], int]] = []
+
+    def start(self, number: int, text: str, progress: bool | None) -> bool:
+        """Open the progress bar at the first line; True if that line was the header (which
+        may give the total)."""
+        header = _header(text) if number == 1 else None
+        if header is not None:
+            _check_header(header, self.table, self.entry)
+            self.bar = Progress(f"import {self.table}", header.count, progress)
+            return True
+        self.bar = Progress(f"import {self.table}", None, progress)
+        return False
+
+    def refuse(self, line: int, why: str) -> None:
+        self.report.refused.append((line, why))
+        if self.on_refused is not None:
+            self.on_refused(line, why)
+
+    async def add(self, number: int, text: str) -> None:
+        """One row line: refused if it does not convert, else into the batch (flushed first
+        when the row would not fit or rewrites a key of it)."""
+        try:
+            key, value = self.rows_format.loads(text)
+            etcd_key = self.keys.encode(key)
+            size = len(etcd_key) + len(self.values.encode(value))
+        except (RowError, ProcedureError) as exc:
+            self.refuse(number, str(exc))
+            self.last_line = number
+            return
+        if len(self.batch) == self.max_rows or etcd_key in self.batch_keys or \
+                self.batch_bytes + size > MAX_BATCH_BYTES:
+            await self.flush()
+        self.batch.append(_Row(number, key, value))
+        self.batch_keys.add(etcd_key)
+        self.batch_bytes += size
+        self.last_line = number
+
+    async def settle_oldest(self) -> None:
+        done, _, line = self.in_flight.pop(0)
+        self.report.imported += await done
+        self.mark.write(line)
+
+    async def flush(self) -> None:
+        """Send the batch; with no batch, settle everything and write the position."""
+        if any(self.batch_keys & keys_in_flight for _, keys_in_flight, _ in self.in_flight):
+            while self.in_flight:
+                await self.settle_oldest()
+        if self.batch:
+            done = defer.ensureDeferred(_commit(self.session, self.prefix, self.table,
+                                                self.batch, self.refuse))
+            if self.bar is not None:
+                done.addCallback(_advance, self.bar, len(self.batch))
+            self.in_flight.append((done, self.batch_keys, self.last_line))
+        while len(self.in_flight) >= self.in_flight_max or (self.in_flight and not self.batch):
+            await self.settle_oldest()
+        if not self.batch:
+            self.mark.write(self.last_line)
+        self.batch, self.batch_keys, self.batch_bytes = [], set(), 0
+
+    def close(self) -> None:
+        for done, _, _ in self.in_flight:  # after a failure: let the others end, quietly
             done.addErrback(lambda _: None)
-        if bar is not None:
-            bar.close()
-    return report
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _advance(written: int, bar: Progress, rows: int) -> int:

@@ -17,7 +17,9 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from .config import WIRE_KEYS, ConfigError, FlatBuffersSettings, IndexSettings, TableSettings
+from txetcd.types import is_int
+
+from .settings import WIRE_KEYS, ConfigError, FlatBuffersSettings, IndexSettings, TableSettings
 
 __all__ = ["parse_typing", "check_index_slots", "default_index_slot", "compile_fbs"]
 
@@ -79,7 +81,7 @@ def _index(raw: Any, where: str, table: str) -> IndexSettings:
     if key not in WIRE_KEYS:
         raise ConfigError(f"{where}.key", f"{key!r} is not one of {', '.join(WIRE_KEYS)}")
     slot = raw.get("slot", default_index_slot(table, name))
-    if isinstance(slot, bool) or not isinstance(slot, int) or not 1 <= slot < 0xFFFF:
+    if not is_int(slot) or not 1 <= slot < 0xFFFF:
         raise ConfigError(f"{where}.slot", f"must be 1..65534, not {slot!r}")
     return IndexSettings(name, _pointer(raw.get("field"), f"{where}.field"), unique, key, slot)
 
@@ -90,52 +92,70 @@ def parse_typing(table: dict[str, Any], where: str, name: str, value: str,
     typed: dict[str, Any] = {}
     schema = table.get("schema")
     if schema is not None:
-        if value not in ("json", "cbor"):
-            raise ConfigError(f"{where}.schema", f"table {name!r}: a JSON Schema needs json or "
-                                                 f"cbor values, not {value}")
-        if not isinstance(schema, (dict, bool)):
-            raise ConfigError(f"{where}.schema", f"table {name!r}: a JSON Schema is an object")
-        try:
-            Draft202012Validator.check_schema(schema)
-        except SchemaError as exc:
-            path = "/" + "/".join(str(p) for p in exc.path)
-            raise ConfigError(f"{where}.schema", f"table {name!r}: the JSON Schema does not "
-                                                 f"compile at {path}: {exc.message}") from None
-        typed["schema"] = schema
+        typed["schema"] = _schema(schema, where, name, value)
     fbs = table.get("flatbuffers")
     if fbs is not None:
-        if value != "flatbuffers":
-            raise ConfigError(f"{where}.flatbuffers", f"table {name!r} has {value} values")
-        if not isinstance(fbs, dict) or set(fbs) != {"schema", "root_type"} or not all(
-                isinstance(v, str) for v in fbs.values()):
-            raise ConfigError(f"{where}.flatbuffers", f"table {name!r}: expected "
-                                                      '{"schema": "x.fbs", "root_type": "T"}')
-        fbs_path = Path(fbs["schema"])
-        if not fbs_path.is_absolute() and isinstance(cbdir, str):
-            fbs_path = Path(cbdir) / fbs_path
-        try:
-            bfbs = compile_fbs(fbs_path)
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{where}.flatbuffers.schema", f"table {name!r}: {exc}") from None
-        from procedures.flatbuf import FlatBuffersSchema  # the one reader of .bfbs files
+        typed["flatbuffers"] = _flatbuffers(fbs, where, name, value, cbdir)
+    typed["indexes"] = _indexes(table.get("indexes", []), where, name,
+                                value in ("json", "cbor") or fbs is not None)
+    return typed
 
-        try:
-            FlatBuffersSchema(bfbs, fbs["root_type"])
-        except ValueError as exc:
-            raise ConfigError(f"{where}.flatbuffers.root_type",
-                              f"table {name!r}: {exc}") from None
-        typed["flatbuffers"] = FlatBuffersSettings(str(fbs_path), fbs["root_type"], bfbs)
-    indexes = table.get("indexes", [])
+
+def _schema(schema: Any, where: str, name: str, value: str) -> Any:
+    """A JSON Schema 2020-12 for json/cbor values, checked to compile."""
+    if value not in ("json", "cbor"):
+        raise ConfigError(f"{where}.schema", f"table {name!r}: a JSON Schema needs json or "
+                                             f"cbor values, not {value}")
+    if not isinstance(schema, (dict, bool)):
+        raise ConfigError(f"{where}.schema", f"table {name!r}: a JSON Schema is an object")
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        path = "/" + "/".join(str(p) for p in exc.path)
+        raise ConfigError(f"{where}.schema", f"table {name!r}: the JSON Schema does not "
+                                             f"compile at {path}: {exc.message}") from None
+    return schema
+
+
+def _flatbuffers(fbs: Any, where: str, name: str, value: str,
+                 cbdir: Any) -> FlatBuffersSettings:
+    """A flatbuffers table's schema (relative to ``cbdir``), compiled and its root type found."""
+    if value != "flatbuffers":
+        raise ConfigError(f"{where}.flatbuffers", f"table {name!r} has {value} values")
+    if not isinstance(fbs, dict) or set(fbs) != {"schema", "root_type"} or not all(
+            isinstance(v, str) for v in fbs.values()):
+        raise ConfigError(f"{where}.flatbuffers", f"table {name!r}: expected "
+                                                  '{"schema": "x.fbs", "root_type": "T"}')
+    fbs_path = Path(fbs["schema"])
+    if not fbs_path.is_absolute() and isinstance(cbdir, str):
+        fbs_path = Path(cbdir) / fbs_path
+    try:
+        bfbs = compile_fbs(fbs_path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{where}.flatbuffers.schema", f"table {name!r}: {exc}") from None
+    from procedures.flatbuf import FlatBuffersSchema  # the one reader of .bfbs files
+
+    try:
+        FlatBuffersSchema(bfbs, fbs["root_type"])
+    except ValueError as exc:
+        raise ConfigError(f"{where}.flatbuffers.root_type",
+                          f"table {name!r}: {exc}") from None
+    return FlatBuffersSettings(str(fbs_path), fbs["root_type"], bfbs)
+
+
+def _indexes(indexes: Any, where: str, name: str,
+             structured: bool) -> tuple[IndexSettings, ...]:
+    """A table's secondary indexes; only ``structured`` values (json, cbor, flatbuffers) have
+    fields to index."""
     if not isinstance(indexes, list):
         raise ConfigError(f"{where}.indexes", "expected a list of indexes")
-    if indexes and value not in ("json", "cbor") and fbs is None:
+    if indexes and not structured:
         raise ConfigError(f"{where}.indexes", f"table {name!r}: indexes need json or cbor "
                                               "values, or flatbuffers with a schema")
     parsed = [_index(raw, f"{where}.indexes[{i}]", name) for i, raw in enumerate(indexes)]
     if len({i.name for i in parsed}) < len(parsed):
         raise ConfigError(f"{where}.indexes", f"table {name!r} names an index twice")
-    typed["indexes"] = tuple(parsed)
-    return typed
+    return tuple(parsed)
 
 
 def check_index_slots(tables: list[TableSettings]) -> None:

@@ -20,7 +20,7 @@ from txetcd import (
     Unavailable,
 )
 
-__all__ = ["ProcedureError", "KINDS", "ETCD_ERRORS", "to_application_error"]
+__all__ = ["ProcedureError", "SchemaViolation", "KINDS", "ETCD_ERRORS", "to_application_error"]
 
 KINDS = ("invalid_key", "invalid_value", "invalid_argument", "too_large", "conflict",
          "unavailable", "forbidden", "busy", "no_space",
@@ -47,6 +47,15 @@ ETCD_ERRORS: tuple[tuple[type[EtcdError], str, str], ...] = (
     (Unavailable, "unavailable", "etcd is unavailable"),
     (EtcdError, "unavailable", "etcd refused the request"),
 )
+
+
+class SchemaViolation(ValueError):
+    """A value does not match its table's schema; the message names the pointer and rule."""
+
+    def __init__(self, pointer: str, rule: str, problem: str) -> None:
+        super().__init__(f"at {pointer or '/'}: {problem} (rule {rule})")
+        self.pointer = pointer or "/"
+        self.rule = rule
 
 
 class ProcedureError(Exception):

@@ -21,8 +21,9 @@ from flatbuffers import number_types as N  # noqa: N812 - flatbuffers' own idiom
 from flatbuffers.table import Table
 
 from txetcd.pmap.codecs import ValueCodec
+from txetcd.types import is_int
 
-from .schema import SchemaViolation
+from .errors import SchemaViolation
 
 __all__ = ["FlatBuffersSchema", "FlatBuffersMapValue"]
 
@@ -43,6 +44,22 @@ _SCALARS: dict[int, tuple[str, Any, str]] = {
 
 def _child(pointer: str, part: Any) -> str:
     return f"{pointer}/{str(part).replace('~', '~0').replace('/', '~1')}"
+
+
+def _check_table_fields(obj: _Object, value: Any, pointer: str) -> None:
+    """A table's value is a map of its fields with every required one present."""
+    if not isinstance(value, dict):
+        raise SchemaViolation(pointer, "type", f"{obj.name} must be a map, not "
+                                               f"{type(value).__name__}")
+    fields = {f.name: f for f in obj.fields}
+    for name in value:
+        if name not in fields:
+            raise SchemaViolation(_child(pointer, name), "unknown_field",
+                                  f"{obj.name} has no field {name!r:.40}")
+    for f in obj.fields:
+        if f.required and value.get(f.name) is None:
+            raise SchemaViolation(_child(pointer, f.name), "required",
+                                  f"{obj.name}.{f.name} is required")
 
 
 @dataclass(frozen=True)
@@ -189,7 +206,7 @@ class FlatBuffersSchema:
             if base == FLOAT and math.isfinite(value) and abs(value) > 3.4028234663852886e38:
                 raise SchemaViolation(pointer, "range", f"{value} does not fit a float32")
             return float(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise SchemaViolation(pointer, "type", f"expected an {name}, not {value!r:.40}")
         try:
             struct.pack(fmt, value)
@@ -205,18 +222,7 @@ class FlatBuffersSchema:
         return bytes(builder.Output())
 
     def _table(self, b: flatbuffers.Builder, obj: _Object, value: Any, pointer: str) -> int:
-        if not isinstance(value, dict):
-            raise SchemaViolation(pointer, "type", f"{obj.name} must be a map, not "
-                                                   f"{type(value).__name__}")
-        fields = {f.name: f for f in obj.fields}
-        for name in value:
-            if name not in fields:
-                raise SchemaViolation(_child(pointer, name), "unknown_field",
-                                      f"{obj.name} has no field {name!r:.40}")
-        for f in obj.fields:
-            if f.required and value.get(f.name) is None:
-                raise SchemaViolation(_child(pointer, f.name), "required",
-                                      f"{obj.name}.{f.name} is required")
+        _check_table_fields(obj, value, pointer)
         # Offsets of strings, vectors and tables first: nothing may be built inside a table.
         offsets: dict[str, int] = {}
         for f in obj.fields:
@@ -277,7 +283,9 @@ class FlatBuffersSchema:
             return int(b.CreateString(item))
         if f.base == OBJ:
             return self._table(b, self.objects[f.index], item, pointer)
-        # A vector.
+        return self._vector(b, f, item, pointer)
+
+    def _vector(self, b: flatbuffers.Builder, f: _Field, item: Any, pointer: str) -> int:
         if f.element == UBYTE and isinstance(item, (bytes, bytearray)):
             return int(b.CreateByteVector(bytes(item)))
         if not isinstance(item, list):
@@ -290,26 +298,29 @@ class FlatBuffersSchema:
                 b.Prepend(_SCALARS[f.element][1], v)
             return int(b.EndVector())
         if f.element == OBJ and self.objects[f.index].is_struct:
-            sub = self.objects[f.index]
-            parts = [self._struct_bytes(sub, v, _child(pointer, i)) for i, v in enumerate(item)]
-            b.StartVector(sub.bytesize, len(parts), sub.minalign)
-            for part in reversed(parts):
-                b.head = b.head - sub.bytesize
-                b.Bytes[b.head:b.head + sub.bytesize] = part
-            return int(b.EndVector())
-        offsets = []
-        for i, v in enumerate(item):
-            where = _child(pointer, i)
-            if f.element == STRING:
-                if not isinstance(v, str):
-                    raise SchemaViolation(where, "type", f"expected a string, not {v!r:.40}")
-                offsets.append(b.CreateString(v))
-            else:
-                offsets.append(self._table(b, self.objects[f.index], v, where))
+            return self._struct_vector(b, self.objects[f.index], item, pointer)
+        offsets = [self._element_offset(b, f, v, _child(pointer, i)) for i, v in enumerate(item)]
         b.StartVector(4, len(offsets), 4)
         for off in reversed(offsets):
             b.PrependUOffsetTRelative(off)
         return int(b.EndVector())
+
+    def _struct_vector(self, b: flatbuffers.Builder, sub: _Object, item: list[Any],
+                       pointer: str) -> int:
+        parts = [self._struct_bytes(sub, v, _child(pointer, i)) for i, v in enumerate(item)]
+        b.StartVector(sub.bytesize, len(parts), sub.minalign)
+        for part in reversed(parts):
+            b.head = b.head - sub.bytesize
+            b.Bytes[b.head:b.head + sub.bytesize] = part
+        return int(b.EndVector())
+
+    def _element_offset(self, b: flatbuffers.Builder, f: _Field, v: Any, where: str) -> int:
+        """A string or table of a vector of them."""
+        if f.element == STRING:
+            if not isinstance(v, str):
+                raise SchemaViolation(where, "type", f"expected a string, not {v!r:.40}")
+            return int(b.CreateString(v))
+        return self._table(b, self.objects[f.index], v, where)
 
     # -- decoding --------------------------------------------------------------------------
 

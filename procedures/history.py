@@ -17,17 +17,16 @@ An answer carries only as many versions as fit one message (``procedures.answers
 from __future__ import annotations
 
 import collections
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet import defer
 
 from txetcd import Compacted, WatchCompacted, WatchEvent
+from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
-
-if TYPE_CHECKING:
-    from .table import Table
+from .parts import TableParts
 
 __all__ = ["history", "MAX_HISTORY", "QUIET", "FIRST_WAIT", "DEADLINE"]
 
@@ -37,7 +36,7 @@ FIRST_WAIT = 2.0  # the same before the first event: a replay starts within etcd
 DEADLINE = 60.0  # a replay that takes longer is refused as unavailable
 
 
-def _version(table: Table, event: Any) -> dict[str, Any]:
+def _version(table: TableParts, event: Any) -> dict[str, Any]:
     kv = event.kv
     if getattr(event.type, "name", str(event.type)).upper() == "DELETE":
         return {"type": "delete", "revision": kv.mod_revision, "value": None, "version": 0,
@@ -45,12 +44,12 @@ def _version(table: Table, event: Any) -> dict[str, Any]:
     return _put(table, kv)
 
 
-def _put(table: Table, kv: Any) -> dict[str, Any]:
+def _put(table: TableParts, kv: Any) -> dict[str, Any]:
     return {"type": "put", "revision": kv.mod_revision, "value": table.values.decode(kv.value),
             "version": kv.version, "created": kv.create_revision}
 
 
-async def _walk(table: Table, row: bytes, state: Any, limit: int) -> tuple[list[Any], bool]:
+async def _walk(table: TableParts, row: bytes, state: Any, limit: int) -> tuple[list[Any], bool]:
     """Versions of the row's lifetime at ``state``, newest first, by reads at older revisions
     (cheap: one read per version); stops at ``limit``, the lifetime's first put, or compaction
     (then True)."""
@@ -67,72 +66,77 @@ async def _walk(table: Table, row: bytes, state: Any, limit: int) -> tuple[list[
     return versions, False
 
 
-async def _replay(table: Table, row: bytes, key: Any, end: int, terminal: int | None,
+async def _replay(table: TableParts, row: bytes, key: Any, end: int, terminal: int | None,
                   limit: int) -> tuple[list[Any], int | None]:
     """The last ``limit`` events of the row up to revision ``end``, oldest first, replayed by a
     watch from revision 1, and the compaction revision if history was cut. The replay ends at
     the event at ``terminal`` (one known to come), or after ``QUIET`` seconds of silence."""
     client = table.client
-    events: collections.deque[Any] = collections.deque(maxlen=limit)
-    compacted_at: int | None = None
-    finished: defer.Deferred[None] = defer.Deferred()
-    reactor = client.reactor
-    timer = None
-
-    def finish() -> None:
-        if not finished.called:
-            finished.callback(None)
-
-    def quiet(seconds: float) -> None:
-        nonlocal timer
-        if timer is not None and timer.active():
-            timer.cancel()
-        if terminal is None:
-            timer = reactor.callLater(seconds, finish)
-
-    def on_item(item: Any) -> None:
-        nonlocal compacted_at
-        if finished.called:
-            return
-        if isinstance(item, WatchCompacted):
-            compacted_at = item.compact_revision
-            return
-        assert isinstance(item, WatchEvent)
-        if item.revision > end:
-            finish()  # all of the row's events up to ``end`` came before this one
-            return
-        events.append(item)
-        if terminal is not None and item.revision >= terminal:
-            finish()
-        else:
-            quiet(QUIET)
+    replay = _Replay(client.reactor, end, terminal, limit)
+    replay.quiet(FIRST_WAIT)
+    watch = client.watch(row, replay.on_item, start_revision=1)
 
     def too_slow() -> None:
-        if not finished.called:
-            finished.errback(ProcedureError("unavailable", f"the history of {key!r:.80} did "
-                                                           f"not arrive in {DEADLINE:.0f} s"))
+        if not replay.finished.called:
+            replay.finished.errback(ProcedureError(
+                "unavailable", f"the history of {key!r:.80} did not arrive in {DEADLINE:.0f} s"))
 
-    quiet(FIRST_WAIT)
-    watch = client.watch(row, on_item, start_revision=1)
-    deadline = reactor.callLater(DEADLINE, too_slow)
+    deadline = client.reactor.callLater(DEADLINE, too_slow)
     try:
-        await finished
+        await replay.finished
     finally:
         watch.cancel()
-        for call in (timer, deadline):
+        for call in (replay.timer, deadline):
             if call is not None and call.active():
                 call.cancel()
-    return list(events), compacted_at
+    return list(replay.events), replay.compacted_at
 
 
-async def history(table: Table, key: Any, limit: Any = 10,
+class _Replay:
+    """What a replaying watch has delivered, and when it is done (``finished``)."""
+
+    def __init__(self, reactor: Any, end: int, terminal: int | None, limit: int) -> None:
+        self.reactor, self.end, self.terminal = reactor, end, terminal
+        self.events: collections.deque[Any] = collections.deque(maxlen=limit)
+        self.compacted_at: int | None = None
+        self.finished: defer.Deferred[None] = defer.Deferred()
+        self.timer: Any = None
+
+    def finish(self) -> None:
+        if not self.finished.called:
+            self.finished.callback(None)
+
+    def quiet(self, seconds: float) -> None:
+        """Finish after ``seconds`` without events, unless a known event ends the replay."""
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        if self.terminal is None:
+            self.timer = self.reactor.callLater(seconds, self.finish)
+
+    def on_item(self, item: Any) -> None:
+        if self.finished.called:
+            return
+        if isinstance(item, WatchCompacted):
+            self.compacted_at = item.compact_revision
+            return
+        assert isinstance(item, WatchEvent)
+        if item.revision > self.end:
+            self.finish()  # all of the row's events up to ``end`` came before this one
+            return
+        self.events.append(item)
+        if self.terminal is not None and item.revision >= self.terminal:
+            self.finish()
+        else:
+            self.quiet(QUIET)
+
+
+async def history(table: TableParts, key: Any, limit: Any = 10,
                   before_revision: Any = None) -> dict[str, Any]:
     """The row's versions before ``before_revision`` (default: all), newest first."""
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_HISTORY:
+    if not is_int(limit) or not 1 <= limit <= MAX_HISTORY:
         raise ProcedureError("invalid_argument",
                              f"limit must be an int from 1 to {MAX_HISTORY}, not {limit!r}")
-    if before_revision is not None and (isinstance(before_revision, bool) or not isinstance(
-            before_revision, int) or before_revision < 1):
+    if before_revision is not None and (not is_int(before_revision) or before_revision < 1):
         raise ProcedureError("invalid_argument", f"before_revision must be a revision (an int "
                                                  f">= 1), not {before_revision!r}")
     row = table.etcd_key(key)
@@ -176,7 +180,7 @@ async def history(table: Table, key: Any, limit: Any = 10,
                             "compact_revision": compacted_at or None})
 
 
-def _bounded(table: Table, answer: dict[str, Any]) -> dict[str, Any]:
+def _bounded(table: TableParts, answer: dict[str, Any]) -> dict[str, Any]:
     """``answer`` with only as many versions (newest first) as fit one message; ``partial``
     says some were left off (ask again with ``before_revision`` = the oldest one's)."""
     fitting = Answer(f"{table.name}.history", paged=True)

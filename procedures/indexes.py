@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from twisted.internet import task
 
@@ -33,14 +33,13 @@ from txetcd.pmap import (
     UniqueViolation,
     ValueCodec,
 )
+from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
+from .parts import TableParts
 from .schema import SchemaViolation
 from .wire import KeyWire
-
-if TYPE_CHECKING:
-    from .table import Table
 
 __all__ = ["IndexSpec", "TableIndex", "RowWrite", "write_rows", "resolve_pointer",
            "IndexMaintenance", "Disagreement", "WRITE_ATTEMPTS"]
@@ -101,7 +100,7 @@ def resolve_pointer(document: Any, pointer: str) -> Any:
 class TableIndex:
     """One index of one table: the pmap ``Index`` kept on ``table.map``, and its reads."""
 
-    def __init__(self, table: Table, spec: IndexSpec) -> None:
+    def __init__(self, table: TableParts, spec: IndexSpec) -> None:
         self.table = table
         self.name = spec.name
         self.field = spec.field
@@ -204,8 +203,7 @@ class TableIndex:
                    reverse: Any = False, after: Any = None, page: Any = False,
                    progress: Callable[[list[Any]], None] | None = None) -> Any:
         """Rows ``[indexed value, key, value]`` ordered by indexed value, then key."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
-                MAX_SCAN_LIMIT:
+        if not is_int(limit) or not 1 <= limit <= MAX_SCAN_LIMIT:
             raise ProcedureError("invalid_argument",
                                  f"limit must be an int from 1 to {MAX_SCAN_LIMIT}, not {limit!r}")
         for flag, name in ((reverse, "reverse"), (page, "page")):
@@ -372,7 +370,7 @@ class IndexMaintenance:
 class RowWrite:
     """One op of a write through the pmap path: put, delete or check (codec-form key)."""
 
-    table: Table
+    table: TableParts
     kind: str
     key: Any
     value: Any = None

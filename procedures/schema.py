@@ -17,16 +17,10 @@ from jsonschema.exceptions import best_match
 
 from txetcd.pmap.codecs import VALUE_CODECS, ValueCodec
 
+from .errors import SchemaViolation
+from .flatbuf import FlatBuffersMapValue, FlatBuffersSchema
+
 __all__ = ["SchemaViolation", "JsonSchemaValue", "value_codec"]
-
-
-class SchemaViolation(ValueError):
-    """A value does not match its table's schema; the message names the pointer and rule."""
-
-    def __init__(self, pointer: str, rule: str, problem: str) -> None:
-        super().__init__(f"at {pointer or '/'}: {problem} (rule {rule})")
-        self.pointer = pointer or "/"
-        self.rule = rule
 
 
 def json_pointer(parts: Any) -> str:
@@ -60,8 +54,6 @@ def value_codec(kind: str, schema: dict[str, Any] | bool | None = None,
                 flatbuffers: tuple[bytes, str] | None = None) -> ValueCodec[Any]:
     """The codec of a table's values: ``flatbuffers`` is ``(bfbs, root_type)``."""
     if flatbuffers is not None:
-        from .flatbuf import FlatBuffersMapValue, FlatBuffersSchema
-
         return FlatBuffersMapValue(FlatBuffersSchema(*flatbuffers))
     # flatbuffers without a schema travel as the serialized bytes, as before.
     codec = VALUE_CODECS["binary" if kind == "flatbuffers" else kind]()

@@ -17,6 +17,7 @@ from typing import Any
 
 from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
 from txetcd.pmap import Database, PersistentMap, TableLayout, ValueCodec
+from txetcd.types import is_int
 
 from .answers import Answer
 from .errors import ProcedureError
@@ -42,7 +43,7 @@ def _flag(value: Any, name: str) -> bool:
 def _revision_arg(value: Any, name: str = "if_revision") -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if not is_int(value) or value < 0:
         raise ProcedureError("invalid_argument",
                              f"{name} must be a revision (an int >= 0; 0 = only if absent), "
                              f"not {value!r}")
@@ -203,8 +204,7 @@ class Table:
         instead (``partial``: ended early by bytes, ``procedures.answers``). ``revision`` reads
         the table as it was then (several calls, one snapshot: how ``etcd-wamp export`` pages).
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= \
-                MAX_SCAN_LIMIT:
+        if not is_int(limit) or not 1 <= limit <= MAX_SCAN_LIMIT:
             raise ProcedureError("invalid_argument",
                                  f"limit must be an int from 1 to {MAX_SCAN_LIMIT}, not {limit!r}")
         backwards = _flag(reverse, "reverse")

@@ -17,6 +17,7 @@ from typing import Any
 from txetcd import KeySet
 from txetcd.pmap.codecs import KEY_CODECS, VALUE_CODECS, KeyCodec, ValueCodec
 from txetcd.pmap.layout import TableLayout
+from txetcd.types import is_int
 
 from .errors import ProcedureError
 from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
@@ -36,7 +37,7 @@ def _uuid_from_wire(text: Any) -> uuid.UUID:
 
 
 def _check_int(number: Any) -> int:
-    if isinstance(number, bool) or not isinstance(number, int):
+    if not is_int(number):
         raise TypeError(f"expected an int, got {type(number).__name__}")
     return number
 

@@ -7,8 +7,11 @@ from typing import Any
 
 import greenlet
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
 from twisted.python.failure import Failure
+
+reactor: Any = _reactor  # twisted's module-level reactor is typed as a bare module
 
 
 def run_blocking(fn: Callable[[], Any]) -> defer.Deferred[Any]:
@@ -24,7 +27,7 @@ def run_blocking(fn: Callable[[], Any]) -> defer.Deferred[Any]:
             outcome: Any = fn()
         except BaseException:  # noqa: BLE001 - handed to the test through the Deferred
             outcome = Failure()
-        reactor.callLater(0, done.callback, outcome)  # type: ignore[attr-defined]
+        reactor.callLater(0, done.callback, outcome)
 
     greenlet.greenlet(body).switch()
     return done

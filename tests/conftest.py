@@ -9,14 +9,19 @@ write to it or wipe it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
-from collections.abc import Iterator
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor, threads
+from twisted.internet.task import deferLater
 
 from txetcd import Client, KeySet
+from txetcd.asyncio import Client as AsyncioClient
 from txetcd.embedded import EtcdProcess, binary_version, find_etcd
 
 from .wamp import CrossbarNode
@@ -102,18 +107,196 @@ def client(etcd: EtcdProcess) -> Iterator[Client]:
 _passed_by_version: collections.Counter[str] = collections.Counter()
 
 
+def etcd_of(nodeid: str) -> str | None:
+    """The etcd id a test ran against, from its parameters: an id of ``ETCD_IDS``
+    (``etcd-3.5.30``) or a bare version of ``ETCD_VERSIONS`` (``3.5``, as a module's own
+    fixture may name it), alone or among other parameters (``twisted-etcd-3.4.23``)."""
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    params = nodeid[nodeid.rindex("[") + 1:-1]
+    parts = params.split("-")
+    for version, etcd_id in zip(ETCD_VERSIONS, ETCD_IDS, strict=True):
+        if etcd_id in params or version in parts:
+            return etcd_id
+    return None
+
+
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     if report.when == "call" and report.passed:
-        for etcd_id in ETCD_IDS:
-            if f"[{etcd_id}" in report.nodeid or f"-{etcd_id}" in report.nodeid:
-                _passed_by_version[etcd_id] += 1
+        etcd_id = etcd_of(report.nodeid)
+        if etcd_id is not None:
+            _passed_by_version[etcd_id] += 1
 
 
 def pytest_report_header() -> str:
     return "etcd servers under test: " + ", ".join(ETCD_IDS)
 
 
-def pytest_terminal_summary(terminalreporter) -> None:  # type: ignore[no-untyped-def]
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for etcd_id in ETCD_IDS:
         terminalreporter.write_line(
             f"tests passed against {etcd_id}: {_passed_by_version[etcd_id]}")
+
+
+# -- one test body, two event loops ----------------------------------------------------------
+# A test written as ``async def test_x(loop, kv, ...)`` runs once per loop (ids ``twisted`` and
+# ``asyncio``): on Twisted as pytest-twisted runs ``@inline`` tests (the reactor in its
+# greenlet), on asyncio in a fresh event loop of its own, run to completion from the test (the
+# reactor simply does not run meanwhile). Bodies use only ``loop``'s helpers and the client's
+# awaitables, so they stay loop-neutral. See /work/wt/aio-design.md.
+
+LOOPS = ["twisted", "asyncio"]
+
+
+class Loop:
+    """What a loop-neutral test needs from its event loop; clients made here close at the end."""
+
+    name: str
+    CancelledError: type[BaseException]
+
+    def __init__(self) -> None:
+        self.clients: list[Any] = []
+
+    # Each loop's own: sleep, wait for all (first failure fails), a deadline, a thread, and a
+    # start-now handle that can be cancelled.
+    async def sleep(self, seconds: float) -> None:
+        raise NotImplementedError
+
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        raise NotImplementedError
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        raise NotImplementedError
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        raise NotImplementedError
+
+    def client(self, **kwargs: Any) -> Any:
+        client = self._make(**kwargs)
+        self.clients.append(client)
+        return client
+
+    def _make(self, **kwargs: Any) -> Any:
+        raise NotImplementedError
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        """Run ``awaitable`` to completion on this loop, from synchronous code."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        for client in self.clients:
+            self.run(client.close())
+
+    async def settle(self, *awaitables: Awaitable[Any]) -> list[tuple[bool, Any]]:
+        """Wait for all: ``(True, result)`` or ``(False, exception)`` each, in order."""
+        outcomes = []
+        for awaitable in awaitables:  # all run already: awaiting in order waits for all
+            try:
+                outcomes.append((True, await awaitable))
+            except Exception as exc:  # noqa: BLE001 - reported to the test
+                outcomes.append((False, exc))
+        return outcomes
+
+
+async def _coroutine(awaitable: Awaitable[Any]) -> Any:
+    """Any awaitable as the coroutine ``ensureDeferred`` takes."""
+    return await awaitable
+
+
+class _TwistedLoop(Loop):
+    name = "twisted"
+    CancelledError = defer.CancelledError
+
+    def _make(self, **kwargs: Any) -> Client:
+        return Client(reactor, **kwargs)
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        return pytest_twisted.blockon(defer.ensureDeferred(_coroutine(awaitable)))
+
+    async def sleep(self, seconds: float) -> None:
+        await deferLater(reactor, seconds, lambda: None)
+
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
+        results: list[Any] = await defer.gatherResults(
+            [defer.ensureDeferred(_coroutine(a)) for a in awaitables], consumeErrors=True)
+        return results
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await threads.deferToThread(fn, *args)
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        return await defer.ensureDeferred(_coroutine(awaitable)).addTimeout(seconds, reactor)
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        """Start it now; the result can be cancelled (a Deferred)."""
+        return defer.ensureDeferred(_coroutine(awaitable))
+
+
+class _AsyncioLoop(Loop):
+    name = "asyncio"
+    CancelledError = asyncio.CancelledError
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+
+    def _make(self, **kwargs: Any) -> AsyncioClient:
+        return AsyncioClient(loop=self.loop, **kwargs)
+
+    def run(self, awaitable: Awaitable[Any]) -> Any:
+        return self.loop.run_until_complete(awaitable)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def gather(self, *awaitables: Awaitable[Any]) -> list[Any]:
+        return list(await asyncio.gather(*awaitables))
+
+    async def run_in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args)
+
+    async def wait_for(self, awaitable: Awaitable[Any], seconds: float) -> Any:
+        return await asyncio.wait_for(awaitable, seconds)
+
+    def spawn(self, awaitable: Awaitable[Any]) -> Any:
+        """Start it now; the result can be cancelled (a Task)."""
+        return asyncio.ensure_future(awaitable, loop=self.loop)
+
+    def close(self) -> None:
+        try:
+            super().close()
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+
+
+@pytest.fixture(params=LOOPS)
+def loop(request: pytest.FixtureRequest) -> Iterator[Loop]:
+    """The event loop a loop-neutral test runs on (``twisted`` or ``asyncio``)."""
+    chosen: Loop = _TwistedLoop() if request.param == "twisted" else _AsyncioLoop()
+    try:
+        yield chosen
+    finally:
+        chosen.close()
+
+
+@pytest.fixture
+def kv(loop: Loop, etcd: EtcdProcess) -> Any:
+    """A client of the shared server on the test's loop, which starts every test empty."""
+    client = loop.client(url=etcd.url)
+    loop.run(client.delete(KeySet.all()))
+    return client
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests that take ``loop`` on that loop."""
+    chosen = pyfuncitem.funcargs.get("loop")
+    if not isinstance(chosen, Loop) or not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    chosen.run(pyfuncitem.obj(**args))
+    return True

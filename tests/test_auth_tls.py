@@ -9,15 +9,21 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 
 from txetcd import AuthFailed, Client, KeySet, PermissionDenied, Unavailable, prefix_end
 from txetcd.embedded import EtcdProcess
 from txetcd.types import b64
 
 from .certs import TestPKI, make_pki
+from .conftest import Loop
 
 inline = pytest_twisted.ensureDeferred
+
+
+@pytest.fixture
+def client(kv: Client) -> Client:
+    """This module's tests run on both loops: ``client`` is the loop's (see conftest ``kv``)."""
+    return kv
 
 ROOT, ROOT_PASSWORD = "root", "root-secret"
 APP_USER, APP_PASSWORD, APP_PREFIX = "alice", "alice-secret", b"app/"
@@ -53,19 +59,14 @@ def auth_etcd(etcd_binary: Path) -> Iterator[EtcdProcess]:
         yield server
 
 
-async def sleep(seconds: float) -> None:
-    await deferLater(reactor, seconds, lambda: None)
-
-
 # -- auth ----------------------------------------------------------------------------------------
 
 
-@inline
-async def test_auth_off_needs_no_credentials_and_tolerates_them(client: Client,
+async def test_auth_off_needs_no_credentials_and_tolerates_them(loop: Loop, client: Client,
                                                                   etcd: EtcdProcess) -> None:
     assert (await client.set(b"open", b"1")).revision > 0
     # Like etcd's Go client: credentials for a server without auth are not an error.
-    with_credentials = Client(reactor, url=etcd.url, user="someone", password="anything")
+    with_credentials = loop.client(url=etcd.url, user="someone", password="anything")
     try:
         assert (await with_credentials.get(b"open")).kvs[0].value == b"1"
         assert with_credentials.transport.authentications == 0
@@ -73,13 +74,12 @@ async def test_auth_off_needs_no_credentials_and_tolerates_them(client: Client,
         await with_credentials.close()
 
 
-@inline
-async def test_users_passwords_and_permissions(auth_etcd: EtcdProcess) -> None:
-    root = Client(reactor, url=auth_etcd.url, user=ROOT, password=ROOT_PASSWORD)
-    app = Client(reactor, url=auth_etcd.url, user=APP_USER, password=APP_PASSWORD)
-    anonymous = Client(reactor, url=auth_etcd.url)
-    wrong = Client(reactor, url=auth_etcd.url, user=ROOT, password="not-the-password")
-    stranger = Client(reactor, url=auth_etcd.url, user="mallory", password="x")
+async def test_users_passwords_and_permissions(loop: Loop, auth_etcd: EtcdProcess) -> None:
+    root = loop.client(url=auth_etcd.url, user=ROOT, password=ROOT_PASSWORD)
+    app = loop.client(url=auth_etcd.url, user=APP_USER, password=APP_PASSWORD)
+    anonymous = loop.client(url=auth_etcd.url)
+    wrong = loop.client(url=auth_etcd.url, user=ROOT, password="not-the-password")
+    stranger = loop.client(url=auth_etcd.url, user="mallory", password="x")
     try:
         await root.set(b"top", b"secret")
         assert (await root.get(b"top")).kvs[0].value == b"secret"
@@ -100,28 +100,27 @@ async def test_users_passwords_and_permissions(auth_etcd: EtcdProcess) -> None:
             await c.close()
 
 
-@inline
-async def test_expired_token_is_renewed_transparently(auth_etcd: EtcdProcess) -> None:
-    app = Client(reactor, url=auth_etcd.url, user=APP_USER, password=APP_PASSWORD)
+async def test_expired_token_is_renewed_transparently(loop: Loop, auth_etcd: EtcdProcess) -> None:
+    app = loop.client(url=auth_etcd.url, user=APP_USER, password=APP_PASSWORD)
     try:
         await app.set(APP_PREFIX + b"ttl", b"1")
         assert app.transport.authentications == 1
-        await sleep(TOKEN_TTL + 1.5)  # etcd drops idle tokens on a 1 s tick after their TTL
+        await loop.sleep(TOKEN_TTL + 1.5)  # etcd drops idle tokens on a 1 s tick after their TTL
         await app.set(APP_PREFIX + b"ttl", b"2")
         assert app.transport.authentications == 2
         # Many requests rejected with the same stale token share one new authentication.
-        await sleep(TOKEN_TTL + 1.5)
-        reads = await defer.gatherResults([app.get(APP_PREFIX + b"ttl") for _ in range(8)])
+        await loop.sleep(TOKEN_TTL + 1.5)
+        reads = await loop.gather(*[app.get(APP_PREFIX + b"ttl") for _ in range(8)])
         assert {r.kvs[0].value for r in reads} == {b"2"}
         assert app.transport.authentications == 3
     finally:
         await app.close()
 
 
-@inline
-async def test_a_connected_client_survives_auth_being_enabled(fresh_etcd: EtcdProcess) -> None:
+async def test_a_connected_client_survives_auth_being_enabled(
+        loop: Loop, fresh_etcd: EtcdProcess) -> None:
     # etcd answers "user name is empty" once auth is on and no token came: authenticate, resend.
-    admin = Client(reactor, url=fresh_etcd.url, user=ROOT, password=ROOT_PASSWORD)
+    admin = loop.client(url=fresh_etcd.url, user=ROOT, password=ROOT_PASSWORD)
     try:
         await admin.set(b"before", b"1")
         assert admin.transport.authentications == 0  # auth is off: nothing to authenticate
@@ -171,12 +170,11 @@ async def assert_tls_refused(client: Client) -> None:
         await client.close()
 
 
-@inline
-async def test_tls_with_the_servers_ca(tls_etcd: EtcdProcess, pki: TestPKI) -> None:
+async def test_tls_with_the_servers_ca(loop: Loop, tls_etcd: EtcdProcess, pki: TestPKI) -> None:
     assert tls_etcd.url.startswith("https://127.0.0.1:")
     by_name = tls_etcd.url.replace("127.0.0.1", "localhost")  # the cert names both
     for url in (tls_etcd.url, by_name):
-        client = Client(reactor, url=url, ca=str(pki.ca))
+        client = loop.client(url=url, ca=str(pki.ca))
         try:
             rev = await client.set(b"tls/k", url.encode())
             assert (await client.get(b"tls/k")).kvs[0].mod_revision == rev.revision
@@ -185,27 +183,25 @@ async def test_tls_with_the_servers_ca(tls_etcd: EtcdProcess, pki: TestPKI) -> N
             await client.close()
 
 
-@inline
-async def test_tls_without_the_servers_ca_fails_clearly(tls_etcd: EtcdProcess,
+async def test_tls_without_the_servers_ca_fails_clearly(loop: Loop, tls_etcd: EtcdProcess,
                                                         pki: TestPKI) -> None:
-    await assert_tls_refused(Client(reactor, url=tls_etcd.url, timeout=10))
-    await assert_tls_refused(Client(reactor, url=tls_etcd.url, ca=str(pki.other_ca), timeout=10))
+    await assert_tls_refused(loop.client(url=tls_etcd.url, timeout=10))
+    await assert_tls_refused(loop.client(url=tls_etcd.url, ca=str(pki.other_ca), timeout=10))
 
 
-@inline
-async def test_client_certificates(mtls_etcd: EtcdProcess, pki: TestPKI) -> None:
-    with_cert = Client(reactor, url=mtls_etcd.url, ca=str(pki.ca), cert=str(pki.client_cert),
-                       key=str(pki.client_key))
+async def test_client_certificates(loop: Loop, mtls_etcd: EtcdProcess, pki: TestPKI) -> None:
+    with_cert = loop.client(url=mtls_etcd.url, ca=str(pki.ca), cert=str(pki.client_cert),
+                            key=str(pki.client_key))
     try:
         await with_cert.set(b"mtls/k", b"v")
         assert (await with_cert.get(b"mtls/k")).kvs[0].value == b"v"
     finally:
         await with_cert.close()
-    await assert_tls_refused(Client(reactor, url=mtls_etcd.url, ca=str(pki.ca), timeout=10))
+    await assert_tls_refused(loop.client(url=mtls_etcd.url, ca=str(pki.ca), timeout=10))
 
 
-def test_tls_options_are_checked_before_connecting(pki: TestPKI) -> None:
+def test_tls_options_are_checked_before_connecting(loop: Loop, pki: TestPKI) -> None:
     with pytest.raises(ValueError, match="key= needs cert="):
-        Client(reactor, url="https://127.0.0.1:9", key=str(pki.client_key))
+        loop.client(url="https://127.0.0.1:9", key=str(pki.client_key))
     with pytest.raises(FileNotFoundError):
-        Client(reactor, url="https://127.0.0.1:9", ca=str(pki.ca) + ".missing")
+        loop.client(url="https://127.0.0.1:9", ca=str(pki.ca) + ".missing")

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
 
 from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Unavailable
 from txetcd.embedded import EtcdProcess
 
-from .faults import TcpProxy
-
-inline = pytest_twisted.ensureDeferred
+from .conftest import Loop
+from .faults import ThreadProxy
 
 
 class PathLog:
@@ -36,17 +32,21 @@ class PathLog:
 
 
 @pytest.fixture
-def unbatched(etcd: EtcdProcess) -> Iterator[Client]:
-    c = Client(reactor, url=etcd.url, batching=False)
-    yield c
-    pytest_twisted.blockon(c.close())
+def client(kv: Client) -> Client:
+    """This module's tests run on both loops: ``client`` is the loop's (see conftest ``kv``)."""
+    return kv
 
 
-@inline
-async def test_ten_thousand_concurrent_puts_each_acknowledged_and_stored(client: Client) -> None:
+@pytest.fixture
+def unbatched(loop: Loop, etcd: EtcdProcess) -> Client:
+    return loop.client(url=etcd.url, batching=False)
+
+
+async def test_ten_thousand_concurrent_puts_each_acknowledged_and_stored(
+        loop: Loop, client: Client) -> None:
     count = 10_000
-    results = await defer.gatherResults(
-        [client.set(b"many/%05d" % i, b"value-%d" % i) for i in range(count)])
+    results = await loop.gather(
+        *[client.set(b"many/%05d" % i, b"value-%d" % i) for i in range(count)])
     assert all(isinstance(r, Revision) and r.revision > 0 for r in results)
     assert client.batcher is not None
     # Coalesced: many ops per txn (16 or more), not one request per put.
@@ -58,8 +58,7 @@ async def test_ten_thousand_concurrent_puts_each_acknowledged_and_stored(client:
     assert [kv.mod_revision for kv in stored] == [r.revision for r in results]
 
 
-@inline
-async def test_a_lone_op_is_a_plain_request(client: Client) -> None:
+async def test_a_lone_op_is_a_plain_request(loop: Loop, client: Client) -> None:
     log = PathLog(client)
     await client.set(b"alone", b"1")
     await client.get(b"alone")
@@ -67,11 +66,10 @@ async def test_a_lone_op_is_a_plain_request(client: Client) -> None:
     assert log.paths == ["kv/put", "kv/range", "kv/deleterange"]
 
 
-@inline
-async def test_one_turn_is_one_txn_with_per_op_options(client: Client) -> None:
-    await defer.gatherResults([client.set(b"o/%d" % i, b"old%d" % i) for i in range(5)])
+async def test_one_turn_is_one_txn_with_per_op_options(loop: Loop, client: Client) -> None:
+    await loop.gather(*[client.set(b"o/%d" % i, b"old%d" % i) for i in range(5)])
     log = PathLog(client)
-    put, count, keys, limited, desc, gone = await defer.gatherResults([
+    put, count, keys, limited, desc, gone = await loop.gather(*[
         client.set(b"o/0", b"new0", return_previous=True),
         client.get(KeySet(b"o/", prefix=True), count_only=True),
         client.get(KeySet(b"o/", prefix=True), keys_only=True),
@@ -92,11 +90,11 @@ async def test_one_turn_is_one_txn_with_per_op_options(client: Client) -> None:
     assert len({r.header.revision for r in (put, count, keys, limited, desc, gone)}) == 1
 
 
-@inline
-async def test_duplicate_keys_in_one_window_each_get_their_own_answer(client: Client) -> None:
+async def test_duplicate_keys_in_one_window_each_get_their_own_answer(
+        loop: Loop, client: Client) -> None:
     await client.set(b"d/x", b"0")
     log = PathLog(client)
-    first, second, wipe, third, read = await defer.gatherResults([
+    first, second, wipe, third, read = await loop.gather(*[
         client.set(b"d/x", b"1", return_previous=True),
         client.set(b"d/x", b"2", return_previous=True),
         client.delete(KeySet(b"d/", prefix=True)),  # overlaps the puts: its own txn
@@ -106,6 +104,7 @@ async def test_duplicate_keys_in_one_window_each_get_their_own_answer(client: Cl
     # etcd refuses a txn that writes one key twice, so the window went as several requests.
     assert len(log.paths) >= 3 and "kv/txn" in log.paths
     assert isinstance(first, Revision) and isinstance(second, Revision)
+    assert first.previous is not None and second.previous is not None
     assert first.previous.value == b"0" and second.previous.value == b"1"
     assert second.revision > first.revision
     assert isinstance(wipe, Deleted) and isinstance(third, Revision) and isinstance(read, Range)
@@ -113,8 +112,8 @@ async def test_duplicate_keys_in_one_window_each_get_their_own_answer(client: Cl
     assert (await client.get(b"d/y")).kvs[0].value == b"3"
 
 
-@inline
-async def test_conflicting_writes_apply_in_issue_order_across_batches(client: Client) -> None:
+async def test_conflicting_writes_apply_in_issue_order_across_batches(
+        loop: Loop, client: Client) -> None:
     # The second write of each key lands in a later batch: after a full (eagerly sent) batch,
     # or in another timeout's batch. It must still apply after the first.
     calls = [client.set(b"io/k", b"first", return_previous=True)]
@@ -122,7 +121,7 @@ async def test_conflicting_writes_apply_in_issue_order_across_batches(client: Cl
     calls += [client.set(b"io/k", b"second", return_previous=True),
               client.set(b"io/t", b"first"),
               client.set(b"io/t", b"second", timeout=5.0)]
-    results = await defer.gatherResults(calls)
+    results = await loop.gather(*calls)
     assert results[0].previous is None and results[41].previous.value == b"first"
     assert results[41].revision > results[0].revision
     assert results[43].revision > results[42].revision
@@ -130,18 +129,18 @@ async def test_conflicting_writes_apply_in_issue_order_across_batches(client: Cl
     assert (await client.get(b"io/t")).kvs[0].value == b"second"
 
 
-@inline
-async def test_a_failing_op_never_fails_its_batch_mates(client: Client) -> None:
-    lease = await client.lease_grant(60)
-    await client.lease_revoke(lease.lease_id)
+async def test_a_failing_op_never_fails_its_batch_mates(loop: Loop, client: Client) -> None:
+    granted = await client.transport.call("lease/grant", {"TTL": 60}, idempotent=False)
+    lease_id = int(granted["ID"])
+    await client.transport.call("lease/revoke", {"ID": lease_id}, idempotent=True)
     log = PathLog(client)
     calls = [client.set(b"f/%02d" % i, b"ok") for i in range(20)]
-    calls.insert(7, client.set(b"f/bad", b"x", lease=lease.lease_id))
+    calls.insert(7, client.set(b"f/bad", b"x", lease=lease_id))
     calls.append(client.get(KeySet(b"f/", prefix=True), count_only=True))
-    outcomes = await defer.DeferredList(calls, consumeErrors=True)
+    outcomes = await loop.settle(*calls)
     failures = [i for i, (ok, _) in enumerate(outcomes) if not ok]
     assert failures == [7]
-    assert isinstance(outcomes[7][1].value, LeaseNotFound)
+    assert isinstance(outcomes[7][1], LeaseNotFound)
     assert all(isinstance(result, Revision) for ok, result in outcomes[:-1] if ok)
     assert (await client.get(KeySet(b"f/", prefix=True), count_only=True)).count == 20
     assert (await client.get(b"f/bad")).kvs == []
@@ -162,7 +161,7 @@ def _plain(result: Any) -> Any:
     return ("error", type(result).__name__)
 
 
-async def _workload(client: Client) -> list[Any]:
+async def _workload(loop: Loop, client: Client) -> list[Any]:
     """Windows of concurrent ops with every option. Concurrent ops of one window touch disjoint
     keys (reads go to keys of earlier windows), so the answers are deterministic without
     batching too: the order of concurrent ops on one key is never defined."""
@@ -179,19 +178,18 @@ async def _workload(client: Client) -> list[Any]:
                    client.get(b"w/%d/1" % (round_ - 1), serializable=True),
                    client.delete(KeySet(b"w/%d/1" % (round_ - 2), prefix=True),
                                  return_previous=True)]
-        outcomes = await defer.DeferredList(window, consumeErrors=True)
-        answers += [_plain(result if ok else result.value) for ok, result in outcomes]
+        outcomes = await loop.settle(*window)
+        answers += [_plain(result) for ok, result in outcomes]
     return answers
 
 
-@inline
-async def test_batching_on_and_off_give_the_same_results(etcd: EtcdProcess) -> None:
-    on = Client(reactor, url=etcd.url, namespace=b"on/")
-    off = Client(reactor, url=etcd.url, namespace=b"off/", batching=False)
+async def test_batching_on_and_off_give_the_same_results(loop: Loop, etcd: EtcdProcess) -> None:
+    on = loop.client(url=etcd.url, namespace=b"on/")
+    off = loop.client(url=etcd.url, namespace=b"off/", batching=False)
     try:
         for c in (on, off):
             await c.delete(KeySet.all())
-        assert await _workload(on) == await _workload(off)
+        assert await _workload(loop, on) == await _workload(loop, off)
         stored = [[(kv.key, kv.value, kv.version) for kv in await c.get(KeySet.all())]
                   for c in (on, off)]
         assert stored[0] == stored[1] and len(stored[0]) > 100
@@ -201,23 +199,22 @@ async def test_batching_on_and_off_give_the_same_results(etcd: EtcdProcess) -> N
             await c.close()
 
 
-@inline
-async def test_a_batched_read_sees_every_write_acknowledged_before_it(
+async def test_a_batched_read_sees_every_write_acknowledged_before_it(loop: Loop,
         client: Client, unbatched: Client) -> None:
     for i in range(100):
         # Written through another client and acknowledged, then read in a busy batch.
         await unbatched.set(b"lin/k", b"%d" % i)
-        reads = await defer.gatherResults(
-            [client.get(b"lin/k")] + [client.set(b"lin/noise/%d" % j, b"n") for j in range(5)]
+        reads = await loop.gather(
+            *[client.get(b"lin/k")] + [client.set(b"lin/noise/%d" % j, b"n") for j in range(5)]
             + [client.get(b"lin/k")])
         assert reads[0].kvs[0].value == reads[-1].kvs[0].value == b"%d" % i
 
 
-@inline
-async def test_serializable_reads_and_other_timeouts_never_share_a_batch(client: Client) -> None:
+async def test_serializable_reads_and_other_timeouts_never_share_a_batch(
+        loop: Loop, client: Client) -> None:
     await client.set(b"s/k", b"v")
     log = PathLog(client)
-    await defer.gatherResults([
+    await loop.gather(*[
         client.get(b"s/k"), client.get(b"s/k"),
         client.get(b"s/k", serializable=True), client.get(b"s/k", serializable=True),
         client.get(b"s/k", timeout=3.0), client.get(b"s/k", timeout=3.0),
@@ -228,32 +225,30 @@ async def test_serializable_reads_and_other_timeouts_never_share_a_batch(client:
     assert kinds == [0, 0, 2]
 
 
-@inline
-async def test_a_cancelled_queued_call_is_not_sent(client: Client) -> None:
+async def test_a_cancelled_queued_call_is_not_sent(loop: Loop, client: Client) -> None:
     log = PathLog(client)
     doomed = client.set(b"c/doomed", b"x")
     kept = client.set(b"c/kept", b"y")
     doomed.cancel()
-    with pytest.raises(defer.CancelledError):
+    with pytest.raises(loop.CancelledError):
         await doomed
     await kept
     assert log.paths == ["kv/put"]
     assert (await client.get(b"c/doomed")).kvs == []
 
 
-@inline
-async def test_a_batch_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url, timeout=5.0)
-    direct = Client(reactor, url=etcd.url)
+async def test_a_batch_with_unknown_outcome_is_never_resent(loop: Loop, etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url, timeout=5.0)
+    direct = loop.client(url=etcd.url)
     try:
         await client.delete(KeySet(b"u/", prefix=True))
         log = PathLog(client)
         proxy.cut_responses = True
         calls = [client.set(b"u/%d" % i, b"applied?") for i in range(3)] + [client.get(b"u/0")]
-        outcomes = await defer.DeferredList(calls, consumeErrors=True)
+        outcomes = await loop.settle(*calls)
         assert not any(ok for ok, _ in outcomes)
-        errors = [failure.value for _, failure in outcomes]
+        errors = [failure for _, failure in outcomes]
         assert all(isinstance(e, Unavailable) for e in errors)
         assert [e.outcome_unknown for e in errors] == [True, True, True, False]
         assert log.paths.count("kv/txn") == 1  # the writes went once, never again
@@ -265,4 +260,4 @@ async def test_a_batch_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -
         await direct.delete(KeySet(b"u/", prefix=True))
         await client.close()
         await direct.close()
-        await proxy.close()
+        proxy.close()

@@ -189,8 +189,9 @@ def test_wire_estimate_bounds_every_serializer() -> None:
 
     from procedures.payload import payload_size
 
-    serializers = [JsonObjectSerializer(batched=False), CBORObjectSerializer(batched=False),
-                   MsgPackObjectSerializer(batched=False)]
+    serializers: list[Any] = [JsonObjectSerializer(batched=False),
+                              CBORObjectSerializer(batched=False),
+                              MsgPackObjectSerializer(batched=False)]
     samples: list[Any] = ["plain" * 1000, '"\\' * 1000, "\x01\x1f" * 1000, "é€𝄞" * 1000,
                           b"\x00\xff" * 1000, {"k": ["x" * 10, 1, 2.5, None, True]},
                           [["key", {"name": "n\n" * 500, "blob": b"b" * 999}]] * 3]

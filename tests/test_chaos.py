@@ -1,6 +1,6 @@
 """Chaos, short: three component instances on a 3-member etcd cluster under every fault kind.
 
-``bench/chaos.py`` has the harness and the exact checks; this runs five faults (each kind at
+``tests/chaos.py`` has the harness and the exact checks; this runs five faults (each kind at
 least once, fixed seed) per etcd version. Nothing acknowledged may be lost, the first
 subscriber must receive every committed change of each table exactly once, in order, and the
 others gapless runs between their (re)subscriptions, nothing repeated.
@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import reactor
 
-from bench.chaos import Chaos, Subscriber, run_chaos
-from component.publisher import Position
+from .chaos import Chaos, Subscriber, run_chaos
 
 inline = pytest_twisted.ensureDeferred
 
@@ -36,27 +35,6 @@ async def test_faults_lose_and_reorder_nothing(etcd_binary: Path, tmp_path: Path
     # Every publisher kill was followed by another instance taking over (the times are
     # reported, not asserted: a loaded machine must not fail the suite).
     assert len(report.publisher_failover) == report.faults["kill_publisher"]
-
-
-def test_position_covers_what_was_published() -> None:
-    """The stored position: everything below its revision, and the listed keys at it."""
-    position = Position(10)
-    assert position.covers(9, b"a") and not position.covers(10, b"a")
-    position.advance(10, b"a")
-    position.advance(10, b"b")
-    assert position.covers(10, b"b") and not position.covers(10, b"c")
-    position.advance(12, b"c")
-    assert position == Position(12, {b"c"}) == Position.decode(position.encode())
-    assert not position.covers(12, b"a") and position.covers(11, b"z")
-
-
-def test_position_through_a_retained_event() -> None:
-    """From the router's last event (revision 7, key b): everything up to b in etcd's order."""
-    position = Position(5).newest(Position(7, through=b"b"))
-    assert position.covers(6, b"z")
-    assert position.covers(7, b"a") and position.covers(7, b"b")  # up to and including b
-    assert not position.covers(7, b"c") and not position.covers(8, b"a")
-    assert position.covers(7, b"a")  # asked again (a watch replayed): still published
 
 
 def check(events: list[tuple[int, str]], expected: list[tuple[int, str]]) -> Chaos:

@@ -22,7 +22,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -136,25 +136,32 @@ def read_namespace(url: str, namespace: bytes) -> dict[bytes, bytes]:
             for kv in reply.get("kvs", [])}
 
 
+def _binary(i: int, rng: random.Random) -> bytes:
+    return i.to_bytes(4, "big") + bytes(rng.randrange(256) for _ in range(rng.randrange(12)))
+
+
+# A WAMP-form key or value of each kind, varied and distinct per ``i``.
+_SAMPLES: dict[str, Callable[[int, random.Random], Any]] = {
+    "string": lambda i, rng: f"k{i:06d}-" + rng.choice(["", "é", "日本", " space", "a/b", "\n"]),
+    "binary": _binary,
+    "flatbuffers": _binary,
+    "oid": lambda i, rng: rng.choice([i, i * 7919 + 2**40, 2**63 - 1 - i]),
+    "uuid": lambda i, rng: str(uuid.UUID(int=rng.getrandbits(96) << 32 | i)),
+    "timestamp": lambda i, rng: 1_700_000_000_000_000_000 + i * 1_000_003,
+    "json": lambda i, rng: rng.choice([{"n": i, "tags": ["a", "é"], "ok": True}, [i, 1.5, None],
+                                       f"s{i}", i]),
+    # No int map keys: WAMP refuses what a json caller could not receive (#12's policy).
+    "cbor": lambda i, rng: rng.choice([{"n": i, "raw": bytes([i % 256, 0])},
+                                       {"k": "str key", "f": 0.25}, {"plain": [i, "json"]},
+                                       b"\x00bytes"]),
+}
+
+
 def sample(kind: str, i: int, rng: random.Random) -> Any:
     """A WAMP-form key or value of ``kind``, varied and distinct per ``i``."""
-    if kind == "string":
-        return f"k{i:06d}-" + rng.choice(["", "é", "日本", " space", "a/b", "\n"])
-    if kind in ("binary", "flatbuffers"):
-        return i.to_bytes(4, "big") + bytes(rng.randrange(256) for _ in range(rng.randrange(12)))
-    if kind == "oid":
-        return rng.choice([i, i * 7919 + 2**40, 2**63 - 1 - i])
-    if kind == "uuid":
-        return str(uuid.UUID(int=rng.getrandbits(96) << 32 | i))
-    if kind == "timestamp":
-        return 1_700_000_000_000_000_000 + i * 1_000_003
-    if kind == "json":
-        return rng.choice([{"n": i, "tags": ["a", "é"], "ok": True}, [i, 1.5, None], f"s{i}", i])
-    if kind == "cbor":
-        # No int map keys: WAMP refuses what a json caller could not receive (#12's policy).
-        return rng.choice([{"n": i, "raw": bytes([i % 256, 0])}, {"k": "str key", "f": 0.25},
-                           {"plain": [i, "json"]}, b"\x00bytes"])
-    raise AssertionError(kind)
+    if kind not in _SAMPLES:
+        raise AssertionError(kind)
+    return _SAMPLES[kind](i, rng)
 
 
 @pytest.fixture(scope="module")

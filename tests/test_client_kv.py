@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 
 from txetcd import (
     Client,
@@ -38,9 +36,14 @@ from txetcd import (
 )
 from txetcd.embedded import EtcdProcess
 
-from .faults import TcpProxy
+from .conftest import Loop
+from .faults import ThreadProxy
 
-inline = pytest_twisted.ensureDeferred
+
+@pytest.fixture
+def client(kv: Client) -> Client:
+    """This module's tests run on both loops: ``client`` is the loop's (see conftest ``kv``)."""
+    return kv
 
 
 async def fill(client: Client, count: int, prefix: bytes = b"k/") -> list[int]:
@@ -56,8 +59,7 @@ async def grant(client: Client, ttl: int = 30) -> int:
     return int(reply["ID"])
 
 
-@inline
-async def test_version_detection(client: Client, etcd: EtcdProcess) -> None:
+async def test_version_detection(loop: Loop, client: Client, etcd: EtcdProcess) -> None:
     version = await client.version()
     assert ".".join(map(str, version)) == etcd.version
     assert client.transport._prefixes[client.transport.endpoint] == "/v3"
@@ -66,8 +68,7 @@ async def test_version_detection(client: Client, etcd: EtcdProcess) -> None:
     assert status.header.revision >= 1 and status.db_size > 0 and status.leader != 0
 
 
-@inline
-async def test_put_get_typed_results(client: Client) -> None:
+async def test_put_get_typed_results(loop: Loop, client: Client) -> None:
     rev = await client.set(b"a", b"1")
     assert isinstance(rev, Revision) and isinstance(rev.revision, int) and rev.previous is None
     rng = await client.get(b"a")
@@ -84,8 +85,7 @@ async def test_put_get_typed_results(client: Client) -> None:
     assert missing.kvs == [] and missing.count == 0 and missing.more is False
 
 
-@inline
-async def test_put_options(client: Client) -> None:
+async def test_put_options(loop: Loop, client: Client) -> None:
     first = await client.set(b"p", b"one")
     second = await client.set(b"p", b"two", return_previous=True)
     assert second.previous is not None and second.previous.value == b"one"
@@ -101,8 +101,7 @@ async def test_put_options(client: Client) -> None:
     assert kv.value == b"four" and kv.lease == lease
 
 
-@inline
-async def test_range_options(client: Client) -> None:
+async def test_range_options(loop: Loop, client: Client) -> None:
     revisions = await fill(client, 10)
     await client.set(b"k/0003", b"zzz")  # k/0003 now has version 2 and the latest mod revision
     everything = KeySet(b"k/", prefix=True)
@@ -143,8 +142,7 @@ async def test_range_options(client: Client) -> None:
     assert [kv.key for kv in tail.kvs] == [b"k/0008", b"k/0009"]
 
 
-@inline
-async def test_scan_pages_through_any_size(client: Client) -> None:
+async def test_scan_pages_through_any_size(loop: Loop, client: Client) -> None:
     await client.txn(success=[OpSet(b"s/%05d" % i, b"x") for i in range(120)])
     for chunk in range(1, 21):
         await client.txn(success=[OpSet(b"s/%05d" % (chunk * 120 + i), b"x") for i in range(120)])
@@ -167,8 +165,7 @@ async def test_scan_pages_through_any_size(client: Client) -> None:
     assert seen_during == expected
 
 
-@inline
-async def test_delete_key_range_prefix(client: Client) -> None:
+async def test_delete_key_range_prefix(loop: Loop, client: Client) -> None:
     await fill(client, 6, b"d/")
     one = await client.delete(b"d/0000", return_previous=True)
     assert isinstance(one, Deleted) and one.deleted == 1 and one.previous[0].value == b"v0"
@@ -181,8 +178,7 @@ async def test_delete_key_range_prefix(client: Client) -> None:
     assert none.deleted == 0
 
 
-@inline
-async def test_prefix_with_trailing_ff(client: Client) -> None:
+async def test_prefix_with_trailing_ff(loop: Loop, client: Client) -> None:
     await client.set(b"ab\xff", b"1")
     await client.set(b"ab\xff\xff\x01", b"2")
     await client.set(b"ac", b"3")
@@ -194,9 +190,8 @@ async def test_prefix_with_trailing_ff(client: Client) -> None:
     assert [kv.key for kv in top.kvs] == [b"\xff\xff"]
 
 
-@inline
-async def test_compaction_and_revision_errors(fresh_etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=fresh_etcd.url)
+async def test_compaction_and_revision_errors(loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    client = loop.client(url=fresh_etcd.url)
     try:
         revisions = await fill(client, 5)
         await client.compact(revisions[3], physical=True)
@@ -211,15 +206,13 @@ async def test_compaction_and_revision_errors(fresh_etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_member_list(client: Client, etcd: EtcdProcess) -> None:
+async def test_member_list(loop: Loop, client: Client, etcd: EtcdProcess) -> None:
     members = await client.member_list()
     assert len(members) == 1 and members[0].client_urls == [etcd.url]
     assert members[0].id != 0 and members[0].name == "default"
 
 
-@inline
-async def test_txn_compare_targets(client: Client) -> None:
+async def test_txn_compare_targets(loop: Loop, client: Client) -> None:
     first = await client.set(b"t", b"v1")
     lease = await grant(client)
     await client.set(b"leased", b"x", lease=lease)
@@ -243,8 +236,7 @@ async def test_txn_compare_targets(client: Client) -> None:
     assert isinstance(result, TxnResult) and result.succeeded is False
 
 
-@inline
-async def test_txn_range_compare_and_nested(client: Client) -> None:
+async def test_txn_range_compare_and_nested(loop: Loop, client: Client) -> None:
     await fill(client, 3, b"r/")
     group = KeySet(b"r/", prefix=True)
     newest = (await client.get(group, sort_order="DESCEND", sort_target="MOD",
@@ -257,14 +249,14 @@ async def test_txn_range_compare_and_nested(client: Client) -> None:
     assert result.succeeded
     nested = result.responses[0]
     assert isinstance(nested, TxnResult) and nested.succeeded
-    assert result.responses[1].kvs[0].value == b"yes"
+    read = result.responses[1]
+    assert isinstance(read, Range) and read.kvs[0].value == b"yes"
     await client.set(b"r/0000", b"changed")
     again = await client.txn(compare=[guard], success=[OpSet(b"inner", b"again")])
     assert again.succeeded is False
 
 
-@inline
-async def test_txn_limits_checked_before_sending(client: Client) -> None:
+async def test_txn_limits_checked_before_sending(loop: Loop, client: Client) -> None:
     too_many = Transaction(success=[OpSet(b"m/%d" % i, b"x") for i in range(129)])
     with pytest.raises(TooManyOps):
         client.txn(too_many)
@@ -279,10 +271,9 @@ async def test_txn_limits_checked_before_sending(client: Client) -> None:
         client.txn(nested)
 
 
-@inline
-async def test_server_side_limit_errors_are_typed(etcd: EtcdProcess) -> None:
+async def test_server_side_limit_errors_are_typed(loop: Loop, etcd: EtcdProcess) -> None:
     # A client configured with looser limits lets the server reject, which must stay typed.
-    loose = Client(reactor, url=etcd.url, max_txn_ops=10_000, max_request_bytes=64 * 2 ** 20)
+    loose = loop.client(url=etcd.url, max_txn_ops=10_000, max_request_bytes=64 * 2 ** 20)
     try:
         with pytest.raises(TooManyOps):
             await loose.txn(success=[OpSet(b"m/%d" % i, b"x") for i in range(129)])
@@ -296,10 +287,9 @@ async def test_server_side_limit_errors_are_typed(etcd: EtcdProcess) -> None:
         await loose.close()
 
 
-@inline
-async def test_namespace_is_transparent(client: Client, etcd: EtcdProcess) -> None:
-    app = Client(reactor, url=etcd.url, namespace=b"app/")
-    other = Client(reactor, url=etcd.url, namespace=b"other/")
+async def test_namespace_is_transparent(loop: Loop, client: Client, etcd: EtcdProcess) -> None:
+    app = loop.client(url=etcd.url, namespace=b"app/")
+    other = loop.client(url=etcd.url, namespace=b"other/")
     try:
         await app.set(b"a", b"1")
         await app.set(b"b", b"2")
@@ -316,8 +306,10 @@ async def test_namespace_is_transparent(client: Client, etcd: EtcdProcess) -> No
         txn = await app.txn(compare=[CompValue(b"a", "==", b"1")],
                             success=[OpGet(KeySet(b"", prefix=True)), OpDel(b"b",
                                                                             prev_kv=True)])
-        assert [kv.key for kv in txn.responses[0].kvs] == [b"a", b"b"]
-        assert txn.responses[1].previous[0].key == b"b"
+        listed, deleted = txn.responses
+        assert isinstance(listed, Range) and isinstance(deleted, Deleted)
+        assert [kv.key for kv in listed.kvs] == [b"a", b"b"]
+        assert deleted.previous[0].key == b"b"
         gone = await app.delete(KeySet.all())
         assert gone.deleted == 1
         assert (await other.get(b"a")).kvs[0].value == b"other"
@@ -327,11 +319,11 @@ async def test_namespace_is_transparent(client: Client, etcd: EtcdProcess) -> No
         await other.close()
 
 
-def test_bad_input_raises_before_sending() -> None:
+def test_bad_input_raises_before_sending(loop: Loop) -> None:
     # Port 9 (discard) is never an etcd: if anything were sent, the error would differ.
-    client = Client(reactor, url="http://127.0.0.1:9")
+    client = loop.client(url="http://127.0.0.1:9")
     with pytest.raises(TypeError):
-        client.get("text-key")  # type: ignore[arg-type]
+        client.get("text-key")
     with pytest.raises(ValueError):
         client.get(b"k", limit=-1)
     with pytest.raises(ValueError):
@@ -339,39 +331,39 @@ def test_bad_input_raises_before_sending() -> None:
     with pytest.raises(ValueError):
         client.get(b"k", sort_order="UP")
     with pytest.raises(TypeError):
-        client.get(b"k", revision="5")  # type: ignore[arg-type]
+        client.get(b"k", revision="5")
     with pytest.raises(TypeError):
         client.get(b"k", revision=True)
     with pytest.raises(TypeError):
-        client.set(b"k", "text")  # type: ignore[arg-type]
+        client.set(b"k", "text")
     with pytest.raises(TypeError):
-        client.set("k", b"v")  # type: ignore[arg-type]
+        client.set("k", b"v")
     with pytest.raises(ValueError):
         client.set(b"", b"v")
     with pytest.raises(TypeError):
-        client.delete(42)  # type: ignore[arg-type]
+        client.delete(42)
     with pytest.raises(ValueError):
         CompVersion(b"k", "=>", 1)
     with pytest.raises(TypeError):
-        CompValue(b"k", "==", "text")  # type: ignore[arg-type]
+        CompValue(b"k", "==", "text")
     with pytest.raises(TypeError):
         Transaction(success=["put"])  # type: ignore[list-item]
     with pytest.raises(ValueError):
         KeySet(b"a", range_end=b"b", prefix=True)
     with pytest.raises(TypeError):
-        Client(reactor, namespace="app/")  # type: ignore[arg-type]
+        loop.client(namespace="app/")
     with pytest.raises(ValueError):
-        Client(reactor, url="etcd:2379")
+        loop.client(url="etcd:2379")
     with pytest.raises(ValueError):
-        Client(reactor, pool_size=0)
+        loop.client(pool_size=0)
 
 
-@inline
-async def test_timeout_default_and_per_call(fresh_etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=fresh_etcd.url, timeout=0.5)
+async def test_timeout_default_and_per_call(loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    client = loop.client(url=fresh_etcd.url, timeout=0.5)
     try:
         await client.set(b"k", b"v")
         fresh_etcd.pause()
+        await loop.sleep(0.1)  # SIGSTOP takes a moment to stop all of etcd's threads
         with pytest.raises(Timeout) as read_timeout:
             await client.get(b"k")
         assert read_timeout.value.outcome_unknown is False
@@ -383,14 +375,13 @@ async def test_timeout_default_and_per_call(fresh_etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_pool_size_is_configurable(etcd: EtcdProcess) -> None:
+async def test_pool_size_is_configurable(loop: Loop, etcd: EtcdProcess) -> None:
     # Unbatched: this tests 50 separate requests through 4 connections, one revision each.
-    client = Client(reactor, url=etcd.url, pool_size=4, batching=False)
+    client = loop.client(url=etcd.url, pool_size=4, batching=False)
     try:
-        assert client.transport.pool.maxPersistentPerHost == 4
-        results = await defer.gatherResults(
-            [client.set(b"pool/%d" % i, b"%d" % i) for i in range(50)])
+        assert client.driver.unary.max_idle == 4
+        results = await loop.gather(
+            *[client.set(b"pool/%d" % i, b"%d" % i) for i in range(50)])
         assert len({r.revision for r in results}) == 50
         assert (await client.get(KeySet(b"pool/", prefix=True), count_only=True)).count == 50
     finally:
@@ -398,10 +389,9 @@ async def test_pool_size_is_configurable(etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url)
+async def test_write_with_unknown_outcome_is_never_resent(loop: Loop, etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url)
     try:
         await client.delete(KeySet(b"once/", prefix=True))
         proxy.cut_responses = True
@@ -411,7 +401,7 @@ async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> 
         assert lost.value.outcome_unknown is True
         assert proxy.requests - before == 1  # sent once, never again
         # It was in fact applied: that is exactly why it must not be resent.
-        direct = Client(reactor, url=etcd.url)
+        direct = loop.client(url=etcd.url)
         assert (await direct.get(b"once/k")).kvs[0].value == b"applied?"
         await direct.close()
         # A read in the same situation is retried (and then fails: every answer is cut).
@@ -424,13 +414,12 @@ async def test_write_with_unknown_outcome_is_never_resent(etcd: EtcdProcess) -> 
         assert (await client.get(b"once/k")).kvs[0].value == b"applied?"
     finally:
         await client.close()
-        await proxy.close()
+        proxy.close()
 
 
-@inline
-async def test_failover_to_next_endpoint(etcd: EtcdProcess) -> None:
+async def test_failover_to_next_endpoint(loop: Loop, etcd: EtcdProcess) -> None:
     dead = "http://127.0.0.1:9"
-    client = Client(reactor, endpoints=[dead, etcd.url])
+    client = loop.client(endpoints=[dead, etcd.url])
     try:
         # Connection refused means nothing was sent, so even a write may go to the next member.
         rev = await client.set(b"fo", b"1")
@@ -442,30 +431,29 @@ async def test_failover_to_next_endpoint(etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_cancel_stops_the_request_and_never_retries(fresh_etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", fresh_etcd.client_port)
-    client = Client(reactor, url=proxy.url)
+async def test_cancel_stops_the_request_and_never_retries(
+        loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", fresh_etcd.client_port)
+    client = loop.client(url=proxy.url)
     try:
         await client.version()
         fresh_etcd.pause()  # the request hangs at the server, as a slow one would
         before = proxy.requests
         request = client.get(b"k")
-        await deferLater(reactor, 0.2, lambda: None)
+        await loop.sleep(0.2)
         request.cancel()
-        with pytest.raises(defer.CancelledError):
+        with pytest.raises(loop.CancelledError):
             await request
-        await deferLater(reactor, 0.5, lambda: None)
+        await loop.sleep(0.5)
         # Cancelling closed the connection; it was not mistaken for a failure worth a retry.
         assert proxy.requests - before == 1
     finally:
         fresh_etcd.resume()
         await client.close()
-        await proxy.close()
+        proxy.close()
 
 
-@inline
-async def test_scan_prefetch_is_dropped_when_the_consumer_stops(client: Client) -> None:
+async def test_scan_prefetch_is_dropped_when_the_consumer_stops(loop: Loop, client: Client) -> None:
     await client.txn(success=[OpSet(b"early/%03d" % i, b"x") for i in range(50)])
     seen = []
     async for kv in client.scan(KeySet(b"early/", prefix=True), page_size=10):
@@ -473,17 +461,18 @@ async def test_scan_prefetch_is_dropped_when_the_consumer_stops(client: Client) 
         if len(seen) == 3:
             break  # the second page is already on its way; it must be cancelled quietly
     assert seen == [b"early/000", b"early/001", b"early/002"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="limit"):
         [kv async for kv in client.scan(KeySet(b"early/", prefix=True), limit=-1)]
+    with pytest.raises(ValueError, match="page_size must be >= 1"):
+        [kv async for kv in client.scan(KeySet(b"early/", prefix=True), page_size=-1)]
     assert [kv.key async for kv in client.scan(KeySet(b"early/", prefix=True), limit=0)] == []
     assert (await client.get(KeySet(b"early/", prefix=True), count_only=True)).count == 50
 
 
-@inline
-async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
+async def test_scan_sizes_pages_by_bytes(loop: Loop, etcd: EtcdProcess) -> None:
     """With ``page_bytes``, small rows go in big pages and big rows in small ones."""
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url, batching=False)
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url, batching=False)
     try:
         await client.delete(KeySet(b"pb/", prefix=True))
         small = [(b"pb/s/%05d" % i, b"v") for i in range(3000)]
@@ -491,7 +480,7 @@ async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
         for key, value in small + big:
             await client.set(key, value)
 
-        async def scan(prefix: bytes, **options: int) -> tuple[list[bytes], int]:
+        async def scan(prefix: bytes, **options: Any) -> tuple[list[bytes], int]:
             before = proxy.requests
             keys = [kv.key async for kv in client.scan(KeySet(prefix, prefix=True), **options)]
             return keys, proxy.requests - before
@@ -508,4 +497,4 @@ async def test_scan_sizes_pages_by_bytes(etcd: EtcdProcess) -> None:
             await scan(b"pb/", page_bytes=0)
     finally:
         await client.close()
-        await proxy.close()
+        proxy.close()

@@ -8,17 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 
 from txetcd import Client, KeySet, Timeout, Unavailable
 from txetcd.embedded import EtcdProcess, running_cluster
 from txetcd.errors import classify
 
+from .conftest import Loop
 from .test_auth_tls import ROOT, ROOT_PASSWORD, enable_auth
-
-inline = pytest_twisted.ensureDeferred
 
 
 @pytest.fixture
@@ -28,9 +24,9 @@ def cluster(etcd_binary: Path) -> Iterator[list[EtcdProcess]]:
         yield members
 
 
-async def find_leader(members: list[EtcdProcess]) -> EtcdProcess:
+async def find_leader(loop: Loop, members: list[EtcdProcess]) -> EtcdProcess:
     """The member ``status().leader`` names, matched by the client URLs ``member_list`` gives."""
-    probe = Client(reactor, endpoints=[m.url for m in members])
+    probe = loop.client(endpoints=[m.url for m in members])
     try:
         leader_id = (await probe.status()).leader
         urls = {m.id: m.client_urls for m in await probe.member_list()}
@@ -85,26 +81,23 @@ async def write_and_read(client: Client, worker: int, rounds: int, history: Hist
             history.unexpected.append(f"read {key!r} missed an acknowledged write: {found!r}")
 
 
-@inline
-async def test_leader_killed_under_load(cluster: list[EtcdProcess]) -> None:
-    leader = await find_leader(cluster)
+async def test_leader_killed_under_load(loop: Loop, cluster: list[EtcdProcess]) -> None:
+    leader = await find_leader(loop, cluster)
     followers = [m for m in cluster if m is not leader]
-    client = Client(reactor, endpoints=[leader.url] + [m.url for m in followers], timeout=5)
+    client = loop.client(endpoints=[leader.url] + [m.url for m in followers], timeout=5)
     history = History()
     workers, rounds, kill_after = 4, 25, 40  # 200 operations, the leader dies after 40
 
     async def kill_leader_mid_stream() -> int:
         while history.operations < kill_after:
-            await deferLater(reactor, 0.005, lambda: None)
+            await loop.sleep(0.005)
         leader.kill()
         return history.operations
 
     try:
         assert client.transport.endpoint == leader.url
-        load = [defer.ensureDeferred(write_and_read(client, w, rounds, history))
-                for w in range(workers)]
-        killed_at = await defer.ensureDeferred(kill_leader_mid_stream()).addTimeout(30, reactor)
-        await defer.gatherResults(load, consumeErrors=True).addTimeout(30, reactor)
+        load = [write_and_read(client, w, rounds, history) for w in range(workers)]
+        killed_at, *_ = await loop.wait_for(loop.gather(kill_leader_mid_stream(), *load), 60)
     finally:
         await client.close()
 
@@ -113,7 +106,7 @@ async def test_leader_killed_under_load(cluster: list[EtcdProcess]) -> None:
     assert history.reads == workers * rounds
     assert len(history.acked) > killed_at // 2  # writes went on after the leader died
 
-    survivor = Client(reactor, endpoints=[m.url for m in followers])
+    survivor = loop.client(endpoints=[m.url for m in followers])
     try:
         stored = {kv.key: kv for kv in (await survivor.get(KeySet(b"load/", prefix=True))).kvs}
     finally:
@@ -126,8 +119,8 @@ async def test_leader_killed_under_load(cluster: list[EtcdProcess]) -> None:
         assert history.unknown.get(key) == kv.value and kv.version == 1
 
 
-@inline
-async def test_member_without_leader(cluster: list[EtcdProcess], fresh_etcd: EtcdProcess) -> None:
+async def test_member_without_leader(loop: Loop, cluster: list[EtcdProcess],
+                                     fresh_etcd: EtcdProcess) -> None:
     # The minority member answers "no leader" to reads at once (the client asks it to refuse
     # rather than wait), so they move to the next endpoint: a healthy server of its own here.
     # A write there is ambiguous (it waits for a leader) and is never resent elsewhere.
@@ -135,15 +128,15 @@ async def test_member_without_leader(cluster: list[EtcdProcess], fresh_etcd: Etc
     for member in others:
         member.kill()
     wait_until_leaderless(lonely)
-    healthy = Client(reactor, url=fresh_etcd.url)
-    client = Client(reactor, endpoints=[lonely.url, fresh_etcd.url], timeout=3)
+    healthy = loop.client(url=fresh_etcd.url)
+    client = loop.client(endpoints=[lonely.url, fresh_etcd.url], timeout=3)
     try:
         await healthy.set(b"where", b"healthy member")
         found = await client.get(b"where")  # shorter than the member's own 7 s request timeout
         assert found.kvs[0].value == b"healthy member"
         assert client.transport.endpoint == fresh_etcd.url
 
-        writer = Client(reactor, endpoints=[lonely.url, fresh_etcd.url], timeout=1)
+        writer = loop.client(endpoints=[lonely.url, fresh_etcd.url], timeout=1)
         try:
             with pytest.raises(Timeout) as stuck:
                 await writer.set(b"where", b"lost?")
@@ -154,7 +147,7 @@ async def test_member_without_leader(cluster: list[EtcdProcess], fresh_etcd: Etc
             await writer.close()
         assert (await healthy.get(b"where")).kvs[0].value == b"healthy member"
         # Status and serializable reads are the member's own view and need no leader.
-        lonely_only = Client(reactor, url=lonely.url, timeout=3)
+        lonely_only = loop.client(url=lonely.url, timeout=3)
         try:
             assert (await lonely_only.status()).leader == 0
             assert (await lonely_only.get(b"where", serializable=True)).kvs == []
@@ -174,13 +167,12 @@ def test_server_side_deadlines_are_timeouts() -> None:
                       Unavailable)
 
 
-@inline
-async def test_auth_token_after_failover(cluster: list[EtcdProcess]) -> None:
+async def test_auth_token_after_failover(loop: Loop, cluster: list[EtcdProcess]) -> None:
     # Simple tokens are assigned on every member as the authenticate entry is applied, but they
     # expire per member: after failing over the client goes on with its token, or authenticates
     # again at the new member (on "invalid auth token"), and no request fails.
     first = cluster[0]
-    client = Client(reactor, endpoints=[m.url for m in cluster], user=ROOT,
+    client = loop.client(endpoints=[m.url for m in cluster], user=ROOT,
                     password=ROOT_PASSWORD, timeout=5)
     try:
         await enable_auth(client)

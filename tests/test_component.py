@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from typing import Any
 
 import cbor2
 import pytest
@@ -122,7 +123,7 @@ async def test_bad_input_is_typed_and_writes_nothing(node: CrossbarNode,
     session = await writer(node)
     before = (await etcd_direct.status()).header.revision
     try:
-        cases = [
+        cases: list[tuple[str, tuple[Any, ...], dict[str, Any], str]] = [
             ("etcd.users.put", ("not-a-uuid", {}), {}, "invalid_key"),
             ("etcd.users.get", (42,), {}, "invalid_key"),
             ("etcd.users.put", (str(uuid.uuid4()), float("nan")), {}, "invalid_value"),
@@ -157,7 +158,8 @@ async def test_reader_reads_every_table_and_writes_nothing(node: CrossbarNode,
             assert await reader.call(f"etcd.{table}.count") == 1
         assert (await reader.call("etcd.status"))["prefix"] == "etcd"
         before = (await etcd_direct.status()).header.revision
-        refused = [("etcd.settings.put", ("k", 2)), ("etcd.users.delete", (user,)),
+        refused: list[tuple[str, tuple[Any, ...]]] = [
+                   ("etcd.settings.put", ("k", 2)), ("etcd.users.delete", (user,)),
                    ("etcd.txn", ([{"table": "settings", "op": "delete", "key": "k"}],)),
                    ("etcd.authorize", ({}, "etcd.users.put", "call"))]
         for uri, args in refused:

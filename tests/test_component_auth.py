@@ -140,6 +140,7 @@ async def test_remote_component_logs_in_and_serves_calls(
         login: str, remote: RemoteNode, pki: TestPKI, etcd_direct: Client,
         tmp_path: Path) -> None:
     log = tmp_path / "component.log"
+    args: tuple[str, ...]
     if login == "cryptosign over wss":  # the key file named on the command line, the CA in env
         args = ("--router", remote.wss, "--key", str(remote.key))
         env = {"ETCD_WAMP_CA": str(pki.ca)}
@@ -345,14 +346,15 @@ def auth_etcd() -> Iterator[EtcdProcess]:
         admin = Client(reactor, url=server.url)
 
         async def setup() -> None:
-            for path, body in [
+            steps: list[tuple[str, dict[str, Any]]] = [
                 ("auth/role/add", {"name": "viewer"}),
                 ("auth/role/grant", {"name": "viewer", "perm": {
                     "permType": "READ", "key": b64(APP_PREFIX),
                     "range_end": b64(prefix_end(APP_PREFIX))}}),
                 ("auth/user/add", {"name": VIEWER, "password": VIEWER_PASSWORD}),
                 ("auth/user/grant", {"user": VIEWER, "role": "viewer"}),
-            ]:
+            ]
+            for path, body in steps:
                 await admin.transport.call(path, body, idempotent=False)
             await enable_auth(admin)
 
@@ -378,7 +380,8 @@ async def test_etcd_permission_denied_is_forbidden(remote: RemoteNode, auth_etcd
     try:
         session = await serving(remote.node, component, log)
         assert await session.call("etcd.settings.get", "theme") == "dark"  # reading is allowed
-        writes = [("etcd.settings.put", ("theme", "light"), {}),
+        writes: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
+                  ("etcd.settings.put", ("theme", "light"), {}),
                   ("etcd.settings.delete", ("theme",), {}),
                   ("etcd.txn", ([{"table": "settings", "op": "put", "key": "a", "value": 1}],),
                    {})]

@@ -126,7 +126,7 @@ async def test_position_is_stored_once_per_interval_of_the_clock(etcd_direct: Cl
     router = Router(clock)
     relay = relay_on(clock, router, etcd_direct, interval=5.0)
     await relay.start()
-    assert [c.getTime() for c in clock.getDelayedCalls()] == [AUDIT_INTERVAL]
+    assert [c.getTime() for c in clock.calls] == [AUDIT_INTERVAL]
     key = position_key(PREFIX, "rows")
 
     async def stored() -> Position | None:

@@ -1,16 +1,15 @@
-"""Locks and elections against real etcd 3.4 and 3.5 (the v3lock and v3election services)."""
+"""Locks and elections against real etcd 3.4 and 3.5 (the v3lock and v3election services), on
+both event loops (the ``loop`` fixture)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
 
 from txetcd import (
-    Client,
     CompCreated,
+    Election,
     Failed,
     KeyNotFound,
     KeySet,
@@ -24,18 +23,10 @@ from txetcd import (
 )
 from txetcd.embedded import EtcdProcess
 
-from .test_lease import namespaced_client, sleep, wait_until
-
-inline = pytest_twisted.ensureDeferred
+from .test_lease import wait_until
 
 CONTENDERS = 10
 ROUNDS = 5
-
-
-@pytest.fixture
-def ns_client(etcd: EtcdProcess, client: Client) -> Iterator[Client]:
-    """A namespaced client on the shared server (wiped by ``client``)."""
-    yield from namespaced_client(etcd)
 
 
 def fenced_set(lock: Lock, key: bytes, value: bytes) -> Transaction:
@@ -44,42 +35,56 @@ def fenced_set(lock: Lock, key: bytes, value: bytes) -> Transaction:
                        success=[OpSet(key, value)])
 
 
-@inline
-async def test_lock_contenders_lose_no_update(ns_client: Client) -> None:
+def settled(future: Any) -> bool:
+    """Whether a loop future (Deferred or asyncio future) has its result."""
+    return bool(future.called) if hasattr(future, "called") else bool(future.done())
+
+
+async def cancelled(client: Any, future: Any) -> bool:
+    """Whether awaiting ``future`` raises the loop's cancellation error."""
+    try:
+        await future
+    except BaseException as exc:  # noqa: BLE001 - asyncio's CancelledError is a BaseException
+        return bool(client.env.driver.is_cancelled(exc))
+    return False
+
+
+async def test_lock_contenders_lose_no_update(loop: Any, etcd: EtcdProcess, kv: Any) -> None:
+    ns_client = loop.client(url=etcd.url, namespace=b"ns/")
     inside = []
     tokens: list[int] = []
 
     async def contender() -> None:
         for _ in range(ROUNDS):
-            async with ns_client.lock(b"counter", ttl=10) as lock:
+            async with Lock(ns_client, b"counter", ttl=10) as lock:
                 inside.append(lock)
                 assert len(inside) == 1, "two holders at once"
                 tokens.append(lock.fencing_token)
                 found = await ns_client.get(b"n")
                 value = int(found.kvs[0].value) if found.kvs else 0
-                await sleep(0)  # let the others run while we hold the lock
+                await loop.sleep(0)  # let the others run while we hold the lock
                 await ns_client.submit(fenced_set(lock, b"n", b"%d" % (value + 1)))
                 inside.remove(lock)
 
-    await defer.gatherResults([defer.ensureDeferred(contender()) for _ in range(CONTENDERS)],
-                              consumeErrors=True)
+    await loop.gather(*[contender() for _ in range(CONTENDERS)])
     assert int((await ns_client.get(b"n")).kvs[0].value) == CONTENDERS * ROUNDS
     # Every holder got a larger token than the one before it.
     assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens)
     assert (await ns_client.get(KeySet(b"counter", prefix=True))).kvs == []
 
 
-@inline
-async def test_fencing_token_rejects_a_stale_holder(client: Client, ns_client: Client) -> None:
-    stale = await ns_client.lock(b"res", ttl=5)
+async def test_fencing_token_rejects_a_stale_holder(loop: Any, etcd: EtcdProcess,
+                                                    kv: Any) -> None:
+    ns_client = loop.client(url=etcd.url, namespace=b"ns/")
+    stale = await Lock(ns_client, b"res", ttl=5)
     assert stale.key.startswith(b"res/") and stale.fencing_token > 0
-    raw = (await client.get(b"ns/" + stale.key)).kvs[0]  # namespaced in etcd
+    raw = (await kv.get(b"ns/" + stale.key)).kvs[0]  # namespaced in etcd
     assert raw.create_revision == stale.fencing_token and raw.lease == stale.lease.lease_id
     await ns_client.submit(fenced_set(stale, b"data", b"from the first holder"))
     # The holder stalls past its lease (revoked here, as expiry would), another one takes over.
     await ns_client.lease_revoke(stale.lease.lease_id)
-    assert isinstance(await stale.lost, LeaseExpired)
-    fresh = await ns_client.lock(b"res", ttl=5)
+    assert isinstance(await stale.lost, LeaseExpired) and not stale.alive
+    fresh = await Lock(ns_client, b"res", ttl=5)
     assert fresh.fencing_token > stale.fencing_token
     with pytest.raises(Failed):
         await ns_client.submit(fenced_set(stale, b"data", b"from the stale holder"))
@@ -90,79 +95,76 @@ async def test_fencing_token_rejects_a_stale_holder(client: Client, ns_client: C
     assert (await ns_client.get(KeySet(b"res", prefix=True))).kvs == []
 
 
-@inline
-async def test_cancelled_lock_wait_leaves_no_key(client: Client) -> None:
-    holder = await client.lock(b"busy", ttl=5)
-    waiting = client.lock(b"busy", ttl=30).acquire()
+async def test_cancelled_lock_wait_leaves_no_key(loop: Any, kv: Any) -> None:
+    holder = await Lock(kv, b"busy", ttl=5)
+    waiting = Lock(kv, b"busy", ttl=30).acquire()
 
     async def queued() -> bool:
-        return (await client.get(KeySet(b"busy", prefix=True), count_only=True)).count == 2
-    await wait_until(queued)
-    leases_before = set(await client.leases())
+        return (await kv.get(KeySet(b"busy", prefix=True), count_only=True)).count == 2
+    await wait_until(loop, queued)
+    leases_before = set(await kv.leases())
     waiting.cancel()
-    with pytest.raises(defer.CancelledError):
-        await waiting
+    assert await cancelled(kv, waiting)
     # The waiter's session lease gets revoked (in the background), and its queued key with it.
 
     async def waiter_gone() -> bool:
-        return len(leases_before - set(await client.leases())) == 1
-    await wait_until(waiter_gone)
-    assert [kv.key for kv in (await client.get(KeySet(b"busy", prefix=True))).kvs] == [holder.key]
+        return len(leases_before - set(await kv.leases())) == 1
+    await wait_until(loop, waiter_gone)
+    assert [kv_.key for kv_ in (await kv.get(KeySet(b"busy", prefix=True))).kvs] == [holder.key]
     await holder.release()
     # The lock is free at once (nobody waits on a dead queue entry).
-    async with client.lock(b"busy", ttl=5, timeout=5) as again:
+    async with Lock(kv, b"busy", ttl=5, timeout=5) as again:
         assert again.fencing_token > holder.fencing_token
 
 
-@inline
-async def test_lock_wait_ends_when_its_lease_is_lost(client: Client) -> None:
-    holder = await client.lock(b"busy", ttl=5)
-    before = set(await client.leases())
-    waiting = client.lock(b"busy", ttl=2).acquire()
+async def test_lock_wait_ends_when_its_lease_is_lost(loop: Any, kv: Any) -> None:
+    holder = await Lock(kv, b"busy", ttl=5)
+    before = set(await kv.leases())
+    waiting = Lock(kv, b"busy", ttl=2).acquire()
 
     async def granted() -> bool:
-        return len(set(await client.leases()) - before) == 1
-    await wait_until(granted)
-    (waiter_lease,) = set(await client.leases()) - before
-    await client.lease_revoke(waiter_lease)  # its next keepalive finds it gone
+        return len(set(await kv.leases()) - before) == 1
+    await wait_until(loop, granted)
+    (waiter_lease,) = set(await kv.leases()) - before
+    await kv.lease_revoke(waiter_lease)  # its next keepalive finds it gone
     with pytest.raises(LeaseExpired):
         await waiting
     await holder.release()
 
 
-@inline
-async def test_lock_timeout(client: Client) -> None:
-    async with client.lock(b"slow", ttl=5) as holder:
+async def test_lock_timeout(loop: Any, kv: Any) -> None:
+    async with Lock(kv, b"slow", ttl=5) as holder:
         with pytest.raises(Timeout):
-            await client.lock(b"slow", ttl=30, timeout=0.5)
+            await Lock(kv, b"slow", ttl=30, timeout=0.5)
 
         async def only_holder_queued() -> bool:
-            keys = [kv.key for kv in (await client.get(KeySet(b"slow", prefix=True))).kvs]
+            keys = [kv_.key for kv_ in (await kv.get(KeySet(b"slow", prefix=True))).kvs]
             return keys == [holder.key]
-        await wait_until(only_holder_queued)  # the late waiter's lease is revoked
-    assert (await client.get(KeySet(b"slow", prefix=True))).kvs == []
+        await wait_until(loop, only_holder_queued)  # the late waiter's lease is revoked
+    assert (await kv.get(KeySet(b"slow", prefix=True))).kvs == []
 
 
-@inline
-async def test_election_hands_over_when_the_leaders_lease_goes(ns_client: Client) -> None:
-    election = ns_client.election(b"boss")
+async def test_election_hands_over_when_the_leaders_lease_goes(loop: Any, etcd: EtcdProcess,
+                                                               kv: Any) -> None:
+    ns_client = loop.client(url=etcd.url, namespace=b"ns/")
+    election = Election(ns_client, b"boss")
     with pytest.raises(KeyNotFound):
         await election.leader()
     seen: list[KeyValue] = []
     async with election.observe() as leaders:
         async def collect() -> None:
-            async for kv in leaders:
-                seen.append(kv)
-        collecting = defer.ensureDeferred(collect())
+            async for kv_ in leaders:
+                seen.append(kv_)
+        collecting = ns_client.env.driver.spawn(collect())
         first = await election.campaign(b"one", ttl=5)
         assert first.key.startswith(b"boss/") and first.revision > 0
 
         async def saw_one() -> bool:
-            return [kv.value for kv in seen] == [b"one"]
-        await wait_until(saw_one)
-        second = ns_client.election(b"boss").campaign(b"two", ttl=5).acquire()
-        await sleep(0.3)
-        assert not second.called  # waits while "one" leads
+            return [kv_.value for kv_ in seen] == [b"one"]
+        await wait_until(loop, saw_one)
+        second = Election(ns_client, b"boss").campaign(b"two", ttl=5).acquire()
+        await loop.sleep(0.3)
+        assert not settled(second)  # waits while "one" leads
         leader = await election.leader()
         assert (leader.key, leader.value) == (first.key, b"one")
         await ns_client.lease_revoke(first.lease.lease_id)
@@ -171,8 +173,8 @@ async def test_election_hands_over_when_the_leaders_lease_goes(ns_client: Client
         assert (await election.leader()).value == b"two"
 
         async def saw_two() -> bool:
-            return [kv.value for kv in seen] == [b"one", b"two"]
-        await wait_until(saw_two)
+            return [kv_.value for kv_ in seen] == [b"one", b"two"]
+        await wait_until(loop, saw_two)
     await collecting  # closing the observer ended the iteration
     assert seen[1].key == winner.key
     with pytest.raises(NotLeader):
@@ -180,16 +182,15 @@ async def test_election_hands_over_when_the_leaders_lease_goes(ns_client: Client
     await winner.resign()
 
 
-@inline
-async def test_proclaim_and_resign(client: Client) -> None:
-    election = client.election(b"e")
+async def test_proclaim_and_resign(loop: Any, kv: Any) -> None:
+    election = Election(kv, b"e")
     async with election.campaign(b"v1", ttl=5) as leadership:
         await leadership.proclaim(b"v2")
-        kv = await election.leader()
-        assert (kv.key, kv.value) == (leadership.key, b"v2")
-        successor = client.election(b"e").campaign(b"next", ttl=5).acquire()
-        await sleep(0.2)
-        assert not successor.called
+        found = await election.leader()
+        assert (found.key, found.value) == (leadership.key, b"v2")
+        successor = Election(kv, b"e").campaign(b"next", ttl=5).acquire()
+        await loop.sleep(0.2)
+        assert not settled(successor)
     # Leaving the block resigned: the successor leads.
     follower = await successor
     assert (await election.leader()).value == b"next"
@@ -200,17 +201,17 @@ async def test_proclaim_and_resign(client: Client) -> None:
         await follower.proclaim(b"x")
 
 
-def test_bad_input_is_refused_before_sending() -> None:
-    client = Client(reactor, url="http://127.0.0.1:9")
+async def test_bad_input_is_refused_before_sending(loop: Any) -> None:
+    client = loop.client(url="http://127.0.0.1:9")
     with pytest.raises(TypeError):
-        client.lock("name")  # type: ignore[arg-type]
+        Lock(client, "name")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
-        client.lock(b"")
+        Lock(client, b"")
     with pytest.raises(ValueError):
-        client.lock(b"x", ttl=0)
+        Lock(client, b"x", ttl=0)
     with pytest.raises(ValueError):
-        client.lock(b"x", timeout=-1)
+        Lock(client, b"x", timeout=-1)
     with pytest.raises(TypeError):
-        client.election(b"e").campaign("v")  # type: ignore[arg-type]
+        Election(client, b"e").campaign("v")  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        client.election(None)  # type: ignore[arg-type]
+        Election(client, None)  # type: ignore[arg-type]

@@ -98,7 +98,7 @@ def test_the_buggy_fallback_warns(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_make_run_refuses_a_busy_etcd_port(tmp_path: Path, foreign_etcd: EtcdProcess) -> None:
-    run = subprocess.run([sys.executable, "-m", "component.node", "--data-dir", str(tmp_path),
+    run = subprocess.run([sys.executable, "-m", "component.cli", "run", "--data-dir", str(tmp_path),
                           "--web-port", str(free_port()), "--etcd-port",
                           str(foreign_etcd.client_port)],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -17,7 +17,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from txetcd import Client, KeySet
+from txetcd import Client, Election, KeySet, Lock
 from txetcd.embedded import EtcdProcess
 
 inline = pytest_twisted.ensureDeferred
@@ -86,7 +86,7 @@ async def test_leases_both_ways(etcd: EtcdProcess, client: Client) -> None:
 
 @inline
 async def test_locks_both_ways(etcd: EtcdProcess, client: Client) -> None:
-    lock = await client.lock(b"L", ttl=10)
+    lock = await Lock(client, b"L", ttl=10)
     waiting = background(etcd, "lock", "L", "echo", "got it")
     await sleep(1.0)
     assert waiting.poll() is None  # etcdctl waits while we hold the lock
@@ -98,7 +98,7 @@ async def test_locks_both_ways(etcd: EtcdProcess, client: Client) -> None:
         async def held() -> bool:
             return (await client.get(KeySet(b"M/", prefix=True), count_only=True)).count == 1
         await until(held)
-        ours = client.lock(b"M", ttl=10).acquire()
+        ours = Lock(client, b"M", ttl=10).acquire()
         await sleep(0.5)
         assert not ours.called
     finally:
@@ -112,7 +112,7 @@ async def test_locks_both_ways(etcd: EtcdProcess, client: Client) -> None:
 async def test_elections_both_ways(etcd: EtcdProcess, client: Client) -> None:
     leader = background(etcd, "elect", "E", "from-etcdctl")
     try:
-        election = client.election(b"E")
+        election = Election(client, b"E")
 
         async def they_lead() -> bool:
             try:
@@ -123,7 +123,7 @@ async def test_elections_both_ways(etcd: EtcdProcess, client: Client) -> None:
     finally:
         leader.terminate()
         leader.wait(10)
-    async with client.election(b"F").campaign(b"from-txetcd", ttl=10):
+    async with Election(client, b"F").campaign(b"from-txetcd", ttl=10):
         listener = background(etcd, "elect", "-l", "F")  # prints the leader, then observes
         await sleep(1.5)
         listener.terminate()
@@ -135,7 +135,7 @@ async def test_watches_both_ways(etcd: EtcdProcess, client: Client) -> None:
     theirs = background(etcd, "watch", "w", "--prefix")
     await sleep(1.0)  # etcdctl's watch is established
     await client.set(b"w/1", b"ours")
-    events = []
+    events: list[Any] = []
     watch = client.watch(KeySet(b"w/", prefix=True), events.append)
     await watch.when_started()
     etcdctl(etcd, "put", "w/2", "theirs")

@@ -427,40 +427,7 @@ async def test_rows_written_around_the_component(node: CrossbarNode,
     await writer.call("etcd.settings.put", "z-after", 2)
     for serializer in SERIALIZERS:
         s = await session(node, serializer, "reader")
-        assert await refused(s, "etcd.users.get", str(bad_json)) == "etcd.error.corrupt_row"
-        with pytest.raises(ApplicationError) as named:
-            await s.call("etcd.settings.get", "b-nul")
-        assert named.value.error == "etcd.error.corrupt_row"
-        assert "b-nul" in named.value.kwargs["message"]
-        users = await s.call("etcd.users.scan")
-        markers = [row for row in users if isinstance(row, dict)]
-        assert [good, {"name": "ok"}] in users and len(markers) == 2
-        assert {m["corrupt_row"] for m in markers} == {b"abc".hex(), bad_json.bytes.hex()}
-        rows = await s.call("etcd.settings.scan")
-        keys = [row[0] if isinstance(row, list) else row["corrupt_row"] for row in rows]
-        assert keys == [b"\0nul-key".hex(), b"a-\xff\xfe".hex(), "b-good", b"b-nul".hex(),
-                        b"c-deep".hex(), b"d-big-int".hex(), b"e-tag".hex(), "z-after"]
-        assert all(isinstance(r, dict) and r["error"] for r in rows if not isinstance(r, list))
-        keys_only = await s.call("etcd.settings.scan", keys_only=True)
-        assert [k for k in keys_only if not isinstance(k, dict)] == [
-            "b-good", "b-nul", "c-deep", "d-big-int", "e-tag", "z-after"]
-        # Paging with cursors visits every row once and ends, also through pages that end in
-        # (or hold only) corrupt rows: their markers are cursors too.
-        paged: list[Any] = []
-        after: Any = None
-        for _ in range(len(rows) + 1):
-            page = await s.call("etcd.settings.scan", limit=2, page=True, after=after)
-            paged += page["rows"]
-            if page["last"]:
-                break
-            after = page["next_after"]
-            assert after is not None
-        assert page["last"] and paged == rows
-        chunks: list[list[Any]] = []
-        await s.call("etcd.settings.scan", options=CallOptions(on_progress=chunks.append))
-        assert sum(len(c) for c in chunks) == len(corrupt) - 2 + 2
-        assert await s.call("etcd.settings.count") == 8
-        assert await s.call("etcd.users.count") == 3
+        await _read_around_corrupt_rows(s, good, bad_json, len(corrupt))
         s.leave()
     # Events: the corrupt changes are skipped, the publisher goes on with the next ones.
     await writer.call("etcd.settings.put", "z-last", 3)
@@ -472,6 +439,46 @@ async def test_rows_written_around_the_component(node: CrossbarNode,
     assert await component_id(writer) == component
     json_reader.leave()
     writer.leave()
+
+
+async def _read_around_corrupt_rows(s: Any, good: str, bad_json: uuid.UUID,
+                                    corrupt: int) -> None:
+    """Gets name the corrupt row, scans mark them in place (also as paging cursors), counts
+    count them: what each serializer's reader sees of test_rows_written_around_the_component."""
+    assert await refused(s, "etcd.users.get", str(bad_json)) == "etcd.error.corrupt_row"
+    with pytest.raises(ApplicationError) as named:
+        await s.call("etcd.settings.get", "b-nul")
+    assert named.value.error == "etcd.error.corrupt_row"
+    assert "b-nul" in named.value.kwargs["message"]
+    users = await s.call("etcd.users.scan")
+    markers = [row for row in users if isinstance(row, dict)]
+    assert [good, {"name": "ok"}] in users and len(markers) == 2
+    assert {m["corrupt_row"] for m in markers} == {b"abc".hex(), bad_json.bytes.hex()}
+    rows = await s.call("etcd.settings.scan")
+    keys = [row[0] if isinstance(row, list) else row["corrupt_row"] for row in rows]
+    assert keys == [b"\0nul-key".hex(), b"a-\xff\xfe".hex(), "b-good", b"b-nul".hex(),
+                    b"c-deep".hex(), b"d-big-int".hex(), b"e-tag".hex(), "z-after"]
+    assert all(isinstance(r, dict) and r["error"] for r in rows if not isinstance(r, list))
+    keys_only = await s.call("etcd.settings.scan", keys_only=True)
+    assert [k for k in keys_only if not isinstance(k, dict)] == [
+        "b-good", "b-nul", "c-deep", "d-big-int", "e-tag", "z-after"]
+    # Paging with cursors visits every row once and ends, also through pages that end in
+    # (or hold only) corrupt rows: their markers are cursors too.
+    paged: list[Any] = []
+    after: Any = None
+    for _ in range(len(rows) + 1):
+        page = await s.call("etcd.settings.scan", limit=2, page=True, after=after)
+        paged += page["rows"]
+        if page["last"]:
+            break
+        after = page["next_after"]
+        assert after is not None
+    assert page["last"] and paged == rows
+    chunks: list[list[Any]] = []
+    await s.call("etcd.settings.scan", options=CallOptions(on_progress=chunks.append))
+    assert sum(len(c) for c in chunks) == corrupt - 2 + 2
+    assert await s.call("etcd.settings.count") == 8
+    assert await s.call("etcd.users.count") == 3
 
 
 def test_table_depth_is_configurable_within_what_serializers_carry() -> None:

@@ -17,17 +17,20 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError, TransportLost
 from autobahn.wamp.types import CallOptions, SubscribeOptions
-from twisted.internet import defer, reactor
+from twisted.internet import defer
+from twisted.internet import reactor as _reactor
 from twisted.internet.task import LoopingCall, deferLater
 
 from component.config import ConfigError, parse_settings
 from component.limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS, payload_size
 from component.publisher import election_name, position_key
-from txetcd import Client, KeyNotFound, KeySet, OpSet
+from txetcd import Client, Election, KeyNotFound, KeySet, OpSet
 from txetcd.embedded import EtcdProcess
 
 from .test_component_events import backend_session, eventually
 from .wamp import CrossbarNode, connect
+
+reactor: Any = _reactor  # twisted's module-level reactor is typed as a bare module
 
 inline = pytest_twisted.ensureDeferred
 SERIALIZERS = ("json", "cbor", "msgpack")
@@ -193,51 +196,12 @@ async def churn(node: CrossbarNode, serializer: str, cycles: int, stats: dict[st
     autobahn drop the connection)."""
     reader: Any = None
     topics = ["etcd.settings.on_change", "etcd.users.on_change"]
-    retained = SubscribeOptions(get_retained=True)
-
-    def bounded(pending: defer.Deferred[Any]) -> defer.Deferred[Any]:
-        """``pending``'s outcome, or ``Dropped`` once the reader's connection is gone (autobahn
-        never answers the requests of a session it dropped for a protocol error, and cancelling
-        them raises)."""
-        outcome: defer.Deferred[Any] = defer.Deferred()
-
-        def check() -> None:
-            if not outcome.called and (not reader.is_attached() or time.monotonic() > give_up):
-                outcome.errback(Dropped())
-
-        def settle(result: Any) -> None:
-            if not outcome.called:
-                outcome.callback(result)
-
-        give_up = time.monotonic() + 10
-        watching = LoopingCall(check)
-        watching.start(0.05, now=False)
-        pending.addBoth(settle)
-        return outcome.addBoth(lambda result: (watching.stop(), result)[1])
-
     for i in range(cycles):
         if reader is None or not reader.is_attached():
             reader = await session(node, "reader", serializer)
             stats["joins"] += 1
-        topic = topics[i % 2]
         try:
-            kind = i % 4
-            if kind == 0:  # the ordinary way
-                sub = await bounded(reader.subscribe(lambda *a, **kw: None, topic))
-                await bounded(sub.unsubscribe())
-            elif kind == 1:  # a retained event, then gone at once
-                sub = await bounded(reader.subscribe(lambda *a, **kw: None, topic,
-                                                     options=retained))
-                await bounded(sub.unsubscribe())
-            elif kind == 2:  # cancelled before the router answered
-                pending = reader.subscribe(lambda *a, **kw: None, topic, options=retained)
-                pending.cancel()
-                await bounded(pending)
-            else:  # cancelled midway, while other calls are on the way
-                pending = reader.subscribe(lambda *a, **kw: None, topic, options=retained)
-                status = reader.call("etcd.status")
-                reactor.callLater(0, pending.cancel)
-                await bounded(defer.DeferredList([pending, status], consumeErrors=True))
+            await _careless_subscribe(reader, i % 4, topics[i % 2])
         except Dropped:
             stats["dropped"] += 1
             reader = None  # its connection is gone (its own autobahn dropped it)
@@ -246,6 +210,53 @@ async def churn(node: CrossbarNode, serializer: str, cycles: int, stats: dict[st
         stats["cycles"] += 1
     if reader is not None and reader.is_attached():
         reader.leave()
+
+
+async def _careless_subscribe(reader: Any, kind: int, topic: str) -> None:
+    """One of the four ways ``churn`` subscribes and lets go."""
+    retained = SubscribeOptions(get_retained=True)
+    if kind == 0:  # the ordinary way
+        sub = await _bounded(reader, reader.subscribe(lambda *a, **kw: None, topic))
+        await _bounded(reader, sub.unsubscribe())
+    elif kind == 1:  # a retained event, then gone at once
+        sub = await _bounded(reader, reader.subscribe(lambda *a, **kw: None, topic,
+                                                      options=retained))
+        await _bounded(reader, sub.unsubscribe())
+    elif kind == 2:  # cancelled before the router answered
+        pending = reader.subscribe(lambda *a, **kw: None, topic, options=retained)
+        pending.cancel()
+        await _bounded(reader, pending)
+    else:  # cancelled midway, while other calls are on the way
+        pending = reader.subscribe(lambda *a, **kw: None, topic, options=retained)
+        status = reader.call("etcd.status")
+        reactor.callLater(0, pending.cancel)
+        await _bounded(reader, defer.DeferredList([pending, status], consumeErrors=True))
+
+
+def _bounded(reader: Any, pending: defer.Deferred[Any]) -> defer.Deferred[Any]:
+    """``pending``'s outcome, or ``Dropped`` once the reader's connection is gone (autobahn
+    never answers the requests of a session it dropped for a protocol error, and cancelling
+    them raises)."""
+    outcome: defer.Deferred[Any] = defer.Deferred()
+
+    def check() -> None:
+        if not outcome.called and (not reader.is_attached() or time.monotonic() > give_up):
+            outcome.errback(Dropped())
+
+    def settle(result: Any) -> None:
+        if not outcome.called:
+            outcome.callback(result)
+
+    give_up = time.monotonic() + 10
+    watching = LoopingCall(check)
+    watching.start(0.05, now=False)
+    pending.addBoth(settle)
+
+    def stop_watching(result: Any) -> Any:
+        watching.stop()
+        return result
+
+    return outcome.addBoth(stop_watching)
 
 
 @inline
@@ -270,7 +281,7 @@ async def test_subscription_churn_neither_aborts_nor_leaves_a_publisher(
 
     # Nobody subscribes any more: no publisher campaigns, and no position is (re)written.
     for table in ("settings", "users"):
-        election = etcd_direct.election(election_name("etcd", table))
+        election = Election(etcd_direct, election_name("etcd", table))
 
         async def unwatched(election: Any = election, table: str = table) -> bool:
             try:
@@ -290,7 +301,7 @@ async def test_subscription_churn_neither_aborts_nor_leaves_a_publisher(
             except KeyNotFound:
                 leader = None
             pos = (await etcd_direct.get(position_key("etcd", table))).kvs
-            raise AssertionError(f"{table}: sub {sub} subscribers {subs} leader {leader} "
+            raise AssertionError(f"{table}: sub {sub} subscribers {subs} leader {leader!r} "
                                  f"position {pos} joined {joined}") from None
     before = (await etcd_direct.status()).header.revision
     for i in range(5):

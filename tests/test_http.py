@@ -7,27 +7,28 @@ from __future__ import annotations
 import base64
 import http.client
 import json
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, protocol, reactor, threads
+from twisted.internet import reactor
 from twisted.internet.error import ConnectError
-from twisted.internet.task import deferLater
 from twisted.web.client import BrowserLikePolicyForHTTPS
 
-from txetcd import Client, KeySet, OpSet, Timeout
+from txetcd import Client, EtcdError, KeySet, OpSet, Timeout, aio_http
+from txetcd.core import build_request, request_head
 from txetcd.embedded import EtcdProcess, free_port
-from txetcd.http import HTTPPool, ResponseFailed, TLSHandshakeFailed, build_request, request_head
-from txetcd.transport import describe_failure
+from txetcd.http import HTTPPool, ResponseFailed, TLSHandshakeFailed
+from txetcd.interface import NotSent, ResponseLost
+from txetcd.twisted_driver import describe_failure
 
 from .certs import TestPKI, make_pki
-from .faults import TcpProxy
-
-inline = pytest_twisted.ensureDeferred
+from .conftest import Loop
 
 
 def b64(data: bytes) -> str:
@@ -43,39 +44,50 @@ def range_request(url: str, key: bytes, prefix: bool = False) -> bytes:
     return build_request(head, json.dumps(body).encode())
 
 
-def new_pool(max_idle: int = 32) -> HTTPPool:
-    return HTTPPool(reactor, BrowserLikePolicyForHTTPS(), connect_timeout=5, max_idle=max_idle)
+@dataclass
+class Kit:
+    """One loop's HTTP client and the errors it raises (``txetcd.http`` or ``txetcd.aio_http``)."""
+
+    pool: Callable[..., Any]
+    not_sent: type[BaseException]  # no byte of the request left us
+    lost: type[BaseException]  # the connection broke after the request was written
+    tls_failed: type[BaseException]
+    describe: Callable[[BaseException], str]
 
 
-async def tick(seconds: float = 0.05) -> None:
-    await deferLater(reactor, seconds, lambda: None)
+@pytest.fixture
+def kit(loop: Loop) -> Kit:
+    if loop.name == "twisted":
+        return Kit(lambda max_idle=32: HTTPPool(reactor, BrowserLikePolicyForHTTPS(),
+                                                connect_timeout=5, max_idle=max_idle),
+                   ConnectError, ResponseFailed, TLSHandshakeFailed, describe_failure)
+    return Kit(lambda max_idle=32: aio_http.HTTPPool(connect_timeout=5, max_idle=max_idle,
+                                                     loop=loop.loop),  # type: ignore[attr-defined]
+               NotSent, ResponseLost, NotSent, aio_http.describe)
 
 
 # -- against etcd ------------------------------------------------------------------------------
 
-@inline
-async def test_sequential_requests_reuse_one_connection(client: Client, etcd: EtcdProcess) -> None:
-    await client.set(b"ka", b"1")
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    pool = new_pool()
+async def test_sequential_requests_reuse_one_connection(
+        loop: Loop, kit: Kit, kv: Client, etcd: EtcdProcess) -> None:
+    await kv.set(b"ka", b"1")
+    pool = kit.pool()
     try:
         for _ in range(50):
-            code, body = await pool.request(proxy.url, range_request(proxy.url, b"ka"))
+            code, body = await pool.request(etcd.url, range_request(etcd.url, b"ka"))
             assert code == 200
             assert json.loads(body)["kvs"][0]["value"] == b64(b"1")
-        assert len(proxy.connections) == 1 and proxy.requests == 50
-        assert pool.connections == 1 and pool.idle(proxy.url) == 1
+        assert pool.opened == 1
+        assert pool.connections == 1 and pool.idle(etcd.url) == 1
     finally:
         await pool.close()
-        await proxy.close()
     assert pool.connections == 0
 
 
-@inline
-async def test_a_big_chunked_range_arrives_whole(etcd: EtcdProcess) -> None:
+async def test_a_big_chunked_range_arrives_whole(loop: Loop, kit: Kit, etcd: EtcdProcess) -> None:
     # A generous per-call timeout: the set-up writes 2 MB, which a loaded machine may take
     # longer than the default 10 s for.
-    client = Client(reactor, url=etcd.url, batching=False, timeout=60.0)
+    client = loop.client(url=etcd.url, batching=False, timeout=60.0)
     try:
         values = {b"big/%04d" % i: (b"%04d" % i) * 256 for i in range(2000)}  # 1 KB each
         # In txns of 100 puts, one after the other: 2000 concurrent puts time out under load.
@@ -96,9 +108,9 @@ async def test_a_big_chunked_range_arrives_whole(etcd: EtcdProcess) -> None:
             finally:
                 conn.close()
 
-        encoding, expected = await threads.deferToThread(raw)
+        encoding, expected = await loop.run_in_thread(raw)
         assert encoding == "chunked" and len(expected) > 2_000_000
-        pool = new_pool()
+        pool = kit.pool()
         try:
             code, body = await pool.request(etcd.url, request)
             assert code == 200
@@ -117,82 +129,80 @@ async def test_a_big_chunked_range_arrives_whole(etcd: EtcdProcess) -> None:
         await client.close()
 
 
-@inline
-async def test_concurrent_requests_use_at_most_pool_size_connections(etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=etcd.url, pool_size=8, batching=False)
+async def test_concurrent_requests_use_at_most_pool_size_connections(
+        loop: Loop, etcd: EtcdProcess) -> None:
+    client = loop.client(url=etcd.url, pool_size=8, batching=False)
     try:
-        await defer.gatherResults([client.set(b"cc/%03d" % i, b"%d" % i) for i in range(100)])
-        ranges = await defer.gatherResults([client.get(b"cc/%03d" % i) for i in range(100)])
+        await loop.gather(*[client.set(b"cc/%03d" % i, b"%d" % i) for i in range(100)])
+        ranges = await loop.gather(*[client.get(b"cc/%03d" % i) for i in range(100)])
         assert [r.kvs[0].value for r in ranges] == [b"%d" % i for i in range(100)]
-        assert 1 <= client.transport.unary.connections <= 8
+        assert 1 <= client.driver.connections <= 8
     finally:
         await client.delete(KeySet(b"cc/", prefix=True))
         await client.close()
-    assert client.transport.unary.connections == 0
+    assert client.driver.connections == 0
 
 
-@inline
-async def test_cancel_mid_request_drops_the_connection_only(fresh_etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=fresh_etcd.url, batching=False)
+async def test_cancel_mid_request_drops_the_connection_only(
+        loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    client = loop.client(url=fresh_etcd.url, batching=False)
     try:
         await client.set(b"k", b"v")
         fresh_etcd.pause()  # the request hangs at the server
         try:
-            await tick(0.1)  # SIGSTOP takes a moment to stop all of etcd's threads
+            await loop.sleep(0.1)  # SIGSTOP takes a moment to stop all of etcd's threads
             request = client.get(b"k")
-            await tick(0.2)
+            await loop.sleep(0.2)
             request.cancel()
-            with pytest.raises(defer.CancelledError):
+            with pytest.raises(loop.CancelledError):
                 await request
             with pytest.raises(Timeout):
                 await client.get(b"k", timeout=0.3)
-            await tick()
-            assert client.transport.unary.connections == 0  # both aborted
+            await loop.sleep(0.05)
+            assert client.driver.connections == 0  # both aborted
         finally:
             fresh_etcd.resume()
         assert (await client.get(b"k")).kvs[0].value == b"v"
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
     finally:
         await client.close()
 
 
-@inline
-async def test_cancel_while_connecting(etcd: EtcdProcess) -> None:
-    pool = new_pool()
-    request = pool.request(etcd.url, range_request(etcd.url, b"k"))
+async def test_cancel_while_connecting(loop: Loop, kit: Kit, etcd: EtcdProcess) -> None:
+    pool = kit.pool()
+    request = loop.spawn(pool.request(etcd.url, range_request(etcd.url, b"k")))
     request.cancel()
-    with pytest.raises(defer.CancelledError):
+    with pytest.raises(loop.CancelledError):
         await request
-    await tick()
+    await loop.sleep(0.05)
     assert pool.connections == 0
     code, _ = await pool.request(etcd.url, range_request(etcd.url, b"k"))
     assert code == 200
     await pool.close()
 
 
-@inline
-async def test_idle_connections_closed_by_a_restart_are_not_used(fresh_etcd: EtcdProcess) -> None:
-    client = Client(reactor, url=fresh_etcd.url, pool_size=4, batching=False)
+async def test_idle_connections_closed_by_a_restart_are_not_used(
+        loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    client = loop.client(url=fresh_etcd.url, pool_size=4, batching=False)
     try:
-        await defer.gatherResults([client.set(b"r/%d" % i, b"1") for i in range(4)])
-        assert client.transport.unary.connections >= 1
+        await loop.gather(*[client.set(b"r/%d" % i, b"1") for i in range(4)])
+        assert client.driver.connections >= 1
         fresh_etcd.kill()
         fresh_etcd.start()
         # No reactor turn since the restart: the closed connections still look idle. A write
         # must not go out on one of them (its outcome would be unknown): it just works.
         rev = await client.set(b"r/0", b"2")
         assert (await client.get(b"r/0")).kvs[0].mod_revision == rev.revision
-        await tick()
-        assert client.transport.unary.connections == 1
+        await loop.sleep(0.05)
+        assert client.driver.connections == 1
     finally:
         await client.close()
 
 
-@inline
-async def test_connect_refused_is_a_connect_error() -> None:
-    pool = new_pool()
+async def test_connect_refused_is_a_connect_error(loop: Loop, kit: Kit) -> None:
+    pool = kit.pool()
     url = f"http://127.0.0.1:{free_port()}"
-    with pytest.raises(ConnectError):
+    with pytest.raises(kit.not_sent):
         await pool.request(url, range_request(url, b"k"))
     assert pool.connections == 0
 
@@ -206,87 +216,108 @@ def tls_etcd(etcd_binary: Path,
         yield server, pki
 
 
-@inline
-async def test_tls_keep_alive_and_restart(tls_etcd: tuple[EtcdProcess, TestPKI]) -> None:
+async def test_tls_keep_alive_and_restart(
+        loop: Loop, tls_etcd: tuple[EtcdProcess, TestPKI]) -> None:
     server, pki = tls_etcd
-    client = Client(reactor, url=server.url, ca=str(pki.ca), batching=False)
+    client = loop.client(url=server.url, ca=str(pki.ca), batching=False)
     try:
         for i in range(20):
             await client.set(b"tls/%d" % i, b"x")
         assert len((await client.get(KeySet(b"tls/", prefix=True))).kvs) == 20
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
         server.kill()
         server.start()
         await client.set(b"tls/0", b"y")  # not on the connection the restart closed
-        assert client.transport.unary.connections == 1
+        assert client.driver.connections == 1
     finally:
         await client.delete(KeySet(b"tls/", prefix=True))
         await client.close()
 
 
-@inline
-async def test_a_failed_tls_handshake_is_a_connect_error(
+async def test_a_failed_tls_handshake_is_a_connect_error(loop: Loop, kit: Kit,
         tls_etcd: tuple[EtcdProcess, TestPKI]) -> None:
     server, _ = tls_etcd
-    pool = new_pool()  # trusts the system's CAs, not the test CA
-    with pytest.raises(TLSHandshakeFailed) as failed:
+    pool = kit.pool()  # trusts the system's CAs, not the test CA
+    with pytest.raises(kit.tls_failed) as failed:
         await pool.request(server.url, range_request(server.url, b"k"))
-    assert isinstance(failed.value, ConnectError)  # never sent: safe to resend
-    assert "TLS handshake failed" in describe_failure(failed.value)
-    await tick()
+    assert isinstance(failed.value, kit.not_sent)  # never sent: safe to resend
+    assert "TLS handshake failed" in kit.describe(failed.value)
+    await loop.sleep(0.05)
     assert pool.connections == 0
 
 
 # -- against a scripted server -----------------------------------------------------------------
 
-class _Scripted(protocol.Protocol):
-    """Answers each request (one ``\\r\\n\\r\\n``-terminated head plus Content-Length body) with
-    the next scripted reply, written in pieces of ``split`` bytes; None: say nothing."""
+class Scripted:
+    """A loopback server in a thread of its own (so it serves whichever loop runs the test):
+    answers each request (one ``\\r\\n\\r\\n``-terminated head plus Content-Length body)
+    with the next scripted reply, written in pieces of ``split`` bytes; None: say nothing."""
 
-    def __init__(self, server: Scripted) -> None:
-        self.server = server
-        self.buffer = b""
-
-    def connectionMade(self) -> None:  # noqa: N802
-        self.server.connections += 1
-
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802
-        self.buffer += data
-        while b"\r\n\r\n" in self.buffer:
-            head, _, rest = self.buffer.partition(b"\r\n\r\n")
-            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-            if len(rest) < length:
-                return
-            self.buffer = rest[length:]
-            self.server.requests.append(head + b"\r\n\r\n" + rest[:length])
-            reply = self.server.replies.pop(0)
-            if reply is None:
-                continue
-            for i in range(0, len(reply), self.server.split):
-                self.transport.write(reply[i:i + self.server.split])
-            if self.server.close_after:
-                self.transport.loseConnection()
-
-
-class Scripted(protocol.Factory):
     def __init__(self) -> None:
         self.replies: list[bytes | None] = []
         self.requests: list[bytes] = []
         self.connections = 0
         self.split = 1 << 20
         self.close_after = False
-        self.port = reactor.listenTCP(0, self, interface="127.0.0.1")
-        self.url = f"http://127.0.0.1:{self.port.getHost().port}"
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.1)
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._running = True
+        self._thread = threading.Thread(target=self._accept, daemon=True, name="Scripted")
+        self._thread.start()
 
-    def buildProtocol(self, addr: Any) -> _Scripted:  # noqa: N802
-        return _Scripted(self)
+    def _accept(self) -> None:
+        while self._running:
+            try:
+                conn, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            conn.settimeout(10)
+            while self._running:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                while b"\r\n\r\n" in buffer:
+                    head, _, rest = buffer.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    if len(rest) < length:
+                        break
+                    buffer = rest[length:]
+                    self.requests.append(head + b"\r\n\r\n" + rest[:length])
+                    if not self._answer(conn, self.replies.pop(0)):
+                        return
+
+    def _answer(self, conn: socket.socket, reply: bytes | None) -> bool:
+        """Write ``reply``; False once the connection is done with."""
+        if reply is None:
+            return True
+        for i in range(0, len(reply), self.split):
+            conn.sendall(reply[i:i + self.split])
+        return not self.close_after
+
+    def close(self) -> None:
+        self._running = False
+        self._listener.close()
+        self._thread.join(5)
 
 
 @pytest.fixture
 def scripted() -> Iterator[Scripted]:
     server = Scripted()
     yield server
-    pytest_twisted.blockon(defer.maybeDeferred(server.port.stopListening))
+    server.close()
 
 
 def post(url: str, body: bytes = b"{}") -> bytes:
@@ -297,9 +328,8 @@ CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: appl
            b"\r\n5\r\n{\"a\":\r\n3\r\n 1}\r\n0\r\n\r\n")
 
 
-@inline
-async def test_framings_byte_by_byte(scripted: Scripted) -> None:
-    pool = new_pool()
+async def test_framings_byte_by_byte(loop: Loop, kit: Kit, scripted: Scripted) -> None:
+    pool = kit.pool()
     scripted.split = 1  # every byte its own write: parser state across reads
     scripted.replies = [b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n{\"a\":1}", CHUNKED,
                         b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\nno",
@@ -317,9 +347,8 @@ async def test_framings_byte_by_byte(scripted: Scripted) -> None:
         await pool.close()
 
 
-@inline
-async def test_connection_close_is_honoured(scripted: Scripted) -> None:
-    pool = new_pool()
+async def test_connection_close_is_honoured(loop: Loop, kit: Kit, scripted: Scripted) -> None:
+    pool = kit.pool()
     scripted.replies = [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
                         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]
     try:
@@ -331,9 +360,9 @@ async def test_connection_close_is_honoured(scripted: Scripted) -> None:
         await pool.close()
 
 
-@inline
-async def test_lost_or_garbled_responses_fail_and_are_not_reused(scripted: Scripted) -> None:
-    pool = new_pool()
+async def test_lost_or_garbled_responses_fail_and_are_not_reused(
+        loop: Loop, kit: Kit, scripted: Scripted) -> None:
+    pool = kit.pool()
     scripted.close_after = True
     scripted.replies = [b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
                         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
@@ -341,23 +370,56 @@ async def test_lost_or_garbled_responses_fail_and_are_not_reused(scripted: Scrip
                         b"garbage\r\n\r\n"]
     try:
         for _ in range(4):
-            with pytest.raises(ResponseFailed) as failed:
+            with pytest.raises(kit.lost) as failed:
                 await pool.request(scripted.url, post(scripted.url))
-            assert describe_failure(failed.value)  # names the cause, for Unavailable
-        await tick()
+            assert kit.describe(failed.value)  # names the cause, for Unavailable
+        await loop.sleep(0.05)
         assert pool.connections == 0 and scripted.connections == 4
     finally:
         await pool.close()
 
 
-@inline
-async def test_close_aborts_a_busy_connection(scripted: Scripted) -> None:
-    pool = new_pool()
+async def test_close_aborts_a_busy_connection(loop: Loop, kit: Kit, scripted: Scripted) -> None:
+    pool = kit.pool()
     scripted.replies = [None]
-    request = pool.request(scripted.url, post(scripted.url))
+    request = loop.spawn(pool.request(scripted.url, post(scripted.url)))
     while not scripted.requests:
-        await tick(0.01)
+        await loop.sleep(0.01)
     await pool.close()
-    with pytest.raises(ResponseFailed):
+    with pytest.raises(kit.lost):
         await request
     assert pool.connections == 0
+
+
+# -- streams -------------------------------------------------------------------------------------
+
+async def test_a_stream_delivers_messages_and_ends_on_cancel(loop: Loop, kv: Client) -> None:
+    """The transport's streams (watch, observe) on either driver: messages as they come, a
+    clean end on cancel, a typed error when the server refuses before answering."""
+    messages: list[dict[str, Any]] = []
+    stream = await kv.transport.open_stream(
+        "watch", {"create_request": {"key": b64(b"st/k")}}, messages.append)
+    await kv.set(b"st/k", b"1")
+    for _ in range(200):
+        if any(m.get("events") for m in messages):
+            break
+        await loop.sleep(0.02)
+    events = [e for m in messages for e in m.get("events", ())]
+    assert [base64.b64decode(e["kv"]["value"]) for e in events] == [b"1"]
+    stream.cancel()
+    assert await stream.done is None
+
+    def broken(message: dict[str, Any]) -> None:
+        if message.get("events"):
+            raise RuntimeError("consumer bug")
+
+    # A consumer that raises ends its stream, and done raises that very error.
+    failing = await kv.transport.open_stream(
+        "watch", {"create_request": {"key": b64(b"st/k")}}, broken)
+    await loop.sleep(0.1)
+    await kv.set(b"st/k", b"2")
+    with pytest.raises(RuntimeError, match="consumer bug"):
+        await loop.wait_for(failing.done, 10)
+    with pytest.raises(Exception) as refused:  # noqa: PT011 - the type is the assertion below
+        await kv.transport.open_stream("no/such/stream", {}, messages.append)
+    assert isinstance(refused.value, EtcdError) and refused.value.status == 404

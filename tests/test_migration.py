@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
+from collections.abc import Generator
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -76,10 +78,10 @@ def test_import_selects_twisted_for_txaio() -> None:
 @inline
 async def test_yielded_lease_is_granted_and_yielded_lock_is_held(client: Client) -> None:
     @defer.inlineCallbacks
-    def txaioetcd_style():  # type: ignore[no-untyped-def]
+    def txaioetcd_style() -> Generator[Any, Any, Any]:
         lease = yield client.lease(5)
         yield client.set(b"leased", b"v", lease=lease)
-        lock = yield client.lock(b"res", ttl=5)
+        lock = yield Lock(client, b"res", ttl=5).acquire()
         return lease, lock
 
     lease, lock = await txaioetcd_style()
@@ -132,7 +134,7 @@ async def test_lock_not_held_says_so(client: Client) -> None:
             result = use()
             if isinstance(result, defer.Deferred):
                 await result
-    held = await client.lock(b"res", ttl=5)
+    held = await Lock(client, b"res", ttl=5)
     await held.release()
     with pytest.raises(LockNotHeld, match="released already"):
         await held.release()
@@ -172,7 +174,7 @@ async def test_txaioetcd_pmap_names_and_forms(client: Client) -> None:
         assert await by_name[txn, "bob"] == bob and await by_mail[txn, "a@x"] == alice
 
     @defer.inlineCallbacks
-    def txaioetcd_style():  # type: ignore[no-untyped-def]
+    def txaioetcd_style() -> Generator[Any, Any, Any]:
         found = yield users.select(db.begin(), return_keys=True, return_values=False)
         return found
 

@@ -37,7 +37,7 @@ def wait_for_line(proc: subprocess.Popen[str], word: str, timeout: float = 90) -
 @pytest_twisted.ensureDeferred
 async def test_make_run_launcher(tmp_path: Path) -> None:
     web_port, etcd_port = free_port(), free_port()
-    proc = subprocess.Popen([sys.executable, "-u", "-m", "component.node", "--data-dir",
+    proc = subprocess.Popen([sys.executable, "-u", "-m", "component.cli", "run", "--data-dir",
                              str(tmp_path), "--web-port", str(web_port), "--etcd-port",
                              str(etcd_port)], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)

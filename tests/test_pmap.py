@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,8 @@ from txetcd.pmap import (
 )
 
 from .blocking import run_blocking, wait
-from .faults import TcpProxy
+from .conftest import Loop
+from .faults import ThreadProxy
 
 inline = pytest_twisted.ensureDeferred
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,13 +82,23 @@ def uid(n: int) -> uuid.UUID:
 
 
 @pytest.fixture
-def db(client: Client) -> Database:
+def db(kv: Any) -> Database:
+    """A database over the test loop's client: the tests that take it run on both loops."""
+    return Database(kv, prefix=b"db/")
+
+
+@pytest.fixture
+def twisted_db(client: Client) -> Database:
     return Database(client, prefix=b"db/")
 
 
-def within(d: defer.Deferred[Any], seconds: float = 20) -> defer.Deferred[Any]:
+def within(d: Awaitable[Any], seconds: float = 20) -> defer.Deferred[Any]:
     """Fail instead of hanging when an awaited event never comes."""
-    return d.addTimeout(seconds, reactor)
+
+    async def waited() -> Any:
+        return await d
+
+    return defer.ensureDeferred(waited()).addTimeout(seconds, reactor)
 
 
 async def collect(iterator: Any) -> list[Any]:
@@ -95,10 +108,9 @@ async def collect(iterator: Any) -> list[Any]:
 # -- the seed example and the key layout -------------------------------------------------------
 
 
-@inline
-async def test_seed_readme_example(client: Client) -> None:
+async def test_seed_readme_example(loop: Loop, kv: Any) -> None:
     tab_users = users_table()
-    db = Database(client)
+    db = Database(kv)
     revision = await db.status()
     assert isinstance(revision, int) and revision >= 1
     user = User(uuid.uuid4(), "alice", "alice@example.com")
@@ -108,7 +120,7 @@ async def test_seed_readme_example(client: Client) -> None:
         loaded = await tab_users[txn, user.oid]
     assert loaded == user and loaded is not user
     # <prefix (none)><slot 1 as uint16 BE><16 uuid bytes>, the value CBOR of marshal()
-    stored = await client.get(b"\x00\x01" + user.oid.bytes)
+    stored = await kv.get(b"\x00\x01" + user.oid.bytes)
     assert cbor2.loads(stored.kvs[0].value) == user.marshal()
     async with db.begin(write=True) as txn:
         del tab_users[txn, user.oid]
@@ -117,23 +129,22 @@ async def test_seed_readme_example(client: Client) -> None:
         assert await tab_users.contains(txn, user.oid) is False
 
 
-@inline
-async def test_database_prefix_and_slot_bounds(client: Client) -> None:
-    db = Database(client, prefix=b"app/")
+async def test_database_prefix_and_slot_bounds(loop: Loop, kv: Any) -> None:
+    db = Database(kv, prefix=b"app/")
     low, high = MapStringOid(65534), MapStringOid(65535)
     async with db.begin(write=True) as txn:
         low[txn, "a"] = 1
         high[txn, "a"] = 2
         high[txn, "b"] = 3
-    keys = [kv.key for kv in (await client.get(KeySet(b"\0", range_end=b"\0"))).kvs]
+    keys = [kv.key for kv in (await kv.get(KeySet(b"\0", range_end=b"\0"))).kvs]
     assert keys == [b"app/\xff\xfea", b"app/\xff\xffa", b"app/\xff\xffb"]
-    await client.set(b"app0", b"just past the database")  # prefix_end(b"app/") is b"app0"
+    await kv.set(b"app0", b"just past the database")  # prefix_end(b"app/") is b"app0"
     async with db.begin() as txn:
         assert await low.count(txn) == 1
         assert await high.count(txn) == 2
         assert await collect(high.scan(txn)) == [("a", 2), ("b", 3)]
     # Slot 65535 of an unprefixed database ends at the end of the keyspace, not at slot 0.
-    bare, top = Database(client), MapStringOid(65535)
+    bare, top = Database(kv), MapStringOid(65535)
     async with bare.begin(write=True) as txn:
         top[txn, "z"] = 9
     async with bare.begin() as txn:
@@ -172,8 +183,7 @@ def test_every_txaioetcd_map_name_exists() -> None:
 class MapTimestampCbor(TypedMap, key=TimestampKey, value=CborValue): ...
 
 
-@inline
-async def test_composed_maps_and_scan_options(db: Database) -> None:
+async def test_composed_maps_and_scan_options(loop: Loop, db: Database) -> None:
     events = MapTimestampCbor(3)
     pairs = PersistentMap(4, CompoundKey(StringKey, StringKey), CborValue)
     async with db.begin(write=True) as txn:
@@ -187,6 +197,8 @@ async def test_composed_maps_and_scan_options(db: Database) -> None:
         assert await collect(events.scan(txn, reverse=True, limit=2, keys_only=True)) == [7, 3]
         assert await collect(events.select(txn, page_size=2, keys_only=True)) == [
             -(10**12), -5, 0, 3, 7]
+        assert await events.select(txn, 0, return_keys=True) == (
+            [0, 3, 7], [{"t": 0}, {"t": 3}, {"t": 7}])
         assert await collect(events.scan(txn, reverse=True, page_size=2, keys_only=True)) == [
             7, 3, 0, -5, -(10**12)]
         # A compound prefix matches whole parts: ("user1",) is not a prefix of "user10".
@@ -204,22 +216,19 @@ async def test_composed_maps_and_scan_options(db: Database) -> None:
 # -- transactions ------------------------------------------------------------------------------
 
 
-@inline
-async def test_concurrent_increments_never_lose_an_update(db: Database) -> None:
+async def test_concurrent_increments_never_lose_an_update(loop: Loop, db: Database) -> None:
     counters = MapStringOid(2)
 
     async def increment(txn: DbTransaction) -> None:
         counters[txn, "hits"] = (await counters[txn, "hits"] or 0) + 1
 
-    await defer.gatherResults([db.run(increment, retries=1000) for _ in range(100)],
-                              consumeErrors=True)
+    await loop.gather(*[db.run(increment, retries=1000) for _ in range(100)])
     async with db.begin() as txn:
         assert await counters[txn, "hits"] == 100
 
 
-@inline
-async def test_run_retries_conflicts_then_gives_up(db: Database, client: Client) -> None:
-    counters, meddler = MapStringOid(2), Database(client, prefix=b"db/")
+async def test_run_retries_conflicts_then_gives_up(loop: Loop, db: Database, kv: Any) -> None:
+    counters, meddler = MapStringOid(2), Database(kv, prefix=b"db/")
     calls: list[int] = []
 
     async def always_overtaken(txn: DbTransaction) -> str:
@@ -242,9 +251,8 @@ async def test_run_retries_conflicts_then_gives_up(db: Database, client: Client)
         await db.run(sync_fn, retries=-1)
 
 
-@inline
-async def test_snapshot_isolation_and_conflicts(db: Database, client: Client) -> None:
-    table, other = MapStringOid(2), Database(client, prefix=b"db/")
+async def test_snapshot_isolation_and_conflicts(loop: Loop, db: Database, kv: Any) -> None:
+    table, other = MapStringOid(2), Database(kv, prefix=b"db/")
     async with db.begin(write=True) as txn:
         table[txn, "a"], table[txn, "b"] = 1, 1
 
@@ -301,8 +309,7 @@ async def test_snapshot_isolation_and_conflicts(db: Database, client: Client) ->
         await txn.commit()
 
 
-@inline
-async def test_read_your_writes_in_get_scan_and_count(db: Database) -> None:
+async def test_read_your_writes_in_get_scan_and_count(loop: Loop, db: Database) -> None:
     table = MapStringOid(2)
     async with db.begin(write=True) as txn:
         for i, key in enumerate(["a", "c", "e", "g"]):
@@ -332,8 +339,7 @@ async def test_read_your_writes_in_get_scan_and_count(db: Database) -> None:
         assert await collect(table.scan(txn)) == [("c", 1), ("d", 2)]
 
 
-@inline
-async def test_read_only_and_closed_transactions(db: Database) -> None:
+async def test_read_only_and_closed_transactions(loop: Loop, db: Database) -> None:
     table = MapStringOid(2)
     async with db.begin() as txn:
         with pytest.raises(ReadOnlyTransaction):
@@ -355,10 +361,9 @@ async def test_read_only_and_closed_transactions(db: Database) -> None:
         assert await table[txn, "a"] is None
 
 
-@inline
-async def test_round_trips_and_op_limit(etcd: EtcdProcess) -> None:
-    proxy = TcpProxy("127.0.0.1", etcd.client_port)
-    client = Client(reactor, url=proxy.url)
+async def test_round_trips_and_op_limit(loop: Loop, etcd: EtcdProcess) -> None:
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url)
     db, table = Database(client, prefix=b"trips/"), MapStringOid(2)
     try:
         await client.delete(KeySet(b"trips/", prefix=True))
@@ -386,7 +391,7 @@ async def test_round_trips_and_op_limit(etcd: EtcdProcess) -> None:
         assert await db.status() == revision
     finally:
         await client.close()
-        await proxy.close()
+        proxy.close()
 
 
 # -- indexes -----------------------------------------------------------------------------------
@@ -401,8 +406,7 @@ def indexed_users(unique_slot: int = 10, group_slot: int = 11) -> tuple[MapUuidC
     return users, by_email, by_group
 
 
-@inline
-async def test_indexes_follow_insert_update_delete(db: Database) -> None:
+async def test_indexes_follow_insert_update_delete(loop: Loop, db: Database) -> None:
     users, by_email, by_group = indexed_users()
     alice, bob = User(uid(1), "alice", "a@x", "staff"), User(uid(2), "bob", "b@x", "staff")
     async with db.begin(write=True) as txn:
@@ -450,7 +454,8 @@ async def test_indexes_follow_insert_update_delete(db: Database) -> None:
 
 
 @inline
-async def test_table_watch_yields_decoded_events(db: Database) -> None:
+async def test_table_watch_yields_decoded_events(twisted_db: Database) -> None:
+    db = twisted_db
     users, counters = users_table(), MapStringOid(2)
     alice = User(uid(1), "alice", "a@x")
     async with users.watch(db, prev_kv=True) as watch:
@@ -490,11 +495,10 @@ async def test_table_watch_yields_decoded_events(db: Database) -> None:
 # -- slot catalog ------------------------------------------------------------------------------
 
 
-@inline
-async def test_attach_table_catalog(db: Database, client: Client) -> None:
+async def test_attach_table_catalog(loop: Loop, db: Database, kv: Any) -> None:
     users = await db.attach_table(users_table(1), name="users")
     assert users.slot == 1 and users.name == "users"
-    entry = cbor2.loads((await client.get(b"db/\0\0\0\x01")).kvs[0].value)
+    entry = cbor2.loads((await kv.get(b"db/\0\0\0\x01")).kvs[0].value)
     assert entry == {"name": "users", "slot": 1, "key": "uuid", "value": "cbor"}
     unslotted = MapStringOid(None)
     with pytest.raises(TableNotAttached):
@@ -510,16 +514,15 @@ async def test_attach_table_catalog(db: Database, client: Client) -> None:
     with pytest.raises(SlotConflict):  # same name, other codecs
         await db.attach_table(MapStringOid(1), name="users")
     with pytest.raises(TypeError):
-        await db.attach_table(MapUuidCbor)  # type: ignore[arg-type] # a class, not a map
+        await db.attach_table(MapUuidCbor)  # a class, not a map
 
 
 ATTACH_SCRIPT = textwrap.dedent("""
-    import json, sys, time
-    from twisted.internet import defer, task
-    from txetcd import Client, Database, pmap
+    import asyncio, json, sys, time
+    from txetcd import Database, pmap
 
-    async def main(reactor, url, tag, start_at):
-        db = Database(Client(reactor, url=url), prefix=b"race/")
+    async def attach(client, tag, start_at):
+        db = Database(client, prefix=b"race/")
         time.sleep(max(0.0, start_at - time.time()))
         slots = {}
         for i in range(20):
@@ -528,9 +531,17 @@ ATTACH_SCRIPT = textwrap.dedent("""
         shared = await db.attach_table(pmap.MapStringOid(None), name="shared")
         slots["shared"] = shared.slot
         print(json.dumps(slots))
+        await client.close()
 
-    task.react(lambda reactor: defer.ensureDeferred(
-        main(reactor, sys.argv[1], sys.argv[2], float(sys.argv[3]))))
+    loop, url, tag, start_at = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+    if loop == "asyncio":
+        from txetcd.asyncio import Client
+        asyncio.run(attach(Client(url), tag, start_at))
+    else:
+        from twisted.internet import defer, task
+        from txetcd import Client
+        task.react(lambda reactor: defer.ensureDeferred(
+            attach(Client(reactor, url=url), tag, start_at)))
 """)
 
 
@@ -542,9 +553,10 @@ async def test_two_processes_attaching_tables_get_distinct_slots(client: Client,
     script.write_text(ATTACH_SCRIPT)
     start_at = time.time() + 1.5  # both interpreters are up by then, so they really race
     env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
-    procs = [subprocess.Popen([sys.executable, str(script), etcd.url, tag, str(start_at)],
+    # One Twisted program and one asyncio program race for slots in the same catalog.
+    procs = [subprocess.Popen([sys.executable, str(script), loop, etcd.url, tag, str(start_at)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for tag in ("p1", "p2")]
+             for loop, tag in (("twisted", "p1"), ("asyncio", "p2"))]
     results = []
     for proc in procs:
         # Blocking the reactor here is fine: the processes talk to etcd, not to us.
@@ -567,82 +579,121 @@ RECORDS = st.none() | st.tuples(st.sampled_from([None, "a@x", "b@x", "c@x"]),
                                  st.sampled_from(["staff", "admin"]))
 
 
-def model_machine(db: Database) -> type[RuleBasedStateMachine]:
-    """A state machine of write txns, scans and truncates checked against a dict."""
-
-    class PmapModel(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            pytest_twisted.blockon(db.client.delete(KeySet(db.prefix, prefix=True)))
-            self.users, self.by_email, self.by_group = indexed_users()
-            self.model: dict[int, tuple[str | None, str]] = {}
-
-        @rule(ops=st.lists(st.tuples(PKS, RECORDS), min_size=1, max_size=4))
-        def write(self, ops: list[tuple[int, tuple[str | None, str] | None]]) -> None:
-            expected, violation = dict(self.model), False
-            for pk, record in ops:
-                if record is None:
-                    expected.pop(pk, None)
-                    continue
-                owners = {k for k, (email, _) in expected.items() if email == record[0]}
-                violation = violation or (record[0] is not None and bool(owners - {pk}))
-                expected[pk] = record
-
-            async def run() -> None:
-                async with db.begin(write=True) as txn:
-                    for pk, record in ops:
-                        if record is None:
-                            del self.users[txn, uid(pk)]
-                        else:
-                            self.users[txn, uid(pk)] = User(uid(pk), f"u{pk}", *record)
-                    # read-your-writes: the scan sees the buffered writes (and index upkeep)
-                    assert await self.contents(txn) == expected
-
-            if violation:
-                with pytest.raises(UniqueViolation):
-                    wait(run())
-            else:
-                wait(run())
-                self.model = expected
-
-        @rule()
-        def truncate(self) -> None:
-            async def run() -> None:
-                async with db.begin(write=True) as txn:
-                    await self.users.truncate(txn)
-            wait(run())
-            self.model = {}
-
-        @rule(limit=st.integers(1, 4))
-        def scan_reverse(self, limit: int) -> None:
-            async def run() -> list[int]:
-                txn = db.begin()
-                return [k.int async for k in self.users.scan(
-                    txn, reverse=True, limit=limit, keys_only=True)]
-            assert wait(run()) == sorted(self.model, reverse=True)[:limit]
-
-        @invariant()
-        def stored_state_matches(self) -> None:
-            async def run() -> None:
-                async with db.begin() as txn:
-                    assert await self.contents(txn) == self.model
-                    assert await self.users.count(txn) == len(self.model)
-                    emails = await collect(self.by_email.scan(txn))
-                    assert {e: pk.int for e, pk in emails} == {
-                        email: pk for pk, (email, _) in self.model.items() if email}
-                    groups = await collect(self.by_group.scan(txn, keys_only=True))
-                    assert groups == sorted((g, uid(pk)) for pk, (_, g) in self.model.items())
-            wait(run())
-
-        async def contents(self, txn: DbTransaction) -> dict[int, tuple[str | None, str]]:
-            return {k.int: (u.email, u.group) async for k, u in self.users.scan(txn)}
-
-    return PmapModel
+def expected_after(model: dict[int, tuple[str | None, str]],
+                   ops: list[tuple[int, tuple[str | None, str] | None]]
+                   ) -> tuple[dict[int, tuple[str | None, str]], bool]:
+    """The model after a write txn of ``ops`` (None deletes), and whether it breaks the unique
+    email index (then the txn must fail and the model stay)."""
+    expected, violation = dict(model), False
+    for pk, record in ops:
+        if record is None:
+            expected.pop(pk, None)
+            continue
+        owners = {k for k, (email, _) in expected.items() if email == record[0]}
+        violation = violation or (record[0] is not None and bool(owners - {pk}))
+        expected[pk] = record
+    return expected, violation
 
 
-@inline
-async def test_model_based_puts_deletes_scans_with_indexes(client: Client) -> None:
-    machine = model_machine(Database(client, prefix=b"model/"))
-    await within(run_blocking(lambda: run_state_machine_as_test(machine, settings=settings(
-        max_examples=20, stateful_step_count=15, deadline=None,
-        suppress_health_check=list(HealthCheck)))), 120)
+class PmapModel(RuleBasedStateMachine):
+    """Write txns, scans and truncates checked against a dict; ``model_machine`` binds the
+    database and ``wait``, which runs a coroutine to completion on the database's loop."""
+
+    db: Database
+    wait: Callable[[Awaitable[Any]], Any]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wait(self.wipe())
+        self.users, self.by_email, self.by_group = indexed_users()
+        self.model: dict[int, tuple[str | None, str]] = {}
+
+    @rule(ops=st.lists(st.tuples(PKS, RECORDS), min_size=1, max_size=4))
+    def write(self, ops: list[tuple[int, tuple[str | None, str] | None]]) -> None:
+        expected, violation = expected_after(self.model, ops)
+
+        async def run() -> None:
+            async with self.db.begin(write=True) as txn:
+                for pk, record in ops:
+                    if record is None:
+                        del self.users[txn, uid(pk)]
+                    else:
+                        self.users[txn, uid(pk)] = User(uid(pk), f"u{pk}", *record)
+                # read-your-writes: the scan sees the buffered writes (and index upkeep)
+                assert await self.contents(txn) == expected
+
+        if violation:
+            with pytest.raises(UniqueViolation):
+                self.wait(run())
+        else:
+            self.wait(run())
+            self.model = expected
+
+    @rule()
+    def truncate(self) -> None:
+        async def run() -> None:
+            async with self.db.begin(write=True) as txn:
+                await self.users.truncate(txn)
+        self.wait(run())
+        self.model = {}
+
+    @rule(limit=st.integers(1, 4))
+    def scan_reverse(self, limit: int) -> None:
+        async def run() -> list[int]:
+            txn = self.db.begin()
+            return [k.int async for k in self.users.scan(
+                txn, reverse=True, limit=limit, keys_only=True)]
+        assert self.wait(run()) == sorted(self.model, reverse=True)[:limit]
+
+    @invariant()
+    def stored_state_matches(self) -> None:
+        async def run() -> None:
+            async with self.db.begin() as txn:
+                assert await self.contents(txn) == self.model
+                assert await self.users.count(txn) == len(self.model)
+                emails = await collect(self.by_email.scan(txn))
+                assert {e: pk.int for e, pk in emails} == {
+                    email: pk for pk, (email, _) in self.model.items() if email}
+                groups = await collect(self.by_group.scan(txn, keys_only=True))
+                assert groups == sorted((g, uid(pk)) for pk, (_, g) in self.model.items())
+        self.wait(run())
+
+    async def wipe(self) -> None:  # a coroutine: every client call happens on the loop
+        await self.db.client.delete(KeySet(self.db.prefix, prefix=True))
+
+    async def contents(self, txn: DbTransaction) -> dict[int, tuple[str | None, str]]:
+        return {k.int: (u.email, u.group) async for k, u in self.users.scan(txn)}
+
+
+def model_machine(db: Database,
+                  wait: Callable[[Awaitable[Any]], Any]) -> type[RuleBasedStateMachine]:
+    return type("PmapModel", (PmapModel,), {"db": db, "wait": staticmethod(wait)})
+
+
+async def test_model_based_puts_deletes_scans_with_indexes(loop: Loop, kv: Any) -> None:
+    """Synchronous hypothesis steps, each waiting for its pmap calls on the test's loop."""
+    db = Database(kv, prefix=b"model/")
+
+    def explore(wait: Callable[[Awaitable[Any]], Any]) -> None:
+        run_state_machine_as_test(model_machine(db, wait), settings=settings(
+            max_examples=20, stateful_step_count=15, deadline=None,
+            suppress_health_check=list(HealthCheck)))
+
+    await blocking_steps(loop, explore)
+
+
+async def blocking_steps(loop: Loop, steps: Callable[[Callable[[Awaitable[Any]], Any]], None]
+                         ) -> None:
+    """Run blocking ``steps(wait)`` beside the running loop: on Twisted in a child greenlet of
+    the reactor's (``tests.blocking``), on asyncio in a thread that hands each coroutine to
+    the loop (so every client call still happens on the loop's thread)."""
+    if loop.name == "twisted":
+        await run_blocking(lambda: steps(wait))
+        return
+    running = asyncio.get_running_loop()
+
+    async def awaited(awaitable: Awaitable[Any]) -> Any:
+        return await awaitable
+
+    await loop.run_in_thread(steps, lambda awaitable: asyncio.run_coroutine_threadsafe(
+        awaited(awaitable), running).result(timeout=60))

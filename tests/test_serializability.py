@@ -16,15 +16,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet import defer, reactor
 
-from txetcd import Client, Database
+from txetcd import Database
 from txetcd.embedded import EtcdProcess
 from txetcd.pmap import DbTransaction, MapStringCbor
 from txetcd.pmap.errors import TransactionConflict
 
-inline = pytest_twisted.ensureDeferred
+from .conftest import Loop
 
 KEYS = ["a", "b", "c", "d", "e"]
 CLIENTS = 4
@@ -156,22 +154,18 @@ def replay(history: History) -> dict[str, Any]:
     return state
 
 
-@inline
-async def test_concurrent_read_modify_write_is_serializable(client: Client,
+async def test_concurrent_read_modify_write_is_serializable(loop: Loop, kv: Any,
                                                             etcd: EtcdProcess) -> None:
-    clients = [Client(reactor, url=etcd.url) for _ in range(CLIENTS)]
+    """On each event loop: the clients are that loop's (``txetcd.Client`` on Twisted,
+    ``txetcd.asyncio.Client`` on asyncio), with the same guarantee."""
+    clients = [loop.client(url=etcd.url) for _ in range(CLIENTS)]  # closed by the fixture
     history = History()
-    try:
-        table = MapStringCbor(1)
-        await defer.gatherResults(
-            [defer.ensureDeferred(worker(Database(c, prefix=b"ser/"), table, n, history))
-             for n, c in enumerate(clients)], consumeErrors=True)
-        final = replay(history)
-        async with Database(client, prefix=b"ser/").begin() as txn:
-            stored = {k: v async for k, v in table.select(txn)}
-    finally:
-        for c in clients:
-            await c.close()
+    table = MapStringCbor(1)
+    await loop.gather(*[worker(Database(c, prefix=b"ser/"), table, n, history)
+                        for n, c in enumerate(clients)])
+    final = replay(history)
+    async with Database(kv, prefix=b"ser/").begin() as txn:
+        stored = {k: v async for k, v in table.select(txn)}
     assert stored == final
     assert len(history.committed) + len(history.snapshots) == CLIENTS * TXNS_PER_CLIENT
     # The clients really overlapped: some commits were refused and retried.

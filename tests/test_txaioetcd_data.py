@@ -1,6 +1,6 @@
 """Tables written by txaioetcd 18.10.2 itself are read and written by txetcd.pmap (issue #14).
 
-txaioetcd runs in its own venv (``bench/.venvs/txaioetcd``, made on first use by bench's helper
+txaioetcd runs in its own venv (``bench/.venvs/txaioetcd``, made on first use by ``tests/peers.py``
 and cached there; git-ignored), from ``tests/txaioetcd_data.py``, against an etcd this test
 starts. It writes every map kind (String, OID, UUID, UUID-set, JSON, CBOR, Pickle, FlatBuffers
 values, zlib-compressed CBOR, raw binary; UUID, String, OID keys and the compound keys
@@ -20,13 +20,13 @@ import pytest_twisted
 from twisted.internet import reactor
 
 import txetcd
-from bench.run import ensure_venv
 from txetcd import Client, Database
 from txetcd.embedded import EtcdProcess, find_etcd
 from txetcd.pmap import MapStringBinary, SlotConflict, table
 
 from . import txaioetcd_data as data
 from .conftest import ETCD_IDS, ETCD_VERSIONS
+from .peers import ensure_venv
 
 SCRIPT = Path(data.__file__)
 

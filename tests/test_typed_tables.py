@@ -120,76 +120,90 @@ EMAILS = st.sampled_from(["a@x", "b@x", "c@x"])
 CITIES = st.sampled_from([None, "london", "paris"])
 
 
+def rows_after_moves(rows: dict[str, dict[str, Any]], moves: list[tuple[str, str]]
+                     ) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The rows after a txn putting each ``(key, email)`` in order, and whether one of its
+    emails was taken by another row when its op ran (then nothing may be written)."""
+    after = dict(rows)
+    taken = False
+    for key, email in moves:
+        holder = next((k for k, v in after.items() if v["email"] == email), None)
+        taken = taken or holder not in (None, key)
+        after[key] = {"name": "t", "email": email}
+    return after, taken
+
+
+class IndexedModel(RuleBasedStateMachine):
+    """Puts, deletes and txns of an indexed table checked against a dict (``model_machine``
+    binds the table)."""
+
+    table: Table
+
+    def __init__(self) -> None:
+        super().__init__()
+        wait(self.table.client.delete(KeySet.all()))
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.by_email = self.table.indexes["by_email"]
+        self.by_city = self.table.indexes["by_city"]
+
+    def holder(self, email: str) -> str | None:
+        return next((k for k, v in self.rows.items() if v["email"] == email), None)
+
+    @rule(key=KEYS, email=EMAILS, city=CITIES)
+    def put(self, key: str, email: str, city: str | None) -> None:
+        value: dict[str, Any] = {"name": "n", "email": email}
+        if city is not None:
+            value["address"] = {"city": city}
+        holder = self.holder(email)
+        try:
+            wait(self.table.put(key, value))
+        except ProcedureError as exc:
+            assert exc.kind == "conflict" and holder not in (None, key), exc.message
+            return
+        assert holder in (None, key)
+        self.rows[key] = value
+
+    @rule(key=KEYS)
+    def delete(self, key: str) -> None:
+        assert wait(self.table.delete(key)) is (key in self.rows)
+        self.rows.pop(key, None)
+
+    @rule(moves=st.lists(st.tuples(KEYS, EMAILS), min_size=1, max_size=3,
+                         unique_by=lambda m: m[0]))
+    def txn(self, moves: list[tuple[str, str]]) -> None:
+        # The ops of a txn apply in order, as in a pmap transaction: a unique value must be
+        # free (or the op's own row's) when its op runs, else nothing is written.
+        after, taken = rows_after_moves(self.rows, moves)
+
+        from procedures.txn import run_txn
+
+        try:
+            wait(run_txn(self.table.client, {"users": self.table}, [
+                {"table": "users", "op": "put", "key": k, "value": {"name": "t", "email": e}}
+                for k, e in moves]))
+        except ProcedureError as exc:
+            assert exc.kind == "conflict" and taken, exc.message
+            return
+        assert not taken
+        self.rows = after
+
+    @invariant()
+    def lookups_match_the_model(self) -> None:
+        for email in ("a@x", "b@x", "c@x"):
+            key = self.holder(email)
+            expected = None if key is None else [key, self.rows[key]]
+            assert wait(self.by_email.get(email)) == expected
+        cities = sorted((v.get("address", {}).get("city"), k) for k, v in self.rows.items()
+                        if "address" in v)
+        got = wait(self.by_city.scan())
+        assert [(c, k) for c, k, _ in got] == cities
+        assert {k: v for k, v in wait(self.table.scan())} == self.rows
+        for index in (self.by_email, self.by_city):
+            assert wait(IndexMaintenance(index).check())[2] == []
+
+
 def model_machine(table: Table) -> type[RuleBasedStateMachine]:
-    by_email, by_city = table.indexes["by_email"], table.indexes["by_city"]
-
-    class IndexedModel(RuleBasedStateMachine):
-        def __init__(self) -> None:
-            super().__init__()
-            wait(table.client.delete(KeySet.all()))
-            self.rows: dict[str, dict[str, Any]] = {}
-
-        def holder(self, email: str) -> str | None:
-            return next((k for k, v in self.rows.items() if v["email"] == email), None)
-
-        @rule(key=KEYS, email=EMAILS, city=CITIES)
-        def put(self, key: str, email: str, city: str | None) -> None:
-            value: dict[str, Any] = {"name": "n", "email": email}
-            if city is not None:
-                value["address"] = {"city": city}
-            holder = self.holder(email)
-            try:
-                wait(table.put(key, value))
-            except ProcedureError as exc:
-                assert exc.kind == "conflict" and holder not in (None, key), exc.message
-                return
-            assert holder in (None, key)
-            self.rows[key] = value
-
-        @rule(key=KEYS)
-        def delete(self, key: str) -> None:
-            assert wait(table.delete(key)) is (key in self.rows)
-            self.rows.pop(key, None)
-
-        @rule(moves=st.lists(st.tuples(KEYS, EMAILS), min_size=1, max_size=3,
-                             unique_by=lambda m: m[0]))
-        def txn(self, moves: list[tuple[str, str]]) -> None:
-            # The ops of a txn apply in order, as in a pmap transaction: a unique value must be
-            # free (or the op's own row's) when its op runs, else nothing is written.
-            after = dict(self.rows)
-            taken = False
-            for key, email in moves:
-                holder = next((k for k, v in after.items() if v["email"] == email), None)
-                taken = taken or holder not in (None, key)
-                after[key] = {"name": "t", "email": email}
-
-            from procedures.txn import run_txn
-
-            try:
-                wait(run_txn(table.client, {"users": table}, [
-                    {"table": "users", "op": "put", "key": k, "value": {"name": "t", "email": e}}
-                    for k, e in moves]))
-            except ProcedureError as exc:
-                assert exc.kind == "conflict" and taken, exc.message
-                return
-            assert not taken
-            self.rows = after
-
-        @invariant()
-        def lookups_match_the_model(self) -> None:
-            for email in ("a@x", "b@x", "c@x"):
-                key = self.holder(email)
-                expected = None if key is None else [key, self.rows[key]]
-                assert wait(by_email.get(email)) == expected
-            cities = sorted((v.get("address", {}).get("city"), k) for k, v in self.rows.items()
-                            if "address" in v)
-            got = wait(by_city.scan())
-            assert [(c, k) for c, k, _ in got] == cities
-            assert {k: v for k, v in wait(table.scan())} == self.rows
-            for index in (by_email, by_city):
-                assert wait(IndexMaintenance(index).check())[2] == []
-
-    return IndexedModel
+    return type("IndexedModel", (IndexedModel,), {"table": table})
 
 
 @inline

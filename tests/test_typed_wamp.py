@@ -213,6 +213,7 @@ async def test_flatbuffers_maps_round_trip_and_pmap_reads_them(tnode: CrossbarNo
         db = Database(direct)
         async with db.begin() as txn:
             stored = await table.get(txn, key)
+        assert stored is not None
         assert stored.Name() == b"lamp" and stored.Price() == 2 ** 40
         assert stored.Rating() == 4.5 and stored.Active() is False
         assert [stored.Tags(i) for i in range(stored.TagsLength())] == [b"desk", b"led"]

@@ -1,11 +1,11 @@
 """Tables of every map kind, written and read by txaioetcd 18.10.2 itself (issue #14).
 
-Run in txaioetcd's own venv (``bench/.venvs/txaioetcd``, made by ``bench/run.py``'s helper):
+Run in txaioetcd's own venv (``bench/.venvs/txaioetcd``, made by ``tests/peers.py``):
 ``python tests/txaioetcd_data.py write|read URL``. ``write`` stores ``TXAIOETCD_ROWS`` with
-txaioetcd's pmap layer (its ``/v3alpha/`` paths rewritten to ``/v3/`` as ``bench/kv_clients.py``
-does) and prints a JSON line; ``read`` reads ``TXETCD_ROWS`` (written by txetcd) back through
-txaioetcd and prints ``ok <table>`` per table. ``tests/test_txaioetcd_data.py`` imports the same
-definitions to read and write with txetcd.pmap.
+txaioetcd's pmap layer (its ``/v3alpha/`` paths rewritten to ``/v3/`` by
+``tests.peers.txaioetcd_client``) and prints a JSON line; ``read`` reads ``TXETCD_ROWS``
+(written by txetcd) back through txaioetcd and prints ``ok <table>`` per table.
+``tests/test_txaioetcd_data.py`` imports the same definitions to read and write with txetcd.pmap.
 
 Binary values: txaioetcd has no ``Map*Binary`` class (its README names some that never
 existed), so its users stored bytes with the plain client under the table's keys; ``write``
@@ -64,20 +64,21 @@ def _values(kind: str, i: int) -> Any:
 
 
 def _keys(kind: str, base: int) -> list[Any]:
-    return {
+    keys: dict[str, list[Any]] = {
         "Uuid": [uuid.UUID(int=base + 1), uuid.UUID(int=base + 2)],
         "String": [f"key{base}", f"key{base}/longer", "ключ" + str(base)],
         "Oid": [base + 1, 2 ** 53 - base],
         "UuidString": [(U1, f"name{base}"), (U1, f"name{base}0"), (U2, "")],
         "UuidUuid": [(U1, uuid.UUID(int=base + 1)), (U2, uuid.UUID(int=base + 2))],
         "SlotUuid": [(7, uuid.UUID(int=base + 1)), (65535, U2)],
-    }[kind]
+    }
+    return keys[kind]
 
 
 # (map class name, slot, key kind, value kind, options). The slots start at 100: txaioetcd
 # allocates catalog slots from 1 without looking at slots used without the catalog.
 TABLES: list[tuple[str, int, str, str, dict[str, Any]]] = []
-_KINDS = [(f"Map{key}{value}", key, value, {})
+_KINDS: list[tuple[str, str, str, dict[str, Any]]] = [(f"Map{key}{value}", key, value, {})
           for key in ("Uuid", "String", "Oid")
           for value in ("String", "Oid", "Uuid", "Json", "Cbor", "Pickle", "FlatBuffers")]
 _KINDS += [("MapUuidUuidSet", "Uuid", "UuidSet", {}),
@@ -119,7 +120,7 @@ async def _txaioetcd(mode: str, url: str) -> None:
     import zlmdb
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from bench.kv_clients import txaioetcd_client
+    from tests.peers import txaioetcd_client
 
     client = txaioetcd_client(url)
     db = txaioetcd.Database(client)

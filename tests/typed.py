@@ -28,7 +28,7 @@ table Gadget {
 root_type Gadget;
 """
 
-USER_SCHEMA = {
+USER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["name", "email"],
     "properties": {

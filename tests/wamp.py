@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -106,13 +105,6 @@ class CrossbarNode:
         if self.proc is not None:
             stop_group(self.proc)
         self.proc = None
-
-    def port_open(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
 
 
 async def connect(url: str, authid: str | None = None, ticket: str | None = None,

@@ -3,18 +3,21 @@
 txaioetcd's calls returned Deferreds (or coroutines), which an ``inlineCallbacks`` generator
 can ``yield``; an object that is only awaitable would come back from ``yield`` unchanged, as a
 silent misuse. ``started`` runs a coroutine method at once and returns its Deferred;
-``LazyDeferred`` is a Deferred whose work starts when somebody first waits on it.
+``LazyDeferred`` is a Deferred whose work starts when somebody first waits on it, and
+``Acquiring`` is the one that ``Client.lease`` returns on Twisted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from twisted.internet import defer
 
-__all__ = ["LazyDeferred", "started"]
+from .acquirable import Acquirable
+
+__all__ = ["Acquiring", "LazyDeferred", "started"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -67,3 +70,41 @@ class LazyDeferred(defer.Deferred[T]):
     def addBoth(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802
         self._start()
         return super().addBoth(*args, **kwargs)
+
+
+A = TypeVar("A", bound=Acquirable)
+
+
+class Acquiring(LazyDeferred[A], Generic[A]):
+    """What the Twisted ``client.lease(ttl)`` returns: a Deferred that fires with the granted
+    lease, so ``yield`` in ``inlineCallbacks`` and ``await`` both get a usable object, and an
+    async context manager (``async with`` also revokes it).
+
+    The acquisition starts when the Deferred is first waited on (``yield``, ``await``,
+    ``addCallback``, ``async with``); attributes of the object itself (``acquire()``, ``lost``,
+    ...) are reachable through it.
+    """
+
+    def __init__(self, target: A) -> None:
+        super().__init__()
+        self.target = target
+
+    def __repr__(self) -> str:
+        return f"<Acquiring {self.target!r}>"
+
+    def __getattr__(self, name: str) -> Any:
+        # Deferred's own internals probe for missing attributes (``result``): never forward those.
+        if name.startswith("_") or name == "result":
+            raise AttributeError(name)
+        return getattr(self.target, name)
+
+    def _begin(self) -> defer.Deferred[A]:
+        return self.target.acquire()
+
+    async def __aenter__(self) -> A:
+        acquired: A = await self
+        acquired._entered()
+        return acquired
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.target._release()

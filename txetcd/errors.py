@@ -25,8 +25,6 @@ class EtcdError(Exception):
     ``code`` is the gRPC status code, ``status`` the HTTP status (0 when there was no answer).
     """
 
-    retryable = False  # True when resending the very same request is safe and may succeed
-
     def __init__(self, message: str, code: int = 0, status: int = 0) -> None:
         super().__init__(message)
         self.message = message
@@ -86,7 +84,7 @@ class LeaseNotGranted(RuntimeError):
 
 class LockNotHeld(RuntimeError):
     """A lock was used (its key, fencing token or release) while not held: ``await`` (or
-    ``yield``) ``client.lock(name)`` first, or it was released already."""
+    ``yield lock.acquire()``) ``Lock(client, name)`` first, or it was released already."""
 
 
 class PermissionDenied(EtcdError):
@@ -98,9 +96,7 @@ class AuthFailed(EtcdError):
 
 
 class InvalidAuthToken(EtcdError):
-    """The token expired or was never valid; re-authenticating fixes it."""
-
-    retryable = True
+    """The token expired or was never valid; re-authenticating fixes it (txetcd does)."""
 
 
 class Unavailable(EtcdError):
@@ -125,9 +121,8 @@ class Timeout(Unavailable):
 
 
 class TooManyRequests(EtcdError):
-    """The server shed the request before proposing it: safe to retry after a pause."""
-
-    retryable = True
+    """The server shed the request before proposing it: safe to retry after a pause (txetcd
+    does, ``core.RetryPolicy.busy_attempts`` times)."""
 
 
 class NoSpace(EtcdError):

@@ -90,39 +90,50 @@ def fetch_etcd(dest: Path | None = None, suites: tuple[str, ...] = DEFAULT_SUITE
             return binary
     if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
         raise RuntimeError("apt-get and dpkg-deb are needed to fetch etcd from Debian")
-    problems = []
+    problems: list[str] = []
     with tempfile.TemporaryDirectory(prefix="etcd-fetch-") as tmp:
         workdir = Path(tmp)
         for sub in ("lists/partial", "cache/archives/partial"):
             (workdir / sub).mkdir(parents=True)
         for suite in suites:
-            (workdir / "sources.list").write_text(
-                f"deb [signed-by={KEYRING}] {ARCHIVE} {suite} main\n")
-            update = _apt(workdir, "update")
-            if update.returncode != 0:
-                problems.append(f"{suite}: apt-get update: {update.stderr.strip()[-500:]}")
-                continue
-            version = _candidate(workdir, "etcd-server")
-            if version is None or not version.startswith(WANTED_SERIES):
-                problems.append(f"{suite}: etcd-server is {version or 'missing'}, not 3.5")
-                continue
-            for stale in workdir.glob("*.deb"):
-                stale.unlink()
-            download = _apt(workdir, "download", f"etcd-server={version}",
-                            f"etcd-client={version}")
-            if download.returncode != 0:
-                problems.append(f"{suite}: apt-get download: {download.stderr.strip()[-500:]}")
-                continue
-            upstream = version.split("-")[0].split(":")[-1]
-            target = root / upstream
-            unpacking = Path(tempfile.mkdtemp(prefix=".unpack-", dir=_ensure(root)))
-            for deb in sorted(workdir.glob("*.deb")):
-                subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacking)], check=True)
-            shutil.rmtree(target, ignore_errors=True)
-            unpacking.rename(target)  # atomic: a half-unpacked build is never found
-            return target / "usr" / "bin" / "etcd"
+            fetched = _from_suite(workdir, suite, root, problems)
+            if fetched is not None:
+                return fetched
     raise RuntimeError("no etcd 3.5 build could be fetched from Debian's archive:\n  "
                        + "\n  ".join(problems))
+
+
+def _from_suite(workdir: Path, suite: str, root: Path, problems: list[str]) -> Path | None:
+    """The etcd binary of ``suite``'s 3.5 build, fetched under ``root``; None (and why in
+    ``problems``) if the suite has none."""
+    (workdir / "sources.list").write_text(f"deb [signed-by={KEYRING}] {ARCHIVE} {suite} main\n")
+    update = _apt(workdir, "update")
+    if update.returncode != 0:
+        problems.append(f"{suite}: apt-get update: {update.stderr.strip()[-500:]}")
+        return None
+    version = _candidate(workdir, "etcd-server")
+    if version is None or not version.startswith(WANTED_SERIES):
+        problems.append(f"{suite}: etcd-server is {version or 'missing'}, not 3.5")
+        return None
+    for stale in workdir.glob("*.deb"):
+        stale.unlink()
+    download = _apt(workdir, "download", f"etcd-server={version}", f"etcd-client={version}")
+    if download.returncode != 0:
+        problems.append(f"{suite}: apt-get download: {download.stderr.strip()[-500:]}")
+        return None
+    return _unpack(workdir, version, root)
+
+
+def _unpack(workdir: Path, version: str, root: Path) -> Path:
+    """The downloaded packages unpacked into ``root/<upstream version>``, all at once."""
+    upstream = version.split("-")[0].split(":")[-1]
+    target = root / upstream
+    unpacking = Path(tempfile.mkdtemp(prefix=".unpack-", dir=_ensure(root)))
+    for deb in sorted(workdir.glob("*.deb")):
+        subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacking)], check=True)
+    shutil.rmtree(target, ignore_errors=True)
+    unpacking.rename(target)  # atomic: a half-unpacked build is never found
+    return target / "usr" / "bin" / "etcd"
 
 
 def _ensure(path: Path) -> Path:

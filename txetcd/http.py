@@ -29,6 +29,8 @@ from twisted.web.client import ResponseFailed
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from .core import build_request, quiet, request_head
+
 __all__ = ["HTTPPool", "TLSHandshakeFailed", "ResponseFailed", "request_head", "build_request"]
 
 Response = tuple[int, bytes]
@@ -41,22 +43,6 @@ class TLSHandshakeFailed(ConnectError):
     def __init__(self, reason: Failure) -> None:
         super().__init__(string=str(reason.value))
         self.reasons = [reason]
-
-
-def request_head(method: bytes, target: bytes, host: bytes,
-                 headers: list[tuple[bytes, bytes]]) -> bytes:
-    """The request line and headers up to ``Content-Length: `` (built once per kind of request;
-    ``build_request`` completes it)."""
-    lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
-    lines += [name + b": " + value for name, value in headers]
-    if any(b"\r" in line or b"\n" in line for line in lines):  # e.g. a forged token
-        raise ValueError(f"line break in an HTTP request head: {lines!r}")
-    return b"\r\n".join(lines) + b"\r\nContent-Length: "
-
-
-def build_request(head: bytes, body: bytes) -> bytes:
-    """A complete request from a ``request_head`` and a body."""
-    return b"%b%d\r\n\r\n%b" % (head, len(body), body)
 
 
 @implementer(IHandshakeListener)
@@ -108,17 +94,10 @@ class _Connection(Protocol):
         socket (one cheap syscall) drops such connections first."""
         if self.closed:
             return False
-        if self._socket is not None:
-            try:
-                self._socket.recv(1, socket.MSG_PEEK)
-            except BlockingIOError:
-                return True
-            except OSError:
-                pass
-            # EOF, a reset, or bytes nobody asked for: not a connection to send on.
-            self._abort()
-            return False
-        return True
+        if self._socket is None or quiet(self._socket):
+            return True
+        self._abort()
+        return False
 
     def _abort(self) -> None:
         self.closed = True
@@ -136,6 +115,7 @@ class _Connection(Protocol):
         self._transport = self.transport
         self._socket = _socket_of(self.transport)
         self._host.pool._live.add(self)
+        self._host.pool.opened += 1
         if not self._host.tls:
             self._became_ready()
 
@@ -296,6 +276,7 @@ class HTTPPool:
         self._live: set[_Connection] = set()
         self._connecting: set[defer.Deferred[Any]] = set()
         self._closing: list[defer.Deferred[None]] = []
+        self.opened = 0  # connections made so far (monitoring, tests)
 
     @property
     def connections(self) -> int:

@@ -8,10 +8,9 @@ so bad input raises ``TypeError``/``ValueError`` before anything is sent.
 
 from __future__ import annotations
 
+import inspect
 import json
 from typing import Any, ClassVar
-
-from twisted.internet import defer
 
 from .errors import LeaseNotGranted
 from .types import (
@@ -24,12 +23,14 @@ from .types import (
     TxnResult,
     b64,
     b64_bytes,
+    is_int,
     to_int,
 )
 
 __all__ = [
     "Op", "OpGet", "OpSet", "OpDel", "OpTxn", "Comp", "CompValue", "CompVersion", "CompCreated",
     "CompModified", "CompLease", "Transaction", "SORT_ORDERS", "SORT_TARGETS", "as_keyset",
+    "int_arg",
 ]
 
 Json = dict[str, Any]
@@ -48,9 +49,9 @@ def as_keyset(key: bytes | KeySet) -> KeySet:
     return KeySet(key)
 
 
-def _int_arg(name: str, value: Any, minimum: int = 0) -> int:
+def int_arg(name: str, value: Any, minimum: int = 0) -> int:
     # bool is an int subclass; revision=True is a bug, not revision 1.
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, not {value}")
@@ -138,7 +139,7 @@ class OpGet(Op):
                              ("max_mod_revision", max_mod_revision),
                              ("min_create_revision", min_create_revision),
                              ("max_create_revision", max_create_revision)):
-            if number is not None and _int_arg(name, number):
+            if number is not None and int_arg(name, number):
                 self.options[name] = number
         order = _enum_arg("sort_order", sort_order, SORT_ORDERS)
         target = _enum_arg("sort_target", sort_target, SORT_TARGETS)
@@ -189,12 +190,12 @@ class OpSet(Op):
         self.lease_object = lease if hasattr(lease, "id_for_write") else None
         # A Lease says itself whether a write may use it: granted, not revoked, not lost.
         lease_id = lease.id_for_write() if self.lease_object is not None else lease
-        if isinstance(lease, defer.Deferred):  # client.lease(ttl) without await/yield
+        if self.lease_object is None and inspect.isawaitable(lease):  # not awaited/yielded
             raise LeaseNotGranted("pass the granted lease, not the Deferred of client.lease(): "
                                   "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
         self._size: int | None = None
-        self.lease = _int_arg("lease", lease_id) if lease_id is not None else 0
+        self.lease = int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
         if self.ignore_lease and self.lease:
@@ -283,7 +284,7 @@ class Comp:
 
     def _check(self, operand: Any) -> Any:
         # etcd compares int64s: ``version > -1`` (any key, present or not) is valid.
-        return _int_arg(self.field, getattr(operand, "lease_id", operand), minimum=-(2 ** 63))
+        return int_arg(self.field, getattr(operand, "lease_id", operand), minimum=-(2 ** 63))
 
     def request(self, namespace: bytes = b"") -> Json:
         obj = _key_fields(self.keys, namespace)
@@ -400,3 +401,6 @@ class OpTxn(Op):
 
     def size(self) -> int:
         return self.txn.size()
+
+
+_int_arg = int_arg  # the old private name, until watch moves over

@@ -13,13 +13,10 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, protocol
-from twisted.python.failure import Failure
-from twisted.web.client import ResponseDone
-
 from .errors import EtcdError, ProtocolError, classify
+from .interface import StreamHandle
 
-__all__ = ["JsonStreamParser", "Stream"]
+__all__ = ["JsonStreamParser", "StreamDecoder", "Stream"]
 
 _WHITESPACE = " \t\r\n"
 
@@ -66,77 +63,42 @@ class JsonStreamParser:
             raise ProtocolError(f"stream ended inside a JSON value: {self.pending[:200]!r}")
 
 
-class _BodyReader(protocol.Protocol):
-    def __init__(self, stream: Stream) -> None:
-        self.stream = stream
+class StreamDecoder:
+    """The messages of one streamed response: ``{"result": ...}`` values go to the consumer, an
+    ``{"error": ...}`` frame (or a bad value, or a consumer that raises) ends the stream."""
 
-    def dataReceived(self, data: bytes) -> None:  # noqa: N802 - Twisted API
-        self.stream._received(data)
-
-    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:  # noqa: N802
-        self.stream._ended(reason)
-
-
-class Stream:
-    """One open streaming response.
-
-    Each ``{"result": ...}`` message goes to ``on_message``; an ``{"error": ...}`` frame ends the
-    stream with a typed ``EtcdError``. ``done`` fires with None when the server closes cleanly
-    (or after ``cancel()``), and errs with the error otherwise.
-    """
-
-    def __init__(self, response: Any, on_message: Callable[[dict[str, Any]], None]) -> None:
-        self.on_message = on_message
-        self.done: defer.Deferred[None] = defer.Deferred()
+    def __init__(self) -> None:
         self._parser = JsonStreamParser()
-        self._reader = _BodyReader(self)
-        self._error: Exception | None = None
-        self._cancelled = False
-        response.deliverBody(self._reader)
+        self.error: Exception | None = None
 
-    def _received(self, data: bytes) -> None:
-        if self._cancelled or self._error is not None:
-            return
+    def deliver(self, data: bytes, on_message: Callable[[dict[str, Any]], None]) -> bool:
+        """Decode ``data`` and hand each result to ``on_message``; False once the stream must
+        end (``error`` says why)."""
         try:
             for message in self._parser.feed(data):
                 if not isinstance(message, dict):
                     raise ProtocolError(f"stream message is not an object: {message!r:.200}")
                 if "error" in message:
                     raise classify(int(message["error"].get("http_code", 0) or 0), message)
-                self.on_message(message.get("result", {}))
+                on_message(message.get("result", {}))
         except Exception as exc:  # noqa: BLE001 - a consumer bug or bad frame ends the stream
-            self._error = exc
-            self._close_connection()
+            self.error = exc
+            return False
+        return True
 
-    def _ended(self, reason: Failure) -> None:
-        if self.done.called:
-            return
-        if self._cancelled:
-            self.done.callback(None)
-            return
-        error = self._error
-        if error is None:
-            try:
-                self._parser.close()
-            except EtcdError as exc:
-                error = exc
-        if error is None and not reason.check(ResponseDone):
-            error = EtcdError(f"stream lost: {reason.getErrorMessage()}", code=14, status=0)
-        if error is None:
-            self.done.callback(None)
-        else:
-            self.done.errback(Failure(error))
+    def end(self, clean: bool, reason: str) -> Exception | None:
+        """Why the stream ended when its connection closed (``clean``: at the end of the
+        response); None for a clean end."""
+        if self.error is not None:
+            return self.error
+        try:
+            self._parser.close()
+        except EtcdError as exc:
+            return exc
+        if not clean:
+            return EtcdError(f"stream lost: {reason}", code=14, status=0)
+        return None
 
-    def _close_connection(self) -> None:
-        transport = self._reader.transport
-        if transport is not None:
-            # Stops the body producer, which closes the socket: a stream connection must never
-            # go back to the pool while the server still writes to it.
-            transport.stopProducing()
 
-    def cancel(self) -> None:
-        """Close the stream's connection; ``done`` then fires with None."""
-        if self.done.called:
-            return
-        self._cancelled = True
-        self._close_connection()
+#: An open stream, whichever driver opened it (``done``, ``cancel()``).
+Stream = StreamHandle

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import binascii
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "Header", "KeyValue", "Range", "Revision", "Deleted", "Status", "Member", "TxnResult",
-    "Success", "KeySet", "b64", "b64_bytes", "unb64", "to_int",
+    "Success", "KeySet", "b64", "b64_bytes", "unb64", "to_int", "strip_namespace", "prefix_end",
 ]
 
 Json = dict[str, Any]
@@ -33,11 +33,17 @@ def unb64(text: str | None) -> bytes:
     return binascii.a2b_base64(text) if text else b""
 
 
+def is_int(value: object) -> TypeGuard[int]:
+    """An int that is not a bool: ``True`` is an int to Python but never a count, revision,
+    limit or id to us. The one check every layer uses for its int arguments."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def to_int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
-def _strip(key: bytes, namespace: bytes) -> bytes:
+def strip_namespace(key: bytes, namespace: bytes) -> bytes:
     return key[len(namespace):] if namespace and key.startswith(namespace) else key
 
 
@@ -73,7 +79,7 @@ class KeyValue:
     @classmethod
     def from_json(cls, obj: Json, namespace: bytes = b"") -> KeyValue:
         return cls(
-            _strip(unb64(obj.get("key")), namespace), unb64(obj.get("value")),
+            strip_namespace(unb64(obj.get("key")), namespace), unb64(obj.get("value")),
             to_int(obj.get("version")), to_int(obj.get("create_revision")),
             to_int(obj.get("mod_revision")), to_int(obj.get("lease")),
         )
@@ -277,3 +283,6 @@ class KeySet:
 def _require_bytes(name: str, value: object) -> None:
     if not isinstance(value, bytes):
         raise TypeError(f"{name} must be bytes, not {type(value).__name__}")
+
+
+_strip = strip_namespace  # the old private name, until lease/watch/concurrency move over

@@ -6,15 +6,15 @@ and an application declares its own the same way::
 
     class MapTimestampCbor(TypedMap, key=TimestampKey, value=CborValue): ...
 
-Reads return Deferreds (``await m[txn, key]``); ``m[txn, key] = v`` and ``del m[txn, key]``
-buffer a write in the transaction. Python's ``in`` cannot await, so membership is
-``await m.contains(txn, key)``.
+Reads return the awaitables of the client's event loop (``await m[txn, key]``; Deferreds on
+Twisted, Tasks on asyncio); ``m[txn, key] = v`` and ``del m[txn, key]`` buffer a write in the
+transaction. Python's ``in`` cannot await, so membership is ``await m.contains(txn, key)``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -43,9 +43,9 @@ from .codecs import (
     ZlibValue,
     with_marshal,
 )
-from .database import Database, DbTransaction, deferred
 from .errors import NullValueConstraint, TableNotAttached, UniqueViolation
 from .layout import MAX_SLOT, TableLayout
+from .transaction import DbTransaction, Store, on_loop
 
 __all__ = [
     "PersistentMap", "TypedMap", "FlatBuffersMap", "Index", "Selection", "TableEvent",
@@ -178,7 +178,7 @@ class PersistentMap(Generic[K, V]):
 
     # -- keys ----------------------------------------------------------------------------------
 
-    def layout(self, where: DbTransaction | Database) -> TableLayout:
+    def layout(self, where: DbTransaction | Store) -> TableLayout:
         """Where this map's records live in ``where``'s database (``txetcd.pmap.layout``)."""
         db = where.db if isinstance(where, DbTransaction) else where
         if self.slot is None:
@@ -186,7 +186,7 @@ class PersistentMap(Generic[K, V]):
                                    "first, or construct it with a slot")
         return TableLayout.of(self.slot, db.prefix)
 
-    def table_prefix(self, where: DbTransaction | Database) -> bytes:
+    def table_prefix(self, where: DbTransaction | Store) -> bytes:
         """``<database prefix><slot>``, which every key of this map starts with."""
         return self.layout(where).prefix
 
@@ -199,7 +199,7 @@ class PersistentMap(Generic[K, V]):
             return self.key_codec.encode_prefix(key)
         return self.key_codec.encode(key)
 
-    def _range(self, where: DbTransaction | Database, from_key: Any, to_key: Any,
+    def _range(self, where: DbTransaction | Store, from_key: Any, to_key: Any,
                prefix: Any) -> tuple[bytes, bytes]:
         """``[start, end)`` in etcd keys: ``from_key`` inclusive, ``to_key`` exclusive."""
         table = self.table_prefix(where)
@@ -214,7 +214,7 @@ class PersistentMap(Generic[K, V]):
 
     # -- single keys ---------------------------------------------------------------------------
 
-    def __getitem__(self, txn_key: tuple[DbTransaction, K]) -> defer.Deferred[V | None]:
+    def __getitem__(self, txn_key: tuple[DbTransaction, K]) -> Awaitable[V | None]:
         return self.get(*_split(txn_key))
 
     def __setitem__(self, txn_key: tuple[DbTransaction, K], value: V) -> None:
@@ -228,26 +228,26 @@ class PersistentMap(Generic[K, V]):
     def __contains__(self, txn_key: object) -> bool:
         raise TypeError("`in` cannot wait for etcd: use `await m.contains(txn, key)`")
 
-    @deferred
+    @on_loop
     async def get(self, txn: DbTransaction, key: K) -> V | None:
         """The value at ``key`` as ``txn`` sees it, or None."""
         await txn.flush()
         data = await txn.get_raw(self.key_bytes(txn, key))
         return None if data is None else self.value_codec.decode(data)
 
-    @deferred
+    @on_loop
     async def contains(self, txn: DbTransaction, key: K) -> bool:
         await txn.flush()
         return await txn.get_raw(self.key_bytes(txn, key)) is not None
 
-    @deferred
+    @on_loop
     async def put(self, txn: DbTransaction, key: K, value: V) -> None:
         """``m[txn, key] = value``, with index errors raised here rather than later."""
         await txn.write_now(self._write_job(txn, key, value, delete=False))
 
     set = put
 
-    @deferred
+    @on_loop
     async def delete(self, txn: Any, key: Any = _NO_KEY) -> None:
         """``del m[txn, key]``; also takes txaioetcd's ``delete((txn, key))``."""
         if key is _NO_KEY:
@@ -312,7 +312,7 @@ class PersistentMap(Generic[K, V]):
 
     def select(self, txn: DbTransaction, from_key: Any = None, to_key: Any = None,
                return_keys: bool = False, return_values: bool = True,
-               **options: Any) -> Selection:
+               **options: Any) -> Selection | AwaitableSelection:
         """txaioetcd's ``await m.select(txn, from_key, to_key, return_keys, return_values)``:
         a list of values (or keys, or ``(keys, values)``); ``async for`` over it iterates like
         ``scan`` (pairs), without loading everything first. ``options`` go to ``scan``."""
@@ -320,9 +320,10 @@ class PersistentMap(Generic[K, V]):
             raise ValueError("select needs return_keys or return_values")
         keys_only = options.pop("keys_only", False) or not return_values
         rows = self.scan(txn, from_key, to_key, keys_only=keys_only, **options)
-        return Selection(rows, return_keys or keys_only, return_values and not keys_only)
+        kind = Selection if txn.db.client.driver.name == "twisted" else AwaitableSelection
+        return kind(rows, return_keys or keys_only, return_values and not keys_only)
 
-    @deferred
+    @on_loop
     async def count(self, txn: DbTransaction, prefix: Any = None, from_key: Any = None,
                     to_key: Any = None) -> int:
         """How many records ``[from_key, to_key)`` or ``prefix`` (default: all) holds."""
@@ -330,7 +331,7 @@ class PersistentMap(Generic[K, V]):
         await txn.flush()
         return await txn.count_raw(start, end)
 
-    @deferred
+    @on_loop
     async def truncate(self, txn: DbTransaction) -> None:
         """Delete every record and every index entry: one DeleteRange per map at commit."""
 
@@ -384,7 +385,7 @@ class PersistentMap(Generic[K, V]):
     def indexes(self) -> list[str]:
         return list(self._indexes)
 
-    @deferred
+    @on_loop
     async def rebuild_index(self, txn: DbTransaction, name: str) -> int:
         """Recompute index ``name`` from every record; returns how many entries it holds."""
         index = self._indexes[name]
@@ -399,7 +400,7 @@ class PersistentMap(Generic[K, V]):
         await txn.write_now(job)
         return await index.index_map.count(txn)
 
-    @deferred
+    @on_loop
     async def get_by_index(self, txn: DbTransaction, name: str, index_key: Any) -> V | None:
         """The record a unique index maps ``index_key`` to, or None."""
         index = self._indexes[name]
@@ -410,7 +411,7 @@ class PersistentMap(Generic[K, V]):
 
     # -- watch ---------------------------------------------------------------------------------
 
-    def watch(self, db: Database, from_key: Any = None, to_key: Any = None, prefix: Any = None,
+    def watch(self, db: Store, from_key: Any = None, to_key: Any = None, prefix: Any = None,
               *, start_revision: int | None = None, prev_kv: bool = False,
               callback: Callable[[Any], Any] | None = None) -> TableWatch:
         """Watch this map's records (all, a key range or a prefix) in ``db``, decoded.
@@ -423,9 +424,8 @@ class PersistentMap(Generic[K, V]):
                           prev_kv=prev_kv, callback=callback)
 
 
-class Selection(LazyDeferred[Any]):
-    """What ``select`` returns: a Deferred of lists (txaioetcd: ``await`` or ``yield`` it), or
-    an async iterator of rows (``async for``), which pages through without loading them all."""
+class _Rows:
+    """A selection's rows: an async iterator of them, or all of them at once (``_collect``)."""
 
     def __init__(self, rows: AsyncIterator[Any], return_keys: bool, return_values: bool) -> None:
         super().__init__()
@@ -449,8 +449,21 @@ class Selection(LazyDeferred[Any]):
             return keys, values
         return keys if self._keys else values
 
+
+class Selection(_Rows, LazyDeferred[Any]):
+    """What ``select`` returns on Twisted: a Deferred of lists (txaioetcd: ``await`` or
+    ``yield`` it), or an async iterator of rows (``async for``), which pages through without
+    loading them all."""
+
     def _begin(self) -> defer.Deferred[Any]:
         return defer.ensureDeferred(self._collect())
+
+
+class AwaitableSelection(_Rows):
+    """What ``select`` returns on asyncio: ``await`` it for the lists, or ``async for`` it."""
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._collect().__await__()
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,7 +480,7 @@ class TableEvent:
 class TableWatch:
     """A client ``Watch`` over one map's key range whose events come decoded."""
 
-    def __init__(self, table: PersistentMap[Any, Any], db: Database, keys: KeySet, *,
+    def __init__(self, table: PersistentMap[Any, Any], db: Store, keys: KeySet, *,
                  start_revision: int | None, prev_kv: bool,
                  callback: Callable[[Any], Any] | None) -> None:
         self.table = table
@@ -488,7 +501,7 @@ class TableWatch:
             item.kv.mod_revision,
             table.value_codec.decode(previous.value) if previous is not None else None)
 
-    def when_started(self) -> defer.Deferred[None]:
+    def when_started(self) -> Awaitable[None]:
         return self.watch.when_started()
 
     def cancel(self) -> None:

@@ -26,7 +26,7 @@ election and until the first subscriber gets the table's next event; per etcd le
 until a direct write succeeds again. ``tests/test_chaos.py`` runs a few faults; this script
 runs many::
 
-    .venv/bin/python -m bench.chaos --faults 60 --seed 1
+    .venv/bin/python -m tests.chaos --faults 60 --seed 1
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from twisted.python.failure import Failure
 from component.publisher import election_name, position_key
 from procedures.table import Table
 from tests.wamp import CrossbarNode, connect
-from txetcd import Client, KeyNotFound, WatchCompacted, WatchEvent
+from txetcd import Client, Election, KeyNotFound, WatchCompacted, WatchEvent
 from txetcd.embedded import EtcdProcess, find_etcd, start_cluster, stop_group
 
 NAMESPACE = b"app/"
@@ -432,7 +432,7 @@ class Chaos:
     async def publisher_of(self, table: str) -> bytes | None:
         assert self.client is not None
         try:
-            leader = await self.client.election(election_name(PREFIX, table)).leader()
+            leader = await Election(self.client, election_name(PREFIX, table)).leader()
         except KeyNotFound:
             return None
         return leader.value

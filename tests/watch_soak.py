@@ -4,9 +4,9 @@ Every write puts a new key under one prefix, so after the run a single range rea
 committed write with its revision, including writes whose outcome the writer never learned
 (``Unavailable(outcome_unknown=True)`` or ``Timeout``). The watch's revisions must equal exactly
 those, in order: any loss, duplicate or reordering fails. ``tests/test_watch.py`` runs the same
-loop briefly; run this script for longer soaks::
+loop briefly, on both event loops; run this script for longer soaks::
 
-    .venv/bin/python bench/watch_soak.py --cycles 200 --version 3.5
+    .venv/bin/python -m tests.watch_soak --cycles 200 --version 3.5
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet import defer, task, threads
+from twisted.internet import defer, task
 
 from txetcd import Client, KeySet, Unavailable, Watch, WatchEvent
 from txetcd.embedded import EtcdProcess, find_etcd
+from txetcd.interface import Driver
 
 PREFIX = b"soak/"
 
@@ -65,32 +66,35 @@ class SoakResult:
                 f"{self.unacknowledged_committed}), watch reconnects {self.reconnects}")
 
 
-async def wait_for(reactor: Any, condition: Callable[[], bool], timeout: float, what: str) -> None:
+async def wait_for(driver: Driver, condition: Callable[[], bool], timeout: float,
+                   what: str) -> None:
     """Poll ``condition`` until it holds; a stalled watch fails instead of hanging the run."""
-    deadline = reactor.seconds() + timeout
+    deadline = time.monotonic() + timeout
     while not condition():
-        if reactor.seconds() > deadline:
+        if time.monotonic() > deadline:
             raise TimeoutError(f"no {what} within {timeout} s")
-        await task.deferLater(reactor, 0.01, lambda: None)
+        await driver.sleep(0.01)
 
 
 def restart(etcd: EtcdProcess) -> Fault:
-    """The single-server fault: kill -9, then start again on the same data."""
+    """The single-server fault: kill -9, then start again on the same data (the loop waits for
+    the restart: the watch notices the dead connection afterwards, as after a real outage)."""
 
     async def fault(watch: Watch) -> None:
-        await threads.deferToThread(etcd.kill)
-        await threads.deferToThread(etcd.start)
+        etcd.kill()
+        etcd.start()
 
     return fault
 
 
-async def soak(reactor: Any, client: Client, cycles: int, fault: Fault,
+async def soak(client: Any, cycles: int, fault: Fault,
                writes_per_cycle: int = 3) -> SoakResult:
     """Run ``cycles`` faults under a watch of ``PREFIX`` while writing, then compare histories.
 
     Before each fault the watch must have delivered ``writes_per_cycle`` new events, so every
     fault hits a live, caught-up watch.
     """
+    driver: Driver = client.env.driver  # the Twisted or the asyncio client's loop
     events: list[WatchEvent] = []
     watch = client.watch(KeySet(PREFIX, prefix=True), events.append)
     await watch.when_started()
@@ -108,15 +112,15 @@ async def soak(reactor: Any, client: Client, cycles: int, fault: Fault,
                 acknowledged[(await client.set(key, key)).revision] = key
             except Unavailable as exc:  # Timeout included
                 unknown += exc.outcome_unknown
-            await task.deferLater(reactor, 0.002, lambda: None)
+            await driver.sleep(0.002)
 
     def delivered(count: int) -> Callable[[], bool]:
         return lambda: len(events) >= count
 
-    writes = defer.ensureDeferred(writer())
+    writes = driver.spawn(writer())
     try:
         for _ in range(cycles):
-            await wait_for(reactor, delivered(len(events) + writes_per_cycle), 30,
+            await wait_for(driver, delivered(len(events) + writes_per_cycle), 30,
                            "events after resume")
             await fault(watch)
     finally:
@@ -127,7 +131,7 @@ async def soak(reactor: Any, client: Client, cycles: int, fault: Fault,
     committed = sorted(kv.mod_revision for kv in final.kvs)
     # A watch that fell behind or skipped shows up as lost events below.
     with contextlib.suppress(TimeoutError):
-        await wait_for(reactor, lambda: not committed or len(events) >= len(committed)
+        await wait_for(driver, lambda: not committed or len(events) >= len(committed)
                        or (bool(events) and events[-1].revision >= committed[-1]),
                        10, "catch-up to the last committed revision")
     watch.cancel()
@@ -164,7 +168,7 @@ async def main(reactor: Any, argv: list[str]) -> None:
     with EtcdProcess(find_etcd(args.version), extra_args=list(FAST_ELECTION)) as etcd:
         client = Client(reactor, url=etcd.url, timeout=2.0)
         try:
-            result = await soak(reactor, client, args.cycles, restart(etcd),
+            result = await soak(client, args.cycles, restart(etcd),
                                 args.writes_per_cycle)
         finally:
             await client.close()

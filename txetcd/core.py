@@ -1,0 +1,333 @@
+"""txetcd's sans-IO core: limits, request bytes, reply decoding, retry policy, key ranges.
+
+Plain code without an event loop, shared by the Twisted and the asyncio client: what a request
+looks like on the wire, how an answer becomes a result or a typed error, when a failed request
+may be sent again (and where), and which ops may share one txn. Request building and reply
+decoding each live in exactly one function here, so that per-op CPU work has one place.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import random
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import (
+    AuthFailed,
+    EtcdError,
+    InvalidAuthToken,
+    ProtocolError,
+    TooManyRequests,
+    Unavailable,
+    UnsupportedServer,
+    classify,
+)
+from .op import Op, OpDel, OpSet
+from .types import Header
+
+__all__ = [
+    "MAX_TXN_OPS", "MAX_REQUEST_BYTES", "MAX_PAGE_ROWS", "RetryPolicy", "Action", "RETRY",
+    "encode", "decode_reply", "in_range", "request_head", "build_request", "api_prefix",
+    "parse_version", "TLSConfig", "LEADER_READS", "REQUIRE_LEADER", "WriteSet", "plan_batches",
+    "batch_request", "batch_results", "Pager",
+]
+
+Json = dict[str, Any]
+
+MAX_TXN_OPS = 128  # etcd's --max-txn-ops default
+MAX_REQUEST_BYTES = 1536 * 1024  # etcd's --max-request-bytes default (1.5 MiB)
+MAX_PAGE_ROWS = 10_000  # the most keys a scan asks for at once
+
+# Linearizable reads need a leader anyway. With this gRPC metadata a member without one refuses
+# them at once ("no leader", before any processing) instead of holding them for its request
+# timeout, so they move on to a member of the majority. Writes go without it: they wait out an
+# election on their member rather than fail with an unknown outcome.
+REQUIRE_LEADER = (b"Grpc-Metadata-hasleader", b"true")
+LEADER_READS = frozenset({"kv/range", "lease/timetolive", "lease/leases"})
+
+_PEEK = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+# etcd's answer to requests without a token once auth is on (e.g. enabled after we connected).
+_NO_TOKEN = "user name is empty"
+
+
+# -- the wire ---------------------------------------------------------------------------------
+
+def encode(obj: Any) -> bytes:
+    """A request body: compact JSON."""
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+def decode_reply(path: str, code: int, body: bytes) -> Json:
+    """The decoded answer of a unary request, or the typed error it carries (raised)."""
+    if code != 200:
+        raise classify(code, body)
+    try:
+        result: Json = json.loads(body)
+    except ValueError:
+        raise ProtocolError(f"etcd {path} answered non-JSON: {body[:200]!r}") from None
+    return result
+
+
+def request_head(method: bytes, target: bytes, host: bytes,
+                 headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The request line and headers up to ``Content-Length: `` (built once per kind of request;
+    ``build_request`` completes it)."""
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
+    lines += [name + b": " + value for name, value in headers]
+    if any(b"\r" in line or b"\n" in line for line in lines):  # e.g. a forged token
+        raise ValueError(f"line break in an HTTP request head: {lines!r}")
+    return b"\r\n".join(lines) + b"\r\nContent-Length: "
+
+
+def build_request(head: bytes, body: bytes) -> bytes:
+    """A complete request from a ``request_head`` and a body."""
+    return b"%b%d\r\n\r\n%b" % (head, len(body), body)
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("-")[0].split(".")[:3] if part.isdigit())
+
+
+def api_prefix(version: str, endpoint: str = "the server") -> str:
+    """The gateway's path prefix for a server version; older than 3.3 is refused."""
+    parsed = parse_version(version)
+    if parsed < (3, 3):
+        raise UnsupportedServer(f"etcd {version} at {endpoint} is too old: txetcd needs etcd "
+                                ">= 3.3 (the v3 JSON gateway)")
+    return "/v3" if parsed >= (3, 4) else "/v3beta"
+
+
+def version_of(endpoint: str, code: int, body: bytes) -> str:
+    """The ``etcdserver`` version from a ``GET /version`` answer."""
+    try:
+        return str(json.loads(body)["etcdserver"])
+    except (ValueError, KeyError, TypeError):
+        raise UnsupportedServer(f"{endpoint} is not an etcd server (GET /version: "
+                                f"{code} {body[:100]!r})") from None
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """Files for https endpoints: the CA that signed the servers, and an optional client cert."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+
+
+def quiet(sock: Any) -> bool:
+    """Whether an idle keep-alive connection's socket can carry a request: nothing to read.
+
+    A server that closed it (e.g. it restarted) may have done so while the loop was busy: its
+    EOF is then still unread, and a request written into it would fail with an unknown outcome.
+    One non-blocking peek (a cheap syscall, the only I/O here) finds EOF, a reset, or bytes
+    nobody asked for."""
+    try:
+        sock.recv(1, _PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+# -- keys -------------------------------------------------------------------------------------
+
+def in_range(key: bytes, start: bytes, end: bytes) -> bool:
+    """Whether ``key`` is in etcd's range ``[start, end)``: an empty ``end`` is the single key
+    ``start``, ``end == b"\\0"`` every key from ``start`` on."""
+    if not end:
+        return key == start
+    return start <= key and (end == b"\0" or key < end)
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+class Action(enum.Enum):
+    RAISE = "raise"
+    RETRY = "retry"  # after a backoff, on the same endpoint
+    NEXT_ENDPOINT = "next endpoint"  # after a backoff, on the next endpoint
+    NEW_TOKEN = "new token"  # at once, after authenticating again
+
+
+RETRY = Action.RETRY
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When a failed request goes again: the one place for retry and failover limits.
+
+    A request is resent only when that cannot apply it twice: before any byte was sent, any
+    request may go (elsewhere too); after, only idempotent ones; a definite refusal that says
+    it was not applied (bad token, too many requests) is resent as is.
+    """
+
+    #: Connection failures and "unavailable" answers: tries per endpoint (x endpoints).
+    attempts_per_endpoint: int = 3
+    #: Rejected tokens (expired, auth enabled since we connected): authenticate again this often.
+    auth_attempts: int = 3
+    #: "etcdserver: too many requests": back off and resend this often.
+    busy_attempts: int = 5
+    backoff_base: float = 0.05
+    backoff_max: float = 2.0
+
+    def after_connection_error(self, attempts: int, endpoints: int, *, never_sent: bool,
+                               idempotent: bool) -> Action:
+        """A connection failed (the endpoint is skipped either way)."""
+        if (never_sent or idempotent) and attempts < self.attempts_per_endpoint * endpoints:
+            return Action.NEXT_ENDPOINT
+        return Action.RAISE
+
+    def after_error(self, error: EtcdError, attempts: int, endpoints: int, *, idempotent: bool,
+                    token_rejected: bool) -> Action:
+        """etcd answered with ``error``; ``token_rejected`` when it asks for a (new) token."""
+        if token_rejected and attempts < self.auth_attempts:
+            return Action.NEW_TOKEN
+        if isinstance(error, TooManyRequests) and attempts < self.busy_attempts:
+            return Action.RETRY
+        if isinstance(error, Unavailable):
+            if idempotent and attempts < self.attempts_per_endpoint * endpoints:
+                return Action.NEXT_ENDPOINT
+            error.outcome_unknown = not idempotent
+        return Action.RAISE
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds before retry ``attempt``: exponential with jitter, so that many clients do not
+        retry in lockstep."""
+        return (min(self.backoff_base * 2 ** min(attempt, 6), self.backoff_max)
+                * (0.5 + random.random() / 2))
+
+
+def asks_for_token(error: EtcdError, has_user: bool) -> bool:
+    """Whether ``error`` asks for a (new) token: expired, or auth enabled since we looked."""
+    if isinstance(error, InvalidAuthToken):
+        return True
+    return has_user and isinstance(error, AuthFailed) and _NO_TOKEN in error.message
+
+
+# -- batching ---------------------------------------------------------------------------------
+
+_TXN_OVERHEAD = 16  # bytes of txn framing around the ops, for the request-size estimate
+_OP_OVERHEAD = 4  # the RequestOp wrapper around each op
+
+
+class WriteSet:
+    """The keys a batch writes, to keep out a second write etcd would reject as a duplicate."""
+
+    __slots__ = ("puts", "deletes")
+
+    def __init__(self) -> None:
+        self.puts: set[bytes] = set()
+        self.deletes: list[tuple[bytes, bytes]] = []
+
+    def conflicts(self, op: Op) -> bool:
+        if isinstance(op, OpSet):
+            return op.key in self.puts or any(in_range(op.key, *d) for d in self.deletes)
+        if isinstance(op, OpDel):
+            start, end = op.keys.key, op.keys.range_end
+            return any(in_range(key, start, end) for key in self.puts)
+        return False
+
+    def add(self, op: Op) -> None:
+        if isinstance(op, OpSet):
+            self.puts.add(op.key)
+        elif isinstance(op, OpDel):
+            self.deletes.append((op.keys.key, op.keys.range_end))
+
+
+def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[int]]]:
+    """Cut ``ops`` (in issue order) into waves of batches etcd accepts as one txn each; the
+    result holds indexes into ``ops``.
+
+    A write that etcd would refuse beside an earlier one (the same key put twice, a put inside
+    a deleted range) starts a new wave, sent once the previous wave is answered, so conflicting
+    writes apply in issue order; the batches of one wave (split only by the op and size limits)
+    touch disjoint keys and may go concurrently.
+    """
+    waves: list[list[list[int]]] = []
+    wave: list[list[int]] = []
+    batch: list[int] = []
+    writes = WriteSet()
+    size = _TXN_OVERHEAD
+    for index, op in enumerate(ops):
+        op_size = op.size() + _OP_OVERHEAD
+        conflict = writes.conflicts(op)
+        if batch and (conflict or len(batch) >= max_ops or size + op_size > max_bytes):
+            wave.append(batch)
+            batch, size = [], _TXN_OVERHEAD
+        if conflict:
+            waves.append(wave)
+            wave, writes = [], WriteSet()
+        batch.append(index)
+        writes.add(op)
+        size += op_size
+    if batch:
+        wave.append(batch)
+    if wave:
+        waves.append(wave)
+    return waves
+
+
+def batch_request(ops: list[Op], namespace: bytes) -> bytes:
+    """The txn body that runs ``ops`` in order, unconditionally, encoded: each op writes its
+    own ``RequestOp`` (no dict per op, no ``json.dumps`` of them)."""
+    return b'{"success":[%s]}' % b",".join([op.request_op(namespace) for op in ops])
+
+
+def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> list[Any]:
+    """Each op's result (or the exception for it) out of a batch txn's answer."""
+    header = Header.from_json(reply.get("header"))  # once, not once per op
+    responses = reply.get("responses", ())
+    results: list[Any] = []
+    for op, response in zip(ops, responses, strict=False):
+        # Each inner response is {"response_put": {...}}; its header is the txn's.
+        inner: Json = next(iter(response.values()), {}) if response else {}
+        try:
+            results.append(op.txn_result(inner, header, namespace))
+        except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
+            results.append(exc)
+    results += [EtcdError("etcd answered a batched txn with too few responses")
+                for _ in ops[len(responses):]]
+    return results
+
+
+# -- scans ------------------------------------------------------------------------------------
+
+@dataclass
+class Pager:
+    """Where the next page of a key-ordered scan starts and how many keys it asks for.
+
+    ``[start, end)`` shrinks from the front (or, with ``reverse``, from the back) as pages
+    come in; ``remaining`` counts down a caller's ``limit``; with ``page_bytes`` the pages after
+    the first hold about that many bytes of keys and values (1 to ``MAX_PAGE_ROWS`` keys).
+    """
+
+    start: bytes
+    end: bytes
+    page_size: int
+    reverse: bool = False
+    remaining: int | None = None
+    page_bytes: int | None = None
+
+    def want(self, rows: int) -> int:
+        return rows if self.remaining is None else min(rows, self.remaining)
+
+    def advance(self, kvs: list[Any], more: bool) -> int:
+        """Move past a page of ``kvs``; the keys to ask for next, 0 when the scan is done."""
+        if self.remaining is not None:
+            self.remaining -= len(kvs)
+        if not (more and kvs) or (self.remaining is not None and self.remaining <= 0):
+            return 0
+        if self.reverse:
+            self.end = kvs[-1].key  # range_end is exclusive: ends before it
+        else:
+            self.start = kvs[-1].key + b"\0"
+        rows = self.page_size
+        if self.page_bytes is not None:
+            row = sum(len(kv.key) + len(kv.value) for kv in kvs) // len(kvs)
+            rows = min(max(1, self.page_bytes // max(row, 1)), MAX_PAGE_ROWS)
+        return self.want(rows)
