@@ -1,8 +1,18 @@
-"""One timed KV run of one client: ``python kv_clients.py CLIENT URL OP INFLIGHT SECONDS``.
+"""One timed KV run of one client: ``python kv_clients.py CLIENT URL OP INFLIGHT SECONDS [gather]``.
 
 Run by ``bench/run.py`` with each client's own venv (only that client's library is imported).
-``INFLIGHT`` workers each issue ``OP`` (put or get) on 100-byte values in a closed loop; after a
-short warm-up, the completed operations over ``SECONDS`` are counted. Prints one JSON line.
+Two harnesses, on 100-byte values over 1,000 keys:
+
+* ``loop`` (the default): ``INFLIGHT`` workers each issue ``OP`` (put or get) in a closed loop;
+  after a short warm-up, the completed operations over ``SECONDS`` are counted.
+* ``gather``: the way applications usually write it (issue 17): every op is started at once
+  behind a semaphore of ``INFLIGHT`` - ``gatherResults([sem.run(client.set, k, v) for k in
+  keys])`` with a ``DeferredSemaphore``, ``asyncio.gather`` with an ``asyncio.Semaphore``, a
+  thread pool of ``INFLIGHT`` for blocking clients - and ``SECONDS`` is read as the number of
+  ops (30,000 in ``make bench``); creating the ops is part of the time.
+
+Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
+ops; etcd runs in its own process).
 """
 
 from __future__ import annotations
@@ -26,55 +36,101 @@ def key(i: int) -> bytes:
 
 
 class Meter:
-    """Counts completions inside the measuring window [start + WARMUP, start + WARMUP + span)."""
+    """Counts completions inside the measuring window [start + WARMUP, start + WARMUP + span),
+    and the process's CPU time between the first and the last of them."""
 
     def __init__(self, seconds: float) -> None:
         self.begin = time.perf_counter() + WARMUP
         self.end = self.begin + seconds
         self.done = 0
+        self.cpu_first = self.cpu_last = 0.0
 
     def tick(self) -> bool:
         """Count one completion; False once the window is over (the worker stops)."""
         now = time.perf_counter()
         if self.begin <= now < self.end:
             self.done += 1
+            if self.done == 1:
+                self.cpu_first = time.process_time()
+        elif now >= self.end and not self.cpu_last:
+            self.cpu_last = time.process_time()  # the first completion after the window
         return now < self.end
 
     def rate(self) -> float:
         return self.done / (self.end - self.begin)
 
+    def cpu_us_per_op(self) -> float:
+        return (self.cpu_last - self.cpu_first) / max(self.done, 1) * 1e6
+
+
+class Count:
+    """The ``gather`` harness's measure: ``ops`` completions from ``start()`` to ``stop()``."""
+
+    def __init__(self, ops: int) -> None:
+        self.ops = ops
+        self.began = self.cpu_began = self.elapsed = self.cpu = 0.0
+
+    def start(self) -> None:
+        self.began, self.cpu_began = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.elapsed = time.perf_counter() - self.began
+        self.cpu = time.process_time() - self.cpu_began
+
+    def rate(self) -> float:
+        return self.ops / self.elapsed
+
+    def cpu_us_per_op(self) -> float:
+        return self.cpu / self.ops * 1e6
+
+
+Measure = Meter | Count
+
 
 # -- Twisted clients: txetcd (this repo) and txaioetcd ------------------------------------------
 
 def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
-                seconds: float) -> float:
+                seconds: float, harness: str) -> Measure:
     from twisted.internet import defer
     from twisted.internet import reactor as the_reactor
 
     reactor: Any = the_reactor
-    meter = Meter(seconds)
 
-    async def worker(n: int) -> None:
-        i = n
-        while True:
-            await make_op(client, i)
-            i += inflight
-            if not meter.tick():
-                return
+    async def loop() -> Measure:
+        meter = Meter(seconds)
 
-    async def main() -> None:
+        async def worker(n: int) -> None:
+            i = n
+            while True:
+                await make_op(client, i)
+                i += inflight
+                if not meter.tick():
+                    return
+
         await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(inflight)])
+        return meter
 
-    result: list[float] = []
+    async def gather() -> Measure:
+        await make_op(client, 0)  # connect before the clock starts
+        count = Count(int(seconds))
+        count.start()
+        sem = defer.DeferredSemaphore(inflight)
+        await defer.gatherResults([sem.run(make_op, client, i) for i in range(count.ops)])
+        count.stop()
+        return count
+
+    result: list[Measure] = []
 
     def start() -> None:
-        d = defer.ensureDeferred(main())
-        d.addCallback(lambda _: result.append(meter.rate()))
-        d.addErrback(lambda f: (f.printTraceback(), result.append(-1.0)))
+        d = defer.ensureDeferred(gather() if harness == "gather" else loop())
+        d.addCallback(result.append)
+        d.addErrback(lambda f: f.printTraceback())
         d.addBoth(lambda _: reactor.stop())
 
     reactor.callWhenRunning(start)
     reactor.run()
+    if not result:
+        raise SystemExit(1)
     return result[0]
 
 
@@ -100,15 +156,28 @@ def twisted_op(op: str) -> Callable[[Any, int], Any]:
 
 # -- asyncio: aetcd and txetcd.asyncio -----------------------------------------------------------
 
-def run_asyncio(open_client: Callable[[], Any], op: str, inflight: int, seconds: float) -> float:
-    """``inflight`` asyncio workers on a client with aetcd's (and txetcd's) put/get shape."""
+def run_asyncio(open_client: Callable[[], Any], op: str, inflight: int, seconds: float,
+                harness: str) -> Measure:
+    """A client with aetcd's (and txetcd.asyncio's) put/get shape, in either harness."""
     import asyncio
 
-    async def main() -> float:
+    async def main() -> Measure:
         async with open_client() as client:
             call = client.put if op == "put" else client.get
             args = (lambda i: (key(i), VALUE)) if op == "put" else (lambda i: (key(i),))
             await client.put(key(0), VALUE)  # connect before the clock starts
+            if harness == "gather":
+                count = Count(int(seconds))
+                count.start()
+                sem = asyncio.Semaphore(inflight)
+
+                async def run(i: int) -> Any:
+                    async with sem:
+                        return await call(*args(i))
+
+                await asyncio.gather(*[run(i) for i in range(count.ops)])
+                count.stop()
+                return count
             meter = Meter(seconds)
 
             async def worker(n: int) -> None:
@@ -120,30 +189,40 @@ def run_asyncio(open_client: Callable[[], Any], op: str, inflight: int, seconds:
                         return
 
             await asyncio.gather(*(worker(n) for n in range(inflight)))
-            return meter.rate()
+            return meter
 
     return asyncio.run(main())
 
 
-def run_aetcd(url: str, op: str, inflight: int, seconds: float) -> float:
+def run_aetcd(url: str, op: str, inflight: int, seconds: float, harness: str) -> Measure:
     import aetcd
 
     parts = urlsplit(url)
     return run_asyncio(lambda: aetcd.Client(host=parts.hostname, port=parts.port), op, inflight,
-                       seconds)
+                       seconds, harness)
 
 
-def run_txetcd_asyncio(url: str, op: str, inflight: int, seconds: float) -> float:
+def run_txetcd_asyncio(url: str, op: str, inflight: int, seconds: float,
+                       harness: str) -> Measure:
     from txetcd.asyncio import Client
 
-    return run_asyncio(lambda: Client(url), op, inflight, seconds)
+    return run_asyncio(lambda: Client(url), op, inflight, seconds, harness)
 
 
 # -- blocking clients in threads: python-etcd3 (gRPC) and etcd3gw (requests) --------------------
 
-def run_threads(client: Any, op: str, inflight: int, seconds: float) -> float:
+def run_threads(client: Any, op: str, inflight: int, seconds: float, harness: str) -> Measure:
     call = (lambda i: client.put(key(i), VALUE)) if op == "put" else (lambda i: client.get(key(i)))
     call(0)  # connect before the clock starts
+    if harness == "gather":
+        from concurrent.futures import ThreadPoolExecutor
+
+        count = Count(int(seconds))
+        count.start()
+        with ThreadPoolExecutor(inflight) as pool:
+            list(pool.map(call, range(count.ops)))
+        count.stop()
+        return count
     meter = Meter(seconds)
     lock = threading.Lock()
 
@@ -161,34 +240,38 @@ def run_threads(client: Any, op: str, inflight: int, seconds: float) -> float:
         t.start()
     for t in threads:
         t.join()
-    return meter.rate()
+    return meter
 
 
-def measure(name: str, url: str, op: str, inflight: int, seconds: float) -> float:
+def measure(name: str, url: str, op: str, inflight: int, seconds: float,
+            harness: str = "loop") -> Measure:
     parts = urlsplit(url)
     if name == "txetcd":
-        return run_twisted(twisted_op(op), txetcd_client(url), inflight, seconds)
+        return run_twisted(twisted_op(op), txetcd_client(url), inflight, seconds, harness)
     if name == "txetcd-unbatched":
-        return run_twisted(twisted_op(op), txetcd_client(url, batching=False), inflight, seconds)
+        return run_twisted(twisted_op(op), txetcd_client(url, batching=False), inflight, seconds,
+                           harness)
     if name == "txaioetcd":
-        return run_twisted(twisted_op(op), txaioetcd_client(url), inflight, seconds)
+        return run_twisted(twisted_op(op), txaioetcd_client(url), inflight, seconds, harness)
     if name == "aetcd":
-        return run_aetcd(url, op, inflight, seconds)
+        return run_aetcd(url, op, inflight, seconds, harness)
     if name == "txetcd-asyncio":
-        return run_txetcd_asyncio(url, op, inflight, seconds)
+        return run_txetcd_asyncio(url, op, inflight, seconds, harness)
     if name == "python-etcd3":
         import etcd3
         return run_threads(etcd3.client(host=parts.hostname, port=parts.port), op, inflight,
-                           seconds)
+                           seconds, harness)
     if name == "etcd3gw":
         import etcd3gw
         return run_threads(etcd3gw.client(host=parts.hostname, port=parts.port,
-                                          api_path="/v3/"), op, inflight, seconds)
+                                          api_path="/v3/"), op, inflight, seconds, harness)
     raise SystemExit(f"unknown client {name}")
 
 
 if __name__ == "__main__":
     client_name, etcd_url, operation, in_flight, span = sys.argv[1:6]
-    rate = measure(client_name, etcd_url, operation, int(in_flight), float(span))
+    how = sys.argv[6] if len(sys.argv) > 6 else "loop"
+    measured = measure(client_name, etcd_url, operation, int(in_flight), float(span), how)
     print(json.dumps({"client": client_name, "op": operation, "inflight": int(in_flight),
-                      "ops_per_s": round(rate, 1)}))
+                      "harness": how, "ops_per_s": round(measured.rate(), 1),
+                      "cpu_us_per_op": round(measured.cpu_us_per_op(), 1)}))

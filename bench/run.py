@@ -1,11 +1,15 @@
-"""``make bench``: txetcd against its peers on one etcd 3.5.1, then the WAMP benchmarks.
+"""``make bench``: txetcd against its peers on one etcd 3.5, the WAMP benchmarks, memory; then
+every target of issue 17 with its measured value and whether it is met.
 
 Installs each peer in a venv of its own under ``bench/.venvs/`` (once), starts one etcd from
 ``txetcd.embedded``, runs every client alternately for several rounds (so that noise from other
-load on the machine spreads over all of them) and prints a markdown table of medians and ratios.
-Then runs ``bench/wamp_bench.py`` (Crossbar) and ``bench/watch_memory.py``.
+load on the machine spreads over all of them) in two harnesses (worker loops, and
+gather+semaphore, see ``kv_clients.py``) and prints markdown tables of medians and ratios.
+Then runs ``bench/wamp_bench.py`` (Crossbar) and ``bench/watch_memory.py``, which write their
+figures to a results file this script reads. Ratios compare figures of the same run.
 
-    .venv/bin/python bench/run.py [--rounds 3] [--seconds 3] [--skip-wamp] [--skip-memory]
+    .venv/bin/python bench/run.py [--rounds 3] [--seconds 3] [--skip-kv] [--skip-wamp]
+        [--skip-memory] [--clients txetcd,aetcd] [--gather-ops 30000]
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -35,48 +40,111 @@ def ensure_venvs() -> None:
         ensure_venv(name)
 
 
-def run_one(client: str, url: str, op: str, inflight: int, seconds: float) -> float:
+def run_one(client: str, url: str, op: str, inflight: int, seconds: float,
+            harness: str = "loop") -> dict:
+    """One run of ``kv_clients.py``: its JSON line (ops_per_s, cpu_us_per_op), NaN if it failed."""
     command = [str(venv_python(client)), str(BENCH / "kv_clients.py"), client, url, op,
-               str(inflight), str(seconds)]
+               str(inflight), str(seconds), harness]
     try:
         out = subprocess.run(command, capture_output=True, text=True, check=True,
-                             timeout=seconds + 60, cwd=ROOT)
+                             timeout=seconds + 120 if harness == "loop" else 600, cwd=ROOT)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
         print(f"  {client} {op} x{inflight} failed: {exc}\n{getattr(exc, 'stderr', '')}",
               file=sys.stderr)
-        return float("nan")
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["ops_per_s"])
+        return {"ops_per_s": float("nan"), "cpu_us_per_op": float("nan")}
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def kv_bench(url: str, rounds: int, seconds: float, clients: list[str]) -> dict:
-    rates: dict[tuple[str, str, int], list[float]] = {}
+Key = tuple[str, str, str, int]  # harness, client, op, in flight
+
+
+def kv_bench(url: str, rounds: int, seconds: float, clients: list[str],
+             gather_clients: list[str], gather_ops: dict[int, int]) -> dict[Key, dict]:
+    """Medians over ``rounds`` of every (harness, client, op, in flight): ops/s and client
+    CPU µs/op. Clients alternate, in an order rotated every round."""
+    runs: dict[Key, list[dict]] = {}
     # Fill the keys the gets read (the put runs rewrite the same keys).
     run_one("txetcd", url, "put", 32, 1.0)
+    plan = [("loop", clients, seconds), ("gather", gather_clients, None)]
     for round_ in range(rounds):
-        for op, inflight in CASES:
-            # Rotate the order every round so no client always runs right after a given one.
-            shift = round_ % len(clients)
-            for client in clients[shift:] + clients[:shift]:
-                rate = run_one(client, url, op, inflight, seconds)
-                rates.setdefault((client, op, inflight), []).append(rate)
-                print(f"  round {round_ + 1}: {client:17} {op} x{inflight:<2} {rate:9.0f}/s",
-                      flush=True)
-    return {key: statistics.median(values) for key, values in rates.items()}
+        for harness, names, span in plan:
+            for op, inflight in CASES:
+                amount = span if span is not None else gather_ops[inflight]
+                # Rotate the order every round so no client always runs right after a given one.
+                shift = round_ % len(names)
+                for client in names[shift:] + names[:shift]:
+                    result = run_one(client, url, op, inflight, amount, harness)
+                    runs.setdefault((harness, client, op, inflight), []).append(result)
+                    print(f"  round {round_ + 1}: {harness:6} {client:17} {op} x{inflight:<2} "
+                          f"{result['ops_per_s']:9.0f}/s {result['cpu_us_per_op']:7.1f} µs/op",
+                          flush=True)
+    return {key: {field: statistics.median(r[field] for r in results)
+                  for field in ("ops_per_s", "cpu_us_per_op")}
+            for key, results in runs.items()}
 
 
-def kv_table(medians: dict, clients: list[str]) -> str:
-    head = "| client | " + " | ".join(f"{op} x{n}" for op, n in CASES) + " |"
-    lines = [head, "|" + "---|" * (len(CASES) + 1)]
+def kv_table(medians: dict[Key, dict], harness: str, clients: list[str]) -> str:
+    head = ("| client | " + " | ".join(f"{op} x{n}" for op, n in CASES) +
+            " | CPU µs/op put x32 | CPU µs/op get x32 |")
+    lines = [head, "|" + "---|" * (len(CASES) + 3)]
     for client in clients:
-        cells = [f"{medians[(client, op, n)]:,.0f}/s" for op, n in CASES]
+        cells = [f"{medians[(harness, client, op, n)]['ops_per_s']:,.0f}/s" for op, n in CASES]
+        cells += [f"{medians[(harness, client, op, 32)]['cpu_us_per_op']:.1f}"
+                  for op in ("put", "get")]
         lines.append(f"| {client} | " + " | ".join(cells) + " |")
     ratios = [("txetcd", "aetcd"), ("txetcd-asyncio", "aetcd"), ("txetcd", "txaioetcd")]
     for ours, peer in ratios:
         if ours in clients and peer in clients:
-            cells = [f"{medians[(ours, op, n)] / medians[(peer, op, n)]:.2f}x"
-                     for op, n in CASES]
-            lines.append(f"| {ours} / {peer} | " + " | ".join(cells) + " |")
+            cells = [f"{ratio(medians, harness, peer, op, n, ours):.2f}x" for op, n in CASES]
+            lines.append(f"| {ours} / {peer} | " + " | ".join(cells) + " | | |")
     return "\n".join(lines)
+
+
+def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: int,
+          ours: str = "txetcd") -> float:
+    return float(medians[(harness, ours, op, inflight)]["ops_per_s"] /
+                 medians[(harness, peer, op, inflight)]["ops_per_s"])
+
+
+# Client CPU per batched op (µs, loop harness, 32 in flight), measured before issue 17's work
+# (bench/RESULTS.md, "Baseline": a loaded machine; rerun it on a quiet one before comparing):
+# the target is half of it.
+CPU_BASELINE_US = {"put": 49.9, "get": 61.1}
+
+
+def kv_targets(medians: dict[Key, dict]) -> list[dict]:
+    """Issue 17's client targets, each with its measured value."""
+    found = []
+    for harness in ("loop", "gather"):
+        for op, inflight in CASES:
+            if not {(harness, c, op, inflight) for c in ("txetcd", "aetcd")} <= medians.keys():
+                continue
+            bound = 2.5 if inflight == 32 else 1.05
+            value = ratio(medians, harness, "aetcd", op, inflight)
+            found.append({"target": f"{op} x{inflight} >= {bound}x aetcd ({harness} harness)",
+                          "value": f"{value:.2f}x", "met": value >= bound})
+    for op in ("put", "get"):
+        cpu = medians[("loop", "txetcd", op, 32)]["cpu_us_per_op"]
+        base = CPU_BASELINE_US[op]
+        found.append({"target": f"client CPU per batched {op} (x32) <= half of {base:.1f} µs",
+                      "value": f"{cpu:.1f} µs/op", "met": cpu <= base / 2})
+    return found
+
+
+def targets_table(found: list[dict]) -> str:
+    lines = ["| target | measured | met? |", "|---|---|---|"]
+    for t in found:
+        lines.append(f"| {t['target']} | {t['value']} | {'met' if t['met'] else 'NOT met'} |")
+    return "\n".join(lines)
+
+
+def sub_bench(script: str, args: list[str]) -> list[dict]:
+    """Run another benchmark of this directory; the targets it wrote to its results file."""
+    with tempfile.NamedTemporaryFile(suffix=".jsonl") as results:
+        subprocess.run([sys.executable, str(BENCH / script), "--results", results.name, *args],
+                       check=False, cwd=ROOT)
+        return [json.loads(line) for line in Path(results.name).read_text().splitlines()
+                if line.strip()]
 
 
 def machine() -> str:
@@ -92,22 +160,39 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per run")
     parser.add_argument("--clients", default=",".join(CLIENTS))
+    parser.add_argument("--gather-clients", default="txetcd,aetcd",
+                        help="clients run in the gather+semaphore harness too")
+    parser.add_argument("--gather-ops", type=int, default=30_000,
+                        help="ops per gather run at 32 in flight (a fifth of it at 1)")
+    parser.add_argument("--skip-kv", action="store_true")
     parser.add_argument("--skip-wamp", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--wamp-args", default="", help="passed on to wamp_bench.py")
     args = parser.parse_args()
     clients = args.clients.split(",")
+    gather_clients = [c for c in args.gather_clients.split(",") if c]
+    found: list[dict] = []
     ensure_venvs()
     print("machine:", machine(), flush=True)
-    with EtcdProcess(find_etcd("3.5")) as etcd:
-        print(f"etcd {etcd.version} at {etcd.url}", flush=True)
-        medians = kv_bench(etcd.url, args.rounds, args.seconds, clients)
-        print(f"\nKV ops/s, medians of {args.rounds} rounds of {args.seconds:g} s, 100-byte "
-              f"values, etcd {etcd.version}:\n")
-        print(kv_table(medians, clients), flush=True)
+    if not args.skip_kv:
+        with EtcdProcess(find_etcd("3.5")) as etcd:
+            print(f"etcd {etcd.version} at {etcd.url}", flush=True)
+            medians = kv_bench(etcd.url, args.rounds, args.seconds, clients, gather_clients,
+                               {32: args.gather_ops, 1: args.gather_ops // 5})
+            print(f"\nKV ops/s, medians of {args.rounds} rounds, 100-byte values, etcd "
+                  f"{etcd.version}.\n\nWorker loops, {args.seconds:g} s per run:\n")
+            print(kv_table(medians, "loop", clients), flush=True)
+            if gather_clients:
+                print(f"\ngather + semaphore, {args.gather_ops:,} ops at 32 in flight, "
+                      f"{args.gather_ops // 5:,} at 1:\n")
+                print(kv_table(medians, "gather", gather_clients), flush=True)
+            found += kv_targets(medians)
     if not args.skip_wamp:
-        subprocess.run([sys.executable, str(BENCH / "wamp_bench.py")], check=False, cwd=ROOT)
+        found += sub_bench("wamp_bench.py", args.wamp_args.split())
     if not args.skip_memory:
-        subprocess.run([sys.executable, str(BENCH / "watch_memory.py")], check=False, cwd=ROOT)
+        found += sub_bench("watch_memory.py", [])
+    print("\nIssue 17 targets:\n")
+    print(targets_table(found), flush=True)
     return 0
 
 

@@ -3,15 +3,25 @@
 - ``get``: ``etcd.settings.get`` pipelined (200 in flight) over WebSocket/CBOR, against a plain
   echo procedure registered the way the component is (rawsocket on the node's unix socket).
 - events: etcd changes written straight to etcd -> ``etcd.settings.on_change`` subscriber,
-  events/s at full speed and latency percentiles at 1,000 events/s.
+  events/s at full speed, alternating with the baseline: a plain publisher on the node's unix
+  socket (like the component) sending the same events with the same options and the same
+  pipelining to a topic the same subscriber receives. Then latency percentiles at 1,000
+  events/s, and at 20 events/s; at every rate, the position writes the publisher made (the
+  version count of its position key in etcd) against the table writes.
 - scan: one progressive ``etcd.settings.scan`` of 100,000 rows, rows/s.
+- burst: 500 parallel 1 MB puts from three callers; the component container's RSS peak above
+  where it started.
 
-    .venv/bin/python bench/wamp_bench.py [--seconds 3] [--rounds 3] [--only get events scan]
+    .venv/bin/python bench/wamp_bench.py [--seconds 3] [--rounds 3] [--only get events scan burst]
+        [--results FILE]
+
+With ``--results``, each target's figure is appended to FILE as a JSON line (``run.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -21,12 +31,14 @@ from typing import Any
 
 import cbor2
 from autobahn.twisted.component import Component
-from autobahn.wamp.types import CallOptions
+from autobahn.wamp.types import CallOptions, PublishOptions
 from twisted.internet import defer, reactor, task
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from component.publisher import MAX_IN_FLIGHT, position_key  # noqa: E402
+from tests.test_hostile_load import RSS_BOUND_MB, component_pid, rss_mb  # noqa: E402
 from tests.wamp import CrossbarNode, connect  # noqa: E402
 from txetcd import Client, KeySet  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
@@ -37,6 +49,16 @@ INFLIGHT = 200
 SCAN_ROWS = 100_000
 FULL_SPEED_EVENTS = 20_000
 DRAIN_LIMIT = 60.0  # seconds to wait for events still on their way
+LOW_RATE = 20  # events/s of the low-rate run: one write per 50 ms
+POSITION_SHARE = 0.05  # position writes may be at most this share of table writes
+RESULTS: Path | None = None
+
+
+def result(target: str, value: str, met: bool) -> None:
+    """Record one issue-17 target's figure for ``run.py`` (with ``--results``)."""
+    if RESULTS is not None:
+        with RESULTS.open("a") as f:
+            f.write(json.dumps({"target": target, "value": value, "met": bool(met)}) + "\n")
 
 
 def row_key(key: str) -> bytes:
@@ -44,21 +66,26 @@ def row_key(key: str) -> bytes:
     return SETTINGS_SLOT + key.encode()
 
 
-async def echo_callee(socket_path: Path) -> Any:
-    """A plain echo procedure on the node's unix socket, registered like the component."""
+async def backend_session(socket_path: Path) -> Any:
+    """A session on the node's unix socket, joined the way the component joins."""
     joined: defer.Deferred[Any] = defer.Deferred()
     comp = Component(transports=[{"type": "rawsocket", "serializer": "cbor",
                                   "endpoint": {"type": "unix", "path": str(socket_path)}}],
                      realm="realm1")
 
     @comp.on_join
-    async def _joined(session: Any, details: Any) -> None:
-        await session.register(lambda *args, **kwargs: args[0] if args else None,
-                               "etcd.bench.echo")
+    def _joined(session: Any, details: Any) -> None:
         joined.callback(session)
 
     comp.start(reactor)
     return await joined
+
+
+async def echo_callee(socket_path: Path) -> Any:
+    """A plain echo procedure on the node's unix socket, registered like the component."""
+    session = await backend_session(socket_path)
+    await session.register(lambda *args, **kwargs: args[0] if args else None, "etcd.bench.echo")
+    return session
 
 
 async def pipelined(session: Any, procedure: str, args: list[Any], seconds: float) -> float:
@@ -90,7 +117,9 @@ async def get_vs_echo(session: Any, client: Client, rounds: int, seconds: float)
         echos.append(await pipelined(session, "etcd.bench.echo", ["k007"], seconds))
     get, echo = statistics.median(gets), statistics.median(echos)
     print(f"| WAMP get, {INFLIGHT} in flight | {get:,.0f} calls/s | echo {echo:,.0f} calls/s | "
-          f"{get / echo:.2f}x echo (target >= 0.7x) |", flush=True)
+          f"{get / echo:.2f}x echo (target >= 0.85x) |", flush=True)
+    result("WAMP get >= 0.85x echo", f"{get / echo:.2f}x ({get:,.0f} vs {echo:,.0f} calls/s)",
+           get / echo >= 0.85)
 
 
 async def arrived(received: list[Any], expected: int, limit: float) -> None:
@@ -100,25 +129,28 @@ async def arrived(received: list[Any], expected: int, limit: float) -> None:
         await task.deferLater(reactor, 0.1, lambda: None)
 
 
-async def events(session: Any, client: Client, seconds: float) -> None:
-    received: list[tuple[float, float]] = []  # (arrival, sent) per event
+async def position_writes(client: Client) -> int:
+    """How often the settings publisher has stored its position (its key's version)."""
+    found = await client.get(position_key("etcd", "settings"))
+    return found.kvs[0].version if found.kvs else 0
 
-    def on_change(*args: Any, **event: Any) -> None:  # the event's fields are keywords
-        value = event.get("value")
-        sent = value.get("t", 0.0) if isinstance(value, dict) else 0.0
-        received.append((time.perf_counter(), sent))
 
-    await session.subscribe(on_change, "etcd.settings.on_change")
-    # The component starts watching once it learns of the subscription: wait for a probe.
-    for _ in range(100):
-        await client.set(row_key("probe"), cbor2.dumps({"t": 0.0}))
-        await task.deferLater(reactor, 0.1, lambda: None)
-        if received:
-            break
-    await task.deferLater(reactor, 0.5, lambda: None)
+def position_result(rate: str, writes: int, table_writes: int) -> str:
+    share = writes / max(table_writes, 1)
+    result(f"position writes <= 5 % of table writes at {rate}",
+           f"{share:.1%} ({writes} for {table_writes})", share <= POSITION_SHARE)
+    return f"position writes {writes} ({share:.1%})"
 
-    # Full speed: FULL_SPEED_EVENTS puts from many writers (batched into txns by the client).
-    received.clear()
+
+def span_rate(received: list[tuple[float, float]]) -> float:
+    """Events/s from the first to the last arrival."""
+    if len(received) < 2:
+        return 0.0
+    return len(received) / (received[-1][0] - received[0][0])
+
+
+async def full_speed_table(client: Client, received: list[tuple[float, float]]) -> int:
+    """FULL_SPEED_EVENTS puts from 64 writers (batched into txns by the client)."""
     count = 0
 
     async def writer(n: int) -> None:
@@ -129,39 +161,114 @@ async def events(session: Any, client: Client, seconds: float) -> None:
 
     await defer.gatherResults([defer.ensureDeferred(writer(n)) for n in range(64)])
     await arrived(received, count, DRAIN_LIMIT)
-    span = received[-1][0] - received[0][0] if len(received) > 1 else float("inf")
-    print(f"| etcd change -> subscriber, full speed | {len(received) / span:,.0f} events/s | "
-          f"{len(received)} of {count} writes in {span:.1f} s | target >= 5,000/s |", flush=True)
+    return count
 
-    # 1,000 events/s: 10 puts every 10 ms, each carrying its send time.
+
+async def full_speed_plain(publisher: Any, received: list[tuple[float, float]]) -> int:
+    """The baseline: the same events, options and pipelining as the component's publisher."""
+    options = PublishOptions(acknowledge=True, retain=True)
+    window = defer.DeferredSemaphore(MAX_IN_FLIGHT)
+
+    def publish(i: int) -> Any:
+        return publisher.publish("etcd.bench.on_change", options=options, type="put",
+                                 key=f"ev{i}", value={"t": 0.0}, revision=i + 1)
+
+    await defer.gatherResults([window.run(publish, i) for i in range(FULL_SPEED_EVENTS)])
+    await arrived(received, FULL_SPEED_EVENTS, DRAIN_LIMIT)
+    return FULL_SPEED_EVENTS
+
+
+async def latency(client: Client, received: list[tuple[float, float]], per_second: int,
+                  seconds: float) -> str:
+    """Events sent at ``per_second`` (in ticks of 10 ms at most), each with its send time."""
     received.clear()
     sent = 0
+    per_tick = max(1, per_second // 100)
+    interval = per_tick / per_second
 
     def tick() -> None:
         nonlocal sent
-        for _ in range(10):
+        for _ in range(per_tick):
             sent += 1
-            client.set(row_key(f"lat{sent % 1000}"),
-                       cbor2.dumps({"t": time.perf_counter()}))
+            client.set(row_key(f"lat{sent % 1000}"), cbor2.dumps({"t": time.perf_counter()}))
 
+    before = await position_writes(client)
     loop = task.LoopingCall(tick)
-    loop.start(0.01)
+    loop.start(interval)
     await task.deferLater(reactor, seconds, lambda: None)
     loop.stop()
     await arrived(received, sent, DRAIN_LIMIT)
+    writes = await position_writes(client) - before
     latencies = sorted((arrival - t) * 1000 for arrival, t in received if t) or [float("nan")]
     p50 = latencies[len(latencies) // 2]
     p99 = latencies[int(len(latencies) * 0.99)]
     print(f"| latency at {sent / seconds:,.0f} events/s | p50 {p50:.1f} ms | p99 {p99:.1f} ms "
-          f"(max {latencies[-1]:.1f}; {len(received)} of {sent} arrived) | "
+          f"(max {latencies[-1]:.1f}; {len(received)} of {sent} arrived); "
+          f"{position_result(f'{per_second:,} events/s', writes, sent)} | "
           f"target p99 <= 50 ms |", flush=True)
+    return f"{p99:.1f}"
+
+
+async def events(session: Any, client: Client, seconds: float, rounds: int = 1,
+                 publisher: Any = None) -> None:
+    received: list[tuple[float, float]] = []  # (arrival, sent) per event
+    plain: list[tuple[float, float]] = []
+
+    def recorder(into: list[tuple[float, float]]) -> Any:
+        def on_change(*args: Any, **event: Any) -> None:  # the event's fields are keywords
+            value = event.get("value")
+            sent = value.get("t", 0.0) if isinstance(value, dict) else 0.0
+            into.append((time.perf_counter(), sent))
+
+        return on_change
+
+    await session.subscribe(recorder(received), "etcd.settings.on_change")
+    await session.subscribe(recorder(plain), "etcd.bench.on_change")
+    # The component starts watching once it learns of the subscription: wait for a probe.
+    for _ in range(100):
+        await client.set(row_key("probe"), cbor2.dumps({"t": 0.0}))
+        await task.deferLater(reactor, 0.1, lambda: None)
+        if received:
+            break
+    await task.deferLater(reactor, 0.5, lambda: None)
+
+    # Full speed, alternating with the plain publisher's baseline when there is one.
+    table_rates, plain_rates = [], []
+    writes = table_writes = 0
+    for _ in range(rounds):
+        received.clear()
+        before = await position_writes(client)
+        count = await full_speed_table(client, received)
+        writes += await position_writes(client) - before
+        table_writes += count
+        table_rates.append(span_rate(received))
+        print(f"  table events: {len(received)} of {count} at {table_rates[-1]:,.0f}/s",
+              flush=True)
+        if publisher is not None:
+            plain.clear()
+            await full_speed_plain(publisher, plain)
+            plain_rates.append(span_rate(plain))
+            print(f"  plain publisher: {len(plain)} at {plain_rates[-1]:,.0f}/s", flush=True)
+    rate = statistics.median(table_rates)
+    detail = position_result("full speed", writes, table_writes)
+    if plain_rates:
+        base = statistics.median(plain_rates)
+        detail += f"; plain publisher {base:,.0f}/s, {rate / base:.2f}x"
+        result("events >= 0.8x the plain publisher", f"{rate / base:.2f}x ({rate:,.0f} vs "
+               f"{base:,.0f} events/s)", rate / base >= 0.8)
+    print(f"| etcd change -> subscriber, full speed | {rate:,.0f} events/s | {detail} | "
+          f"target >= 0.8x plain publisher |", flush=True)
+
+    p99 = await latency(client, received, 1000, seconds)
+    result("p99 <= 50 ms at 1,000 events/s", f"{p99} ms", float(p99) <= 50)
+    await latency(client, received, LOW_RATE, max(seconds, 5.0))
 
 
 async def scan(session: Any, client: Client, rounds: int) -> None:
     value = cbor2.dumps({"v": "x" * 90})
     keys = [row_key(f"scan/{i:06d}") for i in range(SCAN_ROWS)]
-    for start in range(0, SCAN_ROWS, 10_000):
-        await defer.gatherResults([client.set(k, value) for k in keys[start:start + 10_000]])
+    for start in range(0, SCAN_ROWS, 2_000):  # small steps: each within the client's timeout
+        await defer.gatherResults([client.set(k, value) for k in keys[start:start + 2_000]])
     rates = []
     for _ in range(rounds):
         rows = 0
@@ -175,17 +282,46 @@ async def scan(session: Any, client: Client, rounds: int) -> None:
                            options=CallOptions(on_progress=on_progress))
         rates.append(rows / (time.perf_counter() - began))
         assert rows == SCAN_ROWS, rows
-    print(f"| progressive scan, {SCAN_ROWS:,} rows | {statistics.median(rates):,.0f} rows/s | "
-          f"one caller | target >= 50,000 rows/s |", flush=True)
+    rate = statistics.median(rates)
+    print(f"| progressive scan, {SCAN_ROWS:,} rows | {rate:,.0f} rows/s | "
+          f"one caller | target >= 60,000 rows/s |", flush=True)
+    result("progressive scan >= 60,000 rows/s", f"{rate:,.0f} rows/s", rate >= 60_000)
+
+
+BURST_BOUND_MB = RSS_BOUND_MB  # 32 MiB of arguments in flight, about 5 copies of each
+
+
+async def burst(node: CrossbarNode, writers: list[Any]) -> None:
+    """500 parallel 1 MB puts: how far the component's RSS rises (max_inflight_bytes bounds it;
+    what is over it is answered ``busy``)."""
+    pid = component_pid(node)
+    before = rss_mb(pid)
+    peak = [before]
+    sampler = task.LoopingCall(lambda: peak.append(rss_mb(pid)))
+    sampler.start(0.05)
+    value = "v" * 1_000_000
+    calls = [writers[i % len(writers)].call("etcd.settings.put", f"big{i:03d}", value)
+             for i in range(500)]
+    outcomes = await defer.DeferredList(calls, consumeErrors=True)
+    await task.deferLater(reactor, 2.0, lambda: None)
+    sampler.stop()
+    written = sum(ok for ok, _ in outcomes)
+    growth = max(peak) - before
+    print(f"| burst of 500 parallel 1 MB puts | RSS peak +{growth:,.0f} MB | {before:,.0f} -> "
+          f"{max(peak):,.0f} MB, {rss_mb(pid):,.0f} MB after; {written} written, the rest busy | "
+          f"bound {BURST_BOUND_MB} MB |", flush=True)
+    result(f"component RSS under a burst of 1 MB writes <= +{BURST_BOUND_MB} MB",
+           f"+{growth:,.0f} MB", growth <= BURST_BOUND_MB)
 
 
 async def main(args: argparse.Namespace) -> None:
     with EtcdProcess(find_etcd("3.5")) as etcd, \
             tempfile.TemporaryDirectory(prefix="wamp-bench-") as workdir:
-        node = CrossbarNode(Path(workdir), etcd.url).start()
+        node = CrossbarNode(Path(workdir), etcd.url).start(timeout=300)  # a loaded machine
         client = Client(reactor, url=etcd.url, namespace=NAMESPACE)
         try:
             callee = await echo_callee(node.socket_path)
+            publisher = await backend_session(node.socket_path)
             session = await connect(node.url, "writer", "writer-secret")
             subscriber = await connect(node.url, "writer", "writer-secret")
             print("| WAMP benchmark | result | detail | target |\n|---|---|---|---|",
@@ -193,10 +329,12 @@ async def main(args: argparse.Namespace) -> None:
             if "get" in args.only:
                 await get_vs_echo(session, client, args.rounds, args.seconds)
             if "events" in args.only:
-                await events(subscriber, client, args.seconds)
+                await events(subscriber, client, args.seconds, args.rounds, publisher)
             if "scan" in args.only:
                 await scan(session, client, args.rounds)
-            for s in (session, subscriber, callee):
+            if "burst" in args.only:
+                await burst(node, [session, subscriber])
+            for s in (session, subscriber, callee, publisher):
                 s.leave()
         finally:
             await client.delete(KeySet.all())
@@ -208,6 +346,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", nargs="+", choices=("get", "events", "scan"),
-                        default=("get", "events", "scan"), help="run just these benchmarks")
-    task.react(lambda _: defer.ensureDeferred(main(parser.parse_args())))
+    parser.add_argument("--only", nargs="+", choices=("get", "events", "scan", "burst"),
+                        default=("get", "events", "scan", "burst"),
+                        help="run just these benchmarks")
+    parser.add_argument("--results", type=Path, help="append each target's figure here")
+    arguments = parser.parse_args()
+    RESULTS = arguments.results
+    task.react(lambda _: defer.ensureDeferred(main(arguments)))

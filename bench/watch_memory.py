@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -48,7 +49,8 @@ async def write(url: str, count: int) -> None:
     await client.close()
 
 
-async def watch(client: Any, url: str, count: int, limit_s: float) -> None:
+async def watch(client: Any, url: str, count: int, limit_s: float,
+                results: str | None = None) -> None:
     """Watch with ``client`` (either loop's) until ``count`` events arrived or ``limit_s``."""
     seen = 0
     samples: list[tuple[int, float]] = []
@@ -81,6 +83,12 @@ async def watch(client: Any, url: str, count: int, limit_s: float) -> None:
     print(f"| watch memory, {seen:,} events in {elapsed:.0f} s ({seen / elapsed:,.0f}/s) | "
           f"RSS {base:.1f} MiB after {SAMPLE_EVERY:,}, growth {growth:+.1f} MiB after | "
           f"target: flat within 10 MB |", flush=True)
+    if results:  # for run.py's table of targets
+        with open(results, "a") as f:
+            f.write(json.dumps({
+                "target": f"client RSS flat within 10 MB over {count:,} watch events",
+                "value": f"{growth:+.1f} MiB ({seen:,} events)",
+                "met": seen >= count and growth <= 10}) + "\n")
 
 
 def main() -> None:
@@ -90,22 +98,24 @@ def main() -> None:
     parser.add_argument("--loop", choices=["twisted", "asyncio"], default="twisted",
                         help="the watching client's event loop")
     parser.add_argument("--writer", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--results", help="append the target's figure to this file")
     args = parser.parse_args()
     if args.writer:
         task.react(lambda _: defer.ensureDeferred(write(args.writer, args.events)))
         return
     with EtcdProcess(find_etcd("3.5")) as etcd:
         if args.loop == "asyncio":
-            asyncio.run(watch_asyncio(etcd.url, args.events, args.limit))
+            asyncio.run(watch_asyncio(etcd.url, args.events, args.limit, args.results))
         else:
             task.react(lambda _: defer.ensureDeferred(
-                watch(Client(reactor, url=etcd.url), etcd.url, args.events, args.limit)))
+                watch(Client(reactor, url=etcd.url), etcd.url, args.events, args.limit,
+                      args.results)))
 
 
-async def watch_asyncio(url: str, count: int, limit_s: float) -> None:
+async def watch_asyncio(url: str, count: int, limit_s: float, results: str | None) -> None:
     from txetcd.asyncio import Client as AsyncioClient
 
-    await watch(AsyncioClient(url=url), url, count, limit_s)
+    await watch(AsyncioClient(url=url), url, count, limit_s, results)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -23,7 +24,8 @@ class PathLog:
 
         def call(path: str, body: Any, **kwargs: Any) -> Any:
             self.paths.append(path)
-            self.bodies.append(body)
+            # A batch's body comes encoded already (bytes): what etcd receives.
+            self.bodies.append(json.loads(body) if isinstance(body, bytes) else body)
             return real(path, body, **kwargs)
 
         client.transport.call = call  # type: ignore[method-assign]

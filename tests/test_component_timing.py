@@ -19,7 +19,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock, deferLater
 
 from component.events import AUDIT_INTERVAL, EventRelay
-from component.publisher import Position, position_key
+from component.publisher import POSITION_EVERY, Position, position_key
 from procedures.wire import KeyWire, TableWire, ValueWire
 from txetcd import Client
 from txetcd.embedded import free_port
@@ -119,8 +119,9 @@ def test_fence_gives_a_stalled_session_its_patience_and_no_more() -> None:
 
 @inline
 async def test_position_is_stored_once_per_interval_of_the_clock(etcd_direct: Client) -> None:
-    """An acknowledged event moves the stored position only once the clock has moved by the
-    position interval; the subscriber audit runs on the same clock."""
+    """Acknowledged events move the stored position once ``POSITION_EVERY`` of them went out
+    and the clock has moved by the position interval; the subscriber audit runs on the same
+    clock."""
     clock = Clock()
     router = Router(clock)
     relay = relay_on(clock, router, etcd_direct, interval=5.0)
@@ -133,18 +134,29 @@ async def test_position_is_stored_once_per_interval_of_the_clock(etcd_direct: Cl
         return Position.decode(found.kvs[0].value) if found.kvs else None
 
     start = await eventually(stored)  # a lead stores where it starts before it publishes
-    written = await etcd_direct.set(ROWS.etcd_key("k"), ROWS.values.encode({"v": 1}))
 
-    async def published() -> Any:
-        return router.published
+    async def publish(count: int) -> Any:
+        """Write ``count`` rows one after another; acknowledge their events; the last write."""
+        for i in range(count):
+            written = await etcd_direct.set(ROWS.etcd_key(f"k{i}"), ROWS.values.encode({"v": i}))
+        await eventually(lambda: defer.succeed(len(router.published) == count))
+        payload, _ = router.published[-1]
+        assert payload == {"type": "put", "key": f"k{count - 1}", "value": {"v": count - 1},
+                           "revision": written.revision}
+        for _, ack in router.published:
+            ack.callback(None)
+        router.published.clear()
+        return written
 
-    await eventually(published)
-    payload, ack = router.published[0]
-    assert payload == {"type": "put", "key": "k", "value": {"v": 1},
-                       "revision": written.revision}
-    ack.callback(None)
+    # Fewer events than POSITION_EVERY: no position write, however long the clock runs.
+    await publish(POSITION_EVERY - 1)
+    clock.advance(5.0)
     await deferLater(reactor, 0.2, lambda: None)  # real time: a write would have landed by now
-    assert await stored() == start  # but the relay's clock has not moved
+    assert await stored() == start
+    # The next one makes POSITION_EVERY: stored once the clock has moved by the interval.
+    written = await publish(1)
+    await deferLater(reactor, 0.2, lambda: None)
+    assert await stored() == start  # the relay's clock has not moved
 
     async def moved() -> Position | None:
         now = await stored()
@@ -152,7 +164,7 @@ async def test_position_is_stored_once_per_interval_of_the_clock(etcd_direct: Cl
 
     clock.advance(5.0)
     position = await eventually(moved, timeout=3.0)  # not the 5 s of a global reactor
-    assert position.revision == written.revision and position.keys == {ROWS.etcd_key("k")}
+    assert position.revision == written.revision and position.keys == {ROWS.etcd_key("k0")}
     clock.advance(AUDIT_INTERVAL)  # the router still has the subscriber: keep publishing
     assert list(relay.publishers) == ["rows"]
     await relay.stop()

@@ -272,9 +272,10 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     return waves
 
 
-def batch_request(ops: list[Op], namespace: bytes) -> Json:
-    """The txn body that runs ``ops`` in order, unconditionally."""
-    return {"success": [{op.request_name: op.request(namespace)} for op in ops]}
+def batch_request(ops: list[Op], namespace: bytes) -> bytes:
+    """The txn body that runs ``ops`` in order, unconditionally, encoded: each op writes its
+    own ``RequestOp`` (no dict per op, no ``json.dumps`` of them)."""
+    return b'{"success":[%s]}' % b",".join([op.request_op(namespace) for op in ops])
 
 
 def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> list[Any]:
@@ -286,7 +287,7 @@ def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> list[Any]:
         # Each inner response is {"response_put": {...}}; its header is the txn's.
         inner: Json = next(iter(response.values()), {}) if response else {}
         try:
-            results.append(op.result({**inner, "header": header}, namespace))
+            results.append(op.txn_result(inner, header, namespace))
         except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
             results.append(exc)
     results += [EtcdError("etcd answered a batched txn with too few responses")

@@ -132,7 +132,7 @@ class EtcdTransport(Protocol):
         """The active endpoint; ``endpoint_failed`` moves on to the next."""
         ...
 
-    async def call(self, path: str, body: Json, *, idempotent: bool,
+    async def call(self, path: str, body: Json | bytes, *, idempotent: bool,
                    timeout: float | None = None, leader_read: bool | None = None) -> Json: ...
 
     async def open_stream(self, path: str, body: Json | list[Json],

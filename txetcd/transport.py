@@ -176,19 +176,23 @@ class Transport:
 
     # -- unary calls -------------------------------------------------------------------------
 
-    async def call(self, path: str, body: Json, *, idempotent: bool,
+    async def call(self, path: str, body: Json | bytes, *, idempotent: bool,
                    timeout: float | None = None, leader_read: bool | None = None) -> Json:
         """POST ``body`` to ``<prefix>/<path>`` and return the decoded JSON answer.
 
         Raises a typed ``EtcdError``; ``Timeout`` after ``timeout`` seconds (the client's
         default when None). ``leader_read`` overrides whether the request is a linearizable
-        read that a member without a leader should refuse at once (default: by path).
+        read that a member without a leader should refuse at once (default: by path). A body
+        already encoded (bytes) is sent as it is; pass ``leader_read`` with it.
         """
+        if isinstance(body, bytes):
+            data, body = body, {}
+        else:
+            data = encode(body)
         deadline = self.timeout if timeout is None else timeout
         needs_leader = (idempotent and path in LEADER_READS and not body.get("serializable")
                         if leader_read is None else leader_read)
-        return await self._with_deadline(path, encode(body), idempotent, True, deadline,
-                                         needs_leader)
+        return await self._with_deadline(path, data, idempotent, True, deadline, needs_leader)
 
     async def _with_deadline(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
                              deadline: float | None, needs_leader: bool = False) -> Json:

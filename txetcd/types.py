@@ -13,7 +13,7 @@ from typing import Any, TypeGuard
 
 __all__ = [
     "Header", "KeyValue", "Range", "Revision", "Deleted", "Status", "Member", "TxnResult",
-    "Success", "KeySet", "b64", "unb64", "to_int", "strip_namespace", "prefix_end",
+    "Success", "KeySet", "b64", "b64_bytes", "unb64", "to_int", "strip_namespace", "prefix_end",
 ]
 
 Json = dict[str, Any]
@@ -22,6 +22,11 @@ Json = dict[str, Any]
 # binascii directly: base64's wrappers re-check their arguments on every key and value.
 def b64(data: bytes) -> str:
     return binascii.b2a_base64(data, newline=False).decode("ascii")
+
+
+def b64_bytes(data: bytes) -> bytes:
+    """``b64`` as bytes, for request bodies built as bytes."""
+    return binascii.b2a_base64(data, newline=False)
 
 
 def unb64(text: str | None) -> bytes:

@@ -1,0 +1,99 @@
+"""Client CPU per batched op, steadier than ops/s on a shared machine (issue 17).
+
+``ab OLD NEW``: ``kv_clients.py txetcd`` from two checkouts (a clean clone of the old commit,
+and this one), alternating in one etcd, at 32 in flight in both harnesses; medians of ops/s
+and of the client process's CPU µs/op. ``calls TREE``: Python function calls per op under
+cProfile (deterministic; includes the harness), and the functions that make them.
+
+    .venv/bin/python bench/client_cpu.py ab /tmp/old-clone . [--rounds 3]
+    .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CASES = [("put", "3", "loop"), ("get", "3", "loop"), ("put", "30000", "gather"),
+         ("get", "30000", "gather")]
+
+
+def ab(trees: dict[str, str], rounds: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    from txetcd.embedded import EtcdProcess, find_etcd
+
+    runs: dict[tuple[tuple[str, ...], str], list[tuple[float, float]]] = {}
+    with EtcdProcess(find_etcd("3.5")) as etcd:
+        for round_ in range(rounds):
+            for op, amount, harness in CASES:
+                for name in ("old", "new") if round_ % 2 == 0 else ("new", "old"):
+                    tree = trees[name]
+                    out = subprocess.run(
+                        [sys.executable, f"{tree}/bench/kv_clients.py", "txetcd", etcd.url, op,
+                         "32", amount, harness], capture_output=True, text=True, cwd=tree,
+                        env={**os.environ, "PYTHONPATH": tree}, check=True)
+                    got = json.loads(out.stdout.strip().splitlines()[-1])
+                    runs.setdefault(((op, harness), name), []).append(
+                        (got["ops_per_s"], got["cpu_us_per_op"]))
+                    print(f"  round {round_ + 1}: {name} {op} x32 {harness}: "
+                          f"{got['ops_per_s']:,.0f}/s {got['cpu_us_per_op']:.1f} µs/op", flush=True)
+    print("\n| case | old: ops/s, CPU µs/op | new: ops/s, CPU µs/op |\n|---|---|---|")
+    for op, _, harness in CASES:
+        cells = []
+        for name in ("old", "new"):
+            values = runs[((op, harness), name)]
+            cells.append(f"{statistics.median(v for v, _ in values):,.0f}/s, "
+                         f"{statistics.median(c for _, c in values):.1f}")
+        print(f"| {op} x32, {harness} | " + " | ".join(cells) + " |")
+
+
+def calls(tree: str, op: str, ops: int) -> None:
+    sys.path[:0] = [tree, f"{tree}/bench"]
+    import kv_clients
+
+    from txetcd.embedded import EtcdProcess, find_etcd
+
+    with EtcdProcess(find_etcd("3.5")) as etcd:
+        client = kv_clients.txetcd_client(etcd.url)
+        profile = cProfile.Profile()
+        profile.enable()
+        kv_clients.run_twisted(kv_clients.twisted_op(op), client, 32, ops, "gather")
+        profile.disable()
+    stats = pstats.Stats(profile)
+    print(f"{op}: {stats.total_calls / ops:.1f} Python calls per op (with the gather harness)")
+    rows = sorted(((n / ops, f"{Path(f).name}:{line}({name})")
+                   for (f, line, name), (_, n, *_) in stats.stats.items()),  # type: ignore[attr-defined]
+                  reverse=True)
+    for per_op, where in rows[:30]:
+        print(f"  {per_op:6.2f}  {where}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("ab")
+    a.add_argument("old")
+    a.add_argument("new")
+    a.add_argument("--rounds", type=int, default=3)
+    c = sub.add_parser("calls")
+    c.add_argument("tree")
+    c.add_argument("--op", choices=("put", "get"), default="put")
+    c.add_argument("--ops", type=int, default=20_000)
+    args = parser.parse_args()
+    if args.what == "ab":
+        ab({"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())},
+           args.rounds)
+    else:
+        calls(str(Path(args.tree).resolve()), args.op, args.ops)
+
+
+if __name__ == "__main__":
+    main()
