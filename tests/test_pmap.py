@@ -19,7 +19,6 @@ import pytest_twisted
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
-from twisted.internet import defer, reactor
 
 from txetcd import Client, Database, KeySet, TooManyOps, pmap
 from txetcd.embedded import EtcdProcess
@@ -85,20 +84,6 @@ def uid(n: int) -> uuid.UUID:
 def db(kv: Any) -> Database:
     """A database over the test loop's client: the tests that take it run on both loops."""
     return Database(kv, prefix=b"db/")
-
-
-@pytest.fixture
-def twisted_db(client: Client) -> Database:
-    return Database(client, prefix=b"db/")
-
-
-def within(d: Awaitable[Any], seconds: float = 20) -> defer.Deferred[Any]:
-    """Fail instead of hanging when an awaited event never comes."""
-
-    async def waited() -> Any:
-        return await d
-
-    return defer.ensureDeferred(waited()).addTimeout(seconds, reactor)
 
 
 async def collect(iterator: Any) -> list[Any]:
@@ -453,13 +438,11 @@ async def test_indexes_follow_insert_update_delete(loop: Loop, db: Database) -> 
         await txn.commit()
 
 
-@inline
-async def test_table_watch_yields_decoded_events(twisted_db: Database) -> None:
-    db = twisted_db
+async def test_table_watch_yields_decoded_events(loop: Loop, db: Database) -> None:
     users, counters = users_table(), MapStringOid(2)
     alice = User(uid(1), "alice", "a@x")
     async with users.watch(db, prev_kv=True) as watch:
-        await within(watch.when_started())
+        await loop.wait_for(watch.when_started(), 20)
         async with db.begin(write=True) as txn:
             users[txn, alice.oid] = alice
             counters[txn, "other table"] = 1  # not in the watched range
@@ -468,7 +451,7 @@ async def test_table_watch_yields_decoded_events(twisted_db: Database) -> None:
             users[txn, alice.oid] = alice
         async with db.begin(write=True) as txn:
             del users[txn, alice.oid]
-        events = [await within(defer.ensureDeferred(watch.__anext__())) for _ in range(3)]
+        events = [await loop.wait_for(watch.__anext__(), 20) for _ in range(3)]
     assert [(e.type, e.key) for e in events] == [("PUT", uid(1)), ("PUT", uid(1)),
                                                 ("DELETE", uid(1))]
     assert events[0].value.email == "a@x" and events[0].previous is None
@@ -476,19 +459,17 @@ async def test_table_watch_yields_decoded_events(twisted_db: Database) -> None:
     assert events[2].value is None and events[2].previous == alice
     assert events[0].revision < events[1].revision < events[2].revision
     seen: list[Any] = []
-    got_one: defer.Deferred[None] = defer.Deferred()
 
-    def on_event(event: Any) -> None:
-        seen.append(event)
-        got_one.callback(None)
-
-    watch = counters.watch(db, prefix="b", callback=on_event)
-    await within(watch.when_started())
+    watch = counters.watch(db, prefix="b", callback=seen.append)
+    await loop.wait_for(watch.when_started(), 20)
     async with db.begin(write=True) as txn:
         counters[txn, "a"], counters[txn, "b1"] = 1, 2
-    await within(got_one)
+    for _ in range(200):  # the callback form: wait until the event has come
+        if seen:
+            break
+        await loop.sleep(0.05)
     watch.cancel()
-    await within(watch.done)
+    await loop.wait_for(watch.done, 20)
     assert [(e.key, e.value) for e in seen] == [("b1", 2)]
 
 
