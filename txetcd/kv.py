@@ -72,7 +72,7 @@ class KVClient:
             raise TypeError(f"namespace must be bytes, not {type(namespace).__name__}")
         self.max_txn_ops = _positive("max_txn_ops", max_txn_ops)
         self.max_request_bytes = _positive("max_request_bytes", max_request_bytes)
-        if not isinstance(pool_size, int) or pool_size < 1:
+        if not is_int(pool_size) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive int, not {pool_size!r}")
         self.namespace = namespace
         self.driver = make_driver(_tls(ca, cert, key), connect_timeout or 5.0, pool_size)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import EtcdError, LeaseExpired, LeaseNotFound, LeaseNotGranted, classify
-from .types import Header, strip_namespace, to_int, unb64
+from .types import Header, is_int, strip_namespace, to_int, unb64
 
 __all__ = ["LeaseGrant", "LeaseInfo", "LeaseLost", "LeaseState", "check_ttl", "lease_id_of",
            "grant_request", "parse_grant", "parse_keepalive", "parse_time_to_live",
@@ -60,7 +60,7 @@ class LeaseInfo:
 
 
 def check_ttl(ttl: Any) -> int:
-    if isinstance(ttl, bool) or not isinstance(ttl, int):
+    if not is_int(ttl):
         raise TypeError(f"ttl must be an int (seconds), not {type(ttl).__name__}")
     if ttl < 1:
         raise ValueError(f"ttl must be >= 1 s, not {ttl}")
@@ -70,7 +70,7 @@ def check_ttl(ttl: Any) -> int:
 def lease_id_of(lease: Any) -> int:
     """The ID of a ``Lease`` or of a plain int."""
     lease_id = getattr(lease, "lease_id", lease)
-    if isinstance(lease_id, bool) or not isinstance(lease_id, int):
+    if not is_int(lease_id):
         raise TypeError(f"lease must be a Lease or an int ID, not {type(lease).__name__}")
     if lease_id < 1:
         raise ValueError(f"lease ID must be >= 1, not {lease_id}")

@@ -35,6 +35,7 @@ from .core import (
 )
 from .errors import AuthFailed, EtcdError, Timeout, Unavailable, classify
 from .interface import Driver, Json, StreamHandle
+from .types import is_int
 
 __all__ = ["Transport", "TLSConfig", "api_prefix", "parse_version"]
 
@@ -75,7 +76,7 @@ class Transport:
     def __init__(self, driver: Driver, endpoints: Sequence[str], *,
                  timeout: float | None = 10.0, pool_size: int = 32, user: str | None = None,
                  password: str | None = None, policy: RetryPolicy | None = None) -> None:
-        if not isinstance(pool_size, int) or pool_size < 1:
+        if not is_int(pool_size) or pool_size < 1:
             raise ValueError(f"pool_size must be a positive int, not {pool_size!r}")
         if (user is None) != (password is None):
             raise ValueError("user and password go together")

@@ -51,6 +51,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import cbor2
 import flatbuffers
 
+from ..types import is_int
+
 __all__ = [
     "KEY_CODECS",
     "VALUE_CODECS",
@@ -158,7 +160,7 @@ class _IntLayout:
 
     def pack(self, label: str, value: object) -> bytes:
         # bool is an int subclass, but accepting it would decode as a different type.
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_int(value):
             raise TypeError(f"{label}: expected int, got {_type_name(value)}")
         if not self.low <= value < self.high:
             raise ValueError(f"{label}: {value} is out of range [{self.low}, {self.high})")
@@ -649,7 +651,7 @@ class FlatBuffersValue(ValueCodec[Any]):
         with _reraise(self.label, "build", (TypeError, TypeError),
                       (AttributeError, TypeError), (ValueError, ValueError)):
             offset = self.build(value, builder)
-        if isinstance(offset, bool) or not isinstance(offset, int):
+        if not is_int(offset):
             raise TypeError(f"{self.label}: build must return an int offset, "
                             f"got {_type_name(offset)}")
         builder.Finish(offset)

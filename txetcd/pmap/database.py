@@ -20,7 +20,7 @@ import cbor2
 
 from ..errors import Compacted
 from ..op import CompCreated, CompModified, OpSet, Transaction
-from ..types import KeySet, prefix_end
+from ..types import KeySet, is_int, prefix_end
 from .errors import ReadOnlyTransaction, SlotConflict, TransactionConflict
 from .layout import CATALOG_SLOT, MAX_SLOT, slot_bytes, slot_prefix
 from .maps import PersistentMap
@@ -76,7 +76,7 @@ class Database:
         ``retries`` times, after a short random pause that grows with each attempt. Other
         errors propagate at once: a commit whose outcome is unknown is never re-run.
         """
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        if not is_int(retries) or retries < 0:
             raise ValueError(f"retries must be an int >= 0, not {retries!r}")
         attempt = 0
         while True:

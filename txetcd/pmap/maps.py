@@ -21,7 +21,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from twisted.internet import defer
 
 from ..deferreds import LazyDeferred
-from ..types import KeySet, prefix_end
+from ..types import KeySet, is_int, prefix_end
 from ..watch import EventType, WatchEvent
 from .codecs import (
     BinaryValue,
@@ -154,7 +154,7 @@ class PersistentMap(Generic[K, V]):
     def __init__(self, slot: int | None, key_codec: KeyCodec[K] | type[KeyCodec[K]],
                  value_codec: ValueCodec[V] | type[ValueCodec[V]], *,
                  name: str | None = None) -> None:
-        if slot is not None and (isinstance(slot, bool) or not isinstance(slot, int)):
+        if slot is not None and not is_int(slot):
             raise TypeError(f"slot must be an int or None, not {type(slot).__name__}")
         if slot is not None and not 1 <= slot <= MAX_SLOT:
             raise ValueError(f"slot must be in 1..{MAX_SLOT} (0 is the catalog), not {slot}")
@@ -293,7 +293,7 @@ class PersistentMap(Generic[K, V]):
 
         Reads page by page at the snapshot, merging the transaction's own writes.
         """
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)):
+        if limit is not None and not is_int(limit):
             raise TypeError(f"limit must be an int, not {type(limit).__name__}")
         start, end = self._range(txn, from_key, to_key, prefix)
         await txn.flush()
