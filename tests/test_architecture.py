@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "txetcd.interface", "txetcd.stream", "txetcd.lease_core", "txetcd.watch_core",
               "txetcd.acquirable")),
     # Connections, timers and futures of one event loop each; the unary-call transport.
-    ("drivers", ("txetcd.http", "txetcd.aio_http", "txetcd.twisted_driver",
+    ("drivers", ("txetcd.http", "txetcd.http_reader", "txetcd.aio_http", "txetcd.twisted_driver",
                  "txetcd.asyncio_driver", "txetcd.deferreds", "txetcd.transport")),
     # KV requests and their batching.
     ("kv", ("txetcd.batch", "txetcd.kv")),

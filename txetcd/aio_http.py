@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from .core import quiet
+from .http_reader import BadResponse, ResponseReader
 from .interface import NotSent, Response, ResponseLost
 
 __all__ = ["HTTPPool", "StreamConnection", "NotSent", "ResponseLost"]
@@ -59,12 +60,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, host: _Host) -> None:
         self._host = host
-        self._parser = httptools.HttpResponseParser(self)
+        self._reader = ResponseReader()
         self._result: asyncio.Future[Response] | None = None
-        self._body: list[bytes] = []
-        self._complete = False
-        self._status = 0
-        self._keep_alive = False
         self.closed = False
         self._transport: asyncio.Transport | None = None
         self._peek: socket.socket | None = None
@@ -133,37 +130,26 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            answer = self._reader.feed(data)
+        except BadResponse as exc:
             result, self._result = self._result, None
             self.abort()
             lost = ResponseLost(f"bad HTTP response: {exc}")
             lost.__cause__ = exc
             result.set_exception(lost)
             return
-        if self._complete:
-            self._complete = False
+        if answer is not None:
             result, self._result = self._result, None
-            body = b"".join(self._body)
-            self._body = []
-            if self._keep_alive:
+            status, body, keep_alive = answer
+            if keep_alive:
                 self._host.release(self)
             else:
                 self.close()
             if not result.done():
-                result.set_result((self._status, body))
+                result.set_result((status, body))
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; connection_lost fails what is in flight
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._complete = True
-        # Asked now: once the parser moves on to the next message it forgets both.
-        self._status = self._parser.get_status_code()
-        self._keep_alive = self._parser.should_keep_alive()
 
 
 class _Host:

@@ -18,7 +18,6 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectError
@@ -30,6 +29,7 @@ from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from .core import build_request, quiet, request_head
+from .http_reader import BadResponse, ResponseReader
 
 __all__ = ["HTTPPool", "TLSHandshakeFailed", "ResponseFailed", "request_head", "build_request"]
 
@@ -52,12 +52,8 @@ class _Connection(Protocol):
 
     def __init__(self, host: _Host) -> None:
         self._host = host
-        self._parser = httptools.HttpResponseParser(self)
+        self._reader = ResponseReader()
         self._result: defer.Deferred[Response] | None = None
-        self._body: list[bytes] = []
-        self._complete = False
-        self._status = 0
-        self._keep_alive = False
         # Until the connection can carry a request (TLS: the handshake is done), a failure is a
         # connect error and the request waits in _first.
         self._ready = False
@@ -144,30 +140,20 @@ class _Connection(Protocol):
             self._abort()
             return
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+            answer = self._reader.feed(data)
+        except BadResponse as exc:
             result, self._result = self._result, None
             self._abort()
             result.errback(ResponseFailed([Failure(exc)]))
             return
-        if self._complete:
-            self._complete = False
+        if answer is not None:
             result, self._result = self._result, None
-            body = b"".join(self._body)
-            self._body = []
-            if self._keep_alive:
+            status, body, keep_alive = answer
+            if keep_alive:
                 self._host.release(self)
             else:
                 self.close()
-            result.callback((self._status, body))
-
-    def on_body(self, body: bytes) -> None:
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        self._complete = True
-        self._status = self._parser.get_status_code()
-        self._keep_alive = self._parser.should_keep_alive()
+            result.callback((status, body))
 
 
 class _Factory(Factory):
