@@ -197,6 +197,12 @@ class _Session(Acquirable):
             lease.add_lost_callback(lambda _reason: request.cancel())
             try:
                 reply = await request
+            except LeaseNotFound as exc:
+                # etcd ended the wait because the session lease is gone, possibly before the
+                # keepalive found out: either way the lease is known to be gone.
+                raise lease.lost_reason or LeaseExpired(
+                    f"lease {lease.lease_id:x} is gone: {exc.message}", exc.code,
+                    exc.status) from None
             except BaseException:
                 if lease.lost_reason is not None:
                     raise lease.lost_reason from None
