@@ -178,6 +178,10 @@ class AsyncioDriver:
         if not future.done():
             future.set_exception(error)
 
+    @staticmethod
+    def settled(future: asyncio.Future[Any]) -> bool:
+        return future.done()
+
     def gather(self, awaitables: Iterable[Awaitable[Any]]) -> Awaitable[Any]:
         return asyncio.gather(*awaitables, return_exceptions=True)
 

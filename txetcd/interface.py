@@ -91,6 +91,10 @@ class Driver(Protocol):
 
     def resolve(self, future: Any, value: Any) -> None: ...
 
+    def settled(self, future: Any) -> bool:
+        """Whether ``future`` has its outcome already (e.g. its caller cancelled it)."""
+        ...
+
     def fail(self, future: Any, error: BaseException) -> None: ...
 
     def gather(self, awaitables: Iterable[Awaitable[Any]]) -> Awaitable[None]:

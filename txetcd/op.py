@@ -85,15 +85,20 @@ class Op:
     path: ClassVar[str]
     request_name: ClassVar[str]
     is_write: ClassVar[bool] = True
+    #: A read a member may answer from its own state (not linearizable); only gets can be.
+    serializable: bool = False
 
     def request(self, namespace: bytes = b"") -> Json:
         raise NotImplementedError
 
+    def request_bytes(self, namespace: bytes = b"") -> bytes:
+        """``request`` encoded as the JSON body of the op's own gateway request."""
+        return json.dumps(self.request(namespace), separators=(",", ":")).encode()
+
     def request_op(self, namespace: bytes = b"") -> bytes:
         """The op as one JSON ``RequestOp`` of a txn (``{"request_put": {...}}``), as bytes:
         a batch's body is these joined, with no dict per op and no ``json.dumps`` of them."""
-        return json.dumps({self.request_name: self.request(namespace)},
-                          separators=(",", ":")).encode()
+        return b'{"%s":%s}' % (self.request_name.encode(), self.request_bytes(namespace))
 
     def result(self, obj: Json, namespace: bytes = b"") -> Any:
         raise NotImplementedError
@@ -108,6 +113,10 @@ class Op:
 
     def keyset(self) -> KeySet | None:
         return None
+
+    def span(self) -> tuple[bytes, bytes]:
+        """``(key, range_end)`` of the keys the op touches (namespace not applied)."""
+        raise NotImplementedError
 
 
 class OpGet(Op):
@@ -127,6 +136,11 @@ class OpGet(Op):
         self.keys = as_keyset(key) if range_end is None else KeySet(
             key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
         self.options: Json = {}
+        self.serializable = bool(serializable)
+        if (count_only is keys_only is limit is revision is serializable is sort_order
+                is sort_target is min_mod_revision is max_mod_revision is min_create_revision
+                is max_create_revision is None):
+            return  # a plain read: nothing more to check
         for name, flag in (("count_only", count_only), ("keys_only", keys_only),
                            ("serializable", serializable)):
             if flag is not None:
@@ -151,10 +165,10 @@ class OpGet(Op):
     def request(self, namespace: bytes = b"") -> Json:
         return {**_key_fields(self.keys, namespace), **self.options}
 
-    def request_op(self, namespace: bytes = b"") -> bytes:
+    def request_bytes(self, namespace: bytes = b"") -> bytes:
         if self.options or self.keys.range_end:
-            return super().request_op(namespace)
-        return b'{"request_range":{"key":"%s"}}' % b64_bytes(namespace + self.keys.key)
+            return super().request_bytes(namespace)
+        return b'{"key":"%s"}' % b64_bytes(namespace + self.keys.key)
 
     def result(self, obj: Json, namespace: bytes = b"") -> Range:
         return Range.from_json(obj, namespace)
@@ -169,6 +183,9 @@ class OpGet(Op):
     def keyset(self) -> KeySet:
         return self.keys
 
+    def span(self) -> tuple[bytes, bytes]:
+        return self.keys.key, self.keys.range_end
+
 
 class OpSet(Op):
     """A put; ``lease`` attaches the key to a lease, ``return_previous`` returns the old kv."""
@@ -179,6 +196,13 @@ class OpSet(Op):
     def __init__(self, key: bytes, value: bytes, lease: Any = None,
                  return_previous: bool | None = None, *, prev_kv: bool | None = None,
                  ignore_value: bool = False, ignore_lease: bool = False) -> None:
+        if (type(key) is bytes and key and type(value) is bytes and lease is None
+                and not (return_previous or prev_kv or ignore_value or ignore_lease)):
+            # The common put (bytes, no lease, no flags): nothing else to check.
+            self.key, self.value, self.lease_object, self.lease = key, value, None, 0
+            self.prev_kv = self.ignore_value = self.ignore_lease = False
+            self._size: int | None = None
+            return
         if isinstance(key, KeySet) or not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
         if not key:
@@ -194,7 +218,7 @@ class OpSet(Op):
             raise LeaseNotGranted("pass the granted lease, not the Deferred of client.lease(): "
                                   "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
-        self._size: int | None = None
+        self._size = None
         self.lease = int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
@@ -212,17 +236,19 @@ class OpSet(Op):
                 obj[name] = True
         return obj
 
-    def request_op(self, namespace: bytes = b"") -> bytes:
+    def request_bytes(self, namespace: bytes = b"") -> bytes:
         if self.lease or self.prev_kv or self.ignore_value or self.ignore_lease:
-            return super().request_op(namespace)
+            return super().request_bytes(namespace)
         # The common put, written directly: base64 needs no JSON escaping.
-        return b'{"request_put":{"key":"%s","value":"%s"}}' % (
-            b64_bytes(namespace + self.key), b64_bytes(self.value))
+        return b'{"key":"%s","value":"%s"}' % (b64_bytes(namespace + self.key),
+                                                b64_bytes(self.value))
 
     def result(self, obj: Json, namespace: bytes = b"") -> Revision:
         return Revision.from_json(obj, namespace)
 
     def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Revision:
+        if not self.prev_kv:
+            return Revision(header)
         prev = obj.get("prev_kv")
         return Revision(header, KeyValue.from_json(prev, namespace) if prev else None)
 
@@ -235,6 +261,9 @@ class OpSet(Op):
 
     def keyset(self) -> KeySet:
         return KeySet(self.key)
+
+    def span(self) -> tuple[bytes, bytes]:
+        return self.key, b""
 
 
 class OpDel(Op):
@@ -263,6 +292,9 @@ class OpDel(Op):
 
     def keyset(self) -> KeySet:
         return self.keys
+
+    def span(self) -> tuple[bytes, bytes]:
+        return self.keys.key, self.keys.range_end
 
 
 _OPERATORS = {"==": "EQUAL", "!=": "NOT_EQUAL", ">": "GREATER", "<": "LESS"}

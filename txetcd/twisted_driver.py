@@ -233,6 +233,10 @@ class TwistedDriver:
         if not future.called:
             future.errback(error)
 
+    @staticmethod
+    def settled(future: defer.Deferred[Any]) -> bool:
+        return future.called
+
     def gather(self, awaitables: Iterable[Any]) -> defer.Deferred[Any]:
         return defer.DeferredList([defer.ensureDeferred(a) for a in awaitables],
                                   consumeErrors=True)
