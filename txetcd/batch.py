@@ -65,10 +65,12 @@ class Batcher:
         # Per group: the queued ops and their callers' futures, in issue order.
         self._queue: dict[_Group, tuple[list[Op], list[Any]]] = {}
         self._flush_scheduled = False
-        # What this turn already sent: the keys it touches, and awaitables that fire once its
-        # requests are answered (an op touching those keys waits for all of them: rare).
-        self._touched = Footprint()
+        # What this turn already sent: its ops, and awaitables that fire once its requests are
+        # answered (an op touching the same keys waits for all of them: rare). The keys are
+        # gathered (``_footprint``) only when a second request of the turn needs them.
         self._turn: list[Awaitable[Any]] = []
+        self._turn_ops: list[list[Op]] = []
+        self._touched: Footprint | None = None
         self.in_flight = 0  # batched requests on their way
         self.requests = 0  # requests sent for batched ops, for tests and monitoring
         self.sent_at_once = 0  # ops that went at once, alone, for tests and monitoring
@@ -82,7 +84,7 @@ class Batcher:
             self.sent_at_once += 1
             self._new_turn()
             self._turn.append(self._send([op], [future], timeout))
-            self._touched.add([op])
+            self._turn_ops.append([op])
             return future
         group = (timeout, op.serializable)
         queued = self._queue.get(group)
@@ -106,7 +108,17 @@ class Batcher:
 
     def _new_turn(self) -> None:
         if self._turn:
-            self._turn, self._touched = [], Footprint()
+            self._turn, self._turn_ops, self._touched = [], [], None
+
+    def _footprint(self) -> Footprint:
+        """The keys this turn's requests touch."""
+        touched = self._touched
+        if touched is None:
+            touched = self._touched = Footprint()
+        for ops in self._turn_ops:
+            touched.add(ops)
+        self._turn_ops = []
+        return touched
 
     def _flush_queue(self) -> None:
         queue, self._queue = self._queue, {}
@@ -115,20 +127,20 @@ class Batcher:
 
     def _flush_group(self, timeout: float | None, ops: list[Op], futures: list[Any]) -> None:
         settled = self.driver.settled
-        if any(settled(f) for f in futures):  # cancelled while queued: not sent
+        if any(map(settled, futures)):  # cancelled while queued: not sent
             kept = [i for i, f in enumerate(futures) if not settled(f)]
             ops, futures = [ops[i] for i in kept], [futures[i] for i in kept]
             if not ops:
                 return
         # An op that touches what a request of this turn touches (an eager flush, another
         # timeout's group, an op sent at once) waits for it: one caller's ops apply in order.
-        earlier = self._turn if self._turn and self._touched.touched_by(ops) else []
+        earlier = self._turn if self._turn and self._footprint().touched_by(ops) else []
         if len(ops) == 1 and not earlier:  # a lone op: nothing to plan
             done = self._send(ops, futures, timeout)
         else:
             done = self._send_planned(ops, futures, timeout, list(earlier))
         self._turn.append(done)
-        self._touched.add(ops)
+        self._turn_ops.append(ops)
 
     def _send_planned(self, ops: list[Op], futures: list[Any], timeout: float | None,
                       earlier: list[Awaitable[Any]]) -> Awaitable[Any]:

@@ -239,6 +239,19 @@ class WriteSet:
         elif isinstance(op, OpDel):
             self.deletes.append((op.keys.key, op.keys.range_end))
 
+    def claim(self, op: Op) -> bool:
+        """``conflicts`` then ``add`` unless it conflicts, in one call (per op of a batch)."""
+        if type(op) is OpSet and not self.deletes:  # the common case: puts only
+            key, puts = op.key, self.puts
+            if key in puts:
+                return True
+            puts.add(key)
+            return False
+        if self.conflicts(op):
+            return True
+        self.add(op)
+        return False
+
 
 def overlaps(start: bytes, end: bytes, other_start: bytes, other_end: bytes) -> bool:
     """Whether two of etcd's ranges share a key (an empty end: the single key ``start``;
@@ -309,16 +322,15 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     size = _TXN_OVERHEAD
     for index, op in enumerate(ops):
         op_size = op.size() + _OP_OVERHEAD
-        conflict = op.is_write and writes.conflicts(op)
+        conflict = op.is_write and writes.claim(op)
         if batch and (conflict or len(batch) >= max_ops or size + op_size > max_bytes):
             wave.append(batch)
             batch, size = [], _TXN_OVERHEAD
         if conflict:
             waves.append(wave)
             wave, writes = [], WriteSet()
-        batch.append(index)
-        if op.is_write:
             writes.add(op)
+        batch.append(index)
         size += op_size
     if batch:
         wave.append(batch)

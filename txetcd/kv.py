@@ -89,10 +89,11 @@ class KVClient:
 
     def _run(self, op: Op, timeout: float | None) -> Pending:
         # No coroutine around a batched op: one future from the caller to its batch.
-        try:
-            self._check_size(op.size())
-        except RequestTooLarge as exc:
-            return self._failed(exc)
+        if op.size() > self.max_request_bytes:
+            try:
+                self._check_size(op.size())
+            except RequestTooLarge as exc:
+                return self._failed(exc)
         if self.batcher is not None and type(op) in BATCHABLE:
             return self.batcher.submit(op, timeout)
         return self.driver.spawn(self._call(op, timeout))

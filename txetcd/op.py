@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from binascii import b2a_base64 as _b64  # types.b64_bytes without the call around it
 from typing import Any, ClassVar
 
 from .errors import LeaseNotGranted
@@ -22,7 +23,6 @@ from .types import (
     Revision,
     TxnResult,
     b64,
-    b64_bytes,
     is_int,
     to_int,
 )
@@ -168,7 +168,12 @@ class OpGet(Op):
     def request_bytes(self, namespace: bytes = b"") -> bytes:
         if self.options or self.keys.range_end:
             return super().request_bytes(namespace)
-        return b'{"key":"%s"}' % b64_bytes(namespace + self.keys.key)
+        return b'{"key":"%s"}' % _b64(namespace + self.keys.key, newline=False)
+
+    def request_op(self, namespace: bytes = b"") -> bytes:
+        if self.options or self.keys.range_end:
+            return super().request_op(namespace)
+        return b'{"request_range":{"key":"%s"}}' % _b64(namespace + self.keys.key, newline=False)
 
     def result(self, obj: Json, namespace: bytes = b"") -> Range:
         return Range.from_json(obj, namespace)
@@ -201,6 +206,7 @@ class OpSet(Op):
             # The common put (bytes, no lease, no flags): nothing else to check.
             self.key, self.value, self.lease_object, self.lease = key, value, None, 0
             self.prev_kv = self.ignore_value = self.ignore_lease = False
+            self.plain = True
             self._size: int | None = None
             return
         if isinstance(key, KeySet) or not isinstance(key, bytes):
@@ -222,6 +228,7 @@ class OpSet(Op):
         self.lease = int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
+        self.plain = not (self.lease or self.prev_kv or self.ignore_value or self.ignore_lease)
         if self.ignore_lease and self.lease:
             raise ValueError("ignore_lease=True keeps the stored lease; do not pass one")
 
@@ -237,11 +244,17 @@ class OpSet(Op):
         return obj
 
     def request_bytes(self, namespace: bytes = b"") -> bytes:
-        if self.lease or self.prev_kv or self.ignore_value or self.ignore_lease:
+        if not self.plain:
             return super().request_bytes(namespace)
         # The common put, written directly: base64 needs no JSON escaping.
-        return b'{"key":"%s","value":"%s"}' % (b64_bytes(namespace + self.key),
-                                                b64_bytes(self.value))
+        return b'{"key":"%s","value":"%s"}' % (_b64(namespace + self.key, newline=False),
+                                                _b64(self.value, newline=False))
+
+    def request_op(self, namespace: bytes = b"") -> bytes:
+        if not self.plain:
+            return super().request_op(namespace)
+        return b'{"request_put":{"key":"%s","value":"%s"}}' % (
+            _b64(namespace + self.key, newline=False), _b64(self.value, newline=False))
 
     def result(self, obj: Json, namespace: bytes = b"") -> Revision:
         return Revision.from_json(obj, namespace)
