@@ -212,13 +212,14 @@ class Batcher:
                 for index in failed:
                     self.driver.fail(futures[index], results[index])
                     futures[index] = None
-            # The callers that run on now issue their next ops while this request still
-            # counts as in flight: those ops are batched, not sent one by one.
             for future, result in zip(futures, results, strict=True):
                 if future is not None:
                     resolve(future, result)
         finally:
-            self._answered()
+            # Counted as answered only once the callers ran on (Twisted runs them just now,
+            # asyncio on its next turn): the ops they issue next are batched, not the first of
+            # them sent alone.
+            self.driver.call_soon(self._answered)
 
     def _fail_all(self, futures: list[Any], exc: BaseException) -> None:
         for future in futures:
