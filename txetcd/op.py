@@ -76,7 +76,12 @@ def _key_fields(keys: KeySet, namespace: bytes) -> Json:
 
 def _proto_bytes(*fields: bytes) -> int:
     # tag + length varint + payload, the way protobuf sizes a bytes field
-    return sum(len(f) + 2 + (len(f) > 127) + (len(f) > 16383) for f in fields if f)
+    total = 0
+    for field in fields:
+        if field:
+            size = len(field)
+            total += size + 2 + (size > 127) + (size > 16383)
+    return total
 
 
 class Op:
@@ -136,6 +141,7 @@ class OpGet(Op):
         self.keys = as_keyset(key) if range_end is None else KeySet(
             key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
         self.options: Json = {}
+        self._size: int | None = None
         self.serializable = bool(serializable)
         if (count_only is keys_only is limit is revision is serializable is sort_order
                 is sort_target is min_mod_revision is max_mod_revision is min_create_revision
@@ -183,7 +189,11 @@ class OpGet(Op):
                      to_int(obj.get("count")), bool(obj.get("more", False)))
 
     def size(self) -> int:
-        return _proto_bytes(self.keys.key, self.keys.range_end) + 8 * len(self.options)
+        # Asked by the size check and again by the batcher; options are set by now.
+        if self._size is None:
+            self._size = (_proto_bytes(self.keys.key, self.keys.range_end)
+                          + 8 * len(self.options))
+        return self._size
 
     def keyset(self) -> KeySet:
         return self.keys
