@@ -186,6 +186,10 @@ class _Host:
         connection = self._idle()
         if connection is not None:
             return connection.send(data)
+        if self.pool.closing:  # closed: no new connections (a retry after close() ends here)
+            refused: asyncio.Future[Response] = self.loop.create_future()
+            refused.set_exception(NotSent("the client is closed"))
+            return refused
         return self.loop.create_task(self._connect_and_send(data))
 
     async def _connect_and_send(self, data: bytes) -> Response:
