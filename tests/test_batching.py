@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Unavailable
+from txetcd.batch import EAGER_FLUSH
 from txetcd.embedded import EtcdProcess
 
 from .conftest import Loop
@@ -303,12 +304,13 @@ async def test_an_op_with_nothing_in_flight_goes_at_once_and_what_follows_is_bat
     # Sent in the same call: no wait for the end of the loop turn.
     assert (batcher.sent_at_once, batcher.requests, batcher.in_flight) == (
         at_once + 1, requests + 1, 1)
-    behind = [client.set(b"ao/%02d" % i, b"x") for i in range(20)]
-    assert batcher.requests == requests + 2  # 16 left eagerly; 4 wait for the turn's end
+    behind = [client.set(b"ao/%02d" % i, b"x") for i in range(EAGER_FLUSH + 4)]
+    # EAGER_FLUSH of them left eagerly; the other 4 wait for the turn's end.
+    assert batcher.requests == requests + 2
     await first
     await loop.gather(*behind)
     assert log.paths[0] == "kv/put" and set(log.paths[1:]) == {"kv/txn"}
-    assert sum(len(body["success"]) for body in log.bodies[1:]) == 20
+    assert sum(len(body["success"]) for body in log.bodies[1:]) == EAGER_FLUSH + 4
     # One in flight at a time: every op goes at once, as its plain request.
     await _idle(loop, client)
     at_once = batcher.sent_at_once

@@ -179,6 +179,15 @@ class AsyncioDriver:
         if not future.done():
             future.set_exception(error)
 
+    def new_future(self) -> asyncio.Future[Any]:
+        return self.loop.create_future()
+
+    @staticmethod
+    def resolve_all(futures: Iterable[asyncio.Future[Any] | None], values: Iterable[Any]) -> None:
+        for future, value in zip(futures, values, strict=True):
+            if future is not None and not future.done():
+                future.set_result(value)
+
     #: Whether a future is done (a C-level call: the batcher maps it over batches).
     settled = staticmethod(methodcaller("done"))
 

@@ -234,6 +234,15 @@ class TwistedDriver:
         if not future.called:
             future.errback(error)
 
+    #: A new Deferred, no wrapper around it (the batcher makes one per op).
+    new_future = defer.Deferred
+
+    @staticmethod
+    def resolve_all(futures: Iterable[defer.Deferred[Any] | None], values: Iterable[Any]) -> None:
+        for future, value in zip(futures, values, strict=True):
+            if future is not None and not future.called:
+                future.callback(value)
+
     #: Whether a Deferred has its result (a C-level getter: the batcher maps it over batches).
     settled = staticmethod(attrgetter("called"))
 
