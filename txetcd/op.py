@@ -49,6 +49,14 @@ def as_keyset(key: bytes | KeySet) -> KeySet:
     return KeySet(key)
 
 
+def _keys(key: bytes | KeySet, range_end: bytes | None) -> KeySet:
+    """The keys a read or delete is about: one key, a ``KeySet``, or ``[key, range_end)``."""
+    if range_end is None:
+        # A plain key (non-empty bytes) is the hot path of reads: checked here, once.
+        return KeySet.single(key) if type(key) is bytes and key else as_keyset(key)
+    return KeySet(key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+
+
 def int_arg(name: str, value: Any, minimum: int = 0) -> int:
     # bool is an int subclass; revision=True is a bug, not revision 1.
     if not is_int(value):
@@ -138,8 +146,7 @@ class OpGet(Op):
                  sort_target: str | None = None, min_mod_revision: int | None = None,
                  max_mod_revision: int | None = None, min_create_revision: int | None = None,
                  max_create_revision: int | None = None) -> None:
-        self.keys = as_keyset(key) if range_end is None else KeySet(
-            key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+        self.keys = _keys(key, range_end)
         self.options: Json = {}
         self._size: int | None = None
         self.serializable = bool(serializable)
@@ -297,8 +304,7 @@ class OpDel(Op):
 
     def __init__(self, key: bytes | KeySet, return_previous: bool | None = None, *,
                  range_end: bytes | None = None, prev_kv: bool | None = None) -> None:
-        self.keys = as_keyset(key) if range_end is None else KeySet(
-            key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+        self.keys = _keys(key, range_end)
         self.prev_kv = bool(return_previous or prev_kv)
 
     def request(self, namespace: bytes = b"") -> Json:

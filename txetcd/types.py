@@ -263,6 +263,14 @@ class KeySet:
     def all(cls) -> KeySet:
         return cls(b"\0", range_end=b"\0")
 
+    @classmethod
+    def single(cls, key: bytes) -> KeySet:
+        """The single ``key``, which the caller checked is non-empty bytes (the reads' hot
+        path: no argument checks again)."""
+        keys = cls.__new__(cls)
+        keys.key, keys.range_end, keys.prefix, keys.type = key, b"", False, cls._SINGLE
+        return keys
+
     def namespaced(self, namespace: bytes) -> tuple[bytes, bytes]:
         """``(key, range_end)`` with ``namespace`` applied, keeping the range inside it."""
         if not namespace:
