@@ -47,10 +47,11 @@ class _Deadline:
     """One request's deadline: set once it passed, and what the request awaits now, so that
     the timer cancels exactly that (no task per request just to have something to cancel)."""
 
-    __slots__ = ("passed", "current")
+    __slots__ = ("passed", "current", "done")
 
     def __init__(self) -> None:
         self.passed = False
+        self.done = False  # answered (or failed) before the deadline: nothing left to cancel
         self.current: Any = None
 
     def __bool__(self) -> bool:
@@ -60,6 +61,48 @@ class _Deadline:
         self.passed = True
         if self.current is not None:
             self.current.cancel()
+
+
+class _Deadlines:
+    """The deadlines of requests in flight, on one loop timer per timeout value instead of a
+    timer per request: requests with the same timeout expire in the order they started, so a
+    queue per timeout and a timer for its oldest live entry suffice. Answered requests only
+    mark themselves done; they leave the queue when they reach its head."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.queues: dict[float, deque[tuple[float, _Deadline]]] = {}
+        self.timers: dict[float, Any] = {}  # per timeout value: its loop timer, while armed
+
+    def start(self, seconds: float, state: _Deadline) -> None:
+        queue = self.queues.get(seconds)
+        if queue is None:
+            queue = self.queues[seconds] = deque()
+        while queue and queue[0][1].done:  # keeps the queue as short as what is in flight
+            queue.popleft()
+        queue.append((self.driver.now() + seconds, state))
+        if seconds not in self.timers:
+            self.timers[seconds] = self.driver.call_later(seconds, self._expire, seconds)
+
+    def _expire(self, seconds: float) -> None:
+        del self.timers[seconds]
+        queue, now = self.queues[seconds], self.driver.now()
+        while queue:
+            at, state = queue[0]
+            if not state.done and at > now:
+                self.timers[seconds] = self.driver.call_later(at - now, self._expire, seconds)
+                return
+            queue.popleft()
+            if not state.done:
+                state.expire()
+
+    def stop(self) -> None:
+        """No timer left behind (a closed client leaves the loop clean); requests still in
+        flight keep running without their deadline."""
+        for timer in self.timers.values():
+            if timer.active():
+                timer.cancel()
+        self.timers.clear()
 
 
 class _Slots:
@@ -133,6 +176,7 @@ class Transport:
         self.timeout = timeout
         self._active = 0
         self._slots = _Slots(driver, pool_size)
+        self._deadlines = _Deadlines(driver)
         self._prefixes: dict[str, str] = {}
         # Per kind of request: its head (request line and headers) and its ``posts`` label.
         self._heads: dict[tuple[str, str, str, bool, str | None], tuple[bytes, str]] = {}
@@ -244,7 +288,8 @@ class Transport:
     async def _with_deadline(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
                              deadline: float | None, needs_leader: bool = False) -> Json:
         state = _Deadline()
-        timer = self.driver.call_later(deadline, state.expire) if deadline else None
+        if deadline:
+            self._deadlines.start(deadline, state)
         try:
             return await self._send(path, data, idempotent, with_auth, state, needs_leader)
         except BaseException:
@@ -253,8 +298,7 @@ class Transport:
                               outcome_unknown=not idempotent) from None
             raise
         finally:
-            if timer is not None and timer.active():
-                timer.cancel()
+            state.done = True
 
     def _wait(self, state: _Deadline, awaitable: Any) -> Any:
         """``awaitable`` (a cancellable future), as what the deadline cancels when it passes."""
@@ -402,4 +446,5 @@ class Transport:
         return stream
 
     async def close(self) -> None:
+        self._deadlines.stop()
         await self.driver.close()
