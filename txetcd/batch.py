@@ -156,10 +156,16 @@ class Batcher:
 
     async def _send_waves(self, waves: list[list[tuple[list[Op], list[Any]]]],
                           timeout: float | None, earlier: list[Awaitable[Any]]) -> None:
-        if earlier:
-            await self.driver.gather(earlier)
-        for wave in waves:
-            await self.driver.gather([self._send(*batch, timeout) for batch in wave])
+        # Counted as in flight while they wait: an op issued meanwhile queues behind them
+        # instead of going at once, ahead of ops issued before it.
+        self.in_flight += 1
+        try:
+            if earlier:
+                await self.driver.gather(earlier)
+            for wave in waves:
+                await self.driver.gather([self._send(*batch, timeout) for batch in wave])
+        finally:
+            self._answered()
 
     def _send(self, ops: list[Op], futures: list[Any], timeout: float | None) -> Awaitable[None]:
         """Send one batch; the awaitable fires (never fails) once each op is answered."""
