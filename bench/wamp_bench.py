@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from component.publisher import MAX_IN_FLIGHT, position_key  # noqa: E402
 from procedures.answers import CHUNK_ROWS, FIRST_CHUNK_ROWS  # noqa: E402
-from tests.test_hostile_load import RSS_BOUND_MB, component_pid, rss_mb  # noqa: E402
+from tests.test_hostile_load import RSS_BOUND_MB, component_pid, cpu_seconds, rss_mb  # noqa: E402
 from tests.wamp import CrossbarNode, connect  # noqa: E402
 from txetcd import Client, KeySet  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
@@ -108,33 +108,16 @@ async def rows_callee(socket_path: Path, rows: list[Any]) -> Any:
     return session
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def node_pids(node: CrossbarNode, etcd_pid: int) -> dict[str, int]:
     """The processes a WAMP call crosses: the node's router and container workers, etcd, and
     this process (the caller)."""
-    assert node.proc is not None
-    pids = {"etcd": etcd_pid, "caller": os.getpid()}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmd:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                command = cmd.read()
-        except OSError:
-            continue
-        if parent == node.proc.pid:
-            for name, marker in (("router", "RouterController"),
-                                 ("container", "ContainerController")):
-                if marker in command:
-                    pids[name] = int(entry)
-    return pids
+    return {"etcd": etcd_pid, "caller": os.getpid(), **node.worker_pids()}
+
+
+def cpu_text(runs: list[dict[str, float]], unit: str = "{:.0f}") -> str:
+    """Each process's median CPU over ``runs`` (one dict of process -> CPU per run)."""
+    return ", ".join(f"{name} {unit.format(statistics.median(run[name] for run in runs))}"
+                     for name in runs[0])
 
 
 async def pipelined(session: Any, procedure: str, args: list[Any], seconds: float) -> float:
@@ -172,13 +155,8 @@ async def get_vs_echo(session: Any, client: Client, rounds: int, seconds: float,
             cpu[kind].append({name: (cpu_seconds(pid) - before[name]) * 1e6 / calls
                               for name, pid in pids.items()})
     get, echo = statistics.median(rates["get"]), statistics.median(rates["echo"])
-
-    def cpu_text(kind: str) -> str:
-        return ", ".join(f"{name} {statistics.median(run[name] for run in cpu[kind]):.0f}"
-                         for name in pids)
-
     print(f"| WAMP get, {INFLIGHT} in flight | {get:,.0f} calls/s | echo {echo:,.0f} calls/s; "
-          f"CPU µs per call: get: {cpu_text('get')}; echo: {cpu_text('echo')} | "
+          f"CPU µs per call: get: {cpu_text(cpu['get'])}; echo: {cpu_text(cpu['echo'])} | "
           f"{get / echo:.2f}x echo (target >= 0.85x) |", flush=True)
     result("WAMP get >= 0.85x echo", f"{get / echo:.2f}x ({get:,.0f} vs {echo:,.0f} calls/s)",
            get / echo >= 0.85)
@@ -356,14 +334,10 @@ async def scan(session: Any, client: Client, rounds: int, pids: dict[str, int],
             assert rows == SCAN_ROWS, rows
     callee.leave()
     rate, plain = statistics.median(rates["table"]), statistics.median(rates["plain"])
-
-    def cpu_text(kind: str) -> str:
-        return ", ".join(f"{name} {statistics.median(run[name] for run in cpu[kind]):.2f}"
-                         for name in pids)
-
     print(f"| progressive scan, {SCAN_ROWS:,} rows | {rate:,.0f} rows/s | plain callee "
           f"{plain:,.0f} rows/s, {rate / plain:.2f}x; CPU s per 100k rows: table: "
-          f"{cpu_text('table')}; plain: {cpu_text('plain')} | target >= 60,000 rows/s |",
+          f"{cpu_text(cpu['table'], '{:.2f}')}; plain: {cpu_text(cpu['plain'], '{:.2f}')} | "
+          "target >= 60,000 rows/s |",
           flush=True)
     result("progressive scan >= 60,000 rows/s",
            f"{rate:,.0f} rows/s (plain callee {plain:,.0f}, {rate / plain:.2f}x)", rate >= 60_000)
