@@ -40,6 +40,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import cbor2
 from twisted.internet import defer
@@ -71,12 +72,19 @@ _COORDINATION = slot_prefix(RESERVED_SLOT) + b"wamp/"
 RETRY_DELAY = 0.2
 
 
-def election_name(prefix: str, table: str) -> bytes:
-    return _COORDINATION + f"{prefix}/publisher/{table}".encode()
+def _scoped(table: str, node: str | None) -> str:
+    """``table``, or ``table@node`` where routers are linked: each router has its own publisher
+    (``component.linked``). A node id never contains "/" here, so no election's key range
+    (``<name>/``) holds another's."""
+    return table if node is None else f"{table}@{quote(node, safe='')}"
 
 
-def position_key(prefix: str, table: str) -> bytes:
-    return _COORDINATION + f"{prefix}/position/{table}".encode()
+def election_name(prefix: str, table: str, node: str | None = None) -> bytes:
+    return _COORDINATION + f"{prefix}/publisher/{_scoped(table, node)}".encode()
+
+
+def position_key(prefix: str, table: str, node: str | None = None) -> bytes:
+    return _COORDINATION + f"{prefix}/position/{_scoped(table, node)}".encode()
 
 
 def instance_id() -> bytes:
@@ -107,6 +115,7 @@ class Relay(Protocol):
     tables: Mapping[str, TableRows]
     etcd: Client
     clock: Any  # an IReactorTime (the reactor, or a test's task.Clock)
+    node: str | None  # the router's node id where routers are linked: one publisher per router
 
     def topic(self, table: str) -> str: ...
 
@@ -221,8 +230,8 @@ class TablePublisher:
         self.table = relay.tables[name]
         self.coordinator = coordinator
         self.position_interval = position_interval
-        self.election = Election(coordinator, election_name(relay.prefix, name))
-        self.position_key = position_key(relay.prefix, name)
+        self.election = Election(coordinator, election_name(relay.prefix, name, relay.node))
+        self.position_key = position_key(relay.prefix, name, relay.node)
         self.published = Position(0)  # what the router accepted in this lead
         self.stored = Position(0)  # what its last position write (as leader) stored
         self.unstored = 0  # events published since the position written last
