@@ -272,17 +272,14 @@ class Chaos:
                            for url in m.client_urls}
         self.tables = {name: Table(name, slot, key, value, self.client)
                        for name, (slot, key, value) in table_specs().items()}
-        node = CrossbarNode(self.workdir, endpoints[0], namespace=NAMESPACE.decode(),
-                            with_component=False)
-        node.extra["etcd"]["endpoints"] = endpoints
-        self.node = await threads.deferToThread(node.start)
-        self.instances = [node.start_component() for _ in range(3)]
+        await self.start_routers(endpoints)
         for subscriber in self.subscribers:
-            await subscriber.subscribe(self.reactor, node.url)
+            await subscriber.subscribe(self.reactor, self.url_of(subscriber))
         self.wamp_writer = await self.ready_session()
         # A publisher that has stored its position publishes every change after it.
         for table in self.tables:
-            await self.position_stored(table)
+            for router in self.routers():
+                await self.position_stored(table, router)
         # A probe per table fixes where the checked history starts: every subscriber has it.
         for table in self.tables:
             revision = await self.direct_put(table, "probe", -1)
@@ -290,10 +287,35 @@ class Chaos:
             await wait_for(self.reactor, functools.partial(
                 self.delivered, self.subscribers, table, revision), 30, f"probe event of {table}")
 
-    async def position_stored(self, table: str) -> None:
+    async def start_routers(self, endpoints: list[str]) -> None:
+        """The router and the component instances."""
+        node = CrossbarNode(self.workdir, endpoints[0], namespace=NAMESPACE.decode(),
+                            with_component=False)
+        node.extra["etcd"]["endpoints"] = endpoints
+        self.node = await threads.deferToThread(node.start)
+        self.instances = [node.start_component() for _ in range(3)]
+
+    def url_of(self, subscriber: Subscriber) -> str:
+        """The router a subscriber attaches to."""
+        assert self.node is not None
+        return self.node.url
+
+    async def stop_routers(self) -> None:
+        if self.node is not None:
+            await threads.deferToThread(self.node.stop)
+
+    def routers(self) -> list[str | None]:
+        """The routers that have publishers of their own (node ids; None: the one router)."""
+        return [None]
+
+    def watcher(self, router: str | None) -> Subscriber:
+        """A subscriber of ``router`` connected throughout: it times a publisher's failover."""
+        return self.subscribers[0]
+
+    async def position_stored(self, table: str, router: str | None = None) -> None:
         assert self.client is not None
         deadline = self.reactor.seconds() + 60
-        while not (await self.client.get(position_key(PREFIX, table))).kvs:
+        while not (await self.client.get(position_key(PREFIX, table, router))).kvs:
             if self.reactor.seconds() > deadline:
                 raise TimeoutError(f"no publisher of {table} stored its position within 60 s")
             await sleep(self.reactor, 0.1)
@@ -324,8 +346,7 @@ class Chaos:
             self.wamp_writer.leave()
         for proc in self.instances:
             stop_group(proc, timeout=5)
-        if self.node is not None:
-            await threads.deferToThread(self.node.stop)
+        await self.stop_routers()
         if self.client is not None:
             await self.client.close()
         for member in self.members:
@@ -389,6 +410,10 @@ class Chaos:
                     raise ConnectionError("writer session gone")
                 revision = await within(self.reactor, session.call(
                     f"{PREFIX}.{table}.put", key, value), CALL_TIMEOUT)
+                if revision is None:
+                    # What a router link would answer for a call that failed on another node
+                    # (README, "Linked routers"): its outcome is unknown.
+                    raise ValueError("null answer")
                 self.writes.acked.append((table, revision, key, value))
                 self.writes.by_path["wamp"] += 1
             except Exception:  # noqa: BLE001 - outcome unknown under a fault
@@ -429,10 +454,10 @@ class Chaos:
         await sleep(self.reactor, 1.0)
         await threads.deferToThread(leader.start)
 
-    async def publisher_of(self, table: str) -> bytes | None:
+    async def publisher_of(self, table: str, router: str | None = None) -> bytes | None:
         assert self.client is not None
         try:
-            leader = await Election(self.client, election_name(PREFIX, table)).leader()
+            leader = await Election(self.client, election_name(PREFIX, table, router)).leader()
         except KeyNotFound:
             return None
         return leader.value
@@ -440,36 +465,44 @@ class Chaos:
     async def kill_publisher(self) -> None:
         assert self.client is not None and self.node is not None
         table = self.rng.choice(list(self.tables))
-        owner = await self.publisher_of(table)
+        routers = self.routers()
+        router = self.rng.choice(routers) if len(routers) > 1 else routers[0]
+        watcher = self.watcher(router)
+        owner = await self.publisher_of(table, router)
         deadline = self.reactor.seconds() + 15
         while owner is None and self.reactor.seconds() < deadline:
             # Just after a router restart the instances may not have campaigned again yet.
             await sleep(self.reactor, 0.1)
-            owner = await self.publisher_of(table)
+            owner = await self.publisher_of(table, router)
         victim = next((p for p in self.instances
                        if owner and owner.endswith(b":%d" % p.pid)), None)
         if victim is None:
             self.report.problems.append(f"nobody publishes {table} (leader {owner!r})")
             return
-        seen = len(self.subscribers[0].events[table])
+        seen = len(watcher.events[table])
         killed = self.reactor.seconds()
         victim.kill()
         victim.wait()
         self.instances.remove(victim)
         deadline = killed + 30
         while self.reactor.seconds() < deadline:
-            now = await self.publisher_of(table)
+            now = await self.publisher_of(table, router)
             if now is not None and now != owner:
                 self.report.publisher_failover.append(self.reactor.seconds() - killed)
                 break
             await sleep(self.reactor, 0.05)
         else:
             self.report.problems.append(f"no new publisher of {table} within 30 s")
-        events = self.subscribers[0].events[table]
-        arrival = self.subscribers[0].arrival[table]
+        events = watcher.events[table]
+        arrival = watcher.arrival[table]
         with contextlib.suppress(TimeoutError):
             await wait_for(self.reactor, lambda: len(events) > seen, 30, "event after kill")
             self.report.event_resume.append(arrival[seen] - killed)
+        self.replace_instance(victim)
+
+    def replace_instance(self, victim: Any) -> None:
+        """Start an instance in place of a killed one."""
+        assert self.node is not None
         self.instances.append(self.node.start_component())
 
     async def restart_router(self) -> None:
@@ -568,8 +601,11 @@ class Chaos:
         report.resyncs = sum(len(s.resyncs) for s in self.subscribers)
         for subscriber in self.subscribers:
             for table, expected in committed.items():
-                self.check_sequence(subscriber, table, expected, subscriber is
-                                    self.subscribers[0])
+                self.check_sequence(subscriber, table, expected, self.complete(subscriber))
+
+    def complete(self, subscriber: Subscriber) -> bool:
+        """Whether ``subscriber`` must have every committed change (see the module doc)."""
+        return subscriber is self.subscribers[0]
 
     def fault_before(self, at: float) -> tuple[str, float | None]:
         """The kind and start time of the last fault started at or before ``at``."""
