@@ -103,6 +103,15 @@ class Subscriber:
     resyncs: list[tuple[str, int]] = field(default_factory=list)
     publishers: dict[str, list[int | None]] = field(default_factory=dict)  # WAMP session ids
     session: Any = None
+    # Per table, the epochs (indices into ``events``) that began after the subscriber's router
+    # was killed: its events up to then are gone with it, so they may be sent again.
+    after_router_loss: dict[str, set[int]] = field(default_factory=dict)
+
+    def router_lost(self) -> None:
+        """The router was killed: the next subscription starts such an epoch."""
+        for table in self.tables:
+            self.after_router_loss.setdefault(table, set()).add(
+                len(self.events.setdefault(table, [])))
 
     async def subscribe(self, reactor: Any, url: str) -> None:
         self.session = await connect(url, "reader", "reader-secret")
@@ -148,6 +157,9 @@ class Report:
     shared_revisions: int = 0  # revisions holding several changes of one table (batched puts)
     lost: dict[str, int] = field(default_factory=dict)
     repeated_raw: dict[str, int] = field(default_factory=dict)
+    # Sent again to a subscriber that resubscribed after its router was killed (README: Linked
+    # routers): events it had before, in runs, never within one subscription.
+    resent_after_router_loss: dict[str, int] = field(default_factory=dict)
     repeats_after: collections.Counter[str] = field(default_factory=collections.Counter)
     repeat_details: list[str] = field(default_factory=list)
     disorder_details: list[str] = field(default_factory=list)
@@ -187,6 +199,9 @@ class Report:
             f"gaps within a subscription {sum(self.gaps.values())}, repeated "
             f"{sum(self.repeated_raw.values())} "
             f"{ {k: v for k, v in self.repeated_raw.items() if v} }, on_resync {self.resyncs}",
+            f"  resent to subscribers whose router was killed, after they resubscribed: "
+            f"{sum(self.resent_after_router_loss.values())} "
+            f"{ {k: v for k, v in self.resent_after_router_loss.items() if v} }",
             f"  repeats by the fault before them: {dict(self.repeats_after) or '-'}",
             f"publisher failover (kill -9 to new leader): {self._times(self.publisher_failover)}",
             f"event stream resumed after publisher kill: {self._times(self.event_resume)}",
@@ -638,11 +653,21 @@ class Chaos:
         index = {change: i for i, change in enumerate(expected)}
         raw = subscriber.events[table]
         starts = set(subscriber.epochs[table])
+        lossy = subscriber.after_router_loss.get(table, set())
         seen: set[Change] = set()
+        in_epoch: set[Change] = set()  # seen since the subscription began
         kept: list[Change] = []
         kept_at: list[int] = []  # raw index of each kept event
-        repeats = disorder = gaps = 0
+        repeats = disorder = gaps = resent = 0
+        epoch_start, fresh = 0, False  # fresh: no event kept in this subscription yet
         for i, change in enumerate(raw):
+            if i in starts:
+                epoch_start, fresh, in_epoch = i, True, set()
+            if change in seen and change not in in_epoch and epoch_start in lossy:
+                resent += 1  # had before its router was killed: may come again once
+                in_epoch.add(change)
+                continue
+            in_epoch.add(change)
             if change in seen:
                 repeats += 1
                 first = raw.index(change)
@@ -661,12 +686,14 @@ class Chaos:
                     f"{label} {self.describe(subscriber, table, i)}"
                     f"{'' if change in index else ' (not in the checked history)'} after "
                     f"{self.describe(subscriber, table, kept_at[-1])}")
-            elif kept and i not in starts and change in index and kept[-1] in index and \
+            elif kept and not fresh and change in index and kept[-1] in index and \
                     index[change] != index[kept[-1]] + 1:
                 gaps += 1
+            fresh = False
             kept.append(change)
             kept_at.append(i)
         report.repeated_raw[label] = repeats
+        report.resent_after_router_loss[label] = resent
         report.out_of_order[label] = disorder
         report.gaps[label] = gaps
         report.committed[label] = len(expected)
