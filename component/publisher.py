@@ -28,6 +28,11 @@ restart forgets the retained event; the session that ends with it stores its exa
 before it resigns. A subscriber that subscribes with ``get_retained`` receives the last change
 first.
 
+Where routers are linked (``"linked": true``, ``component.linked``), all of the above is per
+router: the election and the position of a table are ``<table>@<node>`` (the node id of the
+router the instance is attached to), so the publisher, its predecessor, the retained event and
+the session to fence are always on one router.
+
 Slot 65535 of the namespace is reserved for these keys; no table may use it.
 """
 

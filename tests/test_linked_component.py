@@ -8,15 +8,19 @@ if it were alone: a publisher per table and router, calls answered on the caller
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import reactor
+from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 
 from component.linked import node_name
@@ -163,6 +167,19 @@ async def test_every_subscriber_on_every_node_gets_each_change_once(
             owner = await eventually(lambda node=node: publisher(coordinator, "settings", node))
             assert deployment.instances[pid_of(owner)][1] == index
         assert await publisher(coordinator, "settings", None) is None  # no global election
+        # `etcd-wamp status` names each router's publisher; `etcd.status` on a node its own.
+        status = await threads.deferToThread(
+            subprocess.run, [str(Path(sys.executable).with_name("etcd-wamp")), "status",
+                             "--etcd", deployment.nodes[0].extra["etcd"]["endpoints"][0],
+                             "--namespace", NAMESPACE, "--json"],
+            capture_output=True, text=True, timeout=60)
+        tables = json.loads(status.stdout)["tables"]
+        for index, node in enumerate(NODES):
+            owner = tables[f"settings@{node}"]["publisher"]
+            assert deployment.instances[pid_of(owner.encode())][1] == index
+            answer = await writers[index].call("etcd.status")
+            listed = {t["name"]: t["publisher"] for t in answer["tables"]}
+            assert listed["settings"] == owner
         written = []
         for n in range(40):
             revision = await writers[n % 2].call("etcd.settings.put", f"k{n % 5}", n)
