@@ -27,7 +27,6 @@ again events it had before: counted apart (``resent_after_router_loss``), as the
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import signal
@@ -40,7 +39,16 @@ from typing import Any
 from twisted.internet import defer, task, threads
 
 from component.linked import node_name
-from tests.chaos import NAMESPACE, Chaos, Report, Subscriber, sleep, table_specs
+from tests.chaos import (
+    NAMESPACE,
+    Chaos,
+    Report,
+    Subscriber,
+    arguments,
+    conclude,
+    sleep,
+    table_specs,
+)
 from tests.linked import LinkedNodes
 from tests.wamp import CrossbarNode
 from txetcd.embedded import find_etcd
@@ -166,28 +174,11 @@ async def run_linked_chaos(reactor: Any, faults: int, seed: int, binary: Path,
 
 
 async def main(reactor: Any, argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--faults", type=int, default=60)
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--version", default="3.5", help="etcd version prefix, e.g. 3.4")
-    parser.add_argument("--settle", type=float, default=1.0,
-                        help="seconds of load between two faults")
-    parser.add_argument("--keep", default=None, help="keep node configs and logs in this dir")
-    parser.add_argument("--kinds", nargs="+", choices=LINKED_FAULTS, default=LINKED_FAULTS,
-                        help="only these faults (default: all, in turn)")
-    args = parser.parse_args(argv)
-    workdir = Path(args.keep) if args.keep else None
-    if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
+    args = arguments(argv, __doc__, LINKED_FAULTS, nodes=True)
     started = time.monotonic()
     report = await run_linked_chaos(reactor, args.faults, args.seed, find_etcd(args.version),
-                                    workdir, args.settle, args.nodes, tuple(args.kinds))
-    print(f"etcd {args.version}, seed {args.seed}, nodes {args.nodes}, "
-          f"{time.monotonic() - started:.0f} s wall")
-    print(report.summary())
-    if not report.ok:
-        raise SystemExit(1)
+                                    args.workdir, args.settle, args.nodes, tuple(args.kinds))
+    conclude(args, report, started)
 
 
 if __name__ == "__main__":
