@@ -160,6 +160,7 @@ class Report:
     # Sent again to a subscriber that resubscribed after its router was killed (README: Linked
     # routers): events it had before, in runs, never within one subscription.
     resent_after_router_loss: dict[str, int] = field(default_factory=dict)
+    resent_at_most: int = 0  # the most resent to one subscriber in one resubscription
     repeats_after: collections.Counter[str] = field(default_factory=collections.Counter)
     repeat_details: list[str] = field(default_factory=list)
     disorder_details: list[str] = field(default_factory=list)
@@ -201,7 +202,8 @@ class Report:
             f"{ {k: v for k, v in self.repeated_raw.items() if v} }, on_resync {self.resyncs}",
             f"  resent to subscribers whose router was killed, after they resubscribed: "
             f"{sum(self.resent_after_router_loss.values())} "
-            f"{ {k: v for k, v in self.resent_after_router_loss.items() if v} }",
+            f"{ {k: v for k, v in self.resent_after_router_loss.items() if v} }, at most "
+            f"{self.resent_at_most} in one resubscription",
             f"  repeats by the fault before them: {dict(self.repeats_after) or '-'}",
             f"publisher failover (kill -9 to new leader): {self._times(self.publisher_failover)}",
             f"event stream resumed after publisher kill: {self._times(self.event_resume)}",
@@ -658,13 +660,15 @@ class Chaos:
         in_epoch: set[Change] = set()  # seen since the subscription began
         kept: list[Change] = []
         kept_at: list[int] = []  # raw index of each kept event
-        repeats = disorder = gaps = resent = 0
+        repeats = disorder = gaps = resent = resent_here = 0
         epoch_start, fresh = 0, False  # fresh: no event kept in this subscription yet
         for i, change in enumerate(raw):
             if i in starts:
-                epoch_start, fresh, in_epoch = i, True, set()
+                epoch_start, fresh, in_epoch, resent_here = i, True, set(), 0
             if change in seen and change not in in_epoch and epoch_start in lossy:
                 resent += 1  # had before its router was killed: may come again once
+                resent_here += 1
+                report.resent_at_most = max(report.resent_at_most, resent_here)
                 in_epoch.add(change)
                 continue
             in_epoch.add(change)
