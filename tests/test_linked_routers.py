@@ -382,3 +382,39 @@ async def test_a_session_leaving_can_cut_the_forwarding_of_topics_others_still_f
         raise AssertionError("no false on_delete in six tries")
     finally:
         leave(a, b, _)
+
+
+def test_init_writes_n_linked_nodes(tmp_path: Path) -> None:
+    """`etcd-wamp init --nodes 3`: three node dirs, each linked to the two others (their keys
+    authorized, their link ports), its web port, a `tables.json` that says `"linked": true` and
+    parses; refused again without --force."""
+    import json
+    import subprocess
+    import sys
+
+    from component.config import parse_settings
+
+    cli = str(Path(sys.executable).with_name("etcd-wamp"))
+    args = [cli, "init", "--nodes", "3", "--port", "9080", "--link-port", "9090",
+            str(tmp_path / "linked")]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    keys = []
+    for index in range(3):
+        node = tmp_path / "linked" / f"node{index + 1}"
+        config = json.loads((node / ".crossbar" / "config.json").read_text())
+        router = config["workers"][0]
+        realm = router["realms"][0]
+        assert config["controller"]["id"] == f"node{index + 1}"
+        assert sorted(link["transport"]["endpoint"]["port"] for link in realm["rlinks"]) == [
+            9090 + other for other in range(3) if other != index]
+        web = next(t for t in router["transports"] if t["type"] == "web")
+        assert web["endpoint"]["port"] == 9080 + index
+        principals = next(t for t in router["transports"] if t.get("id") == "rlink")[
+            "auth"]["cryptosign"]["principals"]
+        assert sorted(principals) == [f"node{o + 1}" for o in range(3) if o != index]
+        assert parse_settings(json.loads((node / "tables.json").read_text())).linked
+        keys.append((node / ".crossbar" / "key.pub").read_text())
+    assert len(set(keys)) == 3
+    again = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "--force" in again.stderr
