@@ -110,6 +110,7 @@ class EventRelay:
             acknowledge=True, retain=True, exclude_authrole=sorted(links))
         self.roles: dict[int, str | None] = {}  # session -> authrole (None: gone), once asked
         self.asking: dict[int, defer.Deferred[None]] = {}
+        self.refused = False  # the router refused to say a session's role (logged once)
 
     def topic(self, table: str) -> str:
         return f"{self.prefix}.{table}.on_change"
@@ -246,9 +247,12 @@ class EventRelay:
         if not self.links:
             return
         for session_id in [s for s in sessions if s not in self.roles]:
-            if session_id not in self.asking:
-                self.asking[session_id] = defer.ensureDeferred(self.ask_role(session_id))
-            await observe(self.asking[session_id])
+            asking = self.asking.get(session_id)
+            if asking is None:
+                asking = defer.ensureDeferred(self.ask_role(session_id))
+                if not asking.called:
+                    self.asking[session_id] = asking
+            await observe(asking)
 
     async def ask_role(self, session_id: int) -> None:
         try:
@@ -258,8 +262,10 @@ class EventRelay:
             if exc.error == ApplicationError.NO_SUCH_SESSION:
                 self.roles[session_id] = None
             else:
-                log.warn("cannot ask the router who subscribes ({exc}): counting session "
-                         "{session} as a subscriber", exc=exc, session=session_id)
+                if not self.refused:
+                    log.warn("cannot ask the router who subscribes ({exc}): counting every "
+                             "session as a subscriber, links too", exc=exc)
+                self.refused = True
                 self.roles[session_id] = ""
         except Exception:  # noqa: BLE001 - the session is ending: count it, to be safe
             self.roles[session_id] = ""
