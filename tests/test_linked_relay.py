@@ -92,3 +92,16 @@ def test_a_routers_keys_are_its_own() -> None:
     """Scoped keys never fall in another election's key range (``<name>/``)."""
     lone, linked = election_name("t", "rows"), election_name("t", "rows", "node/2")
     assert not linked.startswith(lone + b"/") and linked.endswith(b"rows@node%2F2")
+
+
+def test_linked_is_a_flag_of_the_configuration() -> None:
+    import pytest
+
+    from component.config import ConfigError, parse_settings
+
+    base = {"tables": [{"name": "rows", "slot": 7, "key": "string", "value": "cbor"}]}
+    assert not parse_settings(base).linked
+    assert parse_settings({**base, "linked": True}).linked
+    with pytest.raises(ConfigError) as bad:
+        parse_settings({**base, "linked": "yes"})
+    assert bad.value.field == "linked"
