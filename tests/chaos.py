@@ -106,17 +106,20 @@ class Subscriber:
     # Per table, the epochs (indices into ``events``) that began after the subscriber's router
     # was killed: its events up to then are gone with it, so they may be sent again.
     after_router_loss: dict[str, set[int]] = field(default_factory=dict)
+    lost_router: bool = False  # the router was killed since the last subscription
 
     def router_lost(self) -> None:
-        """The router was killed: the next subscription starts such an epoch."""
-        for table in self.tables:
-            self.after_router_loss.setdefault(table, set()).add(
-                len(self.events.setdefault(table, [])))
+        """The router was killed: the next subscription starts such an epoch (marked as it
+        starts: events the dead router sent before may still be read after this)."""
+        self.lost_router = True
 
     async def subscribe(self, reactor: Any, url: str) -> None:
         self.session = await connect(url, "reader", "reader-secret")
         for table in self.tables:
-            self.epochs.setdefault(table, []).append(len(self.events.setdefault(table, [])))
+            start = len(self.events.setdefault(table, []))
+            self.epochs.setdefault(table, []).append(start)
+            if self.lost_router:
+                self.after_router_loss.setdefault(table, set()).add(start)
             self.arrival.setdefault(table, [])
             await self.session.subscribe(self.recorder(reactor, table),
                                          f"{PREFIX}.{table}.on_change",
@@ -124,6 +127,7 @@ class Subscriber:
             await self.session.subscribe(
                 lambda compact_revision, table=table: self.resyncs.append(
                     (table, compact_revision)), f"{PREFIX}.{table}.on_resync")
+        self.lost_router = False
 
     def recorder(self, reactor: Any, table: str) -> Callable[..., None]:
         def on_change(details: Any = None, **event: Any) -> None:
