@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from twisted.internet import defer
 
 from procedures.errors import ProcedureError
-from procedures.payload import payload_size
 
-__all__ = ["Limits", "payload_size", "MAX_INFLIGHT_BYTES", "MAX_SCANS", "MAX_QUEUED_SCANS"]
+__all__ = ["Admission", "Limits", "MAX_INFLIGHT_BYTES", "MAX_SCANS", "MAX_QUEUED_SCANS"]
 
 MAX_INFLIGHT_BYTES = 32 << 20  # bytes of call arguments being served at once
 MAX_SCANS = 8  # scans paging through etcd at once
@@ -39,22 +37,16 @@ class Limits:
         self.scans_running = 0
         self.most_scans_running = 0  # since the component joined: shows the limit holds
 
-    @contextlib.contextmanager
-    def admit(self, *payloads: Any) -> Any:
-        """Count a call's arguments as in flight while the block runs, or refuse it with
-        ``busy`` if that would pass ``max_inflight_bytes``."""
-        size = payload_size(*payloads, stop=self.max_inflight_bytes)
+    def admit(self, size: int) -> Admission:
+        """Count a call's arguments (``size`` bytes) as in flight while the block runs, or
+        refuse it with ``busy`` if that would pass ``max_inflight_bytes``."""
         if self.inflight_calls and self.inflight_bytes + size > self.max_inflight_bytes:
             raise ProcedureError("busy", f"this component is serving {self.inflight_bytes} bytes "
                                          f"of calls (limit {self.max_inflight_bytes}); retry "
                                          "later")
         self.inflight_bytes += size
         self.inflight_calls += 1
-        try:
-            yield size
-        finally:
-            self.inflight_bytes -= size
-            self.inflight_calls -= 1
+        return Admission(self, size)
 
     @contextlib.asynccontextmanager
     async def scan(self) -> AsyncIterator[None]:
@@ -77,3 +69,21 @@ class Limits:
         return {"running": self.scans_running, "waiting": len(self.scans.waiting),
                 "most_running": self.most_scans_running, "max_scans": self.scans.limit,
                 "max_queued_scans": self.max_queued_scans}
+
+
+class Admission:
+    """One admitted call's share of ``Limits``, given back when its block ends. (A class, not
+    ``@contextmanager``: it wraps every call the component serves.)"""
+
+    __slots__ = ("limits", "size")
+
+    def __init__(self, limits: Limits, size: int) -> None:
+        self.limits = limits
+        self.size = size
+
+    def __enter__(self) -> int:
+        return self.size
+
+    def __exit__(self, *exc: object) -> None:
+        self.limits.inflight_bytes -= self.size
+        self.limits.inflight_calls -= 1

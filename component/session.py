@@ -19,7 +19,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallDetails, RegisterOptions
 from twisted.internet import defer, reactor
 
-from procedures.arguments import check_call
+from procedures.arguments import CallShape, check_call
 from procedures.errors import ProcedureError, to_application_error
 from procedures.table import Table
 from procedures.txn import run_txn
@@ -217,14 +217,14 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         waits until a table that just became wanted has its start revision
         (``EventRelay.settled``)."""
         prefix = self.settings.prefix
-        signature = inspect.signature(handler)
+        shape = CallShape(inspect.signature(handler))
 
         def call(*args: Any, **kwargs: Any) -> defer.Deferred[Any]:
             # autobahn passes CallDetails as ``details`` where registered with details_arg.
             details = kwargs.pop("details", None) if isinstance(kwargs.get("details"),
                                                                  CallDetails) else None
             try:
-                check_call(signature, args, kwargs)
+                size = check_call(shape, args, kwargs)
             except ProcedureError as error:
                 return defer.fail(to_application_error(prefix, error))
             if details is not None:
@@ -234,7 +234,7 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
                 try:
                     if needs_etcd:
                         self.health.check()
-                    with self.limits.admit(args, kwargs):
+                    with self.limits.admit(size):
                         if writes:
                             await self.events.settled()
                         return await handler(*args, **kwargs)

@@ -41,6 +41,7 @@ class Answer:
                  chunk_bytes: int = CHUNK_BYTES, chunk_rows: int = CHUNK_ROWS) -> None:
         self.what = what
         self.progress = progress
+        self.chunks = 0  # progressive chunks delivered so far
         self.paged = paged
         self.budget = budget
         self.chunk_bytes = chunk_bytes
@@ -51,10 +52,12 @@ class Answer:
         self._chunk: list[Any] = []
         self._chunk_size = 0
 
-    def add(self, row: Any) -> bool:
-        """Take one more row; False (row not taken) when it does not fit a page any more.
-        Raises ``too_large`` when it does not fit a plain answer."""
-        size = payload_size(row, wire=True)
+    def add(self, row: Any, size: int | None = None) -> bool:
+        """Take one more row (of ``size`` on the wire, when already known); False (row not
+        taken) when it does not fit a page any more. Raises ``too_large`` when it does not fit
+        a plain answer."""
+        if size is None:
+            size = payload_size(row, wire=True)
         if self.progress is not None:
             if self._chunk and (len(self._chunk) >= self.chunk_rows
                                 or self._chunk_size + size > self.chunk_bytes):
@@ -77,4 +80,5 @@ class Answer:
         """Deliver the rows still held back (progressive results only)."""
         if self.progress is not None and self._chunk:
             chunk, self._chunk, self._chunk_size = self._chunk, [], 0
+            self.chunks += 1
             self.progress(chunk)

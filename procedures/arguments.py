@@ -14,9 +14,10 @@ import inspect
 from typing import Any
 
 from .errors import ProcedureError
-from .payload import ANSWER_WRAPPING, MAX_DEPTH, problem
+from .payload import ANSWER_WRAPPING, MAX_DEPTH
+from .payload import inspect as inspect_payload
 
-__all__ = ["RESERVED", "check_call"]
+__all__ = ["RESERVED", "CallShape", "check_call"]
 
 # Names the component passes itself (progressive results, call details): never a caller's.
 RESERVED = frozenset({"progress", "details"})
@@ -25,21 +26,51 @@ KEY_FIELDS = frozenset({"key", "from_key", "to_key", "prefix"})
 ARGUMENT_DEPTH = MAX_DEPTH + ANSWER_WRAPPING
 
 
-def check_call(signature: inspect.Signature, args: tuple[Any, ...],
-               kwargs: dict[str, Any]) -> None:
-    """Refuse a call whose arguments the handler behind ``signature`` must never see."""
-    reserved = sorted(RESERVED & set(kwargs))
+class CallShape:
+    """A handler's parameters, taken from its signature once: binding a call to them is on
+    every call's path, and ``Signature.bind`` cost more than the rest of a get's checks."""
+
+    def __init__(self, signature: inspect.Signature) -> None:
+        self.signature = signature
+        params = list(signature.parameters.values())
+        self.plain = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in params)
+        self.positional = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
+        self.names = frozenset(p.name for p in params)
+        self.required = frozenset(p.name for p in params if p.default is p.empty)
+
+    def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The arguments by name, as ``Signature.bind`` has them; ``TypeError`` (with its
+        message) when they do not fit."""
+        if self.plain and len(args) <= len(self.positional):
+            bound = dict(zip(self.positional, args, strict=False))
+            fits = True
+            for name, value in kwargs.items():
+                if name in bound or name not in self.names:
+                    fits = False
+                    break
+                bound[name] = value
+            if fits and self.required <= bound.keys():
+                return bound
+        return dict(self.signature.bind(*args, **kwargs).arguments)
+
+
+def check_call(shape: CallShape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """Refuse a call whose arguments the handler behind ``shape`` must never see; returns
+    the arguments' size (what the call holds in memory while it runs)."""
+    reserved = sorted(RESERVED & kwargs.keys())
     if reserved:
         raise ProcedureError("invalid_argument", f"unexpected keyword argument {reserved[0]!r}")
     try:
-        bound = signature.bind(*args, **kwargs)
+        bound = shape.bind(args, kwargs)
     except TypeError as exc:
         raise ProcedureError("invalid_argument", f"bad arguments: {exc}") from None
-    for name, value in bound.arguments.items():
+    total = 0
+    for name, value in bound.items():
         if name in RESERVED:
             raise ProcedureError("invalid_argument", f"too many positional arguments "
                                                      f"({len(args)})")
-        found = problem(value, ARGUMENT_DEPTH, name)
+        found, size = inspect_payload(value, ARGUMENT_DEPTH, name, wire=False)
+        total += size
         if found is None:
             continue
         fields = found.fields()
@@ -52,3 +83,4 @@ def check_call(signature: inspect.Signature, args: tuple[Any, ...],
         else:
             kind = "invalid_argument"
         raise ProcedureError(kind, str(found))
+    return total

@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["INT64_MIN", "INT64_MAX", "UINT64_MAX", "DEFAULT_MAX_DEPTH", "MAX_DEPTH",
-           "ANSWER_WRAPPING", "MAX_BLOB_BYTES", "Problem", "problem", "payload_size"]
+           "ANSWER_WRAPPING", "MAX_BLOB_BYTES", "Problem", "ROW_SLOTS", "inspect",
+           "problem", "payload_size"]
 
 INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 DEFAULT_MAX_DEPTH = 64  # containers a stored key or value may nest, unless a table says else
@@ -51,60 +52,139 @@ class Problem:
         return [part.split("[", 1)[0] for part in self.path.split(".") if part]
 
 
-# One loop with no calls per item, on purpose: it runs over every value of every put, and split
-# into per-kind functions (as the complexity rules would have it) it measured 25 % slower.
-def problem(obj: Any, max_depth: int = MAX_DEPTH, path: str = "",  # noqa: C901, PLR0911, PLR0912
-            int_max: int = INT64_MAX) -> Problem | None:
-    """The first reason ``obj`` breaks the payload policy, or None when every serializer can
-    carry it. Stored rows may hold ints up to ``UINT64_MAX`` (an oid), which msgpack carries
-    too; a caller's ints stay within etcd's int64."""
-    stack: list[tuple[Any, str, int]] = [(obj, path, 0)]
+_ITEM = 8  # what a container slot or a number counts for: the payload's shape has a cost too
+ROW_SLOTS = _ITEM * 3  # what a ``[key, value]`` row adds to its key's and value's sizes
+
+# The kinds ``inspect`` tells apart, looked up by exact type first: a dict lookup is much
+# cheaper than a chain of isinstance tests, and decoded payloads hold exact types.
+_KINDS: dict[type, str] = {str: "str", dict: "dict", list: "list", int: "int", bool: "skip",
+                           type(None): "skip", float: "float", bytes: "bytes"}
+
+
+def _kind_of(item: Any) -> str:
+    """The kind of an instance of a subclass (or of a type no serializer carries)."""
+    if isinstance(item, bool):
+        return "skip"
+    for base in (str, dict, list, int, float, bytes):
+        if isinstance(item, base):
+            return _KINDS[base]
+    return "other"
+
+
+def _path(root: str, trail: Any, step: Any) -> str:
+    """The path of a place ``inspect`` reached: ``step`` into the container at ``trail``
+    (``(parent trail, step)`` links up to the root, whose trail and step are None)."""
+    steps: list[Any] = []
+    while step is not None:
+        steps.append(step)
+        trail, step = trail if trail is not None else (None, None)
+    path = root
+    for part in reversed(steps):
+        path = f"{path}[{part}]" if isinstance(part, int) else (f"{path}.{part}" if path
+                                                                 else part)
+    return path
+
+
+_SCAN_COPY = 4096  # past this length a C copy (translate) beats isprintable's per-char test
+
+
+def _text(item: str, wire: bool) -> tuple[str | None, bool, int]:
+    """A string's problem (or None), whether it is one of size, and its size (on the
+    costliest serializer with ``wire``)."""
+    if item[:1] == "\0":
+        return "a string may not begin with NUL (WAMP-JSON reads it as bytes)", False, 0
+    if item.isascii():  # no surrogates, one byte a character: no copy needed
+        size = shown = len(item)
+        if not wire:
+            pass
+        elif size < _SCAN_COPY and item.isprintable():  # only '"' and '\\' are escaped
+            shown = size + 5 * (item.count('"') + item.count("\\"))
+        else:
+            plain = len(item.translate(_ESCAPED))  # what JSON leaves as it is
+            shown = plain + 6 * (size - plain)
+    else:
+        try:
+            size = len(item.encode("utf-8"))
+        except UnicodeEncodeError:
+            return "a string with unpaired surrogates is not Unicode text", False, 0
+        shown = 6 * len(item) if wire else size
+    if size > MAX_BLOB_BYTES:
+        return f"a string of {size} bytes is over {MAX_BLOB_BYTES}", True, 0
+    return None, False, shown + _ITEM
+
+
+# One loop with few calls per item, on purpose: it runs over every value of every put and
+# every row a scan delivers; split into per-kind functions it measured 25 % slower, and
+# building each child's path up front (rather than when a problem is found) 2x slower.
+def inspect(obj: Any, max_depth: int = MAX_DEPTH, path: str = "",  # noqa: C901, PLR0911, PLR0912
+            int_max: int = INT64_MAX, wire: bool = True) -> tuple[Problem | None, int]:
+    """The first reason ``obj`` breaks the payload policy (or None when every serializer can
+    carry it), and its size: with ``wire`` on the costliest serializer, as
+    ``payload_size(obj, wire=True)``; without, a rough one (strings by their UTF-8 bytes).
+    Stored rows may hold ints up to ``UINT64_MAX`` (an oid), which msgpack carries too; a
+    caller's ints stay within etcd's int64."""
+    if type(obj) is str:  # a key, mostly: no stack needed
+        message, too_large, shown = _text(obj, wire)
+        return (None if message is None else Problem(path, message, too_large)), shown
+    size = 0
+    # (item, depth, the trail of its container, its step there): a container's own trail is
+    # made only when it is reached, and a path only when a problem is found.
+    stack: list[tuple[Any, int, Any, Any]] = [(obj, 0, None, None)]
     while stack:
-        item, where, depth = stack.pop()
-        if item is None or isinstance(item, bool):
-            continue
-        if isinstance(item, int):
-            if not INT64_MIN <= item <= int_max:
-                shown = item if item.bit_length() < 128 else f"of {item.bit_length()} bits"
-                return Problem(where, f"integer {shown} is outside "
-                                      f"{'int64' if int_max == INT64_MAX else 'uint64'}")
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return Problem(where, f"{item} is not a finite number")
-        elif isinstance(item, str):
-            if item.startswith("\0"):
-                return Problem(where, "a string may not begin with NUL (WAMP-JSON reads it "
-                                      "as bytes)")
-            try:
-                size = len(item.encode("utf-8"))
-            except UnicodeEncodeError:
-                return Problem(where, "a string with unpaired surrogates is not Unicode text")
-            if size > MAX_BLOB_BYTES:
-                return Problem(where, f"a string of {size} bytes is over {MAX_BLOB_BYTES}",
-                               too_large=True)
-        elif isinstance(item, bytes):
-            if len(item) > MAX_BLOB_BYTES:
-                return Problem(where, f"{len(item)} bytes are over {MAX_BLOB_BYTES}",
-                               too_large=True)
-        elif isinstance(item, (list, dict)):
+        item, depth, trail, step = stack.pop()
+        kind = _KINDS.get(type(item)) or _kind_of(item)
+        if kind == "str":
+            message, too_large, shown = _text(item, wire)
+            if message is not None:
+                return Problem(_path(path, trail, step), message, too_large), size
+            size += shown
+        elif kind == "dict" or kind == "list":
             if depth >= max_depth:
-                return Problem(where, f"nested deeper than {max_depth} levels")
-            if isinstance(item, list):
-                stack.extend((child, f"{where}[{i}]", depth + 1)
-                             for i, child in enumerate(item))
+                return Problem(_path(path, trail, step),
+                               f"nested deeper than {max_depth} levels"), size
+            size += _ITEM * (1 + len(item))
+            here = (trail, step)
+            if kind == "list":
+                stack.extend((child, depth + 1, here, i) for i, child in enumerate(item))
                 continue
             for key, child in item.items():
-                if not isinstance(key, str) or key.startswith("\0"):
-                    return Problem(where, f"map key {key!r:.40} is not a string that every "
-                                          "serializer carries")
-                stack.append((key, f"{where}.{key}" if where else key, depth + 1))
-                stack.append((child, f"{where}.{key}" if where else key, depth + 1))
+                if not isinstance(key, str) or key[:1] == "\0":
+                    return Problem(_path(path, trail, step), f"map key {key!r:.40} is not a "
+                                   "string that every serializer carries"), size
+                message, too_large, shown = _text(key, wire)
+                if message is not None:
+                    return Problem(_path(path, here, key), message, too_large), size
+                size += shown
+                stack.append((child, depth + 1, here, key))
+        elif kind == "int":
+            if not INT64_MIN <= item <= int_max:
+                shown_int = item if item.bit_length() < 128 else f"of {item.bit_length()} bits"
+                return Problem(_path(path, trail, step), f"integer {shown_int} is outside "
+                               f"{'int64' if int_max == INT64_MAX else 'uint64'}"), size
+            size += _ITEM
+        elif kind == "float":
+            if not math.isfinite(item):
+                return Problem(_path(path, trail, step), f"{item} is not a finite number"), size
+            size += _ITEM
+        elif kind == "bytes":
+            if len(item) > MAX_BLOB_BYTES:
+                return Problem(_path(path, trail, step), f"{len(item)} bytes are over "
+                               f"{MAX_BLOB_BYTES}", too_large=True), size
+            size += (len(item) * 4 // 3 + 4 if wire else len(item)) + _ITEM
+        elif kind == "skip":
+            size += _ITEM
         else:
-            return Problem(where, f"{type(item).__name__} is not a WAMP payload type")
-    return None
+            return Problem(_path(path, trail, step), f"{type(item).__name__} is not a WAMP "
+                           "payload type"), size
+    return None, size
 
 
-_ITEM = 8  # what a container slot or a number counts for: the payload's shape has a cost too
+def problem(obj: Any, max_depth: int = MAX_DEPTH, path: str = "",
+            int_max: int = INT64_MAX) -> Problem | None:
+    """The first reason ``obj`` breaks the payload policy, or None (``inspect``)."""
+    return inspect(obj, max_depth, path, int_max, wire=False)[0]
+
+
 
 
 def _wire_text(item: str | bytes | bytearray) -> int:
@@ -114,6 +194,8 @@ def _wire_text(item: str | bytes | bytearray) -> int:
         return len(item) * 4 // 3 + 4
     if not item.isascii():
         return 6 * len(item)
+    if len(item) < _SCAN_COPY and item.isprintable():  # only '"' and '\\' are escaped
+        return len(item) + 5 * (item.count('"') + item.count("\\"))
     plain = len(item.translate(_ESCAPED))  # what JSON leaves as it is (a fast C loop)
     return plain + 6 * (len(item) - plain)
 

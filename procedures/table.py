@@ -12,10 +12,11 @@ hex, after the table's slot>, "error": <why>}`` in its place and goes on. ``coun
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
+from txetcd.interface import env_of
 from txetcd.pmap import Database, PersistentMap, TableLayout, ValueCodec
 from txetcd.types import is_int
 
@@ -24,7 +25,7 @@ from .errors import ProcedureError
 from .flatbuf import FlatBuffersSchema
 from .history import history
 from .indexes import IndexSpec, RowWrite, TableIndex, write_rows
-from .payload import DEFAULT_MAX_DEPTH
+from .payload import DEFAULT_MAX_DEPTH, ROW_SLOTS, payload_size
 from .wire import CorruptRow, KeyWire, TableWire, ValueWire
 
 __all__ = ["Table"]
@@ -213,6 +214,7 @@ class Table:
         at_revision = _revision_arg(revision, "revision") or None
         keys = self.bounds(from_key, to_key, prefix, after, backwards)
         answer = Answer(f"{self.name}.scan", progress, paged)
+        chunks = 0
         # A page reads one row more than it returns: that row says whether it is the last.
         want = limit + 1 if paged else limit
         seen = 0
@@ -222,10 +224,16 @@ class Table:
                                          reverse=backwards, keys_only=only_keys,
                                          revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
             seen += 1
-            if seen > limit or not answer.add(row := self.row(kv.key, None if only_keys
-                                                                else kv.value)):
+            row, size = self.sized_row(kv.key, None if only_keys else kv.value)
+            if seen > limit or not answer.add(row, size):
                 more = True
                 break
+            if answer.chunks != chunks:
+                # A chunk went out: let it leave for the router (and a page requested ahead
+                # leave for etcd) while the next rows are made, rather than all of a page's
+                # chunks at once after it.
+                chunks = answer.chunks
+                await self.turn()
             # A corrupt row's marker is a cursor too: a page that ends in one (or holds only
             # such rows) still says where the next page starts.
             last_cursor = row if isinstance(row, dict) or only_keys else row[0]
@@ -249,13 +257,26 @@ class Table:
                                      "the key's bytes in hex") from None
         return self.keys.encode(after, "after")
 
+    def turn(self) -> Awaitable[None]:
+        """One turn of the client's event loop."""
+        return env_of(self.client).driver.sleep(0)
+
     def row(self, etcd_key: bytes, data: bytes | None) -> Any:
         """A scan row: the key (``data`` None), ``[key, value]``, or a corrupt-row marker."""
+        return self.sized_row(etcd_key, data)[0]
+
+    def sized_row(self, etcd_key: bytes, data: bytes | None) -> tuple[Any, int]:
+        """A scan row and its size on the wire (``payload_size(row, wire=True)``), found by
+        the same walk that checks it can be delivered."""
         try:
-            key = self.wire_key(etcd_key)
-            return key if data is None else [key, self.values.decode(data)]
+            key, key_size = self.keys.decode_sized(self.wire.layout.split(etcd_key))
+            if data is None:
+                return key, key_size
+            value, value_size = self.values.decode_sized(data)
+            return [key, value], ROW_SLOTS + key_size + value_size
         except CorruptRow as exc:
-            return {"corrupt_row": self.wire.layout.split(etcd_key).hex(), "error": str(exc)}
+            marker = {"corrupt_row": self.wire.layout.split(etcd_key).hex(), "error": str(exc)}
+            return marker, payload_size(marker, wire=True)
 
     async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
         return (await self.client.get(self.bounds(from_key, to_key, prefix),

@@ -20,7 +20,7 @@ from txetcd.pmap.layout import TableLayout
 from txetcd.types import is_int
 
 from .errors import ProcedureError
-from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, problem
+from .payload import DEFAULT_MAX_DEPTH, UINT64_MAX, inspect, problem
 from .schema import SchemaViolation
 
 __all__ = ["KeyWire", "ValueWire", "TableWire", "CorruptRow"]
@@ -82,20 +82,27 @@ class KeyWire:
         return self.encode(prefix, "prefix") if prefix != "" and prefix != b"" else b""
 
     def decode(self, data: bytes) -> Any:
-        return _deliverable(data, lambda: self.from_codec(self.codec.decode(data)), 0,
-                            f"{self.kind} key")
+        return self.decode_sized(data)[0]
+
+    def decode_sized(self, data: bytes) -> tuple[Any, int]:
+        """The key and its size on the wire (``payload_size(key, wire=True)``)."""
+        return _deliverable(data, self.codec, _FROM_CODEC.get(self.kind), 0, self.kind, "key")
 
 
-def _deliverable(data: bytes, decode: Callable[[], Any], max_depth: int, what: str) -> Any:
-    """The decoded row, or ``CorruptRow`` if it does not decode or breaks the payload policy."""
+def _deliverable(data: bytes, codec: KeyCodec[Any] | ValueCodec[Any],
+                 convert: Callable[[Any], Any] | None, max_depth: int, kind: str,
+                 what: str) -> tuple[Any, int]:
+    """The decoded row and its size on the wire, or ``CorruptRow`` if it does not decode or
+    breaks the payload policy. One walk does both: a scan needs each row's size too. (It runs
+    for every row a scan or an event delivers: no closures, no context managers.)"""
     try:
-        decoded = decode()
+        decoded = codec.decode(data) if convert is None else convert(codec.decode(data))
     except (TypeError, ValueError) as exc:
-        raise CorruptRow(f"{data[:40]!r} is not a {what}: {exc}") from None
-    found = problem(decoded, max_depth, int_max=UINT64_MAX)
+        raise CorruptRow(f"{data[:40]!r} is not a {kind} {what}: {exc}") from None
+    found, size = inspect(decoded, max_depth, int_max=UINT64_MAX)
     if found is not None:
-        raise CorruptRow(f"stored {what} cannot be delivered: {found}")
-    return decoded
+        raise CorruptRow(f"stored {kind} {what} cannot be delivered: {found}")
+    return decoded, size
 
 
 class ValueWire:
@@ -128,8 +135,12 @@ class ValueWire:
                                                   f"{self.kind} value: {exc}") from None
 
     def decode(self, data: bytes) -> Any:
-        return _deliverable(data, lambda: _FROM_CODEC.get(self.kind, lambda v: v)(
-            self.codec.decode(data)), self.max_depth, f"{self.kind} value")
+        return self.decode_sized(data)[0]
+
+    def decode_sized(self, data: bytes) -> tuple[Any, int]:
+        """The value and its size on the wire (``payload_size(value, wire=True)``)."""
+        return _deliverable(data, self.codec, _FROM_CODEC.get(self.kind), self.max_depth,
+                            self.kind, "value")
 
 
 class TableWire:

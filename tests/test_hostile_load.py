@@ -22,8 +22,9 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.task import LoopingCall, deferLater
 
 from component.config import ConfigError, parse_settings
-from component.limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS, payload_size
+from component.limits import MAX_INFLIGHT_BYTES, MAX_QUEUED_SCANS, MAX_SCANS
 from component.publisher import election_name, position_key
+from procedures.payload import inspect, payload_size
 from txetcd import Client, Election, KeyNotFound, KeySet, OpSet
 from txetcd.embedded import EtcdProcess
 
@@ -397,3 +398,6 @@ def test_limits_are_configurable_and_payloads_are_measured_at_any_depth() -> Non
         deep = [deep]
     assert 1000 < payload_size(deep) < 1000 + 17 * 100_001
     assert payload_size(("k", "v" * 10**7), stop=1000) < 10**7 + 100
+    # What admits a call: the argument check's one walk, which stops at the allowed depth.
+    found, size = inspect(deep, wire=False)
+    assert found is not None and "nested deeper" in found.message and size < 1000 * 100

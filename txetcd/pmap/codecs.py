@@ -42,11 +42,10 @@ import pickle
 import uuid
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import cbor2
 import flatbuffers
@@ -104,17 +103,31 @@ def _as_bytes(label: str, data: object) -> bytes:
     raise TypeError(f"{label}: expected bytes, got {_type_name(data)}")
 
 
-@contextmanager
-def _reraise(label: str, action: str, *mapping: tuple[type[BaseException], type[Exception]]
-             ) -> Iterator[None]:
-    """Turn library errors into TypeError/ValueError that name the codec; first match wins."""
-    try:
-        yield
-    except Exception as exc:
-        for caught, raised in mapping:
+class _reraise:  # noqa: N801 - used as a function: ``with _reraise(...)``
+    """Turn library errors into TypeError/ValueError that name the codec; first match wins.
+
+    A class, not ``@contextmanager``: it wraps every encode and decode of every row, and a
+    generator-based context manager cost more than the cbor2 decode it wrapped."""
+
+    __slots__ = ("label", "action", "mapping")
+
+    def __init__(self, label: str, action: str,
+                 *mapping: tuple[type[BaseException], type[Exception]]) -> None:
+        self.label = label
+        self.action = action
+        self.mapping = mapping
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> Literal[False]:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        for caught, raised in self.mapping:
             if isinstance(exc, caught):
-                raise raised(f"{label}: cannot {action}: {exc}") from exc
-        raise
+                raise raised(f"{self.label}: cannot {self.action}: {exc}") from exc
+        return False
 
 
 def _utf8_encode(label: str, value: object) -> bytes:
@@ -365,6 +378,14 @@ class StringKey(_VariableKey[str]):
     def _from_raw(self, raw: bytes) -> str:
         return _utf8_decode(self.label, raw)
 
+    def decode(self, data: bytes) -> str:
+        if type(data) is bytes:  # the common case, without the helpers (every scanned row)
+            try:
+                return data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{self.label}: cannot decode UTF-8: {exc}") from exc
+        return super().decode(data)
+
 
 class BinaryKey(_VariableKey[bytes]):
     """Binary key; any bytes-like input is accepted, ``decode`` returns ``bytes``."""
@@ -605,10 +626,10 @@ class CborValue(ValueCodec[Any]):
     def decode(self, data: bytes) -> Any:
         data = _as_bytes(self.label, data)
         stream = io.BytesIO(data)
-        with _reraise(self.label, "decode CBOR", (cbor2.CBORError, ValueError),
-                      (ValueError, ValueError), (TypeError, ValueError),
-                      (RecursionError, ValueError)):
+        try:  # not _reraise: this runs for every row a scan reads
             value = cbor2.CBORDecoder(stream).decode()
+        except (cbor2.CBORError, ValueError, TypeError, RecursionError) as exc:
+            raise ValueError(f"{self.label}: cannot decode CBOR: {exc}") from exc
         # cbor2.loads ignores trailing garbage; a value must be exactly one CBOR item.
         if stream.tell() != len(data):
             raise ValueError(f"{self.label}: {len(data) - stream.tell()} trailing bytes")
