@@ -219,11 +219,15 @@ class EventRelay:
             wanted = any(covers(sub.uri, sub.match, topic) and self.counted(sub.sessions)
                          for sub in self.subscriptions.values())
             if wanted and name not in self.publishers:
+                log.info("{table} has subscribers here: {who}", table=name, who={
+                    s: self.roles.get(s, "?") for sub in self.subscriptions.values()
+                    if covers(sub.uri, sub.match, topic) for s in sub.sessions})
                 self.publishers[name] = TablePublisher(self, name, self.coordinator,
                                                        self.position_interval,
                                                        wanted_at=self.read_revision(name))
             elif not wanted and name in self.publishers:
                 # Nobody listens: the next subscriber starts from now, not from here.
+                log.info("nobody subscribes {table} here any more", table=name)
                 self.publishers.pop(name).stop(forget=True)
 
     def counted(self, sessions: set[int]) -> bool:

@@ -51,6 +51,7 @@ import cbor2
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txetcd import Client, CompCreated, KeySet, OpDel, OpSet, Unavailable
 from txetcd.concurrency import Election, Leadership, NotLeader
@@ -204,15 +205,20 @@ def observe(shared: defer.Deferred[Any]) -> defer.Deferred[Any]:
     """A Deferred that fires with ``shared``'s result and can be cancelled on its own: Twisted
     cancels what a cancelled coroutine awaits, and a shared Deferred cancelled that way would
     fail every other waiter (or, if an errback consumed the CancelledError, resume the
-    cancelled one as if nothing happened)."""
+    cancelled one as if nothing happened). A failure goes to the waiter (and to no later
+    one: it is handled here)."""
     waiter: defer.Deferred[Any] = defer.Deferred()
 
     def deliver(result: Any) -> Any:
+        if isinstance(result, Failure):
+            if not waiter.called:
+                waiter.errback(result)
+            return None
         if not waiter.called:
             waiter.callback(result)
         return result
 
-    shared.addCallback(deliver)
+    shared.addBoth(deliver)
     return waiter
 
 
@@ -243,6 +249,7 @@ class TablePublisher:
         self.sent: collections.deque[_Sent] = collections.deque()
         self.waiter: tuple[int, defer.Deferred[None]] | None = None  # (fewer than, wakes)
         self.storing: defer.Deferred[None] | None = None
+        self.writing: defer.Deferred[Any] | None = None  # the position write etcd may apply
         self.queue: defer.DeferredQueue[Any] = defer.DeferredQueue()
         self.leadership: Leadership | None = None
         self.running = True
@@ -296,6 +303,9 @@ class TablePublisher:
                 await self.relay.fence(predecessor)
             retained = await self.relay.last_published(self.name)
             start = stored.newest(retained) if retained is not None else stored.copy()
+            log.info("publisher of {table} starts after revision {start} (stored {stored}, "
+                     "retained {retained})", table=self.name, start=start.revision,
+                     stored=stored.revision, retained=retained and retained.revision)
             # Moves on with each acknowledgement, and with each event skipped below.
             self.published = Position(start.revision, set(start.keys))
             # From here on a successor fences this session before it reads the router.
@@ -421,6 +431,7 @@ class TablePublisher:
         try:
             if leadership.alive:
                 if self.forget:
+                    await self.written()
                     await self.coordinator.txn(compare=[self.guard(leadership)],
                                                success=[OpDel(self.position_key)])
                 elif self.published.revision:  # this lead got as far as reading its start
@@ -437,6 +448,15 @@ class TablePublisher:
         except Exception as exc:  # noqa: BLE001 - the lease is revoked or expires anyway
             log.info("publisher of {table} could not resign cleanly: {exc!r}", table=self.name,
                      exc=exc)
+
+    async def written(self) -> None:
+        """Wait (briefly) until the position write in flight, if any, has been answered."""
+        if self.writing is None or self.writing.called:
+            return
+        waiting = observe(self.writing)
+        waiting.addTimeout(LEASE_TTL / 2, self.clock)
+        with contextlib.suppress(Exception):
+            await waiting
 
     async def settle_in_flight(self) -> None:
         """Wait (briefly) for the acknowledgements still due; a failed publish ends it too."""
@@ -469,8 +489,11 @@ class TablePublisher:
             if not leadership.alive:
                 raise NotLeader(f"lost the lead of {self.name}")
             try:
-                result = await self.coordinator.txn(compare=[self.guard(leadership)],
+                # Not cancelled with its waiter: a write that was sent may still be applied,
+                # and must be before a position is forgotten (``step_down``).
+                self.writing = self.coordinator.txn(compare=[self.guard(leadership)],
                                                     success=[OpSet(self.position_key, value)])
+                result = await observe(self.writing)
             except Unavailable as exc:
                 log.info("position of {table} not stored yet ({exc}); again", table=self.name,
                          exc=exc)
