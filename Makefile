@@ -59,6 +59,7 @@ lint: $(STAMP)
 # The peers go in venvs of their own under bench/.venvs/ (made on first use); bench/RESULTS.md
 # holds a run's output with its machine. BENCH_ARGS=--rounds 5 etc. are passed on.
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/run.py $(BENCH_ARGS)
 
 clean:

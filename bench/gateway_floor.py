@@ -2,20 +2,27 @@
 HTTP POST ``/v3/kv/range`` (or ``put``) back to back, with no parsing beyond finding the end.
 
     .venv/bin/python bench/gateway_floor.py URL [get|put] [SECONDS]
+
+Prints one JSON line in ``kv_clients.py``'s shape: ops/s and the process's CPU µs per op (what
+the kernel's loopback TCP and a minimal HTTP exchange cost, with no client logic at all).
 """
 
 from __future__ import annotations
 
+import base64
+import json
 import socket
 import sys
 import time
 from urllib.parse import urlsplit
 
+VALUE_B64 = base64.b64encode(b"v" * 100)  # the 100-byte values of kv_clients.py
+
 
 def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
     parts = urlsplit(url)
     body = (b'{"key":"YmVuY2gvMDAwMQ=="}' if op == "get" else
-            b'{"key":"YmVuY2gvMDAwMQ==","value":"' + b"dg==" * 34 + b'"}')
+            b'{"key":"YmVuY2gvMDAwMQ==","value":"' + VALUE_B64 + b'"}')
     path = b"/v3/kv/range" if op == "get" else b"/v3/kv/put"
     request = (b"POST " + path + b" HTTP/1.1\r\nHost: " + parts.netloc.encode()
                + b"\r\nContent-Type: application/json\r\nContent-Length: "
@@ -23,6 +30,7 @@ def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
     sock = socket.create_connection((parts.hostname, parts.port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     done, end = 0, time.perf_counter() + seconds
+    cpu = time.process_time()
     while time.perf_counter() < end:
         sock.sendall(request)
         data = b""
@@ -33,8 +41,13 @@ def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
                 length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
                 if len(rest) >= length:
                     break
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise SystemExit(f"etcd refused the request: {data[:300]!r}")
         done += 1
-    print(f"gateway floor, {op} x1: {done / seconds:,.0f}/s")
+    cpu = time.process_time() - cpu
+    print(json.dumps({"client": "gateway-floor", "op": op, "inflight": 1,
+                      "ops_per_s": round(done / seconds, 1),
+                      "cpu_us_per_op": round(cpu / max(done, 1) * 1e6, 1)}))
 
 
 if __name__ == "__main__":

@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from component.publisher import MAX_IN_FLIGHT, position_key  # noqa: E402
-from procedures.answers import CHUNK_ROWS  # noqa: E402
-from tests.test_hostile_load import RSS_BOUND_MB, component_pid, rss_mb  # noqa: E402
+from procedures.answers import CHUNK_ROWS, FIRST_CHUNK_ROWS  # noqa: E402
+from tests.test_hostile_load import RSS_BOUND_MB, component_pid, cpu_seconds, rss_mb  # noqa: E402
 from tests.wamp import CrossbarNode, connect  # noqa: E402
 from txetcd import Client, KeySet  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
@@ -93,47 +93,31 @@ async def echo_callee(socket_path: Path) -> Any:
     return session
 
 
-async def rows_callee(socket_path: Path, rows: list[Any], chunk: int) -> Any:
-    """The scan baseline: ``etcd.bench.rows`` sends ``rows`` as progressive results of
-    ``chunk`` rows, the way the component's scan does, but from memory."""
+async def rows_callee(socket_path: Path, rows: list[Any]) -> Any:
+    """The scan baseline: ``etcd.bench.rows`` sends ``rows`` as progressive results in the
+    chunks the component's scan makes of them, but from memory."""
     session = await backend_session(socket_path)
 
     def send(*args: Any, details: Any = None, **kwargs: Any) -> list[Any]:
-        for start in range(0, len(rows), chunk):
-            details.progress(rows[start:start + chunk])
+        details.progress(rows[:FIRST_CHUNK_ROWS])
+        for start in range(FIRST_CHUNK_ROWS, len(rows), CHUNK_ROWS):
+            details.progress(rows[start:start + CHUNK_ROWS])
         return []
 
     await session.register(send, "etcd.bench.rows", options=RegisterOptions(details_arg="details"))
     return session
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used so far."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def node_pids(node: CrossbarNode, etcd_pid: int) -> dict[str, int]:
     """The processes a WAMP call crosses: the node's router and container workers, etcd, and
     this process (the caller)."""
-    assert node.proc is not None
-    pids = {"etcd": etcd_pid, "caller": os.getpid()}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmd:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                command = cmd.read()
-        except OSError:
-            continue
-        if parent == node.proc.pid:
-            for name, marker in (("router", "RouterController"),
-                                 ("container", "ContainerController")):
-                if marker in command:
-                    pids[name] = int(entry)
-    return pids
+    return {"etcd": etcd_pid, "caller": os.getpid(), **node.worker_pids()}
+
+
+def cpu_text(runs: list[dict[str, float]], unit: str = "{:.0f}") -> str:
+    """Each process's median CPU over ``runs`` (one dict of process -> CPU per run)."""
+    return ", ".join(f"{name} {unit.format(statistics.median(run[name] for run in runs))}"
+                     for name in runs[0])
 
 
 async def pipelined(session: Any, procedure: str, args: list[Any], seconds: float) -> float:
@@ -156,15 +140,23 @@ async def pipelined(session: Any, procedure: str, args: list[Any], seconds: floa
     return done / seconds
 
 
-async def get_vs_echo(session: Any, client: Client, rounds: int, seconds: float) -> None:
+async def get_vs_echo(session: Any, client: Client, rounds: int, seconds: float,
+                      pids: dict[str, int]) -> None:
     value = cbor2.dumps({"v": "x" * 90})
     await defer.gatherResults([client.set(row_key(f"k{i:03d}"), value) for i in range(1000)])
-    gets, echos = [], []
+    rates: dict[str, list[float]] = {"get": [], "echo": []}
+    cpu: dict[str, list[dict[str, float]]] = {"get": [], "echo": []}
     for _ in range(rounds):
-        gets.append(await pipelined(session, "etcd.settings.get", ["k007"], seconds))
-        echos.append(await pipelined(session, "etcd.bench.echo", ["k007"], seconds))
-    get, echo = statistics.median(gets), statistics.median(echos)
-    print(f"| WAMP get, {INFLIGHT} in flight | {get:,.0f} calls/s | echo {echo:,.0f} calls/s | "
+        for kind, procedure in (("get", "etcd.settings.get"), ("echo", "etcd.bench.echo")):
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            rate = await pipelined(session, procedure, ["k007"], seconds)
+            calls = rate * (seconds + 0.5)  # the warm-up's calls too: about the same rate
+            rates[kind].append(rate)
+            cpu[kind].append({name: (cpu_seconds(pid) - before[name]) * 1e6 / calls
+                              for name, pid in pids.items()})
+    get, echo = statistics.median(rates["get"]), statistics.median(rates["echo"])
+    print(f"| WAMP get, {INFLIGHT} in flight | {get:,.0f} calls/s | echo {echo:,.0f} calls/s; "
+          f"CPU µs per call: get: {cpu_text(cpu['get'])}; echo: {cpu_text(cpu['echo'])} | "
           f"{get / echo:.2f}x echo (target >= 0.85x) |", flush=True)
     result("WAMP get >= 0.85x echo", f"{get / echo:.2f}x ({get:,.0f} vs {echo:,.0f} calls/s)",
            get / echo >= 0.85)
@@ -320,7 +312,7 @@ async def scan(session: Any, client: Client, rounds: int, pids: dict[str, int],
     for start in range(0, SCAN_ROWS, 2_000):  # small steps: each within the client's timeout
         await defer.gatherResults([client.set(row_key(k), stored)
                                    for k in keys[start:start + 2_000]])
-    callee = await rows_callee(socket_path, [[k, value] for k in keys], CHUNK_ROWS)
+    callee = await rows_callee(socket_path, [[k, value] for k in keys])
     rates: dict[str, list[float]] = {"table": [], "plain": []}
     cpu: dict[str, list[dict[str, float]]] = {"table": [], "plain": []}
     for _ in range(rounds):
@@ -342,14 +334,10 @@ async def scan(session: Any, client: Client, rounds: int, pids: dict[str, int],
             assert rows == SCAN_ROWS, rows
     callee.leave()
     rate, plain = statistics.median(rates["table"]), statistics.median(rates["plain"])
-
-    def cpu_text(kind: str) -> str:
-        return ", ".join(f"{name} {statistics.median(run[name] for run in cpu[kind]):.2f}"
-                         for name in pids)
-
     print(f"| progressive scan, {SCAN_ROWS:,} rows | {rate:,.0f} rows/s | plain callee "
           f"{plain:,.0f} rows/s, {rate / plain:.2f}x; CPU s per 100k rows: table: "
-          f"{cpu_text('table')}; plain: {cpu_text('plain')} | target >= 60,000 rows/s |",
+          f"{cpu_text(cpu['table'], '{:.2f}')}; plain: {cpu_text(cpu['plain'], '{:.2f}')} | "
+          "target >= 60,000 rows/s |",
           flush=True)
     result("progressive scan >= 60,000 rows/s",
            f"{rate:,.0f} rows/s (plain callee {plain:,.0f}, {rate / plain:.2f}x)", rate >= 60_000)
@@ -391,15 +379,16 @@ async def main(args: argparse.Namespace) -> None:
             publisher = await backend_session(node.socket_path)
             session = await connect(node.url, "writer", "writer-secret")
             subscriber = await connect(node.url, "writer", "writer-secret")
+            assert etcd.proc is not None
+            pids = node_pids(node, etcd.proc.pid)
             print("| WAMP benchmark | result | detail | target |\n|---|---|---|---|",
                   flush=True)
             if "get" in args.only:
-                await get_vs_echo(session, client, args.rounds, args.seconds)
+                await get_vs_echo(session, client, args.rounds, args.seconds, pids)
             if "events" in args.only:
                 await events(subscriber, client, args.seconds, args.rounds, publisher)
             if "scan" in args.only:
-                await scan(session, client, args.rounds, node_pids(node, etcd.proc.pid),
-                           node.socket_path)
+                await scan(session, client, args.rounds, pids, node.socket_path)
             if "burst" in args.only:
                 await burst(node, [session, subscriber])
             for s in (session, subscriber, callee, publisher):

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from twisted.internet import defer
 
 from procedures.errors import ProcedureError
 
 __all__ = ["Admission", "Limits", "MAX_INFLIGHT_BYTES", "MAX_SCANS", "MAX_QUEUED_SCANS"]
+
+T = TypeVar("T")
 
 MAX_INFLIGHT_BYTES = 32 << 20  # bytes of call arguments being served at once
 MAX_SCANS = 8  # scans paging through etcd at once
@@ -85,5 +88,10 @@ class Admission:
         return self.size
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self, result: T | None = None) -> T | None:
+        """Give the call's share back; passes ``result`` on (a Deferred's callback)."""
         self.limits.inflight_bytes -= self.size
         self.limits.inflight_calls -= 1
+        return result

@@ -6,7 +6,8 @@ result never leaves (autobahn drops it, and its error reply, which quotes the re
 as well), so the caller would wait forever. So every answer is bounded by an estimate of its
 size on the costliest serializer (``payload_size(wire=True)``):
 
-* a progressive result comes in chunks of at most ``CHUNK_ROWS`` rows and ``CHUNK_BYTES``;
+* a progressive result comes in chunks of at most ``CHUNK_ROWS`` rows (the first one
+  ``FIRST_CHUNK_ROWS``, so the first rows show at once) and ``CHUNK_BYTES``;
 * a plain answer that would pass ``ANSWER_BYTES`` is refused with ``too_large`` (nothing is
   sent), telling the caller to page or ask for progressive results;
 * a page (``page=True``) ends early at ``ANSWER_BYTES`` and says so (``partial``), with
@@ -23,11 +24,15 @@ from typing import Any
 from .errors import ProcedureError
 from .payload import payload_size
 
-__all__ = ["Answer", "ANSWER_BYTES", "CHUNK_BYTES", "CHUNK_ROWS", "TOO_LARGE_ADVICE"]
+__all__ = ["Answer", "ANSWER_BYTES", "CHUNK_BYTES", "CHUNK_ROWS", "FIRST_CHUNK_ROWS",
+           "TOO_LARGE_ADVICE"]
 
 ANSWER_BYTES = 8 << 20  # half the transports' 16 MiB: room for the estimate's slack
 CHUNK_BYTES = 1 << 20  # small messages keep the router responsive to everyone else
-CHUNK_ROWS = 100
+# Each chunk costs the component, the router and the caller a message whatever its rows: a
+# scan of 100-byte rows in 100-row chunks spent about a third of its time on messages.
+FIRST_CHUNK_ROWS = 100
+CHUNK_ROWS = 1000
 TOO_LARGE_ADVICE = ("page through it (page=True, then after=<next_after>) or ask for "
                     "progressive results")
 
@@ -59,7 +64,8 @@ class Answer:
         if size is None:
             size = payload_size(row, wire=True)
         if self.progress is not None:
-            if self._chunk and (len(self._chunk) >= self.chunk_rows
+            rows = self.chunk_rows if self.chunks else min(self.chunk_rows, FIRST_CHUNK_ROWS)
+            if self._chunk and (len(self._chunk) >= rows
                                 or self._chunk_size + size > self.chunk_bytes):
                 self.flush()
             self._chunk.append(row)

@@ -56,18 +56,24 @@ class KeyWire:
         self.codec: KeyCodec[Any] = KEY_CODECS[kind]()
 
     def encode(self, key: Any, what: str = "key") -> bytes:
-        return self.codec.encode(self.to_codec(key, what))
+        return self.checked(key, what)[1]
 
     def to_codec(self, key: Any, what: str = "key", kind: str = "invalid_key") -> Any:
         """The key as its codec takes it (a uuid string becomes a UUID), checked."""
+        return self.checked(key, what, kind)[0]
+
+    def checked(self, key: Any, what: str = "key",
+                kind: str = "invalid_key") -> tuple[Any, bytes]:
+        """The key as its codec takes it, and its bytes; ``ProcedureError`` if it is no key of
+        this table (checked and encoded once: every get and put starts here)."""
         found = problem(key, 0)
         if found is not None:
             raise ProcedureError("too_large" if found.too_large else kind,
                                  f"{what} is not a valid {self.kind} key: {found}")
         try:
-            native = _TO_CODEC.get(self.kind, lambda k: k)(key)
-            self.codec.encode(native)
-            return native
+            convert = _TO_CODEC.get(self.kind)
+            native = key if convert is None else convert(key)
+            return native, self.codec.encode(native)
         except (TypeError, ValueError) as exc:
             raise ProcedureError(kind, f"{what} {key!r:.80} is not a valid "
                                        f"{self.kind} key: {exc}") from None

@@ -19,7 +19,7 @@ from autobahn.wamp.exception import ApplicationError
 from autobahn.wamp.types import CallOptions
 from twisted.internet import defer, reactor
 
-from procedures.answers import ANSWER_BYTES, CHUNK_BYTES
+from procedures.answers import ANSWER_BYTES, CHUNK_BYTES, CHUNK_ROWS, FIRST_CHUNK_ROWS
 from txetcd import Client, OpSet
 from txetcd.embedded import EtcdProcess
 
@@ -89,6 +89,28 @@ async def test_big_answers_are_refused_paged_or_chunked(node: CrossbarNode,
         reader.leave()
     assert (await watcher.call("etcd.status"))["session"] == component
     watcher.leave()
+
+
+@inline
+async def test_small_rows_come_in_a_small_first_chunk_then_big_ones(
+        node: CrossbarNode, etcd_direct: Client) -> None:
+    rows = FIRST_CHUNK_ROWS + 2 * CHUNK_ROWS + 7
+    value = cbor2.dumps({"v": "x" * 90})
+    keys = [f"chunk{i:05d}" for i in range(rows)]
+    for start in range(0, rows, 100):  # etcd's default max_txn_ops is 128
+        await etcd_direct.txn(success=[OpSet(SETTINGS + key.encode(), value)
+                                       for key in keys[start:start + 100]])
+    for serializer in SERIALIZERS:
+        reader = await session(node, "reader", serializer)
+        chunks: list[list[Any]] = []
+        rest = await answer(reader.call("etcd.settings.scan", prefix="chunk", limit=rows,
+                                        options=CallOptions(on_progress=chunks.append)))
+        assert rest == []
+        # The first rows show at once; the rest come in fewer, bigger messages.
+        assert [len(chunk) for chunk in chunks] == [FIRST_CHUNK_ROWS, CHUNK_ROWS, CHUNK_ROWS, 7]
+        assert [row[0] for chunk in chunks for row in chunk] == keys
+        assert all(row[1] == {"v": "x" * 90} for chunk in chunks for row in chunk)
+        reader.leave()
 
 
 @inline

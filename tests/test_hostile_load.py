@@ -49,19 +49,9 @@ async def sleep(seconds: float) -> None:
 
 def component_pid(node: CrossbarNode) -> int:
     """The pid of the node's container worker, the process the component runs in."""
-    assert node.proc is not None
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmd:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                command = cmd.read()
-        except OSError:
-            continue
-        if parent == node.proc.pid and "ContainerController" in command:
-            return int(entry)
-    raise AssertionError("the node has no container worker")
+    pids = node.worker_pids()
+    assert "container" in pids, "the node has no container worker"
+    return pids["container"]
 
 
 def rss_mb(pid: int) -> float:

@@ -102,6 +102,26 @@ class CrossbarNode:
         path = self.workdir / "node.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def worker_pids(self) -> dict[str, int]:
+        """The pids of the node's workers by kind: ``router`` and ``container`` (the process
+        the component runs in)."""
+        assert self.proc is not None
+        markers = {"RouterController": "router", "ContainerController": "container"}
+        found: dict[str, int] = {}
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as stat, open(f"/proc/{entry}/cmdline") as cmd:
+                    parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+                    command = cmd.read()
+            except OSError:
+                continue
+            if parent == self.proc.pid:
+                found.update((kind, int(entry)) for marker, kind in markers.items()
+                             if marker in command)
+        return found
+
     def stop(self) -> None:
         if self.proc is not None:
             stop_group(self.proc)

@@ -373,6 +373,11 @@ class StringKey(_VariableKey[str]):
     name = "string"
 
     def _to_raw(self, key: object) -> bytes:
+        if type(key) is str:  # the common case, without the helpers (every get and put)
+            try:
+                return key.encode("utf-8")
+            except UnicodeError as exc:  # lone surrogates are valid in a str, not in UTF-8
+                raise ValueError(f"{self.label}: cannot encode as UTF-8: {exc}") from exc
         return _utf8_encode(self.label, key)
 
     def _from_raw(self, raw: bytes) -> str:
