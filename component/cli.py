@@ -35,8 +35,10 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="a local etcd and the Crossbar node with the "
                                           "component (what `make run` does)")
-    run.add_argument("--port", type=int, default=int(_env("ETCD_WAMP_PORT", "8080") or 8080),
-                     help="web port: explorer and WAMP at /ws ($ETCD_WAMP_PORT, 8080)")
+    port = _env("ETCD_WAMP_PORT", None)
+    run.add_argument("--port", type=int, default=int(port) if port else None,
+                     help="web port: explorer and WAMP at /ws ($ETCD_WAMP_PORT, else the node "
+                          "config's: 8080 for the demo node)")
     run.add_argument("--web-port", dest="port", type=int, help=argparse.SUPPRESS)
     run.add_argument("--etcd-port", type=int,
                      default=int(_env("ETCD_WAMP_ETCD_PORT", "2379") or 2379),
@@ -58,6 +60,13 @@ def _parser() -> argparse.ArgumentParser:
                                             "a commented tables.json")
     init.add_argument("dir")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument("--nodes", type=int, default=1, metavar="N",
+                      help="N nodes linked by router-to-router links: DIR/node1 ... DIR/nodeN")
+    init.add_argument("--port", type=int, default=8080,
+                      help="web port of the (first) node; node i gets PORT+i-1 (8080)")
+    init.add_argument("--link-port", type=int, default=8090,
+                      help="with --nodes: port of node 1's link transport; node i gets "
+                           "LINK_PORT+i-1 (8090)")
 
     for name, text in (("export", "write a table as JSON Lines (one snapshot)"),
                        ("import", "put JSON Lines rows into a table (txn batches)")):
@@ -119,11 +128,16 @@ def _fail(command: str, message: str, code: int = 1) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .node import NODE_FILES, NodeOptions, StartFailed, run
+    from .node import NODE_FILES, NodeOptions, StartFailed, run, web_port
 
-    options = NodeOptions(port=args.port, etcd_port=args.etcd_port,
+    node_dir = Path(args.node) if args.node else NODE_FILES
+    try:
+        port = args.port if args.port is not None else web_port(node_dir)
+    except StartFailed as exc:
+        return _fail("run", str(exc))
+    options = NodeOptions(port=port, etcd_port=args.etcd_port,
                           data_dir=Path(args.data_dir), endpoints=split_endpoints(args.etcd),
-                          node_dir=Path(args.node) if args.node else NODE_FILES)
+                          node_dir=node_dir)
     try:
         return run(options)
     except StartFailed as exc:
@@ -131,25 +145,43 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_init(args: argparse.Namespace) -> int:
+    from .linked import write_linked_nodes
     from .node import NODE_FILES
 
-    target = Path(args.dir)
-    written = [target / ".crossbar" / "config.json", target / "tables.json", target / "web"]
+    if args.nodes < 1:
+        return _fail("init", "--nodes must be at least 1", 2)
+    root = Path(args.dir)
+    targets = [root] if args.nodes == 1 else [root / f"node{i + 1}" for i in range(args.nodes)]
+    written = [path for target in targets for path in
+               (target / ".crossbar" / "config.json", target / "tables.json", target / "web")]
     existing = [str(path) for path in written if path.exists()]
     if existing and not args.force:
         return _fail("init", f"{', '.join(existing)} exist (--force overwrites)", 2)
-    (target / ".crossbar").mkdir(parents=True, exist_ok=True)
     config = json.loads((NODE_FILES / ".crossbar" / "config.json").read_text())
     for worker in config["workers"]:
         # `etcd-wamp run` sets the workers' pythonpath; `crossbar start` finds the installed
         # package without one.
         worker.get("options", {}).pop("pythonpath", None)
-    written[0].write_text(json.dumps(config, indent=2) + "\n")
-    shutil.copyfile(NODE_FILES / "tables.json", written[1])
-    shutil.copytree(NODE_FILES / "web", written[2], dirs_exist_ok=True)
-    print(f"wrote {target}/: .crossbar/config.json (the node), tables.json (the component's "
-          f"tables: edit it), web/ (the explorer)\n"
-          f"run it:  etcd-wamp run --node {target}")
+        for transport in worker.get("transports", []):
+            if transport.get("type") == "web":
+                transport["endpoint"]["port"] = args.port
+    tables = (NODE_FILES / "tables.json").read_text()
+    if args.nodes > 1:
+        write_linked_nodes(targets, config, tables, args.link_port)
+    else:
+        (root / ".crossbar").mkdir(parents=True, exist_ok=True)
+        (root / ".crossbar" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (root / "tables.json").write_text(tables)
+    for target in targets:
+        shutil.copytree(NODE_FILES / "web", target / "web", dirs_exist_ok=True)
+    if args.nodes == 1:
+        print(f"wrote {root}/: .crossbar/config.json (the node), tables.json (the component's "
+              f"tables: edit it), web/ (the explorer)\n"
+              f"run it:  etcd-wamp run --node {root}")
+        return 0
+    print(f"wrote {args.nodes} linked nodes {root}/node1 ... {root}/node{args.nodes}: each "
+          f".crossbar/ (config, node key), tables.json (edit them alike), web/\n"
+          f"node i: web port {args.port}+i-1, link port {args.link_port}+i-1 (127.0.0.1)")
     return 0
 
 

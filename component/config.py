@@ -66,8 +66,8 @@ def parse_settings(raw: Any) -> Settings:
     """Check and convert a config dict; raises ``ConfigError`` naming the first bad field."""
     _expect(raw, dict, "(top level)")
     # Crossbar adds cbdir to extra; relative schema paths are resolved against it.
-    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir", *_LIMITS},
-                    "")
+    _reject_unknown(raw, {"prefix", "etcd", "tables", "position_interval", "cbdir", "linked",
+                          *_LIMITS}, "")
     prefix = _parse_prefix(raw.get("prefix", "etcd"))
     etcd = _parse_etcd(raw.get("etcd") or {})
     tables = _parse_tables(raw.get("tables"), raw.get("cbdir"))
@@ -75,7 +75,8 @@ def parse_settings(raw: Any) -> Settings:
     if not 0 <= interval <= 3600:
         raise ConfigError("position_interval", f"must be 0..3600 seconds, not {interval}")
     limits = {name: _limit(raw, name) for name in _LIMITS}
-    return Settings(prefix, etcd, tables, float(interval), **limits)
+    linked = _expect(raw.get("linked", False), bool, "linked")
+    return Settings(prefix, etcd, tables, float(interval), **limits, linked=linked)
 
 
 def _parse_prefix(text: Any) -> str:

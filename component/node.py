@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +33,7 @@ from .config import ConfigError, parse_settings
 from .localsocket import point_to_socket, private_dir
 
 __all__ = ["NODE_FILES", "PACKAGE_ROOT", "NodeOptions", "StartFailed", "node_config",
-           "read_json_file", "relevant_lines", "run"]
+           "read_json_file", "relevant_lines", "run", "web_port"]
 
 # The directory holding the component package: what the node's workers import it from, in a
 # checkout (the repo) and in an installed wheel (site-packages) alike.
@@ -102,6 +103,24 @@ def node_config(options: NodeOptions, endpoints: list[str]) -> dict[str, Any]:
                 source = tables_path if tables is not None else options.node_dir / ".crossbar"
                 raise StartFailed(f"{source}: {exc}") from None
     return config
+
+
+def web_port(node_dir: Path) -> int:
+    """The port of the node dir's web transport (8080 if it names none)."""
+    config = read_json_file(node_dir / ".crossbar" / "config.json")
+    for worker in config.get("workers", []):
+        for transport in worker.get("transports", []):
+            if transport.get("type") == "web":
+                return int(transport.get("endpoint", {}).get("port", 8080))
+    return 8080
+
+
+def copy_node_key(source: Path, cbdir: Path) -> None:
+    """The node dir's key, which linked nodes authorize (else Crossbar makes a new one)."""
+    for name in ("key.priv", "key.pub"):
+        if (source / name).exists():
+            (cbdir / name).unlink(missing_ok=True)
+            shutil.copy2(source / name, cbdir / name)
 
 
 def is_tls(config: dict[str, Any]) -> bool:
@@ -188,6 +207,7 @@ def run(options: NodeOptions, out: Any = None) -> int:
     cbdir = data / "node"
     cbdir.mkdir(exist_ok=True)
     private_dir(cbdir)  # the local socket's directory, before Crossbar listens in it
+    copy_node_key(options.node_dir / ".crossbar", cbdir)
     etcd: EtcdProcess | None = None
     if options.endpoints:
         endpoints = list(options.endpoints)

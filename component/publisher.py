@@ -28,6 +28,11 @@ restart forgets the retained event; the session that ends with it stores its exa
 before it resigns. A subscriber that subscribes with ``get_retained`` receives the last change
 first.
 
+Where routers are linked (``"linked": true``, ``component.linked``), all of the above is per
+router: the election and the position of a table are ``<table>@<node>`` (the node id of the
+router the instance is attached to), so the publisher, its predecessor, the retained event and
+the session to fence are always on one router.
+
 Slot 65535 of the namespace is reserved for these keys; no table may use it.
 """
 
@@ -40,11 +45,13 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import cbor2
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from txetcd import Client, CompCreated, KeySet, OpDel, OpSet, Unavailable
 from txetcd.concurrency import Election, Leadership, NotLeader
@@ -71,12 +78,19 @@ _COORDINATION = slot_prefix(RESERVED_SLOT) + b"wamp/"
 RETRY_DELAY = 0.2
 
 
-def election_name(prefix: str, table: str) -> bytes:
-    return _COORDINATION + f"{prefix}/publisher/{table}".encode()
+def _scoped(table: str, node: str | None) -> str:
+    """``table``, or ``table@node`` where routers are linked: each router has its own publisher
+    (``component.linked``). A node id never contains "/" here, so no election's key range
+    (``<name>/``) holds another's."""
+    return table if node is None else f"{table}@{quote(node, safe='')}"
 
 
-def position_key(prefix: str, table: str) -> bytes:
-    return _COORDINATION + f"{prefix}/position/{table}".encode()
+def election_name(prefix: str, table: str, node: str | None = None) -> bytes:
+    return _COORDINATION + f"{prefix}/publisher/{_scoped(table, node)}".encode()
+
+
+def position_key(prefix: str, table: str, node: str | None = None) -> bytes:
+    return _COORDINATION + f"{prefix}/position/{_scoped(table, node)}".encode()
 
 
 def instance_id() -> bytes:
@@ -107,6 +121,7 @@ class Relay(Protocol):
     tables: Mapping[str, TableRows]
     etcd: Client
     clock: Any  # an IReactorTime (the reactor, or a test's task.Clock)
+    node: str | None  # the router's node id where routers are linked: one publisher per router
 
     def topic(self, table: str) -> str: ...
 
@@ -190,15 +205,20 @@ def observe(shared: defer.Deferred[Any]) -> defer.Deferred[Any]:
     """A Deferred that fires with ``shared``'s result and can be cancelled on its own: Twisted
     cancels what a cancelled coroutine awaits, and a shared Deferred cancelled that way would
     fail every other waiter (or, if an errback consumed the CancelledError, resume the
-    cancelled one as if nothing happened)."""
+    cancelled one as if nothing happened). A failure goes to the waiter (and to no later
+    one: it is handled here)."""
     waiter: defer.Deferred[Any] = defer.Deferred()
 
     def deliver(result: Any) -> Any:
+        if isinstance(result, Failure):
+            if not waiter.called:
+                waiter.errback(result)
+            return None
         if not waiter.called:
             waiter.callback(result)
         return result
 
-    shared.addCallback(deliver)
+    shared.addBoth(deliver)
     return waiter
 
 
@@ -221,14 +241,15 @@ class TablePublisher:
         self.table = relay.tables[name]
         self.coordinator = coordinator
         self.position_interval = position_interval
-        self.election = Election(coordinator, election_name(relay.prefix, name))
-        self.position_key = position_key(relay.prefix, name)
+        self.election = Election(coordinator, election_name(relay.prefix, name, relay.node))
+        self.position_key = position_key(relay.prefix, name, relay.node)
         self.published = Position(0)  # what the router accepted in this lead
         self.stored = Position(0)  # what its last position write (as leader) stored
         self.unstored = 0  # events published since the position written last
         self.sent: collections.deque[_Sent] = collections.deque()
         self.waiter: tuple[int, defer.Deferred[None]] | None = None  # (fewer than, wakes)
         self.storing: defer.Deferred[None] | None = None
+        self.writing: defer.Deferred[Any] | None = None  # the position write etcd may apply
         self.queue: defer.DeferredQueue[Any] = defer.DeferredQueue()
         self.leadership: Leadership | None = None
         self.running = True
@@ -282,6 +303,9 @@ class TablePublisher:
                 await self.relay.fence(predecessor)
             retained = await self.relay.last_published(self.name)
             start = stored.newest(retained) if retained is not None else stored.copy()
+            log.info("publisher of {table} starts after revision {start} (stored {stored}, "
+                     "retained {retained})", table=self.name, start=start.revision,
+                     stored=stored.revision, retained=retained and retained.revision)
             # Moves on with each acknowledgement, and with each event skipped below.
             self.published = Position(start.revision, set(start.keys))
             # From here on a successor fences this session before it reads the router.
@@ -407,6 +431,7 @@ class TablePublisher:
         try:
             if leadership.alive:
                 if self.forget:
+                    await self.written()
                     await self.coordinator.txn(compare=[self.guard(leadership)],
                                                success=[OpDel(self.position_key)])
                 elif self.published.revision:  # this lead got as far as reading its start
@@ -423,6 +448,15 @@ class TablePublisher:
         except Exception as exc:  # noqa: BLE001 - the lease is revoked or expires anyway
             log.info("publisher of {table} could not resign cleanly: {exc!r}", table=self.name,
                      exc=exc)
+
+    async def written(self) -> None:
+        """Wait (briefly) until the position write in flight, if any, has been answered."""
+        if self.writing is None or self.writing.called:
+            return
+        waiting = observe(self.writing)
+        waiting.addTimeout(LEASE_TTL / 2, self.clock)
+        with contextlib.suppress(Exception):
+            await waiting
 
     async def settle_in_flight(self) -> None:
         """Wait (briefly) for the acknowledgements still due; a failed publish ends it too."""
@@ -455,8 +489,11 @@ class TablePublisher:
             if not leadership.alive:
                 raise NotLeader(f"lost the lead of {self.name}")
             try:
-                result = await self.coordinator.txn(compare=[self.guard(leadership)],
+                # Not cancelled with its waiter: a write that was sent may still be applied,
+                # and must be before a position is forgotten (``step_down``).
+                self.writing = self.coordinator.txn(compare=[self.guard(leadership)],
                                                     success=[OpSet(self.position_key, value)])
+                result = await observe(self.writing)
             except Unavailable as exc:
                 log.info("position of {table} not stored yet ({exc}); again", table=self.name,
                          exc=exc)

@@ -31,6 +31,7 @@ from .config import Settings, parse_settings
 from .events import EventRelay
 from .health import EtcdHealth
 from .limits import Limits
+from .linked import LINK_ROLE
 from .serializer import decode_deep
 from .store import store_status
 from .subscriptions import CancelSafeSubscriptions
@@ -62,6 +63,14 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
     health: EtcdHealth
     serving: defer.Deferred[None]
 
+    router_node: str | None = None
+
+    def onWelcome(self, welcome: Any) -> Any:  # noqa: N802 - autobahn API
+        # The router's node id (Crossbar's WELCOME detail ``x_cb_node``): which router this
+        # session is attached to, what linked routers' publishers are scoped by.
+        self.router_node = welcome.custom.get("x_cb_node") if welcome.custom else None
+        return super().onWelcome(welcome)
+
     def onOpen(self, transport: Any) -> None:  # noqa: N802 - autobahn API
         decode_deep(transport)  # before the first message: see component.serializer
         super().onOpen(transport)
@@ -80,7 +89,7 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         self.events = EventRelay(self, self.settings.prefix,
                                  {name: table.wire for name, table in self.tables.items()},
                                  self.etcd, self.coordinator, self.settings.position_interval,
-                                 clock=reactor)
+                                 clock=reactor, **self.linked_scope())
         # Registered once etcd answered or the cause is known: from then on, while etcd does
         # not answer, calls are refused as unavailable, saying why.
         await probed
@@ -88,11 +97,22 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         await self.register_database_procedures()
         self.serving = defer.ensureDeferred(self.serve(details))
 
+    def linked_scope(self) -> dict[str, Any]:
+        """The relay's router scope where routers are linked (see ``component.linked``)."""
+        if not self.settings.linked:
+            return {}
+        return {"node": self.router_node, "links": frozenset({LINK_ROLE})}
+
     async def serve(self, details: Any) -> None:
         """Once etcd answers: republish its changes, and say so."""
         try:
             await self.health.when_ready()
-            await self.events.start()
+            if self.settings.linked and not self.router_node:
+                self.log.error("linked: the router did not say its node id (x_cb_node), so "
+                               "this instance cannot tell which router's events it would "
+                               "publish; it serves calls only")
+            else:
+                await self.events.start()
         except defer.CancelledError:
             return  # the session left first
         # What is alive now (the router's and our modules, config, tables) lives as long as
@@ -172,7 +192,7 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
                     "tables": [{"name": t.name, "publisher": None}
                                for t in self.settings.tables], **served}
         status = await store_status(
-            self.etcd, self.settings.prefix,
+            self.etcd, self.settings.prefix, self.events.node,
             [{"name": t.name, "slot": t.slot, "key": t.key, "value": t.value,
               **{k: v for k, v in self.tables[t.name].description().items()
                  if k in ("schema", "flatbuffers", "indexes")}}

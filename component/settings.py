@@ -84,3 +84,7 @@ class Settings:
     max_inflight_bytes: int = MAX_INFLIGHT_BYTES
     max_scans: int = MAX_SCANS
     max_queued_scans: int = MAX_QUEUED_SCANS
+    # Routers linked by rlinks (component.linked): one publisher per table and router, elected
+    # among the instances of that router, whose node id (the router says it on joining) scopes
+    # the election and the stored position.
+    linked: bool = False

@@ -23,15 +23,17 @@ _QUOTA = re.compile(rb"^etcd_server_quota_backend_bytes\s+(\S+)", re.MULTILINE)
 METRICS_TIMEOUT = 2.0
 
 
-async def store_status(etcd: Client, prefix: str, tables: list[dict[str, Any]]) -> dict[str, Any]:
+async def store_status(etcd: Client, prefix: str, node: str | None,
+                       tables: list[dict[str, Any]]) -> dict[str, Any]:
     """The status document: ``prefix``, ``etcd`` (version, revision, db size, quota, leader,
-    members) and ``tables``, each with the ``publisher`` proclaimed in its election."""
+    members) and ``tables``, each with the ``publisher`` proclaimed in its election (this
+    router's, ``node``, where routers are linked)."""
     state = await etcd.status()
     members = await etcd.member_list()
     # The optional parts at once: one election read per table, and the metrics.
     quota_asked = defer.ensureDeferred(_quota_bytes(etcd))
     publishers = await defer.gatherResults(
-        [defer.ensureDeferred(_publisher(etcd, prefix, t["name"])) for t in tables])
+        [defer.ensureDeferred(_publisher(etcd, prefix, t["name"], node)) for t in tables])
     listed = [{**t, "publisher": p} for t, p in zip(tables, publishers, strict=True)]
     quota = await quota_asked
     return {"prefix": prefix,
@@ -45,11 +47,11 @@ async def store_status(etcd: Client, prefix: str, tables: list[dict[str, Any]]) 
             "tables": listed}
 
 
-async def _publisher(etcd: Client, prefix: str, table: str) -> str | None:
+async def _publisher(etcd: Client, prefix: str, table: str, node: str | None) -> str | None:
     """The instance (``host:pid``) leading the table's publisher election, if anyone does
     (nobody does while nobody subscribes to the table's events)."""
     try:
-        leader = await Election(etcd, election_name(prefix, table)).leader()
+        leader = await Election(etcd, election_name(prefix, table, node)).leader()
     except KeyNotFound:
         return None
     return leader.value.decode(errors="replace")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import reactor
 
-from .chaos import Chaos, Subscriber, run_chaos
+from .chaos import Chaos, Subscriber, assert_clean, run_chaos
 
 inline = pytest_twisted.ensureDeferred
 
@@ -26,15 +26,7 @@ async def test_faults_lose_and_reorder_nothing(etcd_binary: Path, tmp_path: Path
     report = await run_chaos(reactor, FAULTS, SEED, etcd_binary, tmp_path, settle=0.8)
     print(report.summary())
     assert sum(report.faults.values()) == FAULTS and len(report.faults) == 4
-    assert report.acked_writes > 0 and not report.acked_missing
-    assert not any(report.lost.values()), report.summary()
-    assert not any(report.repeated_raw.values()), report.summary()
-    assert not any(report.out_of_order.values()), report.summary()
-    assert not any(report.gaps.values()), report.summary()
-    assert not report.problems and not report.resyncs, report.summary()
-    # Every publisher kill was followed by another instance taking over (the times are
-    # reported, not asserted: a loaded machine must not fail the suite).
-    assert len(report.publisher_failover) == report.faults["kill_publisher"]
+    assert_clean(report)
 
 
 def check(events: list[tuple[int, str]], expected: list[tuple[int, str]]) -> Chaos:

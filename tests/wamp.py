@@ -129,12 +129,14 @@ class CrossbarNode:
 
 
 async def connect(url: str, authid: str | None = None, ticket: str | None = None,
-                  serializer: str = "cbor") -> Any:
+                  serializer: str = "cbor", transport: dict[str, Any] | None = None) -> Any:
     """A joined WAMP session (ticket auth when authid is given) speaking ``serializer``
-    (cbor, msgpack or json); ``session.leave()`` ends it."""
+    (cbor, msgpack or json), or over ``transport`` (an autobahn transport config);
+    ``session.leave()`` ends it."""
     joined: defer.Deferred[Any] = defer.Deferred()
     auth = {"ticket": {"authid": authid, "ticket": ticket}} if authid else None
-    comp = Component(transports=[{"url": url, "serializers": [serializer], "max_retries": 0}],
+    comp = Component(transports=[transport or {"url": url, "serializers": [serializer],
+                                               "max_retries": 0}],
                      realm="realm1", authentication=auth)
 
     @comp.on_join
