@@ -21,7 +21,7 @@ from component.publisher import Position, election_name, position_key
 from txetcd import Client, Election, KeyNotFound
 from txetcd.embedded import EtcdProcess, stop_group
 
-from .wamp import CrossbarNode, connect
+from .wamp import CrossbarNode, connect, eventually
 
 inline = pytest_twisted.ensureDeferred
 SETTINGS = struct.pack(">H", 2)  # the demo "settings" table: string keys, cbor values
@@ -31,16 +31,6 @@ async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
-async def eventually(check: Any, timeout: float = 10.0) -> Any:
-    """Poll ``check()`` until it returns something truthy (a bounded wait, not a timing test)."""
-    waited = 0.0
-    while waited < timeout:
-        result = await check() if callable(check) else check
-        if result:
-            return result
-        await sleep(0.05)
-        waited += 0.05
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def watchers(etcd: EtcdProcess) -> int:

@@ -9,7 +9,7 @@ its position in it). What is tested end to end through Crossbar lives in
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import functools
 from typing import Any
 
 import pytest
@@ -24,6 +24,8 @@ from procedures.wire import KeyWire, TableWire, ValueWire
 from txetcd import Client
 from txetcd.embedded import free_port
 from txetcd.pmap import TableLayout
+
+from . import wamp
 
 inline = pytest_twisted.ensureDeferred
 PREFIX = "t"
@@ -82,14 +84,8 @@ def unused_client() -> Client:
     return Client(reactor, url=f"http://127.0.0.1:{free_port()}")
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Real time passes for etcd's answers, not for the relay (its clock stands still)."""
-    for _ in range(int(timeout / 0.02)):
-        result = await check()
-        if result:
-            return result
-        await deferLater(reactor, 0.02, lambda: None)
-    raise AssertionError(f"condition not met within {timeout} s")
+# Real time passes for etcd's answers, not for the relay (its clock stands still).
+eventually = functools.partial(wamp.eventually, step=0.02)
 
 
 def test_fence_asks_again_until_the_session_is_gone() -> None:

@@ -4,6 +4,7 @@ an etcd that is stopped at first, and through ``etcd-wamp run``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import subprocess
@@ -13,25 +14,21 @@ from typing import Any
 
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import reactor
-from twisted.internet.task import deferLater
 
 from txetcd.embedded import EtcdProcess, find_etcd, free_port, stop_group
 
+from . import wamp
 from .test_cli import CLI, RunningNode
 from .wamp import CrossbarNode, connect, until_registered
+
+# Etcd going away and coming back takes a while here.
+eventually = functools.partial(wamp.eventually, timeout=30.0, step=0.2)
 
 inline = pytest_twisted.ensureDeferred
 SERIALIZERS = ("json", "cbor", "msgpack")
 QUICK = 3.0  # seconds: a refusal must not wait for the etcd client's timeout (10 s)
 
 
-async def eventually(check: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s")
-        await deferLater(reactor, 0.2, lambda: None)
 
 
 async def refused_quickly(session: Any, procedure: str, *args: Any) -> str:

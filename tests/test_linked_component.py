@@ -8,6 +8,7 @@ if it were alone: a publisher per table and router, calls answered on the caller
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -28,8 +29,12 @@ from component.publisher import election_name, position_key
 from txetcd import Client, Election, KeyNotFound, KeySet
 from txetcd.embedded import EtcdProcess, stop_group
 
+from . import wamp
 from .linked import LinkedNodes, backend
 from .wamp import connect, until_registered
+
+# Elections and node restarts take a while here.
+eventually = functools.partial(wamp.eventually, timeout=30.0, step=0.1)
 
 inline = pytest_twisted.ensureDeferred
 NAMESPACE = "linked/"
@@ -41,14 +46,6 @@ async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
 
 
-async def eventually(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 class Deployment:

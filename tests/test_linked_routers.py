@@ -25,23 +25,13 @@ from twisted.internet.task import deferLater
 from txetcd.embedded import EtcdProcess
 
 from .linked import LinkedNodes, backend
+from .wamp import eventually
 
 inline = pytest_twisted.ensureDeferred
 
 
 async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
-
-
-async def eventually(check: Any, timeout: float = 10.0) -> Any:
-    waited = 0.0
-    while waited < timeout:
-        result = check()
-        if result:
-            return result
-        await sleep(0.05)
-        waited += 0.05
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 # The links forward a subscription a moment after the router reported it (a meta event, then

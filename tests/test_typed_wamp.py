@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import struct
 import subprocess
@@ -14,14 +15,17 @@ import pytest
 import pytest_twisted
 from autobahn.wamp.exception import ApplicationError
 from twisted.internet import defer, reactor
-from twisted.internet.task import deferLater
 
 from txetcd import Client, OpSet, Transaction
 from txetcd.embedded import EtcdProcess
 from txetcd.pmap import KEY_CODECS, Database, FlatBuffersValue, PersistentMap, StringKey
 
+from . import wamp
 from .typed import SERIALIZERS, session_as, typed_node, write_config
 from .wamp import CrossbarNode
+
+# A watch starting on a loaded machine.
+eventually = functools.partial(wamp.eventually, timeout=15.0)
 
 inline = pytest_twisted.ensureDeferred
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,15 +60,6 @@ async def refused(session: Any, uri: str, *args: Any, **kwargs: Any) -> Applicat
     raise AssertionError(f"{uri} was not refused")
 
 
-async def eventually(check: Any, timeout: float = 15.0) -> Any:
-    waited = 0.0
-    while waited < timeout:
-        result = check()
-        if result:
-            return result
-        await deferLater(reactor, 0.05, lambda: None)
-        waited += 0.05
-    raise AssertionError(f"condition not met within {timeout} s")
 
 
 def run_indexes(node: CrossbarNode, *args: str) -> subprocess.CompletedProcess[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from typing import Any
 
 from autobahn.twisted.component import Component
 from twisted.internet import defer, reactor
+from twisted.internet.task import deferLater
 
 from component.localsocket import point_to_socket, private_dir, socket_path
 from txetcd.embedded import free_port, stop_group
@@ -166,3 +168,21 @@ async def until_registered(session: Any) -> Any:
                 raise
             await deferLater(reactor, 0.1, lambda: None)
     raise AssertionError("component never registered etcd.status")
+
+
+async def eventually(check: Any, timeout: float = 10.0, step: float = 0.05) -> Any:
+    """Poll ``check()`` (awaited when it returns an awaitable) until it gives something truthy,
+    and return that: a bounded wait, not a timing test. The time counted is the polls' sleeps,
+    so a loaded machine that oversleeps gets more, not less."""
+    waited = 0.0
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        if waited >= timeout:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await deferLater(reactor, step, lambda: None)
+        waited += step
+
