@@ -144,12 +144,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail("run", str(exc))
 
 
+MAX_NODES = 32  # every node links to every other: N * (N - 1) links
+
+
+def _init_ports_problem(nodes: int, port: int, link_port: int) -> str | None:
+    """Why ``init --nodes`` cannot lay out these nodes' ports, or None: node i takes PORT+i-1
+    and LINK_PORT+i-1, all of them valid and no two the same (with the defaults, 11 nodes
+    would give node 11 node 1's link port)."""
+    if not 1 <= nodes <= MAX_NODES:
+        return f"--nodes must be from 1 to {MAX_NODES}, not {nodes}"
+    webs = range(port, port + nodes)
+    links = range(link_port, link_port + nodes) if nodes > 1 else range(0)
+    for name, ports in (("--port", webs), ("--link-port", links)):
+        if ports and not (ports[0] >= 1 and ports[-1] <= 65535):
+            return f"{name} {ports[0]}: the ports {ports[0]}-{ports[-1]} are not all valid"
+    clash = sorted(set(webs) & set(links))
+    if clash:
+        return (f"the web ports {webs[0]}-{webs[-1]} and link ports {links[0]}-{links[-1]} "
+                f"overlap (port {clash[0]}): choose --port and --link-port further apart")
+    return None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     from .linked import write_linked_nodes
     from .node import NODE_FILES
 
-    if args.nodes < 1:
-        return _fail("init", "--nodes must be at least 1", 2)
+    problem = _init_ports_problem(args.nodes, args.port, args.link_port)
+    if problem:
+        return _fail("init", problem, 2)
     root = Path(args.dir)
     targets = [root] if args.nodes == 1 else [root / f"node{i + 1}" for i in range(args.nodes)]
     written = [path for target in targets for path in

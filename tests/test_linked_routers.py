@@ -408,3 +408,27 @@ def test_init_writes_n_linked_nodes(tmp_path: Path) -> None:
     assert len(set(keys)) == 3
     again = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert again.returncode == 2 and "--force" in again.stderr
+
+
+def test_init_refuses_node_ports_that_clash_or_do_not_exist(tmp_path: Path) -> None:
+    """A careless `init --nodes`: with the default ports, 11 nodes would give node 11 the link
+    port of node 1; ports past 65535 do not exist. Refused with exit 2, nothing written."""
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).with_name("etcd-wamp"))
+    for extra, words in ((["--nodes", "11"], "overlap (port 8090)"),
+                         (["--nodes", "3", "--port", "65534"], "not all valid"),
+                         (["--nodes", "2", "--link-port", "0"], "not all valid"),
+                         (["--nodes", "0"], "from 1 to 32"),
+                         (["--nodes", "1000"], "from 1 to 32")):
+        target = tmp_path / "nodes"
+        done = subprocess.run([cli, "init", *extra, str(target)], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 2 and words in done.stderr, (extra, done.stderr)
+        assert not target.exists()
+    # One node has no link port, so only the web port must exist.
+    done = subprocess.run([cli, "init", "--port", "65535", str(tmp_path / "one")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
