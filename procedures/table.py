@@ -261,13 +261,10 @@ class Table:
         """One turn of the client's event loop."""
         return env_of(self.client).driver.sleep(0)
 
-    def row(self, etcd_key: bytes, data: bytes | None) -> Any:
-        """A scan row: the key (``data`` None), ``[key, value]``, or a corrupt-row marker."""
-        return self.sized_row(etcd_key, data)[0]
-
     def sized_row(self, etcd_key: bytes, data: bytes | None) -> tuple[Any, int]:
-        """A scan row and its size on the wire (``payload_size(row, wire=True)``), found by
-        the same walk that checks it can be delivered."""
+        """A scan row (the key when ``data`` is None, ``[key, value]``, or a corrupt-row
+        marker) and its size on the wire (``payload_size(row, wire=True)``), found by the same
+        walk that checks it can be delivered."""
         try:
             key, key_size = self.keys.decode_sized(self.wire.layout.split(etcd_key))
             if data is None:
