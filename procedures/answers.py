@@ -18,14 +18,16 @@ One row always fits (etcd keeps at most 1.5 MiB a value, at most 9 MiB on the wi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import Any, TypeVar
 
 from .errors import ProcedureError
 from .payload import payload_size
 
 __all__ = ["Answer", "ANSWER_BYTES", "CHUNK_BYTES", "CHUNK_ROWS", "FIRST_CHUNK_ROWS",
-           "TOO_LARGE_ADVICE"]
+           "TOO_LARGE_ADVICE", "Filled", "fill"]
+
+T = TypeVar("T")
 
 ANSWER_BYTES = 8 << 20  # half the transports' 16 MiB: room for the estimate's slack
 CHUNK_BYTES = 1 << 20  # small messages keep the router responsive to everyone else
@@ -88,3 +90,45 @@ class Answer:
             chunk, self._chunk, self._chunk_size = self._chunk, [], 0
             self.chunks += 1
             self.progress(chunk)
+
+
+class Filled:
+    """How ``fill`` ended: whether rows were left over (``more``), and the last source item
+    taken and its row (None when none was)."""
+
+    __slots__ = ("more", "item", "row")
+
+    def __init__(self, more: bool, item: Any, row: Any) -> None:
+        self.more = more
+        self.item = item
+        self.row = row
+
+
+async def fill(answer: Answer, source: AsyncIterable[T],
+               sized_row: Callable[[T], tuple[Any, int]], limit: int,
+               turn: Callable[[], Awaitable[None]]) -> Filled:
+    """Add the rows of ``source`` (each made and sized on the wire by ``sized_row``) to
+    ``answer`` until ``limit`` rows or a full page, then flush it. Every scan delivers its
+    rows here: after each progressive chunk the event loop gets a ``turn``, so the chunk
+    leaves for the router (and a page requested ahead leaves for etcd) while the next rows
+    are made, rather than all of a page's chunks at once after it."""
+    taken = 0
+    item: Any = None
+    row: Any = None
+    more = False
+    chunks = answer.chunks
+    async for next_item in source:
+        if taken == limit:
+            more = True
+            break
+        next_row, size = sized_row(next_item)
+        if not answer.add(next_row, size):
+            more = True
+            break
+        taken += 1
+        item, row = next_item, next_row
+        if answer.chunks != chunks:
+            chunks = answer.chunks
+            await turn()
+    answer.flush()
+    return Filled(more, item, row)

@@ -15,7 +15,7 @@ and a refused write writes nothing. A missing field (or null) means "no entry".
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -33,11 +33,12 @@ from txetcd.pmap import (
     UniqueViolation,
     ValueCodec,
 )
-from txetcd.types import is_int
+from txetcd.types import KeyValue, is_int
 
-from .answers import Answer
+from .answers import Answer, fill
 from .errors import ProcedureError
 from .parts import TableParts
+from .payload import SLOT
 from .schema import SchemaViolation
 from .wire import KeyWire
 
@@ -154,14 +155,22 @@ class TableIndex:
         found = await client.get(entry)
         if not found.kvs:
             return None
-        rows = await self.rows([(value, self.map.value_codec.decode(found.kvs[0].value))],
-                               found.header.revision)
-        return rows[0][1:] if rows else None
+        primary = self.map.value_codec.decode(found.kvs[0].value)
+        async for _, _, kv in self.rows([(value, primary)], found.header.revision):
+            row, _ = self.table.sized_kv(kv)
+            if isinstance(row, dict):
+                raise ProcedureError("corrupt_row", f"{self.table.name}: the row at key "
+                                     f"{self.table.keys.from_codec(primary)!r:.80} cannot be "
+                                     f"read: {row['error']}")
+            return row
+        return None
 
-    async def rows(self, entries: list[tuple[Any, Any]], revision: int) -> list[list[Any]]:
-        """``[indexed, key, value]`` of each entry's row at ``revision``, in entry order."""
+    async def rows(self, entries: list[tuple[Any, Any]],
+                   revision: int) -> AsyncIterator[tuple[Any, Any, KeyValue]]:
+        """``(indexed, primary, row)`` of each ``(indexed, primary)`` entry whose row exists at
+        ``revision``, in entry order: an etcd txn per ``ROWS_PER_TXN``. (An entry without its
+        row is what ``check`` reports.)"""
         table = self.table
-        out: list[list[Any]] = []
         for i in range(0, len(entries), ROWS_PER_TXN):
             chunk = entries[i:i + ROWS_PER_TXN]
             result = await table.client.txn(Transaction([], [
@@ -169,10 +178,37 @@ class TableIndex:
                 for _, primary in chunk]))
             for (indexed, primary), found in zip(chunk, result.responses, strict=True):
                 kvs = getattr(found, "kvs", None)
-                if kvs:  # an entry without its row is what `check` reports
-                    out.append([indexed, table.keys.from_codec(primary),
-                                table.values.decode(kvs[0].value)])
-        return out
+                if kvs:
+                    yield indexed, primary, kvs[0]
+
+    async def entry_rows(self, low: bytes, high: bytes, want: int,
+                         reverse: bool) -> AsyncIterator[tuple[Any, Any, KeyValue]]:
+        """``rows`` of the entries in ``[low, high)`` in index order (or reversed), up to
+        ``want`` entries, all read at the revision of the first page."""
+        seen = 0
+        revision: int | None = None
+        while high > low and seen < want:
+            got = await self.table.client.get(
+                KeySet(low, range_end=high), limit=min(want - seen, 1000), revision=revision,
+                sort_order="DESCEND" if reverse else None)
+            revision = revision or got.header.revision
+            seen += len(got.kvs)
+            async for found in self.rows([self.split_entry(kv.key, kv.value)
+                                          for kv in got.kvs], revision):
+                yield found
+            if not got.more or not got.kvs:
+                break
+            high, low = (got.kvs[-1].key, low) if reverse else (high, got.kvs[-1].key + b"\0")
+
+    def sized_row(self, found: tuple[Any, Any, KeyValue]) -> tuple[Any, int]:
+        """An index scan row ``[indexed value, key, value]`` (or the table's corrupt-row
+        marker in its place) and its size on the wire, from the table's ``sized_row``."""
+        indexed, _, kv = found
+        row, size = self.table.sized_kv(kv)
+        if isinstance(row, dict):
+            return row, size
+        wire, indexed_size = self.values.from_codec_sized(indexed)
+        return [wire, *row], size + SLOT + indexed_size
 
     def bounds(self, from_value: Any, to_value: Any, after: Any,
                reverse: bool) -> tuple[bytes, bytes]:
@@ -212,32 +248,15 @@ class TableIndex:
         low, high = self.bounds(from_value, to_value, after, reverse)
         answer = Answer(f"{self.table.name}.{self.name}.scan", progress, page)
         want = limit + 1 if page else limit  # one more row tells whether this page is last
-        taken = seen = 0
-        more = False
-        last_row: list[Any] | None = None
-        revision: int | None = None
-        while high > low and seen < want and not more:
-            got = await self.table.client.get(
-                KeySet(low, range_end=high), limit=min(want - seen, 1000), revision=revision,
-                sort_order="DESCEND" if reverse else None)
-            revision = revision or got.header.revision  # every page reads one snapshot
-            seen += len(got.kvs)
-            entries = [self.split_entry(kv.key, kv.value) for kv in got.kvs]
-            for row in await self.rows([(self.values.from_codec(i), p) for i, p in entries],
-                                       revision):
-                if taken == limit or not answer.add(row):
-                    more = True
-                    break
-                taken += 1
-                last_row = row
-            if not got.more or not got.kvs:
-                break
-            high, low = (got.kvs[-1].key, low) if reverse else (high, got.kvs[-1].key + b"\0")
-        answer.flush()
+        filled = await fill(answer, self.entry_rows(low, high, want, reverse), self.sized_row,
+                            limit, self.table.turn)
         if not page:
             return answer.rows
-        return {"rows": answer.rows, "last": not more,
-                "next_after": last_row[:2] if more and last_row is not None else None,
+        cursor = None
+        if filled.more and filled.item is not None:  # the last entry's place, even if its
+            indexed, primary, _ = filled.item  # row was a corrupt-row marker
+            cursor = [self.values.from_codec(indexed), self.table.keys.from_codec(primary)]
+        return {"rows": answer.rows, "last": not filled.more, "next_after": cursor,
                 "partial": answer.partial}
 
 

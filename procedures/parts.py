@@ -6,11 +6,12 @@ rather than the class, so ``table`` imports them and nothing imports ``table`` b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
 from txetcd import Client, KeySet
 from txetcd.pmap import Database, PersistentMap
+from txetcd.types import KeyValue
 
 from .wire import KeyWire, ValueWire
 
@@ -35,3 +36,7 @@ class TableParts(Protocol):
     def keyset(self) -> KeySet: ...
 
     def etcd_key(self, key: Any) -> bytes: ...
+
+    def sized_kv(self, kv: KeyValue) -> tuple[Any, int]: ...
+
+    def turn(self) -> Awaitable[None]: ...

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["INT64_MIN", "INT64_MAX", "UINT64_MAX", "DEFAULT_MAX_DEPTH", "MAX_DEPTH",
-           "ANSWER_WRAPPING", "MAX_BLOB_BYTES", "Problem", "ROW_SLOTS", "inspect",
+           "ANSWER_WRAPPING", "MAX_BLOB_BYTES", "Problem", "ROW_SLOTS", "SLOT", "inspect",
            "problem", "payload_size"]
 
 INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
@@ -54,6 +54,7 @@ class Problem:
 
 _ITEM = 8  # what a container slot or a number counts for: the payload's shape has a cost too
 ROW_SLOTS = _ITEM * 3  # what a ``[key, value]`` row adds to its key's and value's sizes
+SLOT = _ITEM  # what one more item adds to a container's size, besides the item's own
 
 _BASES: tuple[type[Any], ...] = (str, dict, list, int, float, bytes)
 

@@ -18,9 +18,9 @@ from typing import Any
 from txetcd import Client, CompModified, Deleted, KeySet, OpDel, OpSet, prefix_end
 from txetcd.interface import env_of
 from txetcd.pmap import Database, PersistentMap, TableLayout, ValueCodec
-from txetcd.types import is_int
+from txetcd.types import KeyValue, is_int
 
-from .answers import Answer
+from .answers import Answer, fill
 from .errors import ProcedureError
 from .flatbuf import FlatBuffersSchema
 from .history import history
@@ -214,36 +214,24 @@ class Table:
         at_revision = _revision_arg(revision, "revision") or None
         keys = self.bounds(from_key, to_key, prefix, after, backwards)
         answer = Answer(f"{self.name}.scan", progress, paged)
-        chunks = 0
         # A page reads one row more than it returns: that row says whether it is the last.
         want = limit + 1 if paged else limit
-        seen = 0
-        more = False
-        last_cursor: Any = None
-        async for kv in self.client.scan(keys, page_size=min(want, SCAN_PAGE), limit=want,
-                                         reverse=backwards, keys_only=only_keys,
-                                         revision=at_revision, page_bytes=SCAN_PAGE_BYTES):
-            seen += 1
-            row, size = self.sized_row(kv.key, None if only_keys else kv.value)
-            if seen > limit or not answer.add(row, size):
-                more = True
-                break
-            if answer.chunks != chunks:
-                # A chunk went out: let it leave for the router (and a page requested ahead
-                # leave for etcd) while the next rows are made, rather than all of a page's
-                # chunks at once after it.
-                chunks = answer.chunks
-                await self.turn()
-            # A corrupt row's marker is a cursor too: a page that ends in one (or holds only
-            # such rows) still says where the next page starts.
-            last_cursor = row if isinstance(row, dict) or only_keys else row[0]
-        answer.flush()
+        rows = self.client.scan(keys, page_size=min(want, SCAN_PAGE), limit=want,
+                                reverse=backwards, keys_only=only_keys, revision=at_revision,
+                                page_bytes=SCAN_PAGE_BYTES)
+        sized_row = self.sized_key if only_keys else self.sized_kv
+        filled = await fill(answer, rows, sized_row, limit, self.turn)
         if not paged:
             return answer.rows
-        next_after = ({"corrupt_row": last_cursor["corrupt_row"]}
-                      if isinstance(last_cursor, dict) else last_cursor)
-        return {"rows": answer.rows, "last": not more, "next_after": next_after if more else None,
-                "partial": answer.partial}
+        cursor = filled.row  # the last row's key, or its marker:
+        if isinstance(cursor, dict):
+            # A corrupt row's marker is a cursor too: a page that ends in one (or holds only
+            # such rows) still says where the next page starts.
+            cursor = {"corrupt_row": cursor["corrupt_row"]}
+        elif cursor is not None and not only_keys:
+            cursor = cursor[0]
+        return {"rows": answer.rows, "last": not filled.more,
+                "next_after": cursor if filled.more else None, "partial": answer.partial}
 
     def cursor_key(self, after: Any) -> bytes:
         """The encoded key an ``after`` cursor names: a wire key, or a corrupt-row marker's
@@ -260,6 +248,14 @@ class Table:
     def turn(self) -> Awaitable[None]:
         """One turn of the client's event loop."""
         return env_of(self.client).driver.sleep(0)
+
+    def sized_kv(self, kv: KeyValue) -> tuple[Any, int]:
+        """``sized_row`` of a stored row as etcd gave it."""
+        return self.sized_row(kv.key, kv.value)
+
+    def sized_key(self, kv: KeyValue) -> tuple[Any, int]:
+        """``sized_row`` of a stored row's key alone (a ``keys_only`` scan)."""
+        return self.sized_row(kv.key, None)
 
     def sized_row(self, etcd_key: bytes, data: bytes | None) -> tuple[Any, int]:
         """A scan row (the key when ``data`` is None, ``[key, value]``, or a corrupt-row

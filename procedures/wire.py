@@ -94,6 +94,11 @@ class KeyWire:
         """The key and its size on the wire (``payload_size(key, wire=True)``)."""
         return _deliverable(data, self.codec, _FROM_CODEC.get(self.kind), 0, self.kind, "key")
 
+    def from_codec_sized(self, key: Any) -> tuple[Any, int]:
+        """``decode_sized`` of a key already decoded by its codec (a part of a compound key),
+        ``CorruptRow`` if it cannot be delivered."""
+        return _sized(_FROM_CODEC.get(self.kind, lambda k: k)(key), 0, self.kind, "key")
+
 
 def _deliverable(data: bytes, codec: KeyCodec[Any] | ValueCodec[Any],
                  convert: Callable[[Any], Any] | None, max_depth: int, kind: str,
@@ -105,6 +110,10 @@ def _deliverable(data: bytes, codec: KeyCodec[Any] | ValueCodec[Any],
         decoded = codec.decode(data) if convert is None else convert(codec.decode(data))
     except (TypeError, ValueError) as exc:
         raise CorruptRow(f"{data[:40]!r} is not a {kind} {what}: {exc}") from None
+    return _sized(decoded, max_depth, kind, what)
+
+
+def _sized(decoded: Any, max_depth: int, kind: str, what: str) -> tuple[Any, int]:
     found, size = inspect(decoded, max_depth, int_max=UINT64_MAX)
     if found is not None:
         raise CorruptRow(f"stored {kind} {what} cannot be delivered: {found}")

@@ -8,7 +8,9 @@ result and was refused too, so the caller waited forever (the router kept the ca
 from __future__ import annotations
 
 import os
+import struct
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,6 +113,54 @@ async def test_small_rows_come_in_a_small_first_chunk_then_big_ones(
         assert [row[0] for chunk in chunks for row in chunk] == keys
         assert all(row[1] == {"v": "x" * 90} for chunk in chunks for row in chunk)
         reader.leave()
+
+
+PEOPLE = struct.pack(">H", 3)  # the demo "people" table: uuid keys, json values, by_email
+
+
+@inline
+async def test_index_scans_come_in_the_same_chunks_and_mark_corrupt_rows(
+        node: CrossbarNode, etcd_direct: Client) -> None:
+    rows = FIRST_CHUNK_ROWS + CHUNK_ROWS + 7
+    keys = [str(uuid.UUID(int=(rows - i) * 2 ** 64 + 1)) for i in range(rows)]  # not in
+    emails = [f"p{i:05d}@example.org" for i in range(rows)]  # email order
+    writer = await session(node)
+    for start in range(0, rows, 50):  # one etcd txn of rows and entries per call
+        await writer.call("etcd.txn", [{"table": "people", "op": "put", "key": keys[i],
+                                        "value": {"name": f"n{i}", "email": emails[i]}}
+                                       for i in range(start, min(start + 50, rows))])
+    # A row rewritten around the component: its entry stays, its value is no JSON.
+    await etcd_direct.txn(success=[OpSet(PEOPLE + uuid.UUID(keys[5]).bytes, b"{not json")])
+    expected: list[Any] = [[emails[i], keys[i], {"name": f"n{i}", "email": emails[i]}]
+                           for i in range(rows)]
+    for serializer in SERIALIZERS:
+        reader = await session(node, "reader", serializer)
+        chunks: list[list[Any]] = []
+        rest = await answer(reader.call("etcd.people.by_email.scan", limit=rows,
+                                        options=CallOptions(on_progress=chunks.append)))
+        assert rest == []
+        assert [len(chunk) for chunk in chunks] == [FIRST_CHUNK_ROWS, CHUNK_ROWS, 7]
+        got = [row for chunk in chunks for row in chunk]
+        marker = got[5]  # in the row's place, as in table scans, and the scan goes on
+        assert marker["corrupt_row"] == uuid.UUID(keys[5]).bytes.hex() and marker["error"]
+        assert got[:5] + got[6:] == expected[:5] + expected[6:]
+        assert await answer(reader.call("etcd.people.by_email.scan", limit=rows)) == got
+        # Pages (one ends on the marker) go on from their cursor and visit every row once.
+        paged: list[Any] = []
+        after = None
+        for _ in range(rows):
+            page = await answer(reader.call("etcd.people.by_email.scan", limit=6 if after
+                                            is None else 600, page=True, after=after))
+            paged += page["rows"]
+            if page["last"]:
+                break
+            after = page["next_after"]
+            assert after == [emails[len(paged) - 1], keys[len(paged) - 1]]
+        assert paged == got
+        back = await answer(reader.call("etcd.people.by_email.scan", limit=3, reverse=True))
+        assert back == expected[:-4:-1]
+        reader.leave()
+    writer.leave()
 
 
 @inline
