@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import gc
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from autobahn.twisted.wamp import ApplicationSession, Session
@@ -30,7 +30,7 @@ from txetcd import Client
 from .config import Settings, parse_settings
 from .events import EventRelay
 from .health import EtcdHealth
-from .limits import Limits
+from .limits import Admission, Limits
 from .linked import LINK_ROLE
 from .serializer import decode_deep
 from .store import store_status
@@ -225,7 +225,8 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
         prefix = self.settings.prefix
         shape = CallShape(inspect.signature(handler))
 
-        def typed(failure: Failure) -> Any:
+        def typed(failure: Failure, admitted: Admission) -> Any:
+            admitted.release()
             if not failure.check(defer.CancelledError) and isinstance(failure.value, Exception):
                 raise to_application_error(prefix, failure.value)
             return failure
@@ -249,8 +250,13 @@ class EtcdComponent(CancelSafeSubscriptions, ApplicationSession, Session):
                 return defer.fail(to_application_error(prefix, error))
             if details is not None:
                 kwargs["details"] = details
-            work = (settled_then if writes else handler)(*args, **kwargs)
-            done: defer.Deferred[Any] = defer.ensureDeferred(cast(Coroutine[Any, Any, Any], work))
-            return done.addBoth(admitted.release).addErrback(typed)
+            try:
+                # A coroutine, or a Deferred (a handler that is a plain chain: ``Table.get``),
+                # which may raise before it has one.
+                work = (settled_then if writes else handler)(*args, **kwargs)
+                done: defer.Deferred[Any] = defer.ensureDeferred(cast(Any, work))
+            except Exception as error:  # noqa: BLE001 - becomes the call's typed error
+                done = defer.fail(error)
+            return done.addCallbacks(admitted.release, typed, errbackArgs=(admitted,))
 
         return call

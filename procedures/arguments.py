@@ -11,10 +11,12 @@ it could trip over, and no refused call touches etcd.
 from __future__ import annotations
 
 import inspect
+import itertools
+from collections.abc import Iterable
 from typing import Any
 
 from .errors import ProcedureError
-from .payload import ANSWER_WRAPPING, MAX_DEPTH
+from .payload import ANSWER_WRAPPING, INT64_MAX, MAX_DEPTH
 from .payload import inspect as inspect_payload
 
 __all__ = ["RESERVED", "CallShape", "check_call"]
@@ -37,6 +39,12 @@ class CallShape:
         self.positional = [p.name for p in params if p.kind == p.POSITIONAL_OR_KEYWORD]
         self.names = frozenset(p.name for p in params)
         self.required = frozenset(p.name for p in params if p.default is p.empty)
+        # Positional args alone from ``least`` to ``most`` bind in order, with no reserved name
+        # among them (most calls: ``get("k")``); any other call takes ``bind``'s way.
+        callers = list(itertools.takewhile(lambda name: name not in RESERVED, self.positional))
+        fits = self.plain and self.required <= set(callers)
+        self.least = len(self.required) if fits else 1
+        self.most = len(callers) if fits else 0
 
     def bind(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The arguments by name, as ``Signature.bind`` has them; ``TypeError`` (with its
@@ -57,19 +65,24 @@ class CallShape:
 def check_call(shape: CallShape, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """Refuse a call whose arguments the handler behind ``shape`` must never see; returns
     the arguments' size (what the call holds in memory while it runs)."""
-    reserved = sorted(RESERVED & kwargs.keys())
-    if reserved:
-        raise ProcedureError("invalid_argument", f"unexpected keyword argument {reserved[0]!r}")
-    try:
-        bound = shape.bind(args, kwargs)
-    except TypeError as exc:
-        raise ProcedureError("invalid_argument", f"bad arguments: {exc}") from None
-    total = 0
-    for name, value in bound.items():
-        if name in RESERVED:
+    if kwargs or not shape.least <= len(args) <= shape.most:
+        reserved = sorted(RESERVED & kwargs.keys())
+        if reserved:
+            raise ProcedureError("invalid_argument",
+                                 f"unexpected keyword argument {reserved[0]!r}")
+        try:
+            bound = shape.bind(args, kwargs)
+        except TypeError as exc:
+            raise ProcedureError("invalid_argument", f"bad arguments: {exc}") from None
+        if RESERVED & bound.keys():
             raise ProcedureError("invalid_argument", f"too many positional arguments "
                                                      f"({len(args)})")
-        found, size = inspect_payload(value, ARGUMENT_DEPTH, name, wire=False)
+        named: Iterable[tuple[str, Any]] = bound.items()
+    else:
+        named = zip(shape.positional, args, strict=False)  # args may be fewer
+    total = 0
+    for name, value in named:
+        found, size = inspect_payload(value, ARGUMENT_DEPTH, name, INT64_MAX, False)
         total += size
         if found is None:
             continue
