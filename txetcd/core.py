@@ -313,7 +313,8 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     a deleted range) starts a new wave, sent once the previous wave is answered, so conflicting
     writes apply in issue order; the batches of one wave (split only by the op and size limits)
     touch disjoint keys and may go concurrently. Reads never conflict inside a txn (it runs its
-    ops in order), so they are not looked at.
+    ops in order), so they are not looked at there; but a read that touches none of its batch's
+    writes leaves that batch for a read-only one of the same wave (``_reads_apart``).
     """
     waves: list[list[list[int]]] = []
     wave: list[list[int]] = []
@@ -336,7 +337,34 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
         wave.append(batch)
     if wave:
         waves.append(wave)
-    return waves
+    return [_reads_apart(ops, wave) for wave in waves]
+
+
+def _reads_apart(ops: list[Op], wave: list[list[int]]) -> list[list[int]]:
+    """``wave`` with the reads that touch none of their batch's writes in batches of their own.
+
+    A txn with a write can hang for the whole deadline where a read would not: a member that
+    has not yet noticed its leader died forwards the proposal to it, and it is lost, while a
+    read is answered "leader changed" and goes to the next member. Apart, such reads are no
+    hostages of the writes; they commute with them, so the order of the two txns is invisible.
+    A read of a key its batch writes stays (one caller's read after its write sees it).
+    """
+    split: list[list[int]] = []
+    for batch in wave:
+        writes = [i for i in batch if ops[i].is_write]
+        if not writes or len(writes) == len(batch):
+            split.append(batch)
+            continue
+        written = Footprint()
+        written.add([ops[i] for i in writes])
+        apart = [i for i in batch if not ops[i].is_write and not written.touched_by([ops[i]])]
+        if apart:
+            kept = set(apart)
+            split.append([i for i in batch if i not in kept])
+            split.append(apart)
+        else:
+            split.append(batch)
+    return split
 
 
 def batch_request(ops: list[Op], namespace: bytes) -> bytes:

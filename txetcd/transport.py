@@ -85,22 +85,28 @@ class _Deadlines:
             self.timers[seconds] = self.driver.call_later(seconds, self._expire, seconds)
 
     def _expire(self, seconds: float) -> None:
-        del self.timers[seconds]
+        # While expiring, the entry stays (None) so that a request started by what an expired
+        # one runs (on Twisted, at once: its caller sending again) arms no second timer; the
+        # loop below arms the one timer for whatever is then the oldest live entry.
+        self.timers[seconds] = None
         queue, now = self.queues[seconds], self.driver.now()
         while queue:
             at, state = queue[0]
             if not state.done and at > now:
-                self.timers[seconds] = self.driver.call_later(at - now, self._expire, seconds)
+                if seconds in self.timers:  # else stopped meanwhile
+                    self.timers[seconds] = self.driver.call_later(at - now, self._expire,
+                                                                  seconds)
                 return
             queue.popleft()
             if not state.done:
                 state.expire()
+        self.timers.pop(seconds, None)
 
     def stop(self) -> None:
         """No timer left behind (a closed client leaves the loop clean); requests still in
         flight keep running without their deadline."""
         for timer in self.timers.values():
-            if timer.active():
+            if timer is not None and timer.active():
                 timer.cancel()
         self.timers.clear()
 
