@@ -17,6 +17,10 @@ invisible to callers:
   the same turn touches (a write after any access, a read after a write) waits for that request
   to be answered. A batch never holds two writes etcd would reject together (a key put twice, a
   put inside a deleted range); such a write waits for the ops before it to be answered.
+- A read that touches none of its batch's writes leaves in a read-only txn beside it: a write
+  can hang for its whole deadline (a member forwarding it to a leader that just died loses
+  it) where a read is refused and goes to the next member; such reads commute with those
+  writes, so the split is invisible.
 - A batch holds at most ``max_txn_ops`` ops and ``max_request_bytes`` bytes, and leaves as soon
   as it holds ``EAGER_FLUSH`` ops, so that etcd works on it while the rest of the turn runs.
 - Ops with different timeouts never share a batch, so each call keeps its own deadline.
