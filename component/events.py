@@ -227,6 +227,8 @@ class EventRelay:
             self.forget_roles()
             self.reconcile()
             return
+        log.info("subscription {id} kept changing while asked about: left to the audit",
+                 id=sub_id)
 
     def forget_roles(self) -> None:
         """Forget the roles of sessions that follow nothing here any more."""

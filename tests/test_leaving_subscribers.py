@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from autobahn.wamp.exception import ApplicationError
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from component.events import EventRelay
@@ -26,6 +28,7 @@ from txetcd.embedded import EtcdProcess
 from txetcd.pmap import TableLayout
 
 from .linked import backend
+from .test_component_timing import unused_client
 from .typed import SERIALIZERS
 from .wamp import CrossbarNode, connect, eventually, until_registered
 
@@ -78,12 +81,8 @@ async def test_the_next_subscriber_gets_changes_and_the_last_one_stops_the_publi
 @pytest.fixture
 def router(etcd35: EtcdProcess, tmp_path: Any) -> Iterator[CrossbarNode]:
     """The shipped node's router alone: the relay runs in the test (its audit never runs)."""
-    crossbar = CrossbarNode(tmp_path, etcd35.url, with_component=False)
-    crossbar.start()
-    try:
+    with CrossbarNode(tmp_path, etcd35.url, with_component=False).running() as crossbar:
         yield crossbar
-    finally:
-        crossbar.stop()
 
 
 @inline
@@ -132,3 +131,47 @@ async def test_a_leaving_subscriber_is_gone_from_the_books_without_the_audit(
     finally:
         await relay.stop()
         relay_session.leave()
+
+
+class HeldRouter:
+    """Answers ``list_subscribers`` only when the test says, so that meta events can arrive
+    between a question and its answer, as they may from a real router."""
+
+    session_id = 1
+
+    def __init__(self) -> None:
+        self.asked: list[defer.Deferred[Any]] = []
+
+    def call(self, uri: str, *args: Any) -> defer.Deferred[Any]:
+        assert uri == "wamp.subscription.list_subscribers" and args == (10,), uri
+        self.asked.append(defer.Deferred())
+        return self.asked[-1]
+
+
+@inline
+async def test_an_answer_older_than_a_later_event_is_asked_again() -> None:
+    """A leaver's unnamed ``on_unsubscribe`` makes the relay ask; B subscribes before the
+    answer (which predates B) arrives: that answer is not taken, the next one is. A false
+    ``on_delete`` keeps the subscription; a true one (the router has no such subscription)
+    forgets it and stops the publisher."""
+    etcd = unused_client()
+    router = HeldRouter()
+    relay = EventRelay(router, "etcd", {"settings": SETTINGS}, etcd, clock=Clock())
+    try:
+        relay.on_create(7, {"id": 10, "uri": TOPIC, "match": "exact"})
+        relay.on_subscribe(7, 10)
+        assert list(relay.publishers) == ["settings"]
+        relay.on_unsubscribe(None, 10)  # A left
+        relay.on_subscribe(8, 10)  # B, right after
+        relay.on_delete(None, 10)  # Crossbar's false announcement: asked with the first
+        assert len(router.asked) == 1
+        router.asked[0].callback([])  # the router's answer before B subscribed
+        assert len(router.asked) == 2 and list(relay.publishers) == ["settings"]
+        router.asked[1].callback([8])
+        assert relay.subscriptions[10].sessions == {8} and list(relay.publishers) == ["settings"]
+        relay.on_unsubscribe(None, 10)  # B left too, the subscription with it
+        router.asked[2].errback(ApplicationError(ApplicationError.NO_SUCH_SUBSCRIPTION))
+        assert 10 not in relay.subscriptions and not relay.publishers
+    finally:
+        await relay.stop()
+        await etcd.close()
