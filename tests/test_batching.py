@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import pytest
 
-from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Unavailable
+from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Timeout, Unavailable
+from txetcd.batch import EAGER_FLUSH
 from txetcd.embedded import EtcdProcess
 
 from .conftest import Loop
@@ -20,13 +22,19 @@ class PathLog:
     def __init__(self, client: Client) -> None:
         self.paths: list[str] = []
         self.bodies: list[Any] = []
+        self.events: list[tuple[str, int]] = []  # ("sent" | "answered", request number)
         real = client.transport.call
 
-        def call(path: str, body: Any, **kwargs: Any) -> Any:
+        async def call(path: str, body: Any, **kwargs: Any) -> Any:
+            number = len(self.paths)
             self.paths.append(path)
             # A batch's body comes encoded already (bytes): what etcd receives.
             self.bodies.append(json.loads(body) if isinstance(body, bytes) else body)
-            return real(path, body, **kwargs)
+            self.events.append(("sent", number))
+            try:
+                return await real(path, body, **kwargs)
+            finally:
+                self.events.append(("answered", number))
 
         client.transport.call = call  # type: ignore[method-assign]
 
@@ -66,8 +74,10 @@ async def test_a_lone_op_is_a_plain_request(loop: Loop, client: Client) -> None:
     assert log.paths == ["kv/put", "kv/range", "kv/deleterange"]
 
 
-async def test_one_turn_is_one_txn_with_per_op_options(loop: Loop, client: Client) -> None:
+async def test_ops_behind_one_in_flight_are_one_txn_with_per_op_options(
+        loop: Loop, client: Client) -> None:
     await loop.gather(*[client.set(b"o/%d" % i, b"old%d" % i) for i in range(5)])
+    await loop.sleep(0.01)  # nothing in flight any more
     log = PathLog(client)
     put, count, keys, limited, desc, gone = await loop.gather(*[
         client.set(b"o/0", b"new0", return_previous=True),
@@ -77,17 +87,21 @@ async def test_one_turn_is_one_txn_with_per_op_options(loop: Loop, client: Clien
         client.get(KeySet(b"o/", prefix=True), sort_order="DESCEND", limit=1),
         client.delete(b"o/4", return_previous=True),
     ])
-    assert log.paths == ["kv/txn"]
+    # The first op went at once (nothing was in flight); the rest of the turn queued behind it
+    # and went as one txn.
+    assert log.paths == ["kv/put", "kv/txn"]
+    assert len(log.bodies[1]["success"]) == 5
     assert put.previous.value == b"old0"
     assert count.count == 5 and count.kvs == []
     assert [kv.value for kv in keys.kvs] == [b""] * 5
     assert [kv.key for kv in limited.kvs] == [b"o/0", b"o/1"] and limited.more
-    # Ops run in issue order inside the txn: the read sees the put issued before it.
+    # Ops apply in issue order: the reads of o/ waited for the put of o/0 issued before them.
     assert limited.kvs[0].value == b"new0"
     assert [kv.key for kv in desc.kvs] == [b"o/4"]
     assert gone.deleted == 1 and gone.previous[0].value == b"old4"
-    # All applied atomically: one shared revision in every header.
-    assert len({r.header.revision for r in (put, count, keys, limited, desc, gone)}) == 1
+    # The txn applied atomically: one shared revision in every header, after the put's.
+    assert len({r.header.revision for r in (count, keys, limited, desc, gone)}) == 1
+    assert put.header.revision < gone.header.revision
 
 
 async def test_duplicate_keys_in_one_window_each_get_their_own_answer(
@@ -102,7 +116,7 @@ async def test_duplicate_keys_in_one_window_each_get_their_own_answer(
         client.get(b"d/x"),
     ])
     # etcd refuses a txn that writes one key twice, so the window went as several requests.
-    assert len(log.paths) >= 3 and "kv/txn" in log.paths
+    assert len(log.paths) >= 3
     assert isinstance(first, Revision) and isinstance(second, Revision)
     assert first.previous is not None and second.previous is not None
     assert first.previous.value == b"0" and second.previous.value == b"1"
@@ -145,7 +159,7 @@ async def test_a_failing_op_never_fails_its_batch_mates(loop: Loop, client: Clie
     assert (await client.get(KeySet(b"f/", prefix=True), count_only=True)).count == 20
     assert (await client.get(b"f/bad")).kvs == []
     # The refused txn was split and resent, not given up: a handful of requests, not 22.
-    assert log.paths[0] == "kv/txn" and len(log.paths) <= 16
+    assert "kv/txn" in log.paths and len(log.paths) <= 17
 
 
 def _plain(result: Any) -> Any:
@@ -213,27 +227,32 @@ async def test_a_batched_read_sees_every_write_acknowledged_before_it(loop: Loop
 async def test_serializable_reads_and_other_timeouts_never_share_a_batch(
         loop: Loop, client: Client) -> None:
     await client.set(b"s/k", b"v")
+    await loop.sleep(0.01)
     log = PathLog(client)
     await loop.gather(*[
+        client.get(b"s/pilot"),  # goes at once: the others queue behind it
         client.get(b"s/k"), client.get(b"s/k"),
         client.get(b"s/k", serializable=True), client.get(b"s/k", serializable=True),
         client.get(b"s/k", timeout=3.0), client.get(b"s/k", timeout=3.0),
     ])
-    assert sorted(log.paths) == ["kv/txn"] * 3
+    assert log.paths[0] == "kv/range" and sorted(log.paths[1:]) == ["kv/txn"] * 3
     kinds = sorted(sum(1 for op in body["success"] if op["request_range"].get("serializable"))
-                   for body in log.bodies)
+                   for body in log.bodies[1:])
     assert kinds == [0, 0, 2]
 
 
 async def test_a_cancelled_queued_call_is_not_sent(loop: Loop, client: Client) -> None:
+    await loop.sleep(0.01)
     log = PathLog(client)
+    pilot = client.get(b"c/pilot")  # goes at once: the next two queue behind it
     doomed = client.set(b"c/doomed", b"x")
     kept = client.set(b"c/kept", b"y")
     doomed.cancel()
     with pytest.raises(loop.CancelledError):
         await doomed
     await kept
-    assert log.paths == ["kv/put"]
+    await pilot
+    assert log.paths == ["kv/range", "kv/put"]
     assert (await client.get(b"c/doomed")).kvs == []
 
 
@@ -260,4 +279,199 @@ async def test_a_batch_with_unknown_outcome_is_never_resent(loop: Loop, etcd: Et
         await direct.delete(KeySet(b"u/", prefix=True))
         await client.close()
         await direct.close()
+        proxy.close()
+
+
+# -- send at once (issue 17): an op with nothing in flight leaves at once, alone -----------------
+
+async def _idle(loop: Loop, client: Client) -> None:
+    """Wait until none of the client's batched requests is in flight."""
+    assert client.batcher is not None
+    for _ in range(500):
+        if not client.batcher.in_flight:
+            return
+        await loop.sleep(0.01)
+    raise AssertionError("batched requests still in flight after 5 s")
+
+
+async def test_an_op_with_nothing_in_flight_goes_at_once_and_what_follows_is_batched(
+        loop: Loop, client: Client) -> None:
+    batcher = client.batcher
+    assert batcher is not None
+    await _idle(loop, client)
+    log = PathLog(client)
+    at_once, requests = batcher.sent_at_once, batcher.requests
+    first = client.set(b"ao/first", b"1")
+    # Sent in the same call: no wait for the end of the loop turn.
+    assert (batcher.sent_at_once, batcher.requests, batcher.in_flight) == (
+        at_once + 1, requests + 1, 1)
+    behind = [client.set(b"ao/%02d" % i, b"x") for i in range(EAGER_FLUSH + 4)]
+    # EAGER_FLUSH of them left eagerly; the other 4 wait for the turn's end.
+    assert batcher.requests == requests + 2
+    await first
+    await loop.gather(*behind)
+    assert log.paths[0] == "kv/put" and set(log.paths[1:]) == {"kv/txn"}
+    assert sum(len(body["success"]) for body in log.bodies[1:]) == EAGER_FLUSH + 4
+    # One in flight at a time: every op goes at once, as its plain request.
+    await _idle(loop, client)
+    at_once = batcher.sent_at_once
+    for i in range(20):
+        assert isinstance(await client.get(b"ao/%02d" % i), Range)
+    assert batcher.sent_at_once == at_once + 20
+    assert log.paths[-20:] == ["kv/range"] * 20
+
+
+async def test_one_callers_ops_apply_in_issue_order_across_requests(
+        loop: Loop, client: Client) -> None:
+    # Issued without waiting: the first goes at once, the rest queue behind it. The reads wait
+    # for the write before them, and the second write for the read before it.
+    for pilot in (False, True):
+        await _idle(loop, client)
+        log = PathLog(client)
+        key = b"order/%d" % pilot
+        pending = [client.get(b"order/pilot")] if pilot else []  # then nothing goes at once
+        p1 = client.set(key, b"1")
+        r1 = client.get(key)
+        p2 = client.set(key, b"2", return_previous=True)
+        r2 = client.get(key)
+        d = client.delete(key)
+        r3 = client.get(key)
+        first, read1, second, read2, gone, read3 = await loop.gather(p1, r1, p2, r2, d, r3)
+        await loop.gather(*pending)
+        assert read1.kvs[0].value == b"1"
+        assert second.previous.value == b"1" and second.revision > first.revision
+        assert read2.kvs[0].value == b"2"
+        assert gone.deleted == 1 and read3.kvs == []
+        if not pilot:
+            # Not by luck: what touches the key left only once the put sent at once was
+            # answered (one connection is not ordered against another).
+            put = log.paths.index("kv/put")
+            assert log.events.index(("answered", put)) < log.events.index(("sent", put + 1))
+
+
+async def test_reads_are_linearizable_with_ops_sent_at_once_and_batched(
+        loop: Loop, client: Client) -> None:
+    """Workers write increasing values to their own keys and read each other's: a read issued
+    after a write was acknowledged (to anyone) sees it or a later value; one's own write is
+    seen by one's next read. Some ops go at once, most in batches."""
+    workers, rounds = 8, 40
+    acked = [0] * workers  # the last acknowledged value per worker's key
+    await client.delete(KeySet(b"lz/", prefix=True))
+
+    async def worker(w: int) -> None:
+        for i in range(1, rounds + 1):
+            await client.set(b"lz/%d" % w, b"%d" % i)
+            acked[w] = i
+            other = (w + 1 + i) % workers
+            floor = acked[other]
+            mine, theirs = await loop.gather(client.get(b"lz/%d" % w),
+                                             client.get(b"lz/%d" % other))
+            assert int(mine.kvs[0].value) == i
+            assert (int(theirs.kvs[0].value) if theirs.kvs else 0) >= floor
+
+    await loop.gather(*[worker(w) for w in range(workers)])
+    assert client.batcher is not None and client.batcher.sent_at_once >= 1
+    stored = await client.get(KeySet(b"lz/", prefix=True))
+    assert [int(kv.value) for kv in stored.kvs] == [rounds] * workers
+
+
+async def test_a_lone_op_sent_at_once_that_fails_gets_its_own_error(
+        loop: Loop, client: Client) -> None:
+    granted = await client.transport.call("lease/grant", {"TTL": 60}, idempotent=False)
+    lease_id = int(granted["ID"])
+    await client.transport.call("lease/revoke", {"ID": lease_id}, idempotent=True)
+    await _idle(loop, client)
+    assert client.batcher is not None
+    at_once = client.batcher.sent_at_once
+    bad = client.set(b"lone/bad", b"x", lease=lease_id)  # at once, alone
+    good = [client.set(b"lone/%d" % i, b"ok") for i in range(3)]  # behind it, batched
+    outcomes = await loop.settle(bad, *good)
+    assert client.batcher.sent_at_once == at_once + 1
+    assert not outcomes[0][0] and isinstance(outcomes[0][1], LeaseNotFound)
+    assert all(ok and isinstance(result, Revision) for ok, result in outcomes[1:])
+    # The same op alone, again: its own error, and the client carries on.
+    with pytest.raises(LeaseNotFound):
+        await client.set(b"lone/bad", b"x", lease=lease_id)
+    assert (await client.get(b"lone/bad")).kvs == []
+    assert (await client.get(KeySet(b"lone/", prefix=True), count_only=True)).count == 3
+
+
+async def test_a_read_batched_beside_writes_is_not_held_by_a_write_that_hangs(
+        loop: Loop, etcd: EtcdProcess) -> None:
+    # A member that has not yet noticed that its leader died forwards a write to it, and the
+    # write is lost: it hangs until its deadline (tests/test_cluster.py's leader kill). A read
+    # that was batched beside it must not hang with it. The proxy swallows every request with
+    # a value in it, as that member would.
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    client = loop.client(url=proxy.url, timeout=3.0)
+    direct = loop.client(url=etcd.url)
+    try:
+        await direct.set(b"hang/read", b"there")
+        pilot = client.get(b"hang/pilot")  # goes at once: what follows queues and is batched
+        proxy.swallow = b'"value"'
+        log = PathLog(client)
+        write = client.set(b"hang/write", b"lost")
+        read = client.get(b"hang/read")
+        reads = [client.get(b"hang/read%d" % i) for i in range(3)]
+        started = time.monotonic()
+        found = await read
+        assert found.kvs[0].value == b"there"
+        assert time.monotonic() - started < 2.0  # well within the write's 3 s deadline
+        assert [r.kvs for r in await loop.gather(*reads)] == [[]] * 3
+        with pytest.raises(Timeout) as hung:
+            await write
+        assert hung.value.outcome_unknown is True
+        await pilot
+        # The write left alone, the reads apart from it (batched, on Twisted in one txn).
+        assert log.paths.count("kv/put") == 1 and "kv/txn" not in log.paths[:1]
+        assert len(log.paths) >= 2
+        # A read of the key a write of its batch writes stays with it (it must see the write).
+        await _idle(loop, client)
+        proxy.swallow = None
+        log = PathLog(client)
+        _, _, seen = await loop.gather(client.get(b"hang/pilot"), client.set(b"hang/mine", b"1"),
+                                       client.get(b"hang/mine"))
+        assert log.paths == ["kv/range", "kv/txn"] and seen.kvs[0].value == b"1"
+    finally:
+        await client.close()
+        await direct.close()
+        proxy.close()
+
+
+async def test_deadlines_hold_when_a_timed_out_caller_at_once_sends_again(
+        loop: Loop, etcd: EtcdProcess) -> None:
+    # On Twisted a caller runs on inside the deadline's timer, when its request times out;
+    # what it sends then starts a new deadline while the timer still works through the old
+    # ones. Each keeps its own deadline, and nothing fails inside the loop.
+    from twisted.logger import globalLogPublisher
+
+    failures: list[Any] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_failure") is not None or event.get("isError"):
+            failures.append(event)
+
+    proxy = ThreadProxy("127.0.0.1", etcd.client_port)
+    proxy.swallow = b'"value"'
+    client = loop.client(url=proxy.url, timeout=0.4)
+    globalLogPublisher.addObserver(observe)
+    try:
+        timings: list[float] = []
+
+        async def hang_again(rounds: int) -> None:
+            for i in range(rounds):
+                started = time.monotonic()
+                writes = [client.set(b"again/%d/%d" % (i, n), b"x") for n in range(3)]
+                outcomes = await loop.settle(*writes)
+                timings.append(time.monotonic() - started)
+                assert all(not ok and isinstance(e, Timeout) for ok, e in outcomes)
+
+        await loop.gather(hang_again(5), hang_again(5))
+        assert len(timings) == 10 and all(0.3 < t < 2.0 for t in timings), timings
+        assert (await client.get(b"again/0/0")).kvs == []  # reads still answered, in time
+        await loop.sleep(1.0)  # every timer that was armed has fired by now
+        assert failures == []
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await client.close()
         proxy.close()

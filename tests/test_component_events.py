@@ -148,9 +148,11 @@ async def test_events_of_one_revision_arrive_in_etcd_order(node: CrossbarNode,
         ops = [{"table": "settings", "op": "put", "key": key, "value": n}
                for n, key in enumerate(["zeta", "alpha", "mid"])]
         rev1 = await session.call("etcd.txn", ops)
-        # Two puts of one reactor turn: the client sends them as one txn, in issue order.
-        batched = await defer.gatherResults([etcd_direct.set(SETTINGS + key, cbor2.dumps(key))
-                                             for key in (b"omega", b"beta")])
+        # A read goes at once (nothing is in flight); the two puts of the same reactor turn
+        # queue behind it and the client sends them as one txn, in issue order.
+        _, *batched = await defer.gatherResults(
+            [etcd_direct.get(SETTINGS + b"omega")]
+            + [etcd_direct.set(SETTINGS + key, cbor2.dumps(key)) for key in (b"omega", b"beta")])
         rev2 = batched[0].revision
         assert batched[1].revision == rev2 > rev1
         await eventually(lambda: defer.succeed(len(seen.events) >= 5))

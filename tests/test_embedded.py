@@ -7,6 +7,7 @@ tests put a foreign server on the port first and check that starting fails loudl
 from __future__ import annotations
 
 import http.server
+import socket
 import subprocess
 import sys
 import threading
@@ -105,3 +106,14 @@ def test_make_run_refuses_a_busy_etcd_port(tmp_path: Path, foreign_etcd: EtcdPro
     assert run.returncode != 0
     assert "already in use" in run.stderr
     assert "explorer" not in run.stdout  # the node was never started on the foreign etcd
+
+
+def test_free_ports_are_outside_the_range_outgoing_connections_take() -> None:
+    # A port the kernel may hand to an outgoing connection as its source port can be gone
+    # again before etcd binds it (seen: "bind: address already in use" in a parallel run).
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(50)}
+    assert all(port < low for port in ports) and len(ports) > 40
+    for port in list(ports)[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))  # free indeed

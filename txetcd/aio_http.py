@@ -69,8 +69,9 @@ class _Connection(asyncio.Protocol):
     # -- requests --------------------------------------------------------------------------
 
     def send(self, data: bytes) -> asyncio.Future[Response]:
-        """Write a complete request; the future gets (status code, body)."""
-        result: asyncio.Future[Response] = self._host.loop.create_future()
+        """Write a complete request; the future gets (status code, body). Cancelling it aborts
+        the connection: the response may still come, and nothing else could use it before."""
+        result: asyncio.Future[Response] = _Pending(self._host.loop, self)
         self._result = result
         assert self._transport is not None
         self._transport.write(data)
@@ -152,6 +153,20 @@ class _Connection(asyncio.Protocol):
         return None  # close the transport; connection_lost fails what is in flight
 
 
+class _Pending(asyncio.Future[Response]):
+    """A request's future; cancelling it aborts its connection at once."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, connection: _Connection) -> None:
+        super().__init__(loop=loop)
+        self._connection = connection
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        self._connection.abort()
+        return True
+
+
 class _Host:
     """The connections to one endpoint (scheme, host, port): idle ones are reused last in,
     first out; at most ``max_idle`` are kept."""
@@ -165,16 +180,21 @@ class _Host:
         self.port = parts.port or (443 if self.tls else 80)
         self.idle: list[_Connection] = []
 
-    async def request(self, data: bytes) -> Response:
-        connection = self._idle() or await self.connect()
-        result = connection.send(data)
-        try:
-            return await result
-        except asyncio.CancelledError:
-            # The response may still come; the connection cannot carry another request before
-            # it does, so it goes.
-            connection.abort()
-            raise
+    def request(self, data: bytes) -> asyncio.Future[Response]:
+        """Send ``data`` on an idle connection, or a new one; a cancellable future of the
+        answer (a task only when it has to connect first)."""
+        connection = self._idle()
+        if connection is not None:
+            return connection.send(data)
+        if self.pool.closing:  # closed: no new connections (a retry after close() ends here)
+            refused: asyncio.Future[Response] = self.loop.create_future()
+            refused.set_exception(NotSent("the client is closed"))
+            return refused
+        return self.loop.create_task(self._connect_and_send(data))
+
+    async def _connect_and_send(self, data: bytes) -> Response:
+        connection = await self.connect()
+        return await connection.send(data)  # cancelling it aborts the connection
 
     def _idle(self) -> _Connection | None:
         idle = self.idle
@@ -256,9 +276,9 @@ class HTTPPool:
             host = self._hosts[endpoint] = _Host(self, endpoint)
         return host
 
-    def request(self, endpoint: str, data: bytes) -> Any:
-        """Send a complete request (``core.build_request``) to ``endpoint``: a coroutine of
-        (status code, body)."""
+    def request(self, endpoint: str, data: bytes) -> asyncio.Future[Response]:
+        """Send a complete request (``core.build_request``) to ``endpoint``: a cancellable
+        future of (status code, body)."""
         host = self._hosts.get(endpoint) or self.host(endpoint)
         return host.request(data)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from operator import methodcaller
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -177,6 +178,18 @@ class AsyncioDriver:
     def fail(future: asyncio.Future[Any], error: BaseException) -> None:
         if not future.done():
             future.set_exception(error)
+
+    def new_future(self) -> asyncio.Future[Any]:
+        return self.loop.create_future()
+
+    @staticmethod
+    def resolve_all(futures: Iterable[asyncio.Future[Any] | None], values: Iterable[Any]) -> None:
+        for future, value in zip(futures, values, strict=True):
+            if future is not None and not future.done():
+                future.set_result(value)
+
+    #: Whether a future is done (a C-level call: the batcher maps it over batches).
+    settled = staticmethod(methodcaller("done"))
 
     def gather(self, awaitables: Iterable[Awaitable[Any]]) -> Awaitable[Any]:
         return asyncio.gather(*awaitables, return_exceptions=True)

@@ -1,27 +1,38 @@
-"""Auto-batching: concurrent independent KV ops of one reactor turn go to etcd as one txn.
+"""Auto-batching: a client's concurrent gets, puts and deletes go to etcd as shared txns.
 
 Each gateway request costs etcd (and us) far more than one more op inside a txn, so gets, puts
-and deletes issued while nothing forces them apart are coalesced. The rules that keep this
+and deletes issued while others are in flight are coalesced. The rules that keep this
 invisible to callers:
 
-- Ops issued in the same turn of the event loop are concurrent (none was acknowledged before
-  another was issued), so running them in one atomic txn, in issue order, is a valid
-  linearization. A txn with any non-serializable range is linearizable in etcd; serializable
-  reads are batched only with other serializable reads (an all-serializable txn is served
-  locally, like the op alone).
-- A batch holds at most ``max_txn_ops`` ops and ``max_request_bytes`` bytes, and never two writes
-  etcd would reject together (a key put twice, a put inside a deleted range); such a write waits
-  for the ops before it to be answered, so conflicting writes apply in issue order.
-- A turn's batch leaves as soon as it holds ``EAGER_FLUSH`` ops, so that etcd works on it while
-  the rest of the turn runs; later ops of the turn that write the same keys wait for it.
+- An op issued while none of the client's batched requests is in flight goes at once, as its
+  plain request (nothing to wait for, nothing to batch it with). Ops issued while requests are
+  in flight queue up and leave together at the end of the loop turn (or earlier, see below).
+- Queued ops are concurrent (none was acknowledged before another was issued), so running them
+  in one atomic txn, in issue order, is a valid linearization; an op issued after another's
+  result was delivered goes in a later request, so it sees that result (linearizable reads).
+  A txn with any non-serializable range is linearizable in etcd; serializable reads are batched
+  only with other serializable reads (an all-serializable txn is served locally, like the op
+  alone).
+- One caller's ops apply in the order issued: an op that touches keys a request sent earlier in
+  the same turn touches (a write after any access, a read after a write) waits for that request
+  to be answered. A batch never holds two writes etcd would reject together (a key put twice, a
+  put inside a deleted range); such a write waits for the ops before it to be answered.
+- A read that touches none of its batch's writes leaves in a read-only txn beside it: a write
+  can hang for its whole deadline (a member forwarding it to a leader that just died loses
+  it) where a read is refused and goes to the next member; such reads commute with those
+  writes, so the split is invisible.
+- A batch holds at most ``max_txn_ops`` ops and ``max_request_bytes`` bytes, and leaves as soon
+  as it holds ``EAGER_FLUSH`` ops, so that etcd works on it while the rest of the turn runs.
 - Ops with different timeouts never share a batch, so each call keeps its own deadline.
-- A batch that etcd refuses with a definite error was not applied: it is split in halves and the
-  halves are resent until each op fails or succeeds on its own. A batch whose outcome is unknown
-  is never resent: its writes fail with ``outcome_unknown=True``; its reads are resent once.
-- A lone op goes as its plain request; explicit transactions never pass through here.
+- Every op gets its own result or error: a batch that etcd refuses with a definite error was not
+  applied, so it is split in halves and the halves are resent until each op fails or succeeds
+  on its own. A batch whose outcome is unknown is never resent: its writes fail with
+  ``outcome_unknown=True``; its reads are resent once. Explicit transactions never pass here.
+- A call cancelled while queued is not sent; once sent it cannot be taken back.
 
 Loop-free: futures and timers come from the client's driver (Deferreds on Twisted, Futures on
-asyncio); which ops share a txn is decided by ``core.plan_batches``.
+asyncio); which ops share a txn is decided by ``core.plan_batches``. Per op, the batcher keeps
+only the op and the caller's future (no object of its own).
 """
 
 from __future__ import annotations
@@ -29,7 +40,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from typing import Any
 
-from .core import WriteSet, batch_request, batch_results, plan_batches
+from .core import Footprint, batch_request, batch_results, plan_batches
 from .errors import EtcdError, Timeout, Unavailable
 from .interface import Driver, EtcdTransport
 from .op import Op, OpDel, OpGet, OpSet
@@ -38,114 +49,159 @@ __all__ = ["Batcher", "BATCHABLE", "EAGER_FLUSH"]
 
 BATCHABLE = (OpGet, OpSet, OpDel)
 # A turn's group is sent at once when it reaches this many ops: etcd then works on it while we
-# still run the callers that queue the next batch (measured: +13% ops/s at 32 in flight; 8 is
-# worse than 16, too little per request).
-EAGER_FLUSH = 16
+# still run the callers that queue the next batch. Measured at 32 in flight (issue 17, alternating
+# runs on the shared 2-core machine): 32 beats 16 by 20-30 % in client CPU per op and in ops/s
+# (16 had beaten "end of turn only" by 13 % in issue 7; 8 is too little per request).
+EAGER_FLUSH = 32
 
-
-class _Call:
-    """One caller's op waiting for its batch, with the future that delivers its result."""
-
-    __slots__ = ("op", "result", "cancelled")
-
-    def __init__(self, op: Op, driver: Driver) -> None:
-        self.op = op
-        self.cancelled = False
-        self.result: Any = driver.future(self._cancel)
-
-    def _cancel(self) -> None:
-        # A call cancelled before its batch left is simply not sent; once sent, it cannot be
-        # taken back, and the future's own cancellation is what the caller sees.
-        self.cancelled = True
+_Group = tuple[float | None, bool]  # (timeout, serializable): ops that may share a txn
 
 
 class Batcher:
-    """Queues a client's batchable ops and sends each loop turn's ops as few txns."""
+    """Sends a client's batchable ops: at once when none of its requests is in flight, else
+    as few txns per loop turn as the rules above allow."""
 
     def __init__(self, transport: EtcdTransport, namespace: bytes, max_txn_ops: int,
                  max_request_bytes: int) -> None:
         self.transport = transport
-        self.driver = transport.driver
+        self.driver: Driver = transport.driver
         self.namespace = namespace
         self.max_txn_ops, self.max_request_bytes = max_txn_ops, max_request_bytes
-        self._queue: dict[tuple[float | None, bool], list[_Call]] = {}
+        # Per group: the queued ops and their callers' futures, in issue order.
+        self._queue: dict[_Group, tuple[list[Op], list[Any]]] = {}
         self._flush_scheduled = False
-        # What this turn already sent: its writes, and an awaitable that fires once answered.
-        self._turn: list[tuple[WriteSet, Awaitable[Any]]] = []
+        # What this turn already sent: its ops, and awaitables that fire once its requests are
+        # answered (an op touching the same keys waits for all of them: rare). The keys are
+        # gathered (``_footprint``) only when a second request of the turn needs them.
+        self._turn: list[Awaitable[Any]] = []
+        self._turn_ops: list[list[Op]] = []
+        self._touched: Footprint | None = None
+        self.in_flight = 0  # batched requests on their way
         self.requests = 0  # requests sent for batched ops, for tests and monitoring
+        self.sent_at_once = 0  # ops that went at once, alone, for tests and monitoring
 
     def submit(self, op: Op, timeout: float | None) -> Any:
-        """Queue ``op`` for this turn's batch; the future fires with its own result."""
-        call = _Call(op, self.driver)
-        serializable = isinstance(op, OpGet) and bool(op.options.get("serializable"))
-        group = (timeout, serializable)
-        calls = self._queue.setdefault(group, [])
-        calls.append(call)
-        if len(calls) >= EAGER_FLUSH:
+        """Send ``op`` (at once, or with the ops of this turn); the future fires with its own
+        result."""
+        future = self.driver.new_future()
+        if not self.in_flight and not self._queue:
+            # Nothing in flight: nothing to wait for and nothing to batch it with.
+            self.sent_at_once += 1
+            self._new_turn()
+            self._turn.append(self._send([op], [future], timeout))
+            self._turn_ops.append([op])
+            return future
+        group = (timeout, op.serializable)
+        queued = self._queue.get(group)
+        if queued is None:
+            queued = self._queue[group] = ([], [])
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                self.driver.call_soon(self._flush)
+        ops, futures = queued
+        ops.append(op)
+        futures.append(future)
+        if len(ops) >= EAGER_FLUSH:
             del self._queue[group]
-            self._flush_group(timeout, calls)
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.driver.call_soon(self._flush)
-        return call.result
+            self._flush_group(timeout, ops, futures)
+        return future
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._flush_queue()
+        self._new_turn()  # the next turn's ops were issued after all of these
+
+    def _new_turn(self) -> None:
+        if self._turn:
+            self._turn, self._turn_ops, self._touched = [], [], None
+
+    def _footprint(self) -> Footprint:
+        """The keys this turn's requests touch."""
+        touched = self._touched
+        if touched is None:
+            touched = self._touched = Footprint()
+        for ops in self._turn_ops:
+            touched.add(ops)
+        self._turn_ops = []
+        return touched
+
+    def _flush_queue(self) -> None:
         queue, self._queue = self._queue, {}
-        for (timeout, _), calls in queue.items():
-            self._flush_group(timeout, calls)
-        self._turn = []  # the next turn's ops were issued after all of these
+        for (timeout, _), (ops, futures) in queue.items():
+            self._flush_group(timeout, ops, futures)
 
-    def _flush_group(self, timeout: float | None, calls: list[_Call]) -> None:
-        calls = [c for c in calls if not c.cancelled]
-        if not calls:
-            return
-        # A write that conflicts with one sent earlier in this turn (an eager flush, another
-        # timeout's group) waits for it, so that conflicting writes still apply in issue order.
-        earlier = [done for writes, done in self._turn
-                   if any(writes.conflicts(c.op) for c in calls)]
-        if len(calls) == 1 and not earlier:  # a lone op (one in flight): nothing to plan
-            done = self._send(calls, timeout)
+    def _flush_group(self, timeout: float | None, ops: list[Op], futures: list[Any]) -> None:
+        settled = self.driver.settled
+        if any(map(settled, futures)):  # cancelled while queued: not sent
+            kept = [i for i, f in enumerate(futures) if not settled(f)]
+            ops, futures = [ops[i] for i in kept], [futures[i] for i in kept]
+            if not ops:
+                return
+        # An op that touches what a request of this turn touches (an eager flush, another
+        # timeout's group, an op sent at once) waits for it: one caller's ops apply in order.
+        earlier = self._turn if self._turn and self._footprint().touched_by(ops) else []
+        if len(ops) == 1 and not earlier:  # a lone op: nothing to plan
+            done = self._send(ops, futures, timeout)
         else:
-            done = self._send_planned(calls, timeout, earlier)
-        writes = WriteSet()
-        for call in calls:
-            writes.add(call.op)
-        self._turn.append((writes, done))
+            done = self._send_planned(ops, futures, timeout, list(earlier))
+        self._turn.append(done)
+        self._turn_ops.append(ops)
 
-    def _send_planned(self, calls: list[_Call], timeout: float | None,
+    def _send_planned(self, ops: list[Op], futures: list[Any], timeout: float | None,
                       earlier: list[Awaitable[Any]]) -> Awaitable[Any]:
-        plan = plan_batches([c.op for c in calls], self.max_txn_ops, self.max_request_bytes)
-        waves = [[[calls[i] for i in batch] for batch in wave] for wave in plan]
+        plan = plan_batches(ops, self.max_txn_ops, self.max_request_bytes)
+        if len(plan) == 1 and len(plan[0]) == 1 and not earlier:  # the common case
+            return self._send(ops, futures, timeout)
+        waves = [[([ops[i] for i in batch], [futures[i] for i in batch]) for batch in wave]
+                 for wave in plan]
         if len(waves) == 1 and not earlier:
-            return self.driver.gather([self._send(batch, timeout) for batch in waves[0]])
+            return self.driver.gather([self._send(*batch, timeout) for batch in waves[0]])
         return self.driver.spawn(self._send_waves(waves, timeout, earlier))
 
-    async def _send_waves(self, waves: list[list[list[_Call]]], timeout: float | None,
-                          earlier: list[Awaitable[Any]]) -> None:
-        if earlier:
-            await self.driver.gather(earlier)
-        for wave in waves:
-            await self.driver.gather([self._send(batch, timeout) for batch in wave])
-
-    def _send(self, batch: list[_Call], timeout: float | None) -> Awaitable[None]:
-        """Send one batch; the awaitable fires (never fails) once each call is answered."""
-        self.requests += 1
-        if len(batch) == 1:
-            return self.driver.spawn(self._send_one(batch[0], timeout))
-        return self.driver.spawn(self._send_txn(batch, timeout))
-
-    async def _send_one(self, call: _Call, timeout: float | None) -> None:
-        op, driver = call.op, self.driver
+    async def _send_waves(self, waves: list[list[tuple[list[Op], list[Any]]]],
+                          timeout: float | None, earlier: list[Awaitable[Any]]) -> None:
+        # Counted as in flight while they wait: an op issued meanwhile queues behind them
+        # instead of going at once, ahead of ops issued before it.
+        self.in_flight += 1
         try:
-            reply = await self.transport.call(op.path, op.request(self.namespace),
-                                              idempotent=not op.is_write, timeout=timeout)
-            driver.resolve(call.result, op.result(reply, self.namespace))
-        except BaseException as exc:  # noqa: BLE001 - every failure belongs to the caller
-            driver.fail(call.result, exc)
+            if earlier:
+                await self.driver.gather(earlier)
+            for wave in waves:
+                await self.driver.gather([self._send(*batch, timeout) for batch in wave])
+        finally:
+            self._answered()
 
-    async def _send_txn(self, batch: list[_Call], timeout: float | None) -> None:
-        ops = [call.op for call in batch]
+    def _send(self, ops: list[Op], futures: list[Any], timeout: float | None) -> Awaitable[None]:
+        """Send one batch; the awaitable fires (never fails) once each op is answered."""
+        self.requests += 1
+        self.in_flight += 1
+        if len(ops) == 1:
+            return self.driver.spawn(self._send_one(ops[0], futures[0], timeout))
+        return self.driver.spawn(self._send_txn(ops, futures, timeout))
+
+    def _answered(self) -> None:
+        """A request is answered: once none is in flight, what queued behind it goes now."""
+        self.in_flight -= 1
+        if not self.in_flight and self._queue:
+            self._new_turn()  # all answered: nothing left to wait for
+            self._flush_queue()
+
+    async def _send_one(self, op: Op, future: Any, timeout: float | None) -> None:
+        try:
+            reply = await self.transport.call(
+                op.path, op.request_bytes(self.namespace), idempotent=not op.is_write,
+                timeout=timeout, leader_read=not op.is_write and not op.serializable)
+            result = op.result(reply, self.namespace)
+        except BaseException as exc:  # noqa: BLE001 - every failure belongs to the caller
+            self._answered()
+            self.driver.fail(future, exc)
+            return
+        # Counted as answered before its caller runs on: an op the caller issues next, with
+        # nothing else in flight, goes at once.
+        self._answered()
+        self.driver.resolve(future, result)
+
+    async def _send_txn(self, ops: list[Op], futures: list[Any], timeout: float | None) -> None:
         writes = any(op.is_write for op in ops)
         try:
             # A read-only batch is a leader read like a lone range (refused at once without one).
@@ -153,38 +209,48 @@ class Batcher:
                                               idempotent=not writes, timeout=timeout,
                                               leader_read=not writes)
         except EtcdError as exc:
-            await self._failed(batch, timeout, exc)
+            self._answered()
+            await self._failed(ops, futures, timeout, exc)
             return
         except BaseException as exc:  # noqa: BLE001 - e.g. cancelled: nothing more to try
-            self._fail_all(batch, exc)
+            self._answered()
+            self._fail_all(futures, exc)
             return
-        resolve, fail = self.driver.resolve, self.driver.fail
-        for call, result in zip(batch, batch_results(ops, reply, self.namespace), strict=True):
-            if isinstance(result, Exception):
-                fail(call.result, result)
-            else:
-                resolve(call.result, result)
+        results, failed = batch_results(ops, reply, self.namespace)
+        try:
+            if failed:
+                for index in failed:
+                    self.driver.fail(futures[index], results[index])
+                    futures[index] = None
+            self.driver.resolve_all(futures, results)
+        finally:
+            # Counted as answered only once the callers ran on (Twisted runs them just now,
+            # asyncio on its next turn): the ops they issue next are batched, not the first of
+            # them sent alone.
+            self.driver.call_soon(self._answered)
 
-    def _fail_all(self, calls: list[_Call], exc: BaseException) -> None:
-        for call in calls:
-            self.driver.fail(call.result, exc)
+    def _fail_all(self, futures: list[Any], exc: BaseException) -> None:
+        for future in futures:
+            self.driver.fail(future, exc)
 
-    async def _failed(self, batch: list[_Call], timeout: float | None, exc: EtcdError) -> None:
+    async def _failed(self, ops: list[Op], futures: list[Any], timeout: float | None,
+                      exc: EtcdError) -> None:
         if isinstance(exc, Unavailable) and exc.outcome_unknown:
             # It may have been applied: resending a write could apply it twice.
-            self._fail_all([call for call in batch if call.op.is_write], exc)
-            reads = [call for call in batch if not call.op.is_write]
+            self._fail_all([f for op, f in zip(ops, futures, strict=True) if op.is_write], exc)
+            reads = [i for i, op in enumerate(ops) if not op.is_write]
             if reads and not isinstance(exc, Timeout):
-                await self._send(reads, timeout)
+                await self._send([ops[i] for i in reads], [futures[i] for i in reads], timeout)
             else:
-                self._fail_all(reads, type(exc)(exc.message, outcome_unknown=False))
+                self._fail_all([futures[i] for i in reads],
+                               type(exc)(exc.message, outcome_unknown=False))
             return
         if isinstance(exc, Unavailable):
             # Not applied, and the transport already tried every endpoint it safely could.
-            self._fail_all(batch, exc)
+            self._fail_all(futures, exc)
             return
         # A definite refusal (an unknown lease, no permission, too large...): nothing was
         # applied, so halves are resent until the op at fault fails on its own.
-        middle = len(batch) // 2
-        await self.driver.gather([self._send(batch[:middle], timeout),
-                                  self._send(batch[middle:], timeout)])
+        middle = len(ops) // 2
+        await self.driver.gather([self._send(ops[:middle], futures[:middle], timeout),
+                                  self._send(ops[middle:], futures[middle:], timeout)])

@@ -32,7 +32,7 @@ __all__ = [
     "MAX_TXN_OPS", "MAX_REQUEST_BYTES", "MAX_PAGE_ROWS", "RetryPolicy", "Action", "RETRY",
     "encode", "decode_reply", "in_range", "request_head", "build_request", "api_prefix",
     "parse_version", "TLSConfig", "LEADER_READS", "REQUIRE_LEADER", "WriteSet", "plan_batches",
-    "batch_request", "batch_results", "Pager",
+    "batch_request", "batch_results", "Pager", "Footprint", "overlaps",
 ]
 
 Json = dict[str, Any]
@@ -226,7 +226,8 @@ class WriteSet:
 
     def conflicts(self, op: Op) -> bool:
         if isinstance(op, OpSet):
-            return op.key in self.puts or any(in_range(op.key, *d) for d in self.deletes)
+            return op.key in self.puts or bool(self.deletes) and any(
+                in_range(op.key, *d) for d in self.deletes)
         if isinstance(op, OpDel):
             start, end = op.keys.key, op.keys.range_end
             return any(in_range(key, start, end) for key in self.puts)
@@ -238,6 +239,71 @@ class WriteSet:
         elif isinstance(op, OpDel):
             self.deletes.append((op.keys.key, op.keys.range_end))
 
+    def claim(self, op: Op) -> bool:
+        """``conflicts`` then ``add`` unless it conflicts, in one call (per op of a batch)."""
+        if type(op) is OpSet and not self.deletes:  # the common case: puts only
+            key, puts = op.key, self.puts
+            if key in puts:
+                return True
+            puts.add(key)
+            return False
+        if self.conflicts(op):
+            return True
+        self.add(op)
+        return False
+
+
+def overlaps(start: bytes, end: bytes, other_start: bytes, other_end: bytes) -> bool:
+    """Whether two of etcd's ranges share a key (an empty end: the single key ``start``;
+    ``b"\\0"``: every key from ``start`` on)."""
+    high = None if end == b"\0" else end or start + b"\0"
+    other_high = None if other_end == b"\0" else other_end or other_start + b"\0"
+    return ((other_high is None or start < other_high)
+            and (high is None or other_start < high))
+
+
+class Footprint:
+    """The keys that requests already sent read and write, so that a later op touching them
+    (a write after any access, a read after a write) waits for them: one caller's ops then
+    apply in the order issued even when they leave in different requests. Single keys are
+    looked up in sets, so checking a batch costs one lookup per op."""
+
+    __slots__ = ("written", "written_ranges", "read", "read_ranges")
+
+    def __init__(self) -> None:
+        self.written: set[bytes] = set()
+        self.written_ranges: list[tuple[bytes, bytes]] = []
+        self.read: set[bytes] = set()
+        self.read_ranges: list[tuple[bytes, bytes]] = []
+
+    def add(self, ops: list[Op]) -> None:
+        for op in ops:
+            start, end = op.span()
+            if op.is_write:
+                (self.written_ranges.append((start, end)) if end else self.written.add(start))
+            else:
+                (self.read_ranges.append((start, end)) if end else self.read.add(start))
+
+    def touched_by(self, ops: list[Op]) -> bool:
+        """Whether any of ``ops`` must wait for the requests of this footprint."""
+        for op in ops:
+            start, end = op.span()
+            if _touches(start, end, self.written, self.written_ranges) or op.is_write and (
+                    _touches(start, end, self.read, self.read_ranges)):
+                return True
+        return False
+
+
+def _touches(start: bytes, end: bytes, keys: set[bytes],
+             ranges: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the range ``[start, end)`` holds one of ``keys`` or meets one of ``ranges``."""
+    if end:
+        if any(in_range(key, start, end) for key in keys):
+            return True
+    elif start in keys:
+        return True
+    return bool(ranges) and any(overlaps(start, end, *other) for other in ranges)
+
 
 def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[int]]]:
     """Cut ``ops`` (in issue order) into waves of batches etcd accepts as one txn each; the
@@ -246,7 +312,9 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     A write that etcd would refuse beside an earlier one (the same key put twice, a put inside
     a deleted range) starts a new wave, sent once the previous wave is answered, so conflicting
     writes apply in issue order; the batches of one wave (split only by the op and size limits)
-    touch disjoint keys and may go concurrently.
+    touch disjoint keys and may go concurrently. Reads never conflict inside a txn (it runs its
+    ops in order), so they are not looked at there; but a read that touches none of its batch's
+    writes leaves that batch for a read-only one of the same wave (``_reads_apart``).
     """
     waves: list[list[list[int]]] = []
     wave: list[list[int]] = []
@@ -255,21 +323,48 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     size = _TXN_OVERHEAD
     for index, op in enumerate(ops):
         op_size = op.size() + _OP_OVERHEAD
-        conflict = writes.conflicts(op)
+        conflict = op.is_write and writes.claim(op)
         if batch and (conflict or len(batch) >= max_ops or size + op_size > max_bytes):
             wave.append(batch)
             batch, size = [], _TXN_OVERHEAD
         if conflict:
             waves.append(wave)
             wave, writes = [], WriteSet()
+            writes.add(op)
         batch.append(index)
-        writes.add(op)
         size += op_size
     if batch:
         wave.append(batch)
     if wave:
         waves.append(wave)
-    return waves
+    return [_reads_apart(ops, wave) for wave in waves]
+
+
+def _reads_apart(ops: list[Op], wave: list[list[int]]) -> list[list[int]]:
+    """``wave`` with the reads that touch none of their batch's writes in batches of their own.
+
+    A txn with a write can hang for the whole deadline where a read would not: a member that
+    has not yet noticed its leader died forwards the proposal to it, and it is lost, while a
+    read is answered "leader changed" and goes to the next member. Apart, such reads are no
+    hostages of the writes; they commute with them, so the order of the two txns is invisible.
+    A read of a key its batch writes stays (one caller's read after its write sees it).
+    """
+    split: list[list[int]] = []
+    for batch in wave:
+        writes = [i for i in batch if ops[i].is_write]
+        if not writes or len(writes) == len(batch):
+            split.append(batch)
+            continue
+        written = Footprint()
+        written.add([ops[i] for i in writes])
+        apart = [i for i in batch if not ops[i].is_write and not written.touched_by([ops[i]])]
+        if apart:
+            kept = set(apart)
+            split.append([i for i in batch if i not in kept])
+            split.append(apart)
+        else:
+            split.append(batch)
+    return split
 
 
 def batch_request(ops: list[Op], namespace: bytes) -> bytes:
@@ -278,21 +373,25 @@ def batch_request(ops: list[Op], namespace: bytes) -> bytes:
     return b'{"success":[%s]}' % b",".join([op.request_op(namespace) for op in ops])
 
 
-def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> list[Any]:
-    """Each op's result (or the exception for it) out of a batch txn's answer."""
+def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> tuple[list[Any], list[int]]:
+    """Each op's result out of a batch txn's answer, and the indexes of the ops that failed
+    (their entry is the exception; usually none, so callers test the list once)."""
     header = Header.from_json(reply.get("header"))  # once, not once per op
     responses = reply.get("responses", ())
     results: list[Any] = []
+    failed: list[int] = []
+    # Each inner response is {"response_put": {...}} (the txn's header is the header).
     for op, response in zip(ops, responses, strict=False):
-        # Each inner response is {"response_put": {...}}; its header is the txn's.
-        inner: Json = next(iter(response.values()), {}) if response else {}
         try:
-            results.append(op.txn_result(inner, header, namespace))
+            results.append(op.txn_result(response.popitem()[1] if response else {}, header,
+                                         namespace))
         except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
+            failed.append(len(results))
             results.append(exc)
-    results += [EtcdError("etcd answered a batched txn with too few responses")
-                for _ in ops[len(responses):]]
-    return results
+    for _ in ops[len(results):]:
+        failed.append(len(results))
+        results.append(EtcdError("etcd answered a batched txn with too few responses"))
+    return results, failed
 
 
 # -- scans ------------------------------------------------------------------------------------

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -104,10 +106,35 @@ def find_etcd(version: str | None = None) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port that is free right now on ``host``, below the kernel's ephemeral range: a port
+    from that range can be taken as the source port of any outgoing connection between now and
+    the moment a server binds it (or binds it again after a restart), which made etcd fail
+    with "address already in use" under parallel test runs."""
+    low = _ephemeral_low()
+    for _ in range(200):
+        port = random.randrange(_LOWEST_PORT, low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any will do
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+_LOWEST_PORT = 20000
+
+
+@functools.cache
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux), else the IANA default."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 49152
+    return low if low > _LOWEST_PORT + 1000 else 49152
 
 
 def _die_with_parent() -> None:

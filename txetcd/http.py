@@ -61,6 +61,7 @@ class _Connection(Protocol):
         self.closed = False
         self._transport: Any = None  # self.transport, untyped: zope interfaces confuse mypy
         self._socket: socket.socket | None = None
+        self._plain: socket.socket | None = None  # the socket, when not under TLS
 
     # -- requests --------------------------------------------------------------------------
 
@@ -71,10 +72,25 @@ class _Connection(Protocol):
         result: defer.Deferred[Response] = defer.Deferred(self._cancel)
         self._result = result
         if self._ready:
-            self._transport.write(data)
+            self._write(data)
         else:
             self._first = data
         return result
+
+    def _write(self, data: bytes) -> None:
+        """Write ``data`` now. On plain TCP straight into the socket: the answer to the previous
+        request came in, so Twisted's buffer is empty (etcd answers only once it has read the
+        whole request), and the write needs no turn of the reactor of its own."""
+        sock = self._plain
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except OSError:  # EAGAIN, or a broken connection: Twisted finds out and reports it
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._transport.write(data)
 
     def _cancel(self, result: defer.Deferred[Response]) -> None:
         # The response may still come; the connection cannot carry another request before it
@@ -113,6 +129,7 @@ class _Connection(Protocol):
         self._host.pool._live.add(self)
         self._host.pool.opened += 1
         if not self._host.tls:
+            self._plain = self._socket
             self._became_ready()
 
     def handshakeCompleted(self) -> None:  # noqa: N802 - Twisted API
@@ -122,7 +139,7 @@ class _Connection(Protocol):
         self._ready = True
         if self._first is not None:
             data, self._first = self._first, None
-            self._transport.write(data)
+            self._write(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:  # noqa: N802
         self.closed = True

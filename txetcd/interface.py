@@ -91,6 +91,19 @@ class Driver(Protocol):
 
     def resolve(self, future: Any, value: Any) -> None: ...
 
+    def resolve_all(self, futures: Iterable[Any], values: Iterable[Any]) -> None:
+        """``resolve`` each of ``futures`` with its value (a batch's answers, in one call);
+        a future given as None is skipped."""
+        ...
+
+    def new_future(self) -> Any:
+        """``future()`` without a cancel hook, as cheap as the loop makes it (one per op)."""
+        ...
+
+    def settled(self, future: Any) -> bool:
+        """Whether ``future`` has its outcome already (e.g. its caller cancelled it)."""
+        ...
+
     def fail(self, future: Any, error: BaseException) -> None: ...
 
     def gather(self, awaitables: Iterable[Awaitable[Any]]) -> Awaitable[None]:

@@ -89,10 +89,11 @@ class KVClient:
 
     def _run(self, op: Op, timeout: float | None) -> Pending:
         # No coroutine around a batched op: one future from the caller to its batch.
-        try:
-            self._check_size(op.size())
-        except RequestTooLarge as exc:
-            return self._failed(exc)
+        if op.size() > self.max_request_bytes:
+            try:
+                self._check_size(op.size())
+            except RequestTooLarge as exc:
+                return self._failed(exc)
         if self.batcher is not None and type(op) in BATCHABLE:
             return self.batcher.submit(op, timeout)
         return self.driver.spawn(self._call(op, timeout))
@@ -133,7 +134,11 @@ class KVClient:
         (NONE/ASCEND/DESCEND), sort_target (KEY/VERSION/CREATE/MOD/VALUE),
         min/max_mod_revision, min/max_create_revision.
         """
-        return self._run(OpGet(key, range_end, **options), timeout)
+        op = OpGet(key, range_end, **options)
+        batcher = self.batcher  # the hot path, without _run in between
+        if batcher is not None and op.size() <= self.max_request_bytes:
+            return batcher.submit(op, timeout)
+        return self._run(op, timeout)
 
     def set(self, key: bytes, value: bytes, lease: Any = None,
             return_previous: bool | None = None, timeout: float | None = None, *,
@@ -141,6 +146,9 @@ class KVClient:
         """Write ``value`` at ``key`` -> ``Revision`` (with the old kv if asked)."""
         op = OpSet(key, value, lease, return_previous, ignore_value=ignore_value,
                    ignore_lease=ignore_lease)
+        batcher = self.batcher  # the hot path, without _run in between
+        if batcher is not None and op.size() <= self.max_request_bytes:
+            return batcher.submit(op, timeout)
         return self._run(op, timeout)
 
     put = set  # etcd's name; ``set`` is txaioetcd's and stays primary

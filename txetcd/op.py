@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from binascii import b2a_base64 as _b64  # types.b64_bytes without the call around it
 from typing import Any, ClassVar
 
 from .errors import LeaseNotGranted
@@ -22,7 +23,6 @@ from .types import (
     Revision,
     TxnResult,
     b64,
-    b64_bytes,
     is_int,
     to_int,
 )
@@ -47,6 +47,14 @@ def as_keyset(key: bytes | KeySet) -> KeySet:
     if not key:
         raise ValueError("key must not be empty")
     return KeySet(key)
+
+
+def _keys(key: bytes | KeySet, range_end: bytes | None) -> KeySet:
+    """The keys a read or delete is about: one key, a ``KeySet``, or ``[key, range_end)``."""
+    if range_end is None:
+        # A plain key (non-empty bytes) is the hot path of reads: checked here, once.
+        return KeySet.single(key) if type(key) is bytes and key else as_keyset(key)
+    return KeySet(key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
 
 
 def int_arg(name: str, value: Any, minimum: int = 0) -> int:
@@ -76,7 +84,12 @@ def _key_fields(keys: KeySet, namespace: bytes) -> Json:
 
 def _proto_bytes(*fields: bytes) -> int:
     # tag + length varint + payload, the way protobuf sizes a bytes field
-    return sum(len(f) + 2 + (len(f) > 127) + (len(f) > 16383) for f in fields if f)
+    total = 0
+    for field in fields:
+        if field:
+            size = len(field)
+            total += size + 2 + (size > 127) + (size > 16383)
+    return total
 
 
 class Op:
@@ -85,15 +98,20 @@ class Op:
     path: ClassVar[str]
     request_name: ClassVar[str]
     is_write: ClassVar[bool] = True
+    #: A read a member may answer from its own state (not linearizable); only gets can be.
+    serializable: bool = False
 
     def request(self, namespace: bytes = b"") -> Json:
         raise NotImplementedError
 
+    def request_bytes(self, namespace: bytes = b"") -> bytes:
+        """``request`` encoded as the JSON body of the op's own gateway request."""
+        return json.dumps(self.request(namespace), separators=(",", ":")).encode()
+
     def request_op(self, namespace: bytes = b"") -> bytes:
         """The op as one JSON ``RequestOp`` of a txn (``{"request_put": {...}}``), as bytes:
         a batch's body is these joined, with no dict per op and no ``json.dumps`` of them."""
-        return json.dumps({self.request_name: self.request(namespace)},
-                          separators=(",", ":")).encode()
+        return b'{"%s":%s}' % (self.request_name.encode(), self.request_bytes(namespace))
 
     def result(self, obj: Json, namespace: bytes = b"") -> Any:
         raise NotImplementedError
@@ -108,6 +126,10 @@ class Op:
 
     def keyset(self) -> KeySet | None:
         return None
+
+    def span(self) -> tuple[bytes, bytes]:
+        """``(key, range_end)`` of the keys the op touches (namespace not applied)."""
+        raise NotImplementedError
 
 
 class OpGet(Op):
@@ -124,9 +146,14 @@ class OpGet(Op):
                  sort_target: str | None = None, min_mod_revision: int | None = None,
                  max_mod_revision: int | None = None, min_create_revision: int | None = None,
                  max_create_revision: int | None = None) -> None:
-        self.keys = as_keyset(key) if range_end is None else KeySet(
-            key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+        self.keys = _keys(key, range_end)
         self.options: Json = {}
+        self._size: int | None = None
+        self.serializable = bool(serializable)
+        if (count_only is keys_only is limit is revision is serializable is sort_order
+                is sort_target is min_mod_revision is max_mod_revision is min_create_revision
+                is max_create_revision is None):
+            return  # a plain read: nothing more to check
         for name, flag in (("count_only", count_only), ("keys_only", keys_only),
                            ("serializable", serializable)):
             if flag is not None:
@@ -151,10 +178,15 @@ class OpGet(Op):
     def request(self, namespace: bytes = b"") -> Json:
         return {**_key_fields(self.keys, namespace), **self.options}
 
+    def request_bytes(self, namespace: bytes = b"") -> bytes:
+        if self.options or self.keys.range_end:
+            return super().request_bytes(namespace)
+        return b'{"key":"%s"}' % _b64(namespace + self.keys.key, newline=False)
+
     def request_op(self, namespace: bytes = b"") -> bytes:
         if self.options or self.keys.range_end:
             return super().request_op(namespace)
-        return b'{"request_range":{"key":"%s"}}' % b64_bytes(namespace + self.keys.key)
+        return b'{"request_range":{"key":"%s"}}' % _b64(namespace + self.keys.key, newline=False)
 
     def result(self, obj: Json, namespace: bytes = b"") -> Range:
         return Range.from_json(obj, namespace)
@@ -164,10 +196,17 @@ class OpGet(Op):
                      to_int(obj.get("count")), bool(obj.get("more", False)))
 
     def size(self) -> int:
-        return _proto_bytes(self.keys.key, self.keys.range_end) + 8 * len(self.options)
+        # Asked by the size check and again by the batcher; options are set by now.
+        if self._size is None:
+            self._size = (_proto_bytes(self.keys.key, self.keys.range_end)
+                          + 8 * len(self.options))
+        return self._size
 
     def keyset(self) -> KeySet:
         return self.keys
+
+    def span(self) -> tuple[bytes, bytes]:
+        return self.keys.key, self.keys.range_end
 
 
 class OpSet(Op):
@@ -179,6 +218,14 @@ class OpSet(Op):
     def __init__(self, key: bytes, value: bytes, lease: Any = None,
                  return_previous: bool | None = None, *, prev_kv: bool | None = None,
                  ignore_value: bool = False, ignore_lease: bool = False) -> None:
+        if (type(key) is bytes and key and type(value) is bytes and lease is None
+                and not (return_previous or prev_kv or ignore_value or ignore_lease)):
+            # The common put (bytes, no lease, no flags): nothing else to check.
+            self.key, self.value, self.lease_object, self.lease = key, value, None, 0
+            self.prev_kv = self.ignore_value = self.ignore_lease = False
+            self.plain = True
+            self._size: int | None = None
+            return
         if isinstance(key, KeySet) or not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
         if not key:
@@ -194,10 +241,11 @@ class OpSet(Op):
             raise LeaseNotGranted("pass the granted lease, not the Deferred of client.lease(): "
                                   "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
-        self._size: int | None = None
+        self._size = None
         self.lease = int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
+        self.plain = not (self.lease or self.prev_kv or self.ignore_value or self.ignore_lease)
         if self.ignore_lease and self.lease:
             raise ValueError("ignore_lease=True keeps the stored lease; do not pass one")
 
@@ -212,17 +260,25 @@ class OpSet(Op):
                 obj[name] = True
         return obj
 
-    def request_op(self, namespace: bytes = b"") -> bytes:
-        if self.lease or self.prev_kv or self.ignore_value or self.ignore_lease:
-            return super().request_op(namespace)
+    def request_bytes(self, namespace: bytes = b"") -> bytes:
+        if not self.plain:
+            return super().request_bytes(namespace)
         # The common put, written directly: base64 needs no JSON escaping.
+        return b'{"key":"%s","value":"%s"}' % (_b64(namespace + self.key, newline=False),
+                                                _b64(self.value, newline=False))
+
+    def request_op(self, namespace: bytes = b"") -> bytes:
+        if not self.plain:
+            return super().request_op(namespace)
         return b'{"request_put":{"key":"%s","value":"%s"}}' % (
-            b64_bytes(namespace + self.key), b64_bytes(self.value))
+            _b64(namespace + self.key, newline=False), _b64(self.value, newline=False))
 
     def result(self, obj: Json, namespace: bytes = b"") -> Revision:
         return Revision.from_json(obj, namespace)
 
     def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Revision:
+        if not self.prev_kv:
+            return Revision(header)
         prev = obj.get("prev_kv")
         return Revision(header, KeyValue.from_json(prev, namespace) if prev else None)
 
@@ -236,6 +292,9 @@ class OpSet(Op):
     def keyset(self) -> KeySet:
         return KeySet(self.key)
 
+    def span(self) -> tuple[bytes, bytes]:
+        return self.key, b""
+
 
 class OpDel(Op):
     """A delete of one key, a range or a prefix (``KeySet``)."""
@@ -245,8 +304,7 @@ class OpDel(Op):
 
     def __init__(self, key: bytes | KeySet, return_previous: bool | None = None, *,
                  range_end: bytes | None = None, prev_kv: bool | None = None) -> None:
-        self.keys = as_keyset(key) if range_end is None else KeySet(
-            key if isinstance(key, bytes) else as_keyset(key).key, range_end=range_end)
+        self.keys = _keys(key, range_end)
         self.prev_kv = bool(return_previous or prev_kv)
 
     def request(self, namespace: bytes = b"") -> Json:
@@ -263,6 +321,9 @@ class OpDel(Op):
 
     def keyset(self) -> KeySet:
         return self.keys
+
+    def span(self) -> tuple[bytes, bytes]:
+        return self.keys.key, self.keys.range_end
 
 
 _OPERATORS = {"==": "EQUAL", "!=": "NOT_EQUAL", ">": "GREATER", "<": "LESS"}

@@ -13,7 +13,7 @@ broke after it was sent may have been applied, so it fails with
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -43,21 +43,115 @@ _AUTH_NOT_ENABLED = "authentication is not enabled"
 _JSON = (b"Content-Type", b"application/json")
 
 
-class _Flag:
-    """Set when a request's deadline passed, so that its cancellation is not mistaken for a
-    connection failure worth retrying."""
+class _Deadline:
+    """One request's deadline: set once it passed, and what the request awaits now, so that
+    the timer cancels exactly that (no task per request just to have something to cancel)."""
 
-    __slots__ = ("value",)
+    __slots__ = ("passed", "current", "done")
 
     def __init__(self) -> None:
-        self.value = False
+        self.passed = False
+        self.done = False  # answered (or failed) before the deadline: nothing left to cancel
+        self.current: Any = None
 
     def __bool__(self) -> bool:
-        return self.value
+        return self.passed
 
-    def set_and_cancel(self, request: Any) -> None:
-        self.value = True
-        request.cancel()
+    def expire(self) -> None:
+        self.passed = True
+        if self.current is not None:
+            self.current.cancel()
+
+
+class _Deadlines:
+    """The deadlines of requests in flight, on one loop timer per timeout value instead of a
+    timer per request: requests with the same timeout expire in the order they started, so a
+    queue per timeout and a timer for its oldest live entry suffice. Answered requests only
+    mark themselves done; they leave the queue when they reach its head."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver = driver
+        self.queues: dict[float, deque[tuple[float, _Deadline]]] = {}
+        self.timers: dict[float, Any] = {}  # per timeout value: its loop timer, while armed
+
+    def start(self, seconds: float, state: _Deadline) -> None:
+        queue = self.queues.get(seconds)
+        if queue is None:
+            queue = self.queues[seconds] = deque()
+        while queue and queue[0][1].done:  # keeps the queue as short as what is in flight
+            queue.popleft()
+        queue.append((self.driver.now() + seconds, state))
+        if seconds not in self.timers:
+            self.timers[seconds] = self.driver.call_later(seconds, self._expire, seconds)
+
+    def _expire(self, seconds: float) -> None:
+        # While expiring, the entry stays (None) so that a request started by what an expired
+        # one runs (on Twisted, at once: its caller sending again) arms no second timer; the
+        # loop below arms the one timer for whatever is then the oldest live entry.
+        self.timers[seconds] = None
+        queue, now = self.queues[seconds], self.driver.now()
+        while queue:
+            at, state = queue[0]
+            if not state.done and at > now:
+                if seconds in self.timers:  # else stopped meanwhile
+                    self.timers[seconds] = self.driver.call_later(at - now, self._expire,
+                                                                  seconds)
+                return
+            queue.popleft()
+            if not state.done:
+                state.expire()
+        self.timers.pop(seconds, None)
+
+    def stop(self) -> None:
+        """No timer left behind (a closed client leaves the loop clean); requests still in
+        flight keep running without their deadline."""
+        for timer in self.timers.values():
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.timers.clear()
+
+
+class _Slots:
+    """A counting semaphore whose free slot costs no future: most requests find one."""
+
+    __slots__ = ("driver", "free", "waiters", "handed")
+
+    def __init__(self, driver: Driver, tokens: int) -> None:
+        self.driver = driver
+        self.free = tokens
+        self.waiters: deque[Any] = deque()
+        # Waiters given a slot whose request has not resumed yet (asyncio resumes a turn
+        # later): if it is cancelled meanwhile, the slot goes back.
+        self.handed: set[Any] = set()
+
+    def take(self) -> Any:
+        """None when a slot was free (it is ours now), else a future that fires with one."""
+        if self.free:
+            self.free -= 1
+            return None
+        waiter = self.driver.future()
+        self.waiters.append(waiter)
+        return waiter
+
+    def release(self) -> None:
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not self.driver.settled(waiter):  # a waiter that gave up is skipped
+                self.handed.add(waiter)
+                self.driver.resolve(waiter, None)
+                return
+        self.free += 1
+
+    async def wait(self, waiter: Any, wait: Callable[[Any], Any]) -> None:
+        """Await ``waiter`` (from ``take``) through ``wait``; the slot is ours on return."""
+        try:
+            await wait(waiter)
+        except BaseException:
+            if waiter in self.handed:  # given the slot, then cancelled: pass it on
+                self.handed.discard(waiter)
+                self.release()
+            raise
+        self.handed.discard(waiter)
 
 
 def check_endpoints(endpoints: Sequence[str]) -> list[str]:
@@ -87,9 +181,11 @@ class Transport:
         self.posts: Counter[str] = Counter()
         self.timeout = timeout
         self._active = 0
-        self._slots = driver.semaphore(pool_size)
+        self._slots = _Slots(driver, pool_size)
+        self._deadlines = _Deadlines(driver)
         self._prefixes: dict[str, str] = {}
-        self._heads: dict[tuple[str, str, str, bool, str | None], bytes] = {}
+        # Per kind of request: its head (request line and headers) and its ``posts`` label.
+        self._heads: dict[tuple[str, str, str, bool, str | None], tuple[bytes, str]] = {}
         self.server_version: tuple[int, ...] = ()
         self._user, self._password = user, password
         # None: not authenticated yet; "": the server has auth disabled, so no token is needed.
@@ -197,49 +293,61 @@ class Transport:
 
     async def _with_deadline(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
                              deadline: float | None, needs_leader: bool = False) -> Json:
-        expired = _Flag()
-        request = self.driver.spawn(self._send(path, data, idempotent, with_auth, expired,
-                                               needs_leader))
-        timer = None
+        state = _Deadline()
         if deadline:
-            timer = self.driver.call_later(deadline, expired.set_and_cancel, request)
+            self._deadlines.start(deadline, state)
         try:
-            return await request
+            return await self._send(path, data, idempotent, with_auth, state, needs_leader)
         except BaseException:
-            if expired:
+            if state.passed:
                 raise Timeout(f"etcd {path} took longer than {deadline} s",
                               outcome_unknown=not idempotent) from None
             raise
         finally:
-            if timer is not None and timer.active():
-                timer.cancel()
+            state.done = True
+
+    def _wait(self, state: _Deadline, awaitable: Any) -> Any:
+        """``awaitable`` (a cancellable future), as what the deadline cancels when it passes."""
+        if state.passed:
+            self.driver.discard(awaitable)
+            raise self.driver.cancelled_error()
+        state.current = awaitable
+        return awaitable
 
     async def _send(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
-                    expired: _Flag | None = None, needs_leader: bool = False) -> Json:
+                    state: _Deadline, needs_leader: bool = False) -> Json:
         attempts = 0
         token: str | None = None
+        spawn = self.driver.spawn
         while True:
             attempts += 1
             endpoint = self.endpoint
             sent = False
             try:
                 # The cached lookups first: this is the path every request takes.
-                prefix = self._prefixes.get(endpoint) or await self.prefix(endpoint)
+                prefix = self._prefixes.get(endpoint) or await self._wait(
+                    state, spawn(self.prefix(endpoint)))
                 if with_auth and self._user is not None:
-                    token = await self._auth_token()
-                head = self._head(endpoint, prefix, path, needs_leader, token)
-                await self._slots.acquire()
+                    token = self._token if self._token is not None else await self._wait(
+                        state, spawn(self._auth_token()))
+                head, label = self._head(endpoint, prefix, path, needs_leader, token)
+                waiter = self._slots.take()
+                if waiter is not None:
+                    await self._slots.wait(waiter, lambda w: self._wait(state, w))
                 try:
                     sent = True
-                    self.posts[f"{endpoint}{prefix}/{path}"] += 1
-                    code, body = await self.driver.request(endpoint, build_request(head, data))
+                    self.posts[label] += 1
+                    code, body = await self._wait(
+                        state, self.driver.request(endpoint, build_request(head, data)))
                 finally:
+                    state.current = None
                     self._slots.release()
             except EtcdError:
                 raise
             except BaseException as exc:
-                self._connection_failed(exc, endpoint, path, sent, idempotent, attempts, expired)
-                await self.backoff(attempts)
+                state.current = None
+                self._connection_failed(exc, endpoint, path, sent, idempotent, attempts, state)
+                await self._wait(state, spawn(self.backoff(attempts)))
                 continue
             if code == 200:
                 return decode_reply(path, code, body)
@@ -255,10 +363,10 @@ class Transport:
                 continue
             if action is Action.NEXT_ENDPOINT:
                 self.endpoint_failed(endpoint)
-            await self.backoff(attempts)
+            await self._wait(state, spawn(self.backoff(attempts)))
 
     def _connection_failed(self, exc: BaseException, endpoint: str, path: str, sent: bool,
-                           idempotent: bool, attempts: int, expired: _Flag | None) -> None:
+                           idempotent: bool, attempts: int, expired: _Deadline | None) -> None:
         """Returns if the request may go again (to the next endpoint), else raises."""
         if expired:
             # A member that does not answer in time (stalled, overloaded, cut off from its
@@ -290,17 +398,18 @@ class Transport:
         return headers
 
     def _head(self, endpoint: str, prefix: str, path: str, needs_leader: bool,
-              token: str | None) -> bytes:
-        """The request line and headers of a request, built once per kind."""
+              token: str | None) -> tuple[bytes, str]:
+        """The request line and headers of a request, and its ``posts`` label: built once per
+        kind."""
         key = (endpoint, prefix, path, needs_leader, token)
         head = self._heads.get(key)
         if head is None:
             if len(self._heads) > 256:  # old tokens
                 self._heads.clear()
             url = urlsplit(endpoint)  # a path in the endpoint URL comes first, as with Agent
-            head = self._heads[key] = request_head(
+            head = self._heads[key] = (request_head(
                 b"POST", f"{url.path}{prefix}/{path}".encode(), url.netloc.encode(),
-                self._headers(needs_leader, token))
+                self._headers(needs_leader, token)), f"{endpoint}{prefix}/{path}")
         return head
 
     # -- streams -----------------------------------------------------------------------------
@@ -343,4 +452,5 @@ class Transport:
         return stream
 
     async def close(self) -> None:
+        self._deadlines.stop()
         await self.driver.close()

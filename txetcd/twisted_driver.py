@@ -8,6 +8,7 @@ Futures are Deferreds, so ``txetcd.Client`` hands Deferreds to its callers as tx
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable
+from operator import attrgetter
 from typing import Any, TypeVar
 
 import treq
@@ -232,6 +233,18 @@ class TwistedDriver:
     def fail(future: defer.Deferred[Any], error: BaseException) -> None:
         if not future.called:
             future.errback(error)
+
+    #: A new Deferred, no wrapper around it (the batcher makes one per op).
+    new_future = defer.Deferred
+
+    @staticmethod
+    def resolve_all(futures: Iterable[defer.Deferred[Any] | None], values: Iterable[Any]) -> None:
+        for future, value in zip(futures, values, strict=True):
+            if future is not None and not future.called:
+                future.callback(value)
+
+    #: Whether a Deferred has its result (a C-level getter: the batcher maps it over batches).
+    settled = staticmethod(attrgetter("called"))
 
     def gather(self, awaitables: Iterable[Any]) -> defer.Deferred[Any]:
         return defer.DeferredList([defer.ensureDeferred(a) for a in awaitables],

@@ -78,11 +78,16 @@ class KeyValue:
 
     @classmethod
     def from_json(cls, obj: Json, namespace: bytes = b"") -> KeyValue:
-        return cls(
-            strip_namespace(unb64(obj.get("key")), namespace), unb64(obj.get("value")),
-            to_int(obj.get("version")), to_int(obj.get("create_revision")),
-            to_int(obj.get("mod_revision")), to_int(obj.get("lease")),
-        )
+        # Once per key of every read: the helpers (unb64, to_int, strip_namespace) inlined.
+        get = obj.get
+        key = get("key")
+        key = binascii.a2b_base64(key) if key else b""
+        if namespace and key.startswith(namespace):
+            key = key[len(namespace):]
+        value = get("value")
+        return cls(key, binascii.a2b_base64(value) if value else b"", int(get("version") or 0),
+                   int(get("create_revision") or 0), int(get("mod_revision") or 0),
+                   int(get("lease") or 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -257,6 +262,14 @@ class KeySet:
     @classmethod
     def all(cls) -> KeySet:
         return cls(b"\0", range_end=b"\0")
+
+    @classmethod
+    def single(cls, key: bytes) -> KeySet:
+        """The single ``key``, which the caller checked is non-empty bytes (the reads' hot
+        path: no argument checks again)."""
+        keys = cls.__new__(cls)
+        keys.key, keys.range_end, keys.prefix, keys.type = key, b"", False, cls._SINGLE
+        return keys
 
     def namespaced(self, namespace: bytes) -> tuple[bytes, bytes]:
         """``(key, range_end)`` with ``namespace`` applied, keeping the range inside it."""
