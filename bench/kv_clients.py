@@ -12,7 +12,8 @@ Two harnesses, on 100-byte values over 1,000 keys:
   ops (30,000 in ``make bench``); creating the ops is part of the time.
 
 Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
-ops; etcd runs in its own process).
+ops; etcd runs in its own process). The clients ``instant-twisted`` and ``instant-asyncio``
+answer every op from memory, a loop turn later: what a harness costs per op on its own.
 """
 
 from __future__ import annotations
@@ -148,6 +149,64 @@ def txaioetcd_client(url: str) -> Any:
     return make(url)
 
 
+class InstantTwisted:
+    """A client that costs one Deferred per op and nothing else: it answers the ops of a
+    reactor turn together, a turn later, as a batch's answer comes, without etcd. What a
+    harness costs per op on its own, whatever the client (issue 17's gather floor)."""
+
+    def __init__(self) -> None:
+        from twisted.internet import reactor
+
+        self.reactor: Any = reactor
+        self.pending: list[Any] = []
+
+    def set(self, *_: Any) -> Any:
+        from twisted.internet import defer
+
+        answer: Any = defer.Deferred()
+        if not self.pending:
+            self.reactor.callLater(0, self._answer)
+        self.pending.append(answer)
+        return answer
+
+    get = set
+
+    def _answer(self) -> None:
+        pending, self.pending = self.pending, []
+        for answer in pending:
+            answer.callback(None)
+
+
+class InstantAsyncio:
+    """``InstantTwisted`` for asyncio: one Future per op, a turn's ops answered together."""
+
+    def __init__(self) -> None:
+        self.pending: list[Any] = []
+
+    async def __aenter__(self) -> InstantAsyncio:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        return None
+
+    def put(self, *_: Any) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        if not self.pending:
+            loop.call_soon(self._answer)
+        self.pending.append(answer)
+        return answer
+
+    get = put
+
+    def _answer(self) -> None:
+        pending, self.pending = self.pending, []
+        for answer in pending:
+            answer.set_result(None)
+
+
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
     if op == "put":
         return lambda c, i: c.set(key(i), VALUE)
@@ -251,6 +310,10 @@ def measure(name: str, url: str, op: str, inflight: int, seconds: float,
     if name == "txetcd-unbatched":
         return run_twisted(twisted_op(op), txetcd_client(url, batching=False), inflight, seconds,
                            harness)
+    if name == "instant-twisted":  # no etcd: the harness's own cost (URL ignored)
+        return run_twisted(twisted_op(op), InstantTwisted(), inflight, seconds, harness)
+    if name == "instant-asyncio":
+        return run_asyncio(InstantAsyncio, op, inflight, seconds, harness)
     if name == "txaioetcd":
         return run_twisted(twisted_op(op), txaioetcd_client(url), inflight, seconds, harness)
     if name == "aetcd":

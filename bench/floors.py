@@ -1,0 +1,87 @@
+"""Where an op's time goes (issue 17): each client's CPU per op beside etcd's CPU per op while it
+serves that client (``/proc/<pid>/stat`` around the run), and beside a floor that no client
+can beat through the same harness.
+
+    .venv/bin/python bench/floors.py gather [--op put] [--rounds 3] [--ops 30000]
+    .venv/bin/python bench/floors.py x1 [--op put] [--rounds 3] [--seconds 3]
+
+``gather``: 32 in flight in the gather harness; the floors are ``kv_clients.py``'s instant
+clients (no etcd), i.e. what the harness costs per op on its own. With one batch in flight at
+a time the client and etcd take turns, so an op costs about the client's CPU plus etcd's.
+``x1``: one worker loop, one op in flight; the floor is ``gateway_floor.py`` (a blocking socket
+repeating one request: the gateway's own round trip with no client work).
+Clients alternate within each round; medians are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.peers import venv_python  # noqa: E402
+from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+WARMUP = 0.5  # kv_clients.WARMUP
+CLIENTS = {"gather": ["instant-twisted", "txetcd", "instant-asyncio", "txetcd-asyncio", "aetcd"],
+           "x1": ["gateway-floor", "txetcd", "txetcd-asyncio", "aetcd"]}
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def command(name: str, url: str, args: argparse.Namespace) -> list[str]:
+    bench = ROOT / "bench"
+    if name == "gateway-floor":
+        return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds)]
+    python = sys.executable if name.startswith("instant") else str(venv_python(name))
+    if args.what == "gather":
+        return [python, str(bench / "kv_clients.py"), name, url, args.op, "32", str(args.ops),
+                "gather"]
+    return [python, str(bench / "kv_clients.py"), name, url, args.op, "1", str(args.seconds)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("what", choices=sorted(CLIENTS))
+    parser.add_argument("--op", choices=("put", "get"), default="put")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", type=int, default=30_000)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    args = parser.parse_args()
+    clients = CLIENTS[args.what]
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in clients}
+    with EtcdProcess(find_etcd("3.5")) as etcd:
+        assert etcd.proc is not None
+        for round_ in range(args.rounds):
+            for name in clients if round_ % 2 == 0 else clients[::-1]:
+                before = cpu_seconds(etcd.proc.pid)
+                out = subprocess.run(command(name, etcd.url, args), capture_output=True,
+                                     text=True, check=True)
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                # kv_clients' worker loops run a warm-up (WARMUP s) before they count.
+                span = args.seconds + (0 if name == "gateway-floor" else WARMUP)
+                done = args.ops if args.what == "gather" else got["ops_per_s"] * span
+                etcd_us = (cpu_seconds(etcd.proc.pid) - before) / max(done, 1) * 1e6
+                runs[name].append((got["ops_per_s"], got["cpu_us_per_op"], etcd_us))
+    inflight = 32 if args.what == "gather" else 1
+    print(f"| {args.op} x{inflight}, {args.what} | ops/s | client CPU µs/op | etcd CPU µs/op |")
+    print("|---|---|---|---|")
+    for name, values in runs.items():
+        rate, client, server = (statistics.median(v[i] for v in values) for i in range(3))
+        shown = "-" if name.startswith("instant") else f"{server:.0f}"
+        print(f"| {name} | {rate:,.0f} | {client:.1f} | {shown} |")
+
+
+if __name__ == "__main__":
+    main()
