@@ -454,7 +454,8 @@ async def test_deadlines_hold_when_a_timed_out_caller_at_once_sends_again(
     proxy = ThreadProxy("127.0.0.1", etcd.client_port)
     proxy.swallow = b'"value"'
     client = loop.client(url=proxy.url, timeout=0.4)
-    globalLogPublisher.addObserver(observe)
+    observer: Any = observe  # a plain callable is an observer (zope's interface aside)
+    globalLogPublisher.addObserver(observer)
     try:
         timings: list[float] = []
 
@@ -472,6 +473,6 @@ async def test_deadlines_hold_when_a_timed_out_caller_at_once_sends_again(
         await loop.sleep(1.0)  # every timer that was armed has fired by now
         assert failures == []
     finally:
-        globalLogPublisher.removeObserver(observe)
+        globalLogPublisher.removeObserver(observer)
         await client.close()
         proxy.close()
