@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -92,12 +91,7 @@ async def measure(tree: Path, count: int) -> float:
                       for m in [re.search(r"^summary: (\d+)", path.read_text(), re.M)] if m]
             return sum(totals) / count
         finally:
-            component.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + 120
-            while component.poll() is None and time.monotonic() < deadline:
-                await task.deferLater(reactor, 0.5, lambda: None)
-            if component.poll() is None:
-                component.kill()
+            await wamp_bench.stop_standalone(component, 120)
             await client.close()
             node.stop()
 

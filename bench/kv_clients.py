@@ -149,39 +149,59 @@ def txaioetcd_client(url: str) -> Any:
     return make(url)
 
 
-class InstantTwisted:
-    """A client that costs one Deferred per op and nothing else: it answers the ops of a
-    reactor turn together, a turn later, as a batch's answer comes, without etcd. What a
-    harness costs per op on its own, whatever the client (issue 17's gather floor)."""
+class _Instant:
+    """A client that costs one future per op and nothing else: it answers the ops of a loop
+    turn together, a turn later, as a batch's answer comes, without etcd. What a harness costs
+    per op on its own, whatever the client (issue 17's floors). Subclasses say how a loop makes
+    a future, schedules the answer and settles it."""
 
     def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
         self.pending: list[Any] = []
 
-    def set(self, *_: Any) -> Any:
-        from twisted.internet import defer
-
-        answer: Any = defer.Deferred()
+    def _op(self, *_: Any) -> Any:
+        answer = self._future()
         if not self.pending:
-            self.reactor.callLater(0, self._answer)
+            self._soon(self._answer)
         self.pending.append(answer)
         return answer
-
-    get = set
 
     def _answer(self) -> None:
         pending, self.pending = self.pending, []
         for answer in pending:
-            answer.callback(None)
+            self._settle(answer)
+
+    def _future(self) -> Any:
+        raise NotImplementedError
+
+    def _soon(self, fn: Callable[[], None]) -> None:
+        raise NotImplementedError
+
+    def _settle(self, answer: Any) -> None:
+        raise NotImplementedError
 
 
-class InstantAsyncio:
-    """``InstantTwisted`` for asyncio: one Future per op, a turn's ops answered together."""
+class InstantTwisted(_Instant):
+    """``_Instant`` with Deferreds and the reactor, in txetcd's shape (``set``/``get``)."""
 
-    def __init__(self) -> None:
-        self.pending: list[Any] = []
+    def _future(self) -> Any:
+        from twisted.internet import defer
+
+        return defer.Deferred()
+
+    def _soon(self, fn: Callable[[], None]) -> None:
+        from twisted.internet import reactor as the_reactor
+
+        reactor: Any = the_reactor
+        reactor.callLater(0, fn)
+
+    def _settle(self, answer: Any) -> None:
+        answer.callback(None)
+
+    set = get = _Instant._op
+
+
+class InstantAsyncio(_Instant):
+    """``_Instant`` with asyncio Futures, in aetcd's shape (``put``/``get``, ``async with``)."""
 
     async def __aenter__(self) -> InstantAsyncio:
         return self
@@ -189,22 +209,20 @@ class InstantAsyncio:
     async def __aexit__(self, *_: Any) -> None:
         return None
 
-    def put(self, *_: Any) -> Any:
+    def _future(self) -> Any:
         import asyncio
 
-        loop = asyncio.get_running_loop()
-        answer = loop.create_future()
-        if not self.pending:
-            loop.call_soon(self._answer)
-        self.pending.append(answer)
-        return answer
+        return asyncio.get_running_loop().create_future()
 
-    get = put
+    def _soon(self, fn: Callable[[], None]) -> None:
+        import asyncio
 
-    def _answer(self) -> None:
-        pending, self.pending = self.pending, []
-        for answer in pending:
-            answer.set_result(None)
+        asyncio.get_running_loop().call_soon(fn)
+
+    def _settle(self, answer: Any) -> None:
+        answer.set_result(None)
+
+    put = get = _Instant._op
 
 
 def twisted_op(op: str) -> Callable[[Any, int], Any]:

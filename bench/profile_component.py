@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -56,12 +54,7 @@ async def main(args: argparse.Namespace) -> None:
             session.leave()
             callee.leave()
         finally:
-            component.send_signal(signal.SIGINT)
-            deadline = time.monotonic() + 30
-            while component.poll() is None and time.monotonic() < deadline:
-                await task.deferLater(reactor, 0.2, lambda: None)
-            if component.poll() is None:
-                component.kill()
+            await wamp_bench.stop_standalone(component, 30)
             await client.close()
             node.stop()
 

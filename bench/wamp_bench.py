@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -106,6 +107,17 @@ async def rows_callee(socket_path: Path, rows: list[Any]) -> Any:
 
     await session.register(send, "etcd.bench.rows", options=RegisterOptions(details_arg="details"))
     return session
+
+
+async def stop_standalone(component: Any, grace: float) -> None:
+    """Stop a component run on its own (``python -m component``): SIGINT, then up to ``grace``
+    seconds for its clean stop, then SIGKILL."""
+    component.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace
+    while component.poll() is None and time.monotonic() < deadline:
+        await task.deferLater(reactor, 0.2, lambda: None)
+    if component.poll() is None:
+        component.kill()
 
 
 def node_pids(node: CrossbarNode, etcd_pid: int) -> dict[str, int]:
