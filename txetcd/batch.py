@@ -49,10 +49,13 @@ __all__ = ["Batcher", "BATCHABLE", "EAGER_FLUSH"]
 
 BATCHABLE = (OpGet, OpSet, OpDel)
 # A turn's group is sent at once when it reaches this many ops: etcd then works on it while we
-# still run the callers that queue the next batch. Measured at 32 in flight (issue 17, alternating
-# runs on the shared 2-core machine): 32 beats 16 by 20-30 % in client CPU per op and in ops/s
-# (16 had beaten "end of turn only" by 13 % in issue 7; 8 is too little per request).
-EAGER_FLUSH = 32
+# still run the callers that queue the next batch. At 32 in flight, 16 keeps two requests in
+# flight, so the client and etcd work at the same time where there is a core for each: with the
+# 2-core machine otherwise idle, 16 gave 15-61 % more ops/s than 32 in both harnesses at 0-27 %
+# more CPU per op (issue 17, `bench/client_cpu.py ab`, 3 alternating rounds); with other
+# processes on both cores 32 was ahead, as it was in an earlier, loaded measurement. 16 had
+# beaten "end of turn only" by 13 % in issue 7; 8 is too little per request.
+EAGER_FLUSH = 16
 
 _Group = tuple[float | None, bool]  # (timeout, serializable): ops that may share a txn
 
