@@ -28,9 +28,11 @@ from playwright.sync_api import expect, sync_playwright
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
+from component.config import RESERVED_SLOT
 from txetcd import prefix_end
 from txetcd.embedded import EtcdProcess
 from txetcd.pmap.codecs import TimestampKey
+from txetcd.pmap.layout import slot_prefix
 
 from .typed import SERIALIZERS, USER_SCHEMA, session_as
 from .wamp import ROOT, CrossbarNode
@@ -40,6 +42,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 NAMESPACE = b"app/"
+COORDINATION = slot_prefix(RESERVED_SLOT) + b"wamp/"  # component.publisher's elections, positions
 ARTIFACTS = ROOT / "artifacts"
 
 
@@ -101,8 +104,11 @@ class EtcdGateway:
         self.post("kv/deleterange", {"key": self.b64(key), "range_end": self.b64(end)})
 
     def wipe(self, prefix: bytes) -> None:
-        self.post("kv/deleterange", {"key": self.b64(prefix),
-                                      "range_end": self.b64(prefix_end(prefix))})
+        """Delete every key under ``prefix`` but the running component's publisher elections
+        and positions (deleting a leader's key under it leaves a publisher nobody sees)."""
+        keep = prefix + COORDINATION
+        self.delete_range(prefix, keep)
+        self.delete_range(prefix_end(keep), prefix_end(prefix))
 
     def put_user(self, user: str, value: Any) -> int:
         return self.put(users_key(user), json.dumps(value).encode())
