@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -27,17 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.peers import venv_python  # noqa: E402
+from tests.test_hostile_load import cpu_seconds  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
-TICKS = os.sysconf("SC_CLK_TCK")
 WARMUP = 0.5  # kv_clients.WARMUP
 CLIENTS = {"gather": ["instant-twisted", "txetcd", "instant-asyncio", "txetcd-asyncio", "aetcd"],
            "x1": ["gateway-floor", "txetcd", "txetcd-asyncio", "aetcd"]}
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def command(name: str, url: str, args: argparse.Namespace) -> list[str]:

@@ -159,9 +159,7 @@ class TableIndex:
         async for _, _, kv in self.rows([(value, primary)], found.header.revision):
             row, _ = self.table.sized_kv(kv)
             if isinstance(row, dict):
-                raise ProcedureError("corrupt_row", f"{self.table.name}: the row at key "
-                                     f"{self.table.keys.from_codec(primary)!r:.80} cannot be "
-                                     f"read: {row['error']}")
+                raise self.table.corrupt(self.table.keys.from_codec(primary), row["error"])
             return row
         return None
 

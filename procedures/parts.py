@@ -13,6 +13,7 @@ from txetcd import Client, KeySet
 from txetcd.pmap import Database, PersistentMap
 from txetcd.types import KeyValue
 
+from .errors import ProcedureError
 from .wire import KeyWire, ValueWire
 
 __all__ = ["TableParts"]
@@ -38,5 +39,7 @@ class TableParts(Protocol):
     def etcd_key(self, key: Any) -> bytes: ...
 
     def sized_kv(self, kv: KeyValue) -> tuple[Any, int]: ...
+
+    def corrupt(self, key: Any, cause: Any) -> ProcedureError: ...
 
     def turn(self) -> Awaitable[None]: ...

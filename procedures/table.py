@@ -130,12 +130,16 @@ class Table:
         try:
             value = self.values.decode(kv.value)
         except CorruptRow as exc:
-            raise ProcedureError("corrupt_row", f"{self.name}: the row at key {key!r:.80} "
-                                                f"cannot be read: {exc}") from None
+            raise self.corrupt(key, exc) from None
         if not with_meta:
             return value
         return {"value": value, "revision": kv.mod_revision, "version": kv.version,
                 "created": kv.create_revision}
+
+    def corrupt(self, key: Any, cause: Any) -> ProcedureError:
+        """The ``corrupt_row`` error of a get whose stored row at ``key`` cannot be read."""
+        return ProcedureError("corrupt_row", f"{self.name}: the row at key {key!r:.80} cannot "
+                                             f"be read: {cause}")
 
     def row_write(self, kind: str, key: Any, value: Any, if_revision: Any) -> RowWrite:
         """A write through the pmap path (indexed tables); checked like guarded_put."""

@@ -351,17 +351,16 @@ def _reads_apart(ops: list[Op], wave: list[list[int]]) -> list[list[int]]:
     """
     split: list[list[int]] = []
     for batch in wave:
-        writes = [i for i in batch if ops[i].is_write]
-        if not writes or len(writes) == len(batch):
-            split.append(batch)
-            continue
-        written = Footprint()
-        written.add([ops[i] for i in writes])
-        apart = [i for i in batch if not ops[i].is_write and not written.touched_by([ops[i]])]
+        writes = [ops[i] for i in batch if ops[i].is_write]
+        apart: list[int] = []
+        if 0 < len(writes) < len(batch):
+            written = Footprint()
+            written.add(writes)
+            apart = [i for i in batch
+                     if not ops[i].is_write and not written.touched_by([ops[i]])]
         if apart:
             kept = set(apart)
-            split.append([i for i in batch if i not in kept])
-            split.append(apart)
+            split += [[i for i in batch if i not in kept], apart]
         else:
             split.append(batch)
     return split
