@@ -25,7 +25,10 @@ event. Events are published in revision order and etcd delivers the events of on
 in the same order every time, so everything up to the retained event was published: nothing is
 skipped, and nothing the router accepted is sent again, whichever instance dies. A router
 restart forgets the retained event; the session that ends with it stores its exact position
-before it resigns. A subscriber that subscribes with ``get_retained`` receives the last change
+before it resigns, and so does a lead whose lease lapsed (unless a successor has stored its
+start since): only a router restart while the lapsed lead cannot reach etcd, before a
+successor has read the retained event, repeats events, those published since the lead's last
+position write. A subscriber that subscribes with ``get_retained`` receives the last change
 first.
 
 Where routers are linked (``"linked": true``, ``component.linked``), all of the above is per
@@ -53,7 +56,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txetcd import Client, CompCreated, KeySet, OpDel, OpSet, Unavailable
+from txetcd import Client, CompCreated, CompModified, KeySet, OpDel, OpSet, Unavailable
 from txetcd.concurrency import Election, Leadership, NotLeader
 from txetcd.pmap.layout import slot_prefix
 from txetcd.watch import EventType, WatchCompacted, WatchEvent
@@ -245,6 +248,7 @@ class TablePublisher:
         self.position_key = position_key(relay.prefix, name, relay.node)
         self.published = Position(0)  # what the router accepted in this lead
         self.stored = Position(0)  # what its last position write (as leader) stored
+        self.stored_at = 0  # etcd's revision of that write in this lead (0: none yet)
         self.unstored = 0  # events published since the position written last
         self.sent: collections.deque[_Sent] = collections.deque()
         self.waiter: tuple[int, defer.Deferred[None]] | None = None  # (fewer than, wakes)
@@ -295,7 +299,7 @@ class TablePublisher:
         # Nothing to store until this lead has read where to start: what an earlier lead
         # published is stale by now, and storing it would move the position back.
         self.published = self.stored = Position(0)
-        self.unstored = 0
+        self.stored_at = self.unstored = 0
         try:
             stored, predecessor = await self.load_position(leadership)
             if predecessor is not None and predecessor != self.relay.session.session_id:
@@ -303,8 +307,9 @@ class TablePublisher:
                 await self.relay.fence(predecessor)
             retained = await self.relay.last_published(self.name)
             start = stored.newest(retained) if retained is not None else stored.copy()
-            log.info("publisher of {table} starts after revision {start} (stored {stored}, "
-                     "retained {retained})", table=self.name, start=start.revision,
+            log.info("publisher of {table} (session {session}) starts after revision {start} "
+                     "(stored {stored}, retained {retained})", table=self.name,
+                     session=self.relay.session.session_id, start=start.revision,
                      stored=stored.revision, retained=retained and retained.revision)
             # Moves on with each acknowledgement, and with each event skipped below.
             self.published = Position(start.revision, set(start.keys))
@@ -429,15 +434,7 @@ class TablePublisher:
         if self.storing is not None:
             self.storing.cancel()
         try:
-            if leadership.alive:
-                if self.forget:
-                    await self.written()
-                    await self.coordinator.txn(compare=[self.guard(leadership)],
-                                               success=[OpDel(self.position_key)])
-                elif self.published.revision:  # this lead got as far as reading its start
-                    await self.settle_in_flight()
-                    # The exact position, and no session to fence: this one stops here.
-                    await self.persist(leadership, self.published.copy(), resigning=True)
+            await self.store_final(leadership)
         except Exception as exc:  # noqa: BLE001 - resigning matters more
             log.info("publisher of {table} could not store its position: {exc!r}",
                      table=self.name, exc=exc)
@@ -448,6 +445,55 @@ class TablePublisher:
         except Exception as exc:  # noqa: BLE001 - the lease is revoked or expires anyway
             log.info("publisher of {table} could not resign cleanly: {exc!r}", table=self.name,
                      exc=exc)
+
+    async def store_final(self, leadership: Leadership) -> None:
+        """The exact position as a lead ends: the router's retained event, which a successor
+        would otherwise continue after, is lost if the router restarts before the successor
+        has read it. A lead whose lease lapsed stores it too, unless a successor wrote since."""
+        # A write still on its way holds an older position: it must not land after this one.
+        await self.written()
+        if self.forget:
+            if leadership.alive:
+                await self.coordinator.txn(compare=[self.guard(leadership)],
+                                           success=[OpDel(self.position_key)])
+            return
+        if not self.published.revision:
+            return  # this lead never got as far as reading its start
+        await self.settle_in_flight()
+        if leadership.alive:
+            try:
+                # The exact position, and no session to fence: this one stops here.
+                await self.persist(leadership, self.published.copy(), resigning=True)
+                return
+            except NotLeader:
+                pass  # deposed: etcd expired the lease before our clock did
+        await self.store_after_lapse()
+
+    async def store_after_lapse(self) -> None:
+        """Store what this lead published after its lease lapsed, if the position is still
+        this lead's last write (no successor has written its start since). True, since the
+        router acknowledged all of it; a successor fences this session all the same, as
+        something sent may still arrive."""
+        if not self.stored_at:
+            return
+        value = self.published.encode(self.relay.session.session_id)
+        deadline = self.clock.seconds() + LEASE_TTL
+        while True:
+            try:
+                result = await self.coordinator.txn(
+                    compare=[CompModified(self.position_key, "==", self.stored_at)],
+                    success=[OpSet(self.position_key, value)])
+                break
+            except Unavailable:
+                if self.clock.seconds() > deadline:
+                    raise
+                await _sleep(self.clock, RETRY_DELAY)
+        if result.succeeded:
+            log.info("publisher of {table} lost its lease; stored its position, revision "
+                     "{revision}", table=self.name, revision=self.published.revision)
+        else:
+            log.info("publisher of {table} lost its lease; a successor has stored its own "
+                     "start", table=self.name)
 
     async def written(self) -> None:
         """Wait (briefly) until the position write in flight, if any, has been answered."""
@@ -501,5 +547,5 @@ class TablePublisher:
                 continue
             if not result.succeeded:
                 raise NotLeader(f"another instance leads {self.name} now")
-            self.stored = position
+            self.stored, self.stored_at = position, result.header.revision
             return

@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import deferLater
 
 from component.publisher import Position, election_name, position_key
-from txetcd import Client, Election, KeyNotFound
+from txetcd import Client, Election, KeyNotFound, KeySet
 from txetcd.embedded import EtcdProcess, stop_group
 
 from .wamp import CrossbarNode, connect, eventually
@@ -338,6 +338,45 @@ async def test_takeover_after_kill_repeats_nothing_the_router_accepted(
         victim.wait()
         setup.instances.append(setup.node.start_component())
         await setup.new_leader(leader)
+        for i in range(20, 25):
+            await setup.write(i)
+        await setup.delivered(25)
+        await sleep(0.5)  # a late repeat would show up here
+        assert [e["revision"] for e in setup.seen.events] == setup.committed
+    finally:
+        setup.stop()
+
+
+@inline
+async def test_a_lead_whose_lease_lapsed_stores_its_position_for_after_a_router_restart(
+        etcd35: EtcdProcess, etcd_direct: Client, tmp_path: Any) -> None:
+    """etcd expires the publisher's lease (revoked here), and the router restarts, forgetting
+    its retained event, before another lead has stored where it starts: the lead that lapsed
+    stored what it published (its last position write lags far behind, with a
+    ``position_interval`` of 60 s), so the next lead repeats none of it."""
+    setup = Deployment(etcd35, etcd_direct, tmp_path, 1, position_interval=60)
+    blocker: Any = None
+    try:
+        await setup.subscribe()
+        await eventually(setup.leader, timeout=30)
+        for i in range(20):
+            await setup.write(i)
+        await setup.delivered(20)
+        assert (await setup.stored())[0].revision < setup.committed[-1]  # lagging behind
+        # The test campaigns too, so that the lapsed instance cannot lead again at once.
+        blocker = setup.election.campaign(b"test", ttl=30)
+        await etcd_direct.lease_revoke((await setup.election.leader()).lease)
+        await blocker
+        # Once stepped down, the instance campaigns again, behind the test.
+        candidates = KeySet(election_name("etcd", "settings") + b"/", prefix=True)
+        await eventually(lambda: defer.ensureDeferred(etcd_direct.get(
+            candidates, count_only=True)).addCallback(lambda found: found.count == 2),
+            timeout=30)
+        assert (await setup.stored())[0].revision == setup.committed[-1]
+        setup.node.stop()
+        setup.node.start()
+        await setup.subscribe()
+        await blocker.resign()
         for i in range(20, 25):
             await setup.write(i)
         await setup.delivered(25)
