@@ -79,6 +79,9 @@ POSITION_EVERY = 32
 MAX_IN_FLIGHT = 500  # publishes sent and not yet acknowledged by the router
 _COORDINATION = slot_prefix(RESERVED_SLOT) + b"wamp/"
 RETRY_DELAY = 0.2
+# Seconds a lead that ends may take to store its final position (``store_final``); stopping the
+# publisher does not cut it short, so that it is stored if etcd answers at all.
+STEP_DOWN_PATIENCE = 10.0
 
 
 def _scoped(table: str, node: str | None) -> str:
@@ -258,6 +261,7 @@ class TablePublisher:
         self.leadership: Leadership | None = None
         self.running = True
         self.forget = False
+        self.stepping_down = False  # storing the final position: not to be cut short
         self.task = defer.ensureDeferred(self.run())
 
     def stop(self, forget: bool) -> defer.Deferred[None]:
@@ -266,7 +270,10 @@ class TablePublisher:
         the position is stored and the lead resigned."""
         self.running = False
         self.forget = forget
-        self.task.cancel()
+        if not self.stepping_down:
+            # A lead stepping down already stores its position and resigns; cancelled, it
+            # would drop that write, and a router restart then repeats its events.
+            self.task.cancel()
         return self.task.addErrback(lambda _: None)
 
     async def run(self) -> None:
@@ -328,7 +335,11 @@ class TablePublisher:
             if watch is not None:
                 watch.cancel()
             self.leadership = None
-            await self.step_down(leadership)
+            self.stepping_down = True
+            try:
+                await self.step_down(leadership)
+            finally:
+                self.stepping_down = False
 
     @staticmethod
     def end_on(reason: Any, queue: defer.DeferredQueue[Any]) -> Any:
@@ -433,8 +444,10 @@ class TablePublisher:
         """Store the position (or delete it when nobody subscribes any more), then resign."""
         if self.storing is not None:
             self.storing.cancel()
+        storing = defer.ensureDeferred(self.store_final(leadership))
+        storing.addTimeout(STEP_DOWN_PATIENCE, self.clock)
         try:
-            await self.store_final(leadership)
+            await storing
         except Exception as exc:  # noqa: BLE001 - resigning matters more
             log.info("publisher of {table} could not store its position: {exc!r}",
                      table=self.name, exc=exc)

@@ -127,8 +127,8 @@ class ThreadProxy:
     ``refuse`` resets new connections, ``cut_all()`` resets the open ones, ``connections`` lists
     them with the request lines their client sent. ``cut_responses`` lets requests reach etcd
     but resets the connection instead of passing its answer on; ``requests`` counts the POSTs.
-    A request holding the bytes ``swallow`` is never passed on nor answered: what a member does
-    with a write it forwards to a leader that just died.
+    A request holding the bytes ``swallow`` is never passed on nor answered (``swallowed``
+    counts them): what a member does with a write it forwards to a leader that just died.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
@@ -136,6 +136,7 @@ class ThreadProxy:
         self.refuse = False
         self.cut_responses = False
         self.swallow: bytes | None = None
+        self.swallowed = 0
         self.requests = 0
         self.connections: list[ThreadConnection] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
@@ -196,6 +197,7 @@ class ThreadProxy:
             data = b""
         if data and from_client:
             if self.swallow is not None and self.swallow in data:
+                self.swallowed += 1
                 return  # the connection stays open; its request is never answered
             self.requests += data.count(b"POST ")
             if data.startswith((b"POST ", b"GET ")):
