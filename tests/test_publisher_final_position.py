@@ -49,7 +49,7 @@ class ScriptedRelay:
     """A router whose session acknowledges every publish until ``gone``, then fails them."""
 
     prefix = "etcd"
-    node = None
+    node: str | None = None
 
     def __init__(self, etcd: Client) -> None:
         self.session = Session()
