@@ -5,6 +5,13 @@ meta-API tells which (``wamp.subscription.list``, ``get`` and ``list_subscribers
 join, then ``on_create``, ``on_subscribe``, ``on_unsubscribe`` and ``on_delete``). Events carry
 the etcd revision and key, so subscribers can order them.
 
+Crossbar 26.10 announces a leaving session's ``on_unsubscribe`` and ``on_delete`` only after it
+has cleared the session's id, so they name no session, and its ``on_delete`` may name a
+subscription that others still follow (``Broker.detach`` announces every subscription of the
+leaver with the flags of the last one). Such an event says only "this subscription changed":
+the relay then asks the router who follows it now (``refresh``), on one router and on linked
+routers alike, and takes the answer unless a later event about that subscription overtook it.
+
 Any number of component instances may serve one router: per table, the instances elect one
 publisher in etcd. The router retains the last event of each table, and the publisher keeps its
 position (the last revision published, and the keys published at it) in etcd, so a new
@@ -49,6 +56,9 @@ FENCE_PATIENCE = 1.0  # seconds to wait for a killed publisher session to be gon
 # Seconds between two checks with the router that a published table still has a subscriber:
 # the meta events alone can leave a stale subscriber behind under churn (see ``audit``).
 AUDIT_INTERVAL = 2.0
+# Times a subscription is asked about again when a meta event overtook the answer; beyond, the
+# audit corrects what remains.
+REFRESH_TRIES = 5
 
 
 def covers(uri: str, match: str, topic: str) -> bool:
@@ -70,6 +80,7 @@ class _Subscription:
     uri: str
     match: str
     sessions: set[int] = field(default_factory=set)
+    changes: int = 0  # meta events seen about it: an answer asked before the last is stale
 
 
 class EventRelay:
@@ -93,7 +104,7 @@ class EventRelay:
         self.position_interval = position_interval
         self.subscriptions: dict[int, _Subscription] = {}
         self.publishers: dict[str, TablePublisher] = {}
-        self.changes = 0  # meta events seen: an audit that saw any meanwhile is stale
+        self.refreshing: set[int] = set()  # subscriptions the router is being asked about
         # etcd's revision as each published table became wanted here, being read (``settled``
         # holds the writes this instance serves until it is known).
         self.reading: set[defer.Deferred[int | None]] = set()
@@ -141,66 +152,101 @@ class EventRelay:
             known.sessions.update(s for s in sessions or () if s != self.session.session_id)
 
     def on_create(self, session_id: int, info: dict[str, Any]) -> None:
-        self.changes += 1
         self.subscriptions.setdefault(info["id"], _Subscription(info["uri"],
                                                                 info.get("match", "exact")))
 
-    def on_subscribe(self, session_id: int, sub_id: int) -> None:
-        self.changes += 1
-        if session_id == self.session.session_id:
-            return  # a publisher reading the retained event: not a reason to publish
+    def on_subscribe(self, session_id: int | None, sub_id: int) -> None:
         known = self.subscriptions.get(sub_id)
         if known is None:  # created before this session followed the meta events
-            defer.ensureDeferred(self.learn(sub_id)).addCallback(lambda _: self.reconcile())
+            if session_id != self.session.session_id:
+                defer.ensureDeferred(self.learn(sub_id)).addCallback(lambda _: self.reconcile())
             return
-        known.sessions.add(session_id)
-        self.reconcile()
+        known.changes += 1
+        if session_id is None:  # it left at once: who follows the subscription now?
+            self.refresh(sub_id)
+        elif session_id != self.session.session_id:  # not a publisher reading the retained event
+            known.sessions.add(session_id)
+            self.reconcile()
 
-    def on_unsubscribe(self, session_id: int, sub_id: int) -> None:
-        self.changes += 1
+    def on_unsubscribe(self, session_id: int | None, sub_id: int) -> None:
         known = self.subscriptions.get(sub_id)
-        if known is not None and session_id in known.sessions:
-            known.sessions.discard(session_id)
-            if self.roles and not any(session_id in sub.sessions
-                                      for sub in self.subscriptions.values()):
-                self.roles.pop(session_id, None)  # its last subscription: forget its role
-            self.reconcile()
-
-    def on_delete(self, session_id: int, sub_id: int) -> None:
-        self.changes += 1
-        if not self.links:
-            # One router: as before the linked routers' work (the audit corrects a false
-            # announcement); asking first kept a browser's next subscription without a
-            # publisher for over 30 s in tests/test_explorer.py (not understood yet).
-            if self.subscriptions.pop(sub_id, None) is not None:
-                self.reconcile()
-        elif sub_id in self.subscriptions:
-            defer.ensureDeferred(self.confirm_delete(sub_id))
-
-    async def confirm_delete(self, sub_id: int) -> None:
-        """Forget a subscription once the router confirms it is gone. Crossbar's
-        ``Broker.detach`` announces the meta events of a leaving session's subscriptions with
-        the flags of the last one it looked at, so ``on_delete`` can name a subscription that
-        other sessions still follow (``tests/test_linked_routers.py`` reproduces it): trusted,
-        it would stop the publisher under their feet."""
-        try:
-            info = await self.session.call("wamp.subscription.get", sub_id)
-        except ApplicationError:
-            info = None  # no such subscription: deleted indeed
-        except Exception:  # noqa: BLE001 - the session is ending: nothing to publish for
+        if known is None:
             return
-        if not info and self.subscriptions.pop(sub_id, None) is not None:
+        known.changes += 1
+        if session_id is None:  # a leaving session, not named: ask who follows it now
+            self.refresh(sub_id)
+        elif session_id in known.sessions:
+            known.sessions.discard(session_id)
+            self.forget_roles()
             self.reconcile()
+
+    def on_delete(self, session_id: int | None, sub_id: int) -> None:
+        known = self.subscriptions.get(sub_id)
+        if known is not None:
+            known.changes += 1
+            # Possibly of a subscription others still follow (see the module docstring):
+            # trusted, it would stop the publisher under their feet.
+            self.refresh(sub_id)
+
+    def refresh(self, sub_id: int) -> None:
+        """Ask the router who follows ``sub_id`` now (it may be gone), unless it is being
+        asked already: that answer is then stale, and asked again (``ask``)."""
+        if sub_id not in self.refreshing:
+            self.refreshing.add(sub_id)
+            defer.ensureDeferred(self.ask(sub_id)).addBoth(
+                lambda _: self.refreshing.discard(sub_id))
+
+    async def ask(self, sub_id: int) -> None:
+        """Take the router's word on a subscription's subscribers, or forget it if the router
+        has no such subscription; an answer that a later meta event about the subscription
+        overtook is asked again (then left to the audit)."""
+        for _ in range(REFRESH_TRIES):
+            known = self.subscriptions.get(sub_id)
+            if known is None:
+                return
+            seen = known.changes
+            try:
+                sessions = set(await self.session.call("wamp.subscription.list_subscribers",
+                                                       sub_id) or ())
+            except ApplicationError as exc:
+                if exc.error != ApplicationError.NO_SUCH_SUBSCRIPTION:
+                    log.info("cannot ask the router about subscription {id}: {exc}", id=sub_id,
+                             exc=exc)
+                    return
+                sessions = None  # deleted indeed
+            except Exception:  # noqa: BLE001 - the session is ending: nothing to publish for
+                return
+            if self.subscriptions.get(sub_id) is not known:
+                return
+            if known.changes != seen:
+                continue
+            if sessions is None:
+                del self.subscriptions[sub_id]
+            else:
+                known.sessions = sessions - {self.session.session_id, None}
+            self.forget_roles()
+            self.reconcile()
+            return
+        log.info("subscription {id} kept changing while asked about: left to the audit",
+                 id=sub_id)
+
+    def forget_roles(self) -> None:
+        """Forget the roles of sessions that follow nothing here any more."""
+        if self.roles:
+            following = set().union(*(sub.sessions for sub in self.subscriptions.values()))
+            for session_id in [s for s in self.roles if s not in following]:
+                del self.roles[session_id]
 
     async def audit(self) -> None:
         """Ask the router whether each published table still has a subscriber, and stop the
         publishers of those that have none. The meta events can leave a subscriber that is
         gone on our books (an answer to ``learn`` overtaken by the ``on_unsubscribe`` it
-        predates; crossbar's ``detach`` publishing ``on_delete`` for the wrong subscription);
-        an answer is used only if no meta event arrived while it was asked, so it is never
-        older than what the events said."""
+        predates); an answer is used only if no meta event about the topic's subscriptions
+        arrived while it was asked, so it is never older than what the events said (events
+        about other topics do not hold it up)."""
         for name in list(self.publishers):
-            topic, seen = self.topic(name), self.changes
+            topic = self.topic(name)
+            seen = self.versions(topic)
             try:
                 listeners: set[int] = set()
                 for sub_id in await self.session.call("wamp.subscription.match", topic) or ():
@@ -211,12 +257,17 @@ class EventRelay:
                 return
             listeners.discard(self.session.session_id)
             await self.learn_roles(listeners)
-            if self.counted(listeners) or seen != self.changes:
+            if self.counted(listeners) or seen != self.versions(topic):
                 continue
             for sub in self.subscriptions.values():
                 if covers(sub.uri, sub.match, topic):
                     sub.sessions.clear()
             self.reconcile()
+
+    def versions(self, topic: str) -> set[tuple[int, int]]:
+        """The subscriptions on our books that cover ``topic``, with their event counts."""
+        return {(sub_id, sub.changes) for sub_id, sub in self.subscriptions.items()
+                if covers(sub.uri, sub.match, topic)}
 
     def reconcile(self) -> None:
         """Campaign to publish exactly the tables whose topic some subscriber receives."""

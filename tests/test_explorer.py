@@ -637,9 +637,11 @@ def test_layout_fits_phone_to_wall_screens(page: Any, node: CrossbarNode, etcd: 
     page.click("#store-button")
     page.wait_for_selector("#store-members tbody tr[data-id]")
     open_row(page, users[2])
-    # The users table's publisher (host:pid) once elected: a precondition, not a timing test;
-    # under a loaded CI it came later than Playwright's default 10 s (the previous width's page
-    # had just left, so that publisher stops before this one is elected).
+    # The users table's publisher (host:pid) once elected: a precondition, not a timing test
+    # (the previous width's page has just left, so that publisher stops before this one is
+    # elected). It once stayed away for over 30 s: the leaving page stayed on the relay's books
+    # (tests/test_leaving_subscribers.py) and its publisher ran on, after ``wipe`` had deleted
+    # its election key.
     page.wait_for_selector("#store-tables tr[data-table=users] td:has-text(':')", timeout=30_000)
     page.mouse.move(width - 5, 895 if width > 400 else 755)  # no hover highlight in the picture
     problems = page.evaluate(GEOMETRY_CHECK)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import os
@@ -9,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,15 @@ class CrossbarNode:
                 return self
             time.sleep(0.2)
         raise RuntimeError(f"crossbar did not start:\n{self.log_text()[-4000:]}")
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[CrossbarNode]:
+        """The node started, stopped when the block ends (a fixture's whole body)."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def start_component(self, *args: str, env: dict[str, str] | None = None,
                         log_path: Path | None = None) -> subprocess.Popen[bytes]:
