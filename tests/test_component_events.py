@@ -285,6 +285,15 @@ class Deployment:
     async def delivered(self, count: int) -> None:
         await eventually(lambda: defer.succeed(len(self.seen.events) >= count), timeout=30)
 
+    async def more_arrive_once(self, first: int, count: int) -> None:
+        """Write ``count`` more changes; then every change committed so far has arrived once,
+        in order."""
+        for i in range(first, first + count):
+            await self.write(i)
+        await self.delivered(first + count)
+        await sleep(0.5)  # a late repeat would show up here
+        assert [e["revision"] for e in self.seen.events] == self.committed
+
     async def leader(self) -> bytes | None:
         try:
             return (await self.election.leader()).value
@@ -338,11 +347,7 @@ async def test_takeover_after_kill_repeats_nothing_the_router_accepted(
         victim.wait()
         setup.instances.append(setup.node.start_component())
         await setup.new_leader(leader)
-        for i in range(20, 25):
-            await setup.write(i)
-        await setup.delivered(25)
-        await sleep(0.5)  # a late repeat would show up here
-        assert [e["revision"] for e in setup.seen.events] == setup.committed
+        await setup.more_arrive_once(20, 5)
     finally:
         setup.stop()
 
@@ -377,11 +382,7 @@ async def test_a_lead_whose_lease_lapsed_stores_its_position_for_after_a_router_
         setup.node.start()
         await setup.subscribe()
         await blocker.resign()
-        for i in range(20, 25):
-            await setup.write(i)
-        await setup.delivered(25)
-        await sleep(0.5)  # a late repeat would show up here
-        assert [e["revision"] for e in setup.seen.events] == setup.committed
+        await setup.more_arrive_once(20, 5)
     finally:
         setup.stop()
 
