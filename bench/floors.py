@@ -4,12 +4,17 @@ can beat through the same harness.
 
     .venv/bin/python bench/floors.py gather [--op put] [--rounds 3] [--ops 30000]
     .venv/bin/python bench/floors.py x1 [--op put] [--rounds 3] [--seconds 3]
+    .venv/bin/python bench/floors.py pace [--op put] [--rounds 3] [--seconds 3]
 
 ``gather``: 32 in flight in the gather harness; the floors are ``kv_clients.py``'s instant
 clients (no etcd), i.e. what the harness costs per op on its own. With one batch in flight at
 a time the client and etcd take turns, so an op costs about the client's CPU plus etcd's.
 ``x1``: one worker loop, one op in flight; the floor is ``gateway_floor.py`` (a blocking socket
 repeating one request: the gateway's own round trip with no client work).
+``pace``: that floor with a busy gap of 0-400 µs before each request, as a client's own work per
+op makes one: etcd's CPU per request grows with the gap (its threads park and are woken again).
+``--pin`` puts etcd on the last CPU and the clients on CPU 0: the kernel otherwise wakes etcd on
+the client's CPU (a loopback send is a "sync" wakeup), and they share one core.
 Clients alternate within each round; medians are printed.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -31,13 +37,16 @@ from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
 WARMUP = 0.5  # kv_clients.WARMUP
 CLIENTS = {"gather": ["instant-twisted", "txetcd", "instant-asyncio", "txetcd-asyncio", "aetcd"],
-           "x1": ["gateway-floor", "txetcd", "txetcd-asyncio", "aetcd"]}
+           "x1": ["gateway-floor", "txetcd", "txetcd-asyncio", "aetcd"],
+           "pace": [f"gateway-floor+{pause}" for pause in (0, 100, 200, 400)]}
 
 
 def command(name: str, url: str, args: argparse.Namespace) -> list[str]:
     bench = ROOT / "bench"
-    if name == "gateway-floor":
-        return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds)]
+    if name.startswith("gateway-floor"):
+        pause = name.partition("+")[2] or "0"
+        return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds),
+                pause]
     python = sys.executable if name.startswith("instant") else str(venv_python(name))
     if args.what == "gather":
         return [python, str(bench / "kv_clients.py"), name, url, args.op, "32", str(args.ops),
@@ -52,24 +61,34 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--ops", type=int, default=30_000)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--pin", action="store_true",
+                        help="etcd on the last CPU, the clients on CPU 0")
     args = parser.parse_args()
     clients = CLIENTS[args.what]
     runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in clients}
     with EtcdProcess(find_etcd("3.5")) as etcd:
         assert etcd.proc is not None
+        last = max(os.sched_getaffinity(0))
+        if args.pin:  # every thread etcd has now; those it starts later inherit it
+            for thread in os.listdir(f"/proc/{etcd.proc.pid}/task"):
+                os.sched_setaffinity(int(thread), {last})
         for round_ in range(args.rounds):
             for name in clients if round_ % 2 == 0 else clients[::-1]:
                 before = cpu_seconds(etcd.proc.pid)
                 out = subprocess.run(command(name, etcd.url, args), capture_output=True,
-                                     text=True, check=True)
+                                     text=True, check=True, preexec_fn=(
+                                         (lambda: os.sched_setaffinity(0, {0})) if args.pin
+                                         else None))
                 got = json.loads(out.stdout.strip().splitlines()[-1])
                 # kv_clients' worker loops run a warm-up (WARMUP s) before they count.
-                span = args.seconds + (0 if name == "gateway-floor" else WARMUP)
+                span = args.seconds + (0 if name.startswith("gateway-floor") else WARMUP)
                 done = args.ops if args.what == "gather" else got["ops_per_s"] * span
                 etcd_us = (cpu_seconds(etcd.proc.pid) - before) / max(done, 1) * 1e6
                 runs[name].append((got["ops_per_s"], got["cpu_us_per_op"], etcd_us))
     inflight = 32 if args.what == "gather" else 1
-    print(f"| {args.op} x{inflight}, {args.what} | ops/s | client CPU µs/op | etcd CPU µs/op |")
+    pinned = ", pinned" if args.pin else ""
+    print(f"| {args.op} x{inflight}, {args.what}{pinned} | ops/s | client CPU µs/op "
+          "| etcd CPU µs/op |")
     print("|---|---|---|---|")
     for name, values in runs.items():
         rate, client, server = (statistics.median(v[i] for v in values) for i in range(3))

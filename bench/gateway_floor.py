@@ -1,10 +1,12 @@
 """The floor of any gateway client at 1 in flight: a blocking socket sending the same keep-alive
 HTTP POST ``/v3/kv/range`` (or ``put``) back to back, with no parsing beyond finding the end.
 
-    .venv/bin/python bench/gateway_floor.py URL [get|put] [SECONDS]
+    .venv/bin/python bench/gateway_floor.py URL [get|put] [SECONDS] [PAUSE_US]
 
 Prints one JSON line in ``kv_clients.py``'s shape: ops/s and the process's CPU µs per op (what
 the kernel's loopback TCP and a minimal HTTP exchange cost, with no client logic at all).
+``PAUSE_US`` busy-waits that long before each request, as a client's own work per op would
+(what that gap costs etcd: ``floors.py pace``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 VALUE_B64 = base64.b64encode(b"v" * 100)  # the 100-byte values of kv_clients.py
 
 
-def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
+def main(url: str, op: str = "get", seconds: float = 3.0, pause_us: float = 0.0) -> None:
     parts = urlsplit(url)
     body = (b'{"key":"YmVuY2gvMDAwMQ=="}' if op == "get" else
             b'{"key":"YmVuY2gvMDAwMQ==","value":"' + VALUE_B64 + b'"}')
@@ -31,7 +33,12 @@ def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     done, end = 0, time.perf_counter() + seconds
     cpu = time.process_time()
+    pause = pause_us / 1e6
     while time.perf_counter() < end:
+        if pause:
+            until = time.perf_counter() + pause
+            while time.perf_counter() < until:
+                pass
         sock.sendall(request)
         data = b""
         while True:
@@ -51,4 +58,4 @@ def main(url: str, op: str = "get", seconds: float = 3.0) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], *(sys.argv[2:3]), *(float(a) for a in sys.argv[3:4]))
+    main(sys.argv[1], *(sys.argv[2:3]), *(float(a) for a in sys.argv[3:5]))
