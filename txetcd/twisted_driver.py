@@ -157,6 +157,15 @@ class TwistedStream:
         self._close_connection()
 
 
+class _QuietPool(HTTPConnectionPool):
+    """Twisted's pool without a "Starting factory" and a "Stopping factory" log line for every
+    connection: a watch or keepalive retrying while etcd is down filled the log with them.
+    ``_factory`` is the pool's documented way to choose its connections' factory."""
+
+    _factory: Any = type("QuietHTTP11ClientFactory", (HTTPConnectionPool._factory,),
+                         {"noisy": False})
+
+
 class TwistedDriver:
     """``txetcd.interface.Driver`` on a Twisted reactor."""
 
@@ -168,7 +177,7 @@ class TwistedDriver:
         self.reactor = reactor
         # Twisted's pool (a caller's, or our own) carries streams and GET /version only.
         if pool is None:
-            pool = HTTPConnectionPool(reactor, persistent=True)
+            pool = _QuietPool(reactor, persistent=True)
             # Twisted keeps only 2 idle connections per host; a busy client would churn sockets.
             pool.maxPersistentPerHost = pool_size
             pool.retryAutomatically = False
