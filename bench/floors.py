@@ -10,7 +10,9 @@ can beat through the same harness.
 clients (no etcd), i.e. what the harness costs per op on its own. With one batch in flight at
 a time the client and etcd take turns, so an op costs about the client's CPU plus etcd's.
 ``x1``: one worker loop, one op in flight; the floor is ``gateway_floor.py`` (a blocking socket
-repeating one request: the gateway's own round trip with no client work).
+repeating one request: the gateway's own round trip with no client work), and
+``twisted-floor`` the least a Twisted client does per op in the same harness (the reactor, a
+Deferred, the raw answer).
 ``pace``: that floor with a busy gap of 0-400 µs before each request, as a client's own work per
 op makes one: etcd's CPU per request grows with the gap (its threads park and are woken again).
 ``--pin`` puts etcd on the last CPU and the clients on CPU 0: the kernel otherwise wakes etcd on
@@ -37,7 +39,7 @@ from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
 WARMUP = 0.5  # kv_clients.WARMUP
 CLIENTS = {"gather": ["instant-twisted", "txetcd", "instant-asyncio", "txetcd-asyncio", "aetcd"],
-           "x1": ["gateway-floor", "txetcd", "txetcd-asyncio", "aetcd"],
+           "x1": ["gateway-floor", "twisted-floor", "txetcd", "txetcd-asyncio", "aetcd"],
            "pace": [f"gateway-floor+{pause}" for pause in (0, 100, 200, 400)]}
 
 
@@ -47,7 +49,8 @@ def command(name: str, url: str, args: argparse.Namespace) -> list[str]:
         pause = name.partition("+")[2] or "0"
         return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds),
                 pause]
-    python = sys.executable if name.startswith("instant") else str(venv_python(name))
+    ours = name.startswith(("instant", "twisted-floor"))  # in bench/kv_clients.py, no peer
+    python = sys.executable if ours else str(venv_python(name))
     if args.what == "gather":
         return [python, str(bench / "kv_clients.py"), name, url, args.op, "32", str(args.ops),
                 "gather"]

@@ -14,6 +14,7 @@ Two harnesses, on 100-byte values over 1,000 keys:
 Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
 ops; etcd runs in its own process). The clients ``instant-twisted`` and ``instant-asyncio``
 answer every op from memory, a loop turn later: what a harness costs per op on its own.
+``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op.
 """
 
 from __future__ import annotations
@@ -225,6 +226,68 @@ class InstantAsyncio(_Instant):
     put = get = _Instant._op
 
 
+class TwistedFloor:
+    """The floor of a Twisted gateway client at 1 in flight, in txetcd's shape (``set``/``get``):
+    one connection, each request written straight into the socket, a Deferred fired with the
+    raw body once the answer is complete. No JSON, no result objects, no deadlines or retries:
+    what the reactor and the harness cost per op with real I/O."""
+
+    def __init__(self, url: str) -> None:
+        from twisted.internet import defer, protocol
+        from twisted.internet import reactor as the_reactor
+
+        reactor: Any = the_reactor
+        parts = urlsplit(url)
+        self.prefix = b"POST /v3/kv/%s HTTP/1.1\r\nHost: " + parts.netloc.encode() + (
+            b"\r\nContent-Type: application/json\r\nContent-Length: ")
+        self.waiting: Any = None
+        self.buffer = b""
+        floor = self
+
+        class Exchange(protocol.Protocol):
+            def dataReceived(self, data: bytes) -> None:  # noqa: N802
+                floor.received(data)
+
+        self.connection = protocol.ClientCreator(reactor, Exchange).connectTCP(
+            parts.hostname, parts.port)
+        self.connection.addCallback(self.connected)
+        self.defer = defer
+
+    def connected(self, exchange: Any) -> Any:
+        exchange.transport.setTcpNoDelay(True)
+        self.socket = exchange.transport.getHandle()
+        return exchange
+
+    def received(self, data: bytes) -> None:
+        self.buffer += data
+        head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+        if sep and len(rest) >= int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]):
+            self.buffer = b""
+            waiting, self.waiting = self.waiting, None
+            waiting.callback(rest)
+
+    def _send(self, path: bytes, body: bytes) -> Any:
+        assert self.waiting is None, "one op in flight at most"
+        self.waiting = self.defer.Deferred()
+        request = self.prefix % path + b"%d\r\n\r\n%s" % (len(body), body)
+        if self.connection.called:
+            self.socket.send(request)
+        else:
+            self.connection.addCallback(lambda exchange: self.socket.send(request) and exchange)
+        return self.waiting
+
+    def set(self, key: bytes, value: bytes) -> Any:
+        import base64
+
+        return self._send(b"put", b'{"key":"%s","value":"%s"}' % (base64.b64encode(key),
+                                                                   base64.b64encode(value)))
+
+    def get(self, key: bytes) -> Any:
+        import base64
+
+        return self._send(b"range", b'{"key":"%s"}' % base64.b64encode(key))
+
+
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
     if op == "put":
         return lambda c, i: c.set(key(i), VALUE)
@@ -320,20 +383,24 @@ def run_threads(client: Any, op: str, inflight: int, seconds: float, harness: st
     return meter
 
 
+# Clients driven by ``run_twisted``, by name: each makes one from the URL.
+TWISTED_CLIENTS: dict[str, Callable[[str], Any]] = {
+    "txetcd": txetcd_client,
+    "txetcd-unbatched": lambda url: txetcd_client(url, batching=False),
+    "instant-twisted": lambda url: InstantTwisted(),  # no etcd: the harness's own cost
+    "twisted-floor": TwistedFloor,
+    "txaioetcd": txaioetcd_client,
+}
+
+
 def measure(name: str, url: str, op: str, inflight: int, seconds: float,
             harness: str = "loop") -> Measure:
     parts = urlsplit(url)
-    if name == "txetcd":
-        return run_twisted(twisted_op(op), txetcd_client(url), inflight, seconds, harness)
-    if name == "txetcd-unbatched":
-        return run_twisted(twisted_op(op), txetcd_client(url, batching=False), inflight, seconds,
+    if name in TWISTED_CLIENTS:
+        return run_twisted(twisted_op(op), TWISTED_CLIENTS[name](url), inflight, seconds,
                            harness)
-    if name == "instant-twisted":  # no etcd: the harness's own cost (URL ignored)
-        return run_twisted(twisted_op(op), InstantTwisted(), inflight, seconds, harness)
     if name == "instant-asyncio":
         return run_asyncio(InstantAsyncio, op, inflight, seconds, harness)
-    if name == "txaioetcd":
-        return run_twisted(twisted_op(op), txaioetcd_client(url), inflight, seconds, harness)
     if name == "aetcd":
         return run_aetcd(url, op, inflight, seconds, harness)
     if name == "txetcd-asyncio":
