@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import threading
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +118,17 @@ def test_free_ports_are_outside_the_range_outgoing_connections_take() -> None:
     for port in list(ports)[:5]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # free indeed
+
+
+def test_pause_returns_once_etcd_has_stopped(fresh_etcd: EtcdProcess) -> None:
+    """A test that pauses etcd and then sends a request expects it unanswered: every thread
+    must be stopped by then (one still running answered a read in a loaded CI run)."""
+    try:
+        fresh_etcd.pause()
+        assert fresh_etcd.stopped()
+        with pytest.raises(OSError):  # no answer (urllib's timeout is an OSError)
+            urllib.request.urlopen(f"{fresh_etcd.url}/version", timeout=0.5)
+    finally:
+        fresh_etcd.resume()
+    assert not fresh_etcd.stopped()
+    assert b"etcdserver" in urllib.request.urlopen(f"{fresh_etcd.url}/version", timeout=5).read()

@@ -357,8 +357,23 @@ class EtcdProcess:
         self.proc = None
 
     def pause(self) -> None:
+        """SIGSTOP etcd; returns once every thread of it has stopped (the signal takes a moment
+        to reach them all on a loaded machine, and one still running may answer a request)."""
         if self.running:
             os.kill(self.proc.pid, signal.SIGSTOP)  # type: ignore[union-attr]
+            deadline = time.monotonic() + 5.0
+            while not self.stopped() and time.monotonic() < deadline:
+                time.sleep(0.005)
+
+    def stopped(self) -> bool:
+        """Whether every thread of etcd is stopped (state T in ``/proc``)."""
+        tasks = Path(f"/proc/{self.proc.pid}/task")  # type: ignore[union-attr]
+        try:
+            states = [(task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                      for task in tasks.iterdir()]
+        except OSError:  # it exited, or a thread ended while being read
+            return False
+        return all(state in ("T", "t") for state in states)
 
     def resume(self) -> None:
         if self.running:
