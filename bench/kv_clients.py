@@ -19,6 +19,7 @@ answer every op from memory, a loop turn later: what a harness costs per op on i
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import threading
@@ -277,14 +278,10 @@ class TwistedFloor:
         return self.waiting
 
     def set(self, key: bytes, value: bytes) -> Any:
-        import base64
-
         return self._send(b"put", b'{"key":"%s","value":"%s"}' % (base64.b64encode(key),
                                                                    base64.b64encode(value)))
 
     def get(self, key: bytes) -> Any:
-        import base64
-
         return self._send(b"range", b'{"key":"%s"}' % base64.b64encode(key))
 
 

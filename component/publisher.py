@@ -45,7 +45,7 @@ import collections
 import contextlib
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -56,7 +56,17 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from txetcd import Client, CompCreated, CompModified, KeySet, OpDel, OpSet, Unavailable
+from txetcd import (
+    Client,
+    Comp,
+    CompCreated,
+    CompModified,
+    KeySet,
+    OpDel,
+    OpSet,
+    TxnResult,
+    Unavailable,
+)
 from txetcd.concurrency import Election, Leadership, NotLeader
 from txetcd.pmap.layout import slot_prefix
 from txetcd.watch import EventType, WatchCompacted, WatchEvent
@@ -489,18 +499,15 @@ class TablePublisher:
         something sent may still arrive."""
         if not self.stored_at:
             return
-        value = self.published.encode(self.relay.session.session_id)
         deadline = self.clock.seconds() + LEASE_TTL
-        while True:
-            try:
-                result = await self.coordinator.txn(
-                    compare=[CompModified(self.position_key, "==", self.stored_at)],
-                    success=[OpSet(self.position_key, value)])
-                break
-            except Unavailable:
-                if self.clock.seconds() > deadline:
-                    raise
-                await _sleep(self.clock, RETRY_DELAY)
+
+        def in_time() -> None:
+            if self.clock.seconds() > deadline:
+                raise NotLeader(f"etcd did not answer in time for {self.name}")
+
+        result = await self.write_position(
+            CompModified(self.position_key, "==", self.stored_at),
+            self.published.encode(self.relay.session.session_id), in_time)
         if result.succeeded:
             log.info("publisher of {table} lost its lease; stored its position, revision "
                      "{revision}", table=self.name, revision=self.published.revision)
@@ -543,22 +550,32 @@ class TablePublisher:
                       resigning: bool = False) -> None:
         """Store ``position`` if still leading (until the lease runs out); rewriting the same
         value is harmless, so a write of unknown outcome is simply sent again."""
-        value = position.encode(None if resigning else self.relay.session.session_id)
-        while True:
+        def leading() -> None:
             if not leadership.alive:
                 raise NotLeader(f"lost the lead of {self.name}")
+
+        result = await self.write_position(
+            self.guard(leadership),
+            position.encode(None if resigning else self.relay.session.session_id), leading)
+        if not result.succeeded:
+            raise NotLeader(f"another instance leads {self.name} now")
+        self.stored, self.stored_at = position, result.header.revision
+
+    async def write_position(self, compare: Comp, value: bytes,
+                             go_on: Callable[[], None]) -> TxnResult:
+        """Write ``value`` at the position key if ``compare`` holds. Rewriting the same value
+        is harmless, so a write of unknown outcome is sent again, for as long as ``go_on()``
+        does not raise."""
+        while True:
+            go_on()
             try:
                 # Not cancelled with its waiter: a write that was sent may still be applied,
                 # and must be before a position is forgotten (``step_down``).
-                self.writing = self.coordinator.txn(compare=[self.guard(leadership)],
+                self.writing = self.coordinator.txn(compare=[compare],
                                                     success=[OpSet(self.position_key, value)])
-                result = await observe(self.writing)
+                result: TxnResult = await observe(self.writing)
+                return result
             except Unavailable as exc:
                 log.info("position of {table} not stored yet ({exc}); again", table=self.name,
                          exc=exc)
                 await _sleep(self.clock, RETRY_DELAY)
-                continue
-            if not result.succeeded:
-                raise NotLeader(f"another instance leads {self.name} now")
-            self.stored, self.stored_at = position, result.header.revision
-            return
