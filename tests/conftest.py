@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import inspect
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -22,9 +23,17 @@ from twisted.internet.task import deferLater
 
 from txetcd import Client, KeySet
 from txetcd.asyncio import Client as AsyncioClient
-from txetcd.embedded import EtcdProcess, binary_version, find_etcd
+from txetcd.embedded import EtcdProcess, binary_version, find_etcd, port_slice
 
 from .wamp import CrossbarNode
+
+# Each xdist worker (and every process it starts) takes ports from a range of its own: two
+# workers picking the same free port before either binds it, or one taking the port of the
+# other's stopped etcd before that restarts, would fail with "address already in use".
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["TXETCD_PORT_RANGE"] = port_slice(
+        int(os.environ["PYTEST_XDIST_WORKER"].removeprefix("gw")),
+        int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
 
 # The server versions every client test runs against; a missing binary fails the run loudly.
 ETCD_VERSIONS = ["3.5", "3.4"]

@@ -7,6 +7,7 @@ tests put a foreign server on the port first and check that starting fails loudl
 from __future__ import annotations
 
 import http.server
+import os
 import socket
 import subprocess
 import sys
@@ -118,6 +119,20 @@ def test_free_ports_are_outside_the_range_outgoing_connections_take() -> None:
     for port in list(ports)[:5]:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", port))  # free indeed
+
+
+def test_free_ports_never_repeat_and_keep_to_the_range_given() -> None:
+    """A member asks for its client and then its peer port before binding either; once they
+    came out equal and etcd failed with "address already in use" (a CI run)."""
+    low = free_port() // 1000 * 1000 + 1000  # a range this test's process has not drawn from
+    script = ("from txetcd.embedded import free_port\n"
+              "print(' '.join(str(free_port()) for _ in range(60)))")
+    drawn = subprocess.run([sys.executable, "-c", script], cwd=ROOT, check=True, text=True,
+                           capture_output=True, timeout=60,
+                           env={**os.environ, "TXETCD_PORT_RANGE": f"{low}-{low + 200}"})
+    ports = [int(port) for port in drawn.stdout.split()]
+    assert len(ports) == 60 == len(set(ports))  # never twice
+    assert all(low <= port < low + 200 for port in ports)  # only from the range given
 
 
 def test_pause_returns_once_etcd_has_stopped(fresh_etcd: EtcdProcess) -> None:

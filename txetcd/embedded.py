@@ -31,7 +31,7 @@ from typing import Any
 from .fetch import fetched_binaries
 
 __all__ = ["BuggyEtcdWarning", "EtcdProcess", "EtcdNotFound", "NotOurEtcd", "binary_version",
-           "find_etcd", "free_port", "running_cluster", "start_cluster", "stop_group"]
+           "find_etcd", "free_port", "port_slice", "running_cluster", "start_cluster", "stop_group"]
 
 # Debian's etcd-server package installs the 3.4 server here.
 SYSTEM_ETCD = Path("/usr/bin/etcd")
@@ -106,25 +106,54 @@ def find_etcd(version: str | None = None) -> Path:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free right now on ``host``, below the kernel's ephemeral range: a port
-    from that range can be taken as the source port of any outgoing connection between now and
-    the moment a server binds it (or binds it again after a restart), which made etcd fail
-    with "address already in use" under parallel test runs."""
-    low = _ephemeral_low()
+    """A TCP port that is free right now on ``host``, below the kernel's ephemeral range, and
+    not handed out before by this process.
+
+    Below the ephemeral range: a port from it can be taken as the source port of any outgoing
+    connection between now and the moment a server binds it (or binds it again after a
+    restart). Never twice: a member asks for its client and its peer port one after the other,
+    neither bound yet, and both once came out equal, so etcd failed with "address already in
+    use". ``TXETCD_PORT_RANGE=low-high`` narrows the choice, so parallel test workers (or
+    several checkouts on one machine) draw from ranges that do not overlap.
+    """
+    low, high = _port_range()
     for _ in range(200):
-        port = random.randrange(_LOWEST_PORT, low)
+        port = random.randrange(low, high)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             try:
                 sock.bind((host, port))
             except OSError:
                 continue
-            return port
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any will do
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 
 _LOWEST_PORT = 20000
+_handed_out: set[int] = set()
+
+
+def _port_range() -> tuple[int, int]:
+    """The half-open range ``free_port`` draws from: ``TXETCD_PORT_RANGE`` if it is set and
+    sane, else from 20000 up to the kernel's ephemeral range."""
+    given = os.environ.get("TXETCD_PORT_RANGE", "")
+    with contextlib.suppress(ValueError):
+        low, high = (int(part) for part in given.split("-"))
+        if 1024 <= low < high <= 65536:
+            return low, high
+    return _LOWEST_PORT, _ephemeral_low()
+
+
+def port_slice(index: int, count: int) -> str:
+    """The ``TXETCD_PORT_RANGE`` value for worker ``index`` of ``count``: its own share of the
+    range ``free_port`` would otherwise draw from."""
+    low, high = _port_range()
+    width = (high - low) // count
+    return f"{low + index * width}-{low + (index + 1) * width}"
 
 
 @functools.cache
