@@ -6,7 +6,8 @@ and of the client process's CPU µs/op. ``calls TREE``: Python function calls pe
 cProfile (deterministic; includes the harness), and the functions that make them.
 
     .venv/bin/python bench/client_cpu.py ab /tmp/old-clone . [--rounds 3]
-    .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000]
+    .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000] [--inflight 32]
+        [--client txetcd|twisted-floor]
 """
 
 from __future__ import annotations
@@ -55,20 +56,21 @@ def ab(trees: dict[str, str], rounds: int) -> None:
         print(f"| {op} x32, {harness} | " + " | ".join(cells) + " |")
 
 
-def calls(tree: str, op: str, ops: int) -> None:
+def calls(tree: str, op: str, ops: int, inflight: int, client_name: str) -> None:
     sys.path[:0] = [tree, f"{tree}/bench"]
     import kv_clients
 
     from txetcd.embedded import EtcdProcess, find_etcd
 
     with EtcdProcess(find_etcd("3.5")) as etcd:
-        client = kv_clients.txetcd_client(etcd.url)
+        client = kv_clients.TWISTED_CLIENTS[client_name](etcd.url)
         profile = cProfile.Profile()
         profile.enable()
-        kv_clients.run_twisted(kv_clients.twisted_op(op), client, 32, ops, "gather")
+        kv_clients.run_twisted(kv_clients.twisted_op(op), client, inflight, ops, "gather")
         profile.disable()
     stats = pstats.Stats(profile)
-    print(f"{op}: {stats.total_calls / ops:.1f} Python calls per op (with the gather harness)")
+    print(f"{client_name} {op} x{inflight}: {stats.total_calls / ops:.1f} Python calls per op "
+          "(with the gather harness)")
     rows = sorted(((n / ops, f"{Path(f).name}:{line}({name})")
                    for (f, line, name), (_, n, *_) in stats.stats.items()),  # type: ignore[attr-defined]
                   reverse=True)
@@ -87,12 +89,14 @@ def main() -> None:
     c.add_argument("tree")
     c.add_argument("--op", choices=("put", "get"), default="put")
     c.add_argument("--ops", type=int, default=20_000)
+    c.add_argument("--inflight", type=int, default=32)
+    c.add_argument("--client", default="txetcd", help="txetcd, twisted-floor (x1 only), ...")
     args = parser.parse_args()
     if args.what == "ab":
         ab({"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())},
            args.rounds)
     else:
-        calls(str(Path(args.tree).resolve()), args.op, args.ops)
+        calls(str(Path(args.tree).resolve()), args.op, args.ops, args.inflight, args.client)
 
 
 if __name__ == "__main__":

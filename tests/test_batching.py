@@ -17,7 +17,8 @@ from .faults import ThreadProxy
 
 
 class PathLog:
-    """Records the gateway path of every request a client sends (wraps the real transport)."""
+    """Records the gateway path of every request a client sends (wraps the real transport's
+    ``call`` and ``request``)."""
 
     def __init__(self, client: Client) -> None:
         self.paths: list[str] = []
@@ -36,7 +37,22 @@ class PathLog:
             finally:
                 self.events.append(("answered", number))
 
+        real_request = client.transport.request
+
+        def request(path: str, data: bytes, **kwargs: Any) -> Any:
+            # A lone op's request: the same record, on its callbacks instead of a coroutine.
+            number = len(self.paths)
+            self.paths.append(path)
+            self.bodies.append(json.loads(data))
+            self.events.append(("sent", number))
+            for outcome in ("on_reply", "on_error"):
+                done = kwargs[outcome]
+                kwargs[outcome] = lambda result, done=done: (
+                    self.events.append(("answered", number)), done(result))
+            return real_request(path, data, **kwargs)
+
         client.transport.call = call  # type: ignore[method-assign]
+        client.transport.request = request  # type: ignore[method-assign]
 
 
 @pytest.fixture

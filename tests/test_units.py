@@ -28,6 +28,7 @@ from txetcd import (
     UnsupportedServer,
     prefix_end,
 )
+from txetcd.core import decode_json, decode_reply
 from txetcd.errors import classify
 from txetcd.stream import JsonStreamParser
 from txetcd.transport import api_prefix
@@ -157,3 +158,28 @@ def test_classify_stream_frames_and_plain_text() -> None:
     assert isinstance(classify(0, v2_frame), Compacted)
     plain = classify(404, b"404 page not found\n")
     assert plain.message == "404 page not found" and plain.status == 404
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12)
+
+
+@given(_JSON, st.sampled_from([(",", ":"), (", ", ": ")]), st.sampled_from(["", " ", "\n"]),
+       st.booleans())
+def test_answers_decode_as_json_loads_decodes_them(value: object, separators: tuple[str, str],
+                                                    around: str, ascii_only: bool) -> None:
+    body = (around + json.dumps(value, separators=separators, ensure_ascii=ascii_only)
+            + around).encode()
+    assert decode_json(body) == json.loads(body)
+
+
+@pytest.mark.parametrize("body", [b"", b"{", b"{}x", b"{} {}", b"\xff{}", b"nul", b"{'a':1}"])
+def test_what_is_not_one_json_value_is_refused_as_json_loads_refuses_it(body: bytes) -> None:
+    with pytest.raises(ValueError):
+        json.loads(body)
+    with pytest.raises(ValueError):
+        decode_json(body)
+    with pytest.raises(ProtocolError):
+        decode_reply("kv/range", 200, body)

@@ -175,6 +175,19 @@ class AsyncioDriver:
             future.set_result(value)
 
     @staticmethod
+    def when_done(future: asyncio.Future[Any], on_value: Callable[[Any], None],
+                  on_error: Callable[[BaseException], None]) -> None:
+        def done(future: asyncio.Future[Any]) -> None:
+            if future.cancelled():
+                on_error(asyncio.CancelledError())
+            elif (error := future.exception()) is not None:
+                on_error(error)
+            else:
+                on_value(future.result())
+
+        future.add_done_callback(done)
+
+    @staticmethod
     def fail(future: asyncio.Future[Any], error: BaseException) -> None:
         if not future.done():
             future.set_exception(error)

@@ -179,7 +179,7 @@ class Batcher:
         self.requests += 1
         self.in_flight += 1
         if len(ops) == 1:
-            return self.driver.spawn(self._send_one(ops[0], futures[0], timeout))
+            return self._send_one(ops[0], futures[0], timeout)
         return self.driver.spawn(self._send_txn(ops, futures, timeout))
 
     def _answered(self) -> None:
@@ -189,20 +189,37 @@ class Batcher:
             self._new_turn()  # all answered: nothing left to wait for
             self._flush_queue()
 
-    async def _send_one(self, op: Op, future: Any, timeout: float | None) -> None:
-        try:
-            reply = await self.transport.call(
-                op.path, op.request_bytes(self.namespace), idempotent=not op.is_write,
-                timeout=timeout, leader_read=not op.is_write and not op.serializable)
-            result = op.result(reply, self.namespace)
-        except BaseException as exc:  # noqa: BLE001 - every failure belongs to the caller
+    def _send_one(self, op: Op, future: Any, timeout: float | None) -> Awaitable[None]:
+        """A lone op as its own request, on callbacks (no coroutine: the x1 hot path)."""
+        driver, namespace = self.driver, self.namespace
+        answered = driver.new_future()
+
+        def reply(obj: Any) -> None:
+            try:
+                result = op.result(obj, namespace)
+            except Exception as exc:  # noqa: BLE001 - a bad answer belongs to the caller
+                error(exc)
+                return
+            # Counted as answered before its caller runs on: an op the caller issues next,
+            # with nothing else in flight, goes at once.
             self._answered()
-            self.driver.fail(future, exc)
-            return
-        # Counted as answered before its caller runs on: an op the caller issues next, with
-        # nothing else in flight, goes at once.
-        self._answered()
-        self.driver.resolve(future, result)
+            driver.resolve(future, result)
+            driver.resolve(answered, None)
+
+        def error(exc: BaseException) -> None:
+            self._answered()
+            driver.fail(future, exc)
+            driver.resolve(answered, None)
+
+        try:
+            data = op.request_bytes(namespace)
+        except Exception as exc:  # noqa: BLE001 - e.g. a value that cannot be encoded
+            error(exc)
+            return answered
+        self.transport.request(op.path, data, idempotent=not op.is_write, timeout=timeout,
+                               leader_read=not op.is_write and not op.serializable,
+                               on_reply=reply, on_error=error)
+        return answered
 
     async def _send_txn(self, ops: list[Op], futures: list[Any], timeout: float | None) -> None:
         writes = any(op.is_write for op in ops)

@@ -91,6 +91,12 @@ class Driver(Protocol):
 
     def resolve(self, future: Any, value: Any) -> None: ...
 
+    def when_done(self, future: Any, on_value: Callable[[Any], None],
+                  on_error: Callable[[BaseException], None]) -> None:
+        """Run ``on_value`` with the future's result or ``on_error`` with its exception (the
+        loop's cancellation error if it was cancelled), once it has one."""
+        ...
+
     def resolve_all(self, futures: Iterable[Any], values: Iterable[Any]) -> None:
         """``resolve`` each of ``futures`` with its value (a batch's answers, in one call);
         a future given as None is skipped."""
@@ -147,6 +153,12 @@ class EtcdTransport(Protocol):
 
     async def call(self, path: str, body: Json | bytes, *, idempotent: bool,
                    timeout: float | None = None, leader_read: bool | None = None) -> Json: ...
+
+    def request(self, path: str, data: bytes, *, idempotent: bool, timeout: float | None,
+                leader_read: bool, on_reply: Callable[[Json], None],
+                on_error: Callable[[BaseException], None], with_auth: bool = True) -> Any:
+        """``call`` with callbacks instead of a coroutine; the result has ``cancel()``."""
+        ...
 
     async def open_stream(self, path: str, body: Json | list[Json],
                           on_message: Callable[[Json], None], *,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -34,33 +35,13 @@ from .core import (
     version_of,
 )
 from .errors import AuthFailed, EtcdError, Timeout, Unavailable, classify
-from .interface import Driver, Json, StreamHandle
+from .interface import Driver, Json, Response, StreamHandle
 from .types import is_int
 
 __all__ = ["Transport", "TLSConfig", "api_prefix", "parse_version"]
 
 _AUTH_NOT_ENABLED = "authentication is not enabled"
 _JSON = (b"Content-Type", b"application/json")
-
-
-class _Deadline:
-    """One request's deadline: set once it passed, and what the request awaits now, so that
-    the timer cancels exactly that (no task per request just to have something to cancel)."""
-
-    __slots__ = ("passed", "current", "done")
-
-    def __init__(self) -> None:
-        self.passed = False
-        self.done = False  # answered (or failed) before the deadline: nothing left to cancel
-        self.current: Any = None
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def expire(self) -> None:
-        self.passed = True
-        if self.current is not None:
-            self.current.cancel()
 
 
 class _Deadlines:
@@ -71,10 +52,10 @@ class _Deadlines:
 
     def __init__(self, driver: Driver) -> None:
         self.driver = driver
-        self.queues: dict[float, deque[tuple[float, _Deadline]]] = {}
+        self.queues: dict[float, deque[tuple[float, _Call]]] = {}
         self.timers: dict[float, Any] = {}  # per timeout value: its loop timer, while armed
 
-    def start(self, seconds: float, state: _Deadline) -> None:
+    def start(self, seconds: float, state: _Call) -> None:
         queue = self.queues.get(seconds)
         if queue is None:
             queue = self.queues[seconds] = deque()
@@ -142,16 +123,201 @@ class _Slots:
                 return
         self.free += 1
 
-    async def wait(self, waiter: Any, wait: Callable[[Any], Any]) -> None:
-        """Await ``waiter`` (from ``take``) through ``wait``; the slot is ours on return."""
+
+class _Call:
+    """One unary request through its attempts, driven by callbacks: the usual request (one
+    attempt, answered at once) runs no coroutine and makes no task or future of its own.
+
+    It is its own deadline (``_Deadlines`` expires it): what it waits for then is cancelled,
+    and it fails with ``Timeout``. After each attempt ``RetryPolicy`` decides, as for every
+    request: answer, raise, or (after a backoff) try again, here or on the next endpoint.
+    """
+
+    __slots__ = ("transport", "path", "data", "idempotent", "with_auth", "needs_leader",
+                 "seconds", "on_reply", "on_error", "attempts", "endpoint", "token", "sent",
+                 "slot", "current", "timer", "passed", "done", "cancelled")
+
+    def __init__(self, transport: Transport, path: str, data: bytes, idempotent: bool,
+                 with_auth: bool, needs_leader: bool, seconds: float | None,
+                 on_reply: Callable[[Json], None],
+                 on_error: Callable[[BaseException], None]) -> None:
+        self.transport = transport
+        self.path, self.data = path, data
+        self.idempotent, self.with_auth, self.needs_leader = idempotent, with_auth, needs_leader
+        self.seconds = seconds
+        self.on_reply, self.on_error = on_reply, on_error
+        self.attempts = 0
+        self.endpoint = ""
+        self.token: str | None = None
+        self.sent = False  # some byte of this attempt's request may have left us
+        self.slot: Any = False  # True: holds one of the transport's slots; else its waiter
+        self.current: Any = None  # the future this attempt waits for (cancelled on expiry)
+        self.timer: Any = None  # the backoff before the next attempt, while it runs
+        self.passed = False  # the deadline passed
+        self.done = False  # answered or failed: the deadline has nothing left to cancel
+        self.cancelled = False  # its caller gave up
+        if seconds:
+            transport._deadlines.start(seconds, self)
+
+    def expire(self) -> None:
+        """The deadline passed (``_Deadlines``)."""
+        self.passed = True
+        self._stop_waiting()
+
+    def cancel(self) -> None:
+        """Its caller gave up: what it waits for is cancelled, and it fails with the loop's
+        cancellation error (a request already sent may still be applied)."""
+        if not self.done:
+            self.cancelled = True
+            self._stop_waiting()
+
+    def _stop_waiting(self) -> None:
+        timer, self.timer = self.timer, None
+        if timer is not None:  # between attempts
+            timer.cancel()
+            self._finish_error(self.transport.driver.cancelled_error())
+        elif self.current is not None:
+            self.current.cancel()  # its errback ends the call (on asyncio a turn later)
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def attempt(self) -> None:
+        self.timer = None
+        self.attempts += 1
+        self.sent = False
+        self.endpoint = self.transport.endpoint
+        self._go_on()
+
+    def _go_on(self, _: Any = None) -> None:
+        """The attempt's next step: the endpoint's API prefix and an auth token (each fetched
+        at most once per endpoint and token, then cached), a free slot, then the request."""
+        transport = self.transport
+        if self.passed or self.cancelled:
+            self._failed(transport.driver.cancelled_error())
+            return
+        prefix = transport._prefixes.get(self.endpoint)
+        if prefix is None:
+            self._wait(transport.driver.spawn(transport.prefix(self.endpoint)))
+            return
+        token = None
+        if self.with_auth and transport._user is not None:
+            token = transport._token
+            if token is None:
+                self._wait(transport.driver.spawn(transport._auth_token()))
+                return
+        self.token = token
+        if self.slot is not True:
+            waiter = transport._slots.take()
+            if waiter is not None:
+                self.slot = waiter
+                self._wait(waiter)
+                return
+            self.slot = True
         try:
-            await wait(waiter)
-        except BaseException:
-            if waiter in self.handed:  # given the slot, then cancelled: pass it on
-                self.handed.discard(waiter)
-                self.release()
-            raise
-        self.handed.discard(waiter)
+            head, label = transport._head(self.endpoint, prefix, self.path, self.needs_leader,
+                                          token)
+            self.sent = True
+            transport.posts[label] += 1
+            sending = transport.driver.request(self.endpoint, build_request(head, self.data))
+        except Exception as exc:  # noqa: BLE001 - e.g. a forged token: the caller's error
+            self._release()
+            self._failed(exc)
+            return
+        self.current = sending
+        transport.driver.when_done(sending, self._answered, self._request_failed)
+
+    def _wait(self, future: Any) -> None:
+        self.current = future
+        self.transport.driver.when_done(future, self._waited, self._wait_failed)
+
+    def _waited(self, _: Any) -> None:
+        self.current = None
+        if self.slot is not True and self.slot is not False:  # our slot waiter was served
+            self.transport._slots.handed.discard(self.slot)
+            self.slot = True
+        self._go_on()
+
+    def _wait_failed(self, exc: BaseException) -> None:
+        self.current = None
+        waiter, slots = self.slot, self.transport._slots
+        if waiter is not True and waiter is not False:
+            self.slot = False
+            if waiter in slots.handed:  # given the slot, then cancelled: pass it on
+                slots.handed.discard(waiter)
+                slots.release()
+        self._failed(exc)
+
+    def _release(self) -> None:
+        if self.slot is True:
+            self.slot = False
+            self.transport._slots.release()
+
+    # -- its outcome -------------------------------------------------------------------------
+
+    def _answered(self, response: Response) -> None:
+        self.current = None
+        self._release()
+        code, body = response
+        if code == 200:
+            try:
+                reply = decode_reply(self.path, code, body)
+            except EtcdError as exc:
+                self._finish_error(exc)
+                return
+            self.done = True
+            self.on_reply(reply)
+            return
+        transport = self.transport
+        error = classify(code, body)
+        action = transport.policy.after_error(
+            error, self.attempts, len(transport.endpoints), idempotent=self.idempotent,
+            token_rejected=self.with_auth and asks_for_token(error, transport._user is not None))
+        if action is Action.RAISE:
+            self._finish_error(error)
+        elif action is Action.NEW_TOKEN:
+            # Rejected before it was applied: re-authenticate and resend (always safe).
+            transport.token_rejected(self.token)
+            self.attempt()
+        else:
+            if action is Action.NEXT_ENDPOINT:
+                transport.endpoint_failed(self.endpoint)
+            self._back_off()
+
+    def _request_failed(self, exc: BaseException) -> None:
+        self.current = None
+        self._release()
+        self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        """A step failed: etcd's refusal ends the call; a failed connection (or the deadline)
+        ends it too unless the policy lets the request go again."""
+        if isinstance(exc, EtcdError):
+            self._finish_error(exc)
+            return
+        try:
+            self.transport._connection_failed(exc, self.endpoint, self.path, self.sent,
+                                              self.idempotent, self.attempts, self.passed)
+        except BaseException as error:  # noqa: BLE001 - the caller's
+            self._finish_error(error)
+            return
+        self._back_off()
+
+    def _back_off(self) -> None:
+        if self.passed or self.cancelled:
+            self._finish_error(self.transport.driver.cancelled_error())
+            return
+        transport = self.transport
+        self.timer = transport.driver.call_later(transport.policy.backoff(self.attempts),
+                                                 self.attempt)
+
+    def _finish_error(self, exc: BaseException) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.passed:
+            exc = Timeout(f"etcd {self.path} took longer than {self.seconds} s",
+                          outcome_unknown=not self.idempotent)
+        self.on_error(exc)
 
 
 def check_endpoints(endpoints: Sequence[str]) -> list[str]:
@@ -260,7 +426,8 @@ class Transport:
         body = encode({"name": self._user, "password": self._password})
         try:
             # Its own deadline: a hung authenticate would stall every request that waits for it.
-            reply = await self._with_deadline("auth/authenticate", body, True, False, self.timeout)
+            reply = await self._awaited("auth/authenticate", body, True, False, self.timeout,
+                                        False)
         except AuthFailed as exc:
             if _AUTH_NOT_ENABLED not in exc.message:
                 raise
@@ -286,87 +453,40 @@ class Transport:
             data, body = body, {}
         else:
             data = encode(body)
-        deadline = self.timeout if timeout is None else timeout
         needs_leader = (idempotent and path in LEADER_READS and not body.get("serializable")
                         if leader_read is None else leader_read)
-        return await self._with_deadline(path, data, idempotent, True, deadline, needs_leader)
+        return await self._awaited(path, data, idempotent, True, timeout, needs_leader)
 
-    async def _with_deadline(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
-                             deadline: float | None, needs_leader: bool = False) -> Json:
-        state = _Deadline()
-        if deadline:
-            self._deadlines.start(deadline, state)
-        try:
-            return await self._send(path, data, idempotent, with_auth, state, needs_leader)
-        except BaseException:
-            if state.passed:
-                raise Timeout(f"etcd {path} took longer than {deadline} s",
-                              outcome_unknown=not idempotent) from None
-            raise
-        finally:
-            state.done = True
+    def request(self, path: str, data: bytes, *, idempotent: bool, timeout: float | None,
+                leader_read: bool, on_reply: Callable[[Json], None],
+                on_error: Callable[[BaseException], None], with_auth: bool = True) -> _Call:
+        """``call`` for callers that take callbacks (the batcher's lone ops): exactly one of
+        ``on_reply`` and ``on_error`` runs, once. No coroutine runs unless the request has to
+        wait for an endpoint's prefix or a token; ``cancel()`` on the result gives up."""
+        return self._start(path, data, idempotent, with_auth, leader_read, timeout, on_reply,
+                           on_error)
 
-    def _wait(self, state: _Deadline, awaitable: Any) -> Any:
-        """``awaitable`` (a cancellable future), as what the deadline cancels when it passes."""
-        if state.passed:
-            self.driver.discard(awaitable)
-            raise self.driver.cancelled_error()
-        state.current = awaitable
-        return awaitable
+    def _start(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
+               needs_leader: bool, timeout: float | None, on_reply: Callable[[Json], None],
+               on_error: Callable[[BaseException], None]) -> _Call:
+        unary = _Call(self, path, data, idempotent, with_auth, needs_leader,
+                      self.timeout if timeout is None else timeout, on_reply, on_error)
+        unary.attempt()
+        return unary
 
-    async def _send(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
-                    state: _Deadline, needs_leader: bool = False) -> Json:
-        attempts = 0
-        token: str | None = None
-        spawn = self.driver.spawn
-        while True:
-            attempts += 1
-            endpoint = self.endpoint
-            sent = False
-            try:
-                # The cached lookups first: this is the path every request takes.
-                prefix = self._prefixes.get(endpoint) or await self._wait(
-                    state, spawn(self.prefix(endpoint)))
-                if with_auth and self._user is not None:
-                    token = self._token if self._token is not None else await self._wait(
-                        state, spawn(self._auth_token()))
-                head, label = self._head(endpoint, prefix, path, needs_leader, token)
-                waiter = self._slots.take()
-                if waiter is not None:
-                    await self._slots.wait(waiter, lambda w: self._wait(state, w))
-                try:
-                    sent = True
-                    self.posts[label] += 1
-                    code, body = await self._wait(
-                        state, self.driver.request(endpoint, build_request(head, data)))
-                finally:
-                    state.current = None
-                    self._slots.release()
-            except EtcdError:
-                raise
-            except BaseException as exc:
-                state.current = None
-                self._connection_failed(exc, endpoint, path, sent, idempotent, attempts, state)
-                await self._wait(state, spawn(self.backoff(attempts)))
-                continue
-            if code == 200:
-                return decode_reply(path, code, body)
-            error = classify(code, body)
-            action = self.policy.after_error(
-                error, attempts, len(self.endpoints), idempotent=idempotent,
-                token_rejected=with_auth and asks_for_token(error, self._user is not None))
-            if action is Action.RAISE:
-                raise error
-            if action is Action.NEW_TOKEN:
-                # Rejected before it was applied: re-authenticate and resend (always safe).
-                self.token_rejected(token)
-                continue
-            if action is Action.NEXT_ENDPOINT:
-                self.endpoint_failed(endpoint)
-            await self._wait(state, spawn(self.backoff(attempts)))
+    async def _awaited(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
+                       timeout: float | None, needs_leader: bool) -> Json:
+        """``request`` as a coroutine: cancelling the caller cancels the request."""
+        driver = self.driver
+        unary: _Call | None = None
+        answer = driver.future(lambda: unary.cancel() if unary is not None else None)
+        unary = self._start(path, data, idempotent, with_auth, needs_leader, timeout,
+                            partial(driver.resolve, answer), partial(driver.fail, answer))
+        reply: Json = await answer
+        return reply
 
     def _connection_failed(self, exc: BaseException, endpoint: str, path: str, sent: bool,
-                           idempotent: bool, attempts: int, expired: _Deadline | None) -> None:
+                           idempotent: bool, attempts: int, expired: bool) -> None:
         """Returns if the request may go again (to the next endpoint), else raises."""
         if expired:
             # A member that does not answer in time (stalled, overloaded, cut off from its

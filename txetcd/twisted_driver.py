@@ -239,6 +239,11 @@ class TwistedDriver:
             future.callback(value)
 
     @staticmethod
+    def when_done(future: defer.Deferred[Any], on_value: Callable[[Any], None],
+                  on_error: Callable[[BaseException], None]) -> None:
+        future.addCallbacks(on_value, lambda failure: on_error(failure.value))
+
+    @staticmethod
     def fail(future: defer.Deferred[Any], error: BaseException) -> None:
         if not future.called:
             future.errback(error)

@@ -60,9 +60,9 @@ class Header:
     def from_json(cls, obj: Json | Header | None) -> Header:
         if isinstance(obj, Header):  # decoded once for all the ops of a batched txn
             return obj
-        obj = obj or {}
-        return cls(to_int(obj.get("cluster_id")), to_int(obj.get("member_id")),
-                   to_int(obj.get("revision")), to_int(obj.get("raft_term")))
+        get = (obj or {}).get  # once per answer: to_int inlined
+        return cls(int(get("cluster_id") or 0), int(get("member_id") or 0),
+                   int(get("revision") or 0), int(get("raft_term") or 0))
 
 
 @dataclass(frozen=True, slots=True)
