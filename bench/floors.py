@@ -12,7 +12,7 @@ a time the client and etcd take turns, so an op costs about the client's CPU plu
 ``x1``: one worker loop, one op in flight; the floor is ``gateway_floor.py`` (a blocking socket
 repeating one request: the gateway's own round trip with no client work), and
 ``twisted-floor`` the least a Twisted client does per op in the same harness (the reactor, a
-Deferred, the raw answer).
+Deferred, the raw answer), ``txetcd-http`` that on txetcd's HTTP layer (``txetcd.http``).
 ``pace``: that floor with a busy gap of 0-400 µs before each request, as a client's own work per
 op makes one: etcd's CPU per request grows with the gap (its threads park and are woken again).
 ``--pin`` puts etcd on the last CPU and the clients on CPU 0: the kernel otherwise wakes etcd on
@@ -39,7 +39,8 @@ from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
 WARMUP = 0.5  # kv_clients.WARMUP
 CLIENTS = {"gather": ["instant-twisted", "txetcd", "instant-asyncio", "txetcd-asyncio", "aetcd"],
-           "x1": ["gateway-floor", "twisted-floor", "txetcd", "txetcd-asyncio", "aetcd"],
+           "x1": ["gateway-floor", "twisted-floor", "txetcd-http", "txetcd", "txetcd-asyncio",
+                  "aetcd"],
            "pace": [f"gateway-floor+{pause}" for pause in (0, 100, 200, 400)]}
 
 

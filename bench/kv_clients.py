@@ -14,7 +14,8 @@ Two harnesses, on 100-byte values over 1,000 keys:
 Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
 ops; etcd runs in its own process). The clients ``instant-twisted`` and ``instant-asyncio``
 answer every op from memory, a loop turn later: what a harness costs per op on its own.
-``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op.
+``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op;
+``txetcd-http`` the same on txetcd's HTTP layer alone.
 """
 
 from __future__ import annotations
@@ -285,6 +286,35 @@ class TwistedFloor:
         return self._send(b"range", b'{"key":"%s"}' % base64.b64encode(key))
 
 
+class HTTPPoolFloor:
+    """``twisted-floor`` on txetcd's own HTTP client (``txetcd.http.HTTPPool``: the pool, the
+    peek at an idle connection, httptools): the same bodies, the raw answer, no client logic.
+    Between ``twisted-floor`` and ``txetcd``, it shows what our HTTP layer costs per op."""
+
+    def __init__(self, url: str) -> None:
+        from twisted.internet import reactor
+        from twisted.web.client import BrowserLikePolicyForHTTPS
+
+        from txetcd.core import build_request, request_head
+        from txetcd.http import HTTPPool
+
+        self.url = url
+        self.pool = HTTPPool(reactor, BrowserLikePolicyForHTTPS())
+        host = urlsplit(url).netloc.encode()
+        self.heads = {path: request_head(b"POST", b"/v3/kv/" + path, host,
+                                         [(b"Content-Type", b"application/json")])
+                      for path in (b"put", b"range")}
+        self.build = build_request
+
+    def set(self, key: bytes, value: bytes) -> Any:
+        body = b'{"key":"%s","value":"%s"}' % (base64.b64encode(key), base64.b64encode(value))
+        return self.pool.request(self.url, self.build(self.heads[b"put"], body))
+
+    def get(self, key: bytes) -> Any:
+        body = b'{"key":"%s"}' % base64.b64encode(key)
+        return self.pool.request(self.url, self.build(self.heads[b"range"], body))
+
+
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
     if op == "put":
         return lambda c, i: c.set(key(i), VALUE)
@@ -386,6 +416,7 @@ TWISTED_CLIENTS: dict[str, Callable[[str], Any]] = {
     "txetcd-unbatched": lambda url: txetcd_client(url, batching=False),
     "instant-twisted": lambda url: InstantTwisted(),  # no etcd: the harness's own cost
     "twisted-floor": TwistedFloor,
+    "txetcd-http": HTTPPoolFloor,
     "txaioetcd": txaioetcd_client,
 }
 

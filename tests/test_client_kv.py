@@ -453,6 +453,32 @@ async def test_cancel_stops_the_request_and_never_retries(
         proxy.close()
 
 
+async def test_a_cancelled_call_gives_back_its_slot_and_is_not_resent(
+        loop: Loop, fresh_etcd: EtcdProcess) -> None:
+    """Unbatched calls (and every txn, lease and maintenance call) await the transport's
+    callback-driven request: cancelling the caller must reach the request, close its
+    connection, and free the one slot a client of ``pool_size=1`` has."""
+    proxy = ThreadProxy("127.0.0.1", fresh_etcd.client_port)
+    client = loop.client(url=proxy.url, batching=False, pool_size=1)
+    try:
+        await client.set(b"slot", b"1")
+        fresh_etcd.pause()
+        before = proxy.requests
+        request = client.get(b"slot")
+        await loop.sleep(0.2)
+        request.cancel()
+        with pytest.raises(loop.CancelledError):
+            await request
+        fresh_etcd.resume()
+        # The slot came back: with pool_size=1 this waited forever otherwise.
+        assert (await client.get(b"slot", timeout=5)).kvs[0].value == b"1"
+        assert proxy.requests - before == 2  # the cancelled one once, and this one
+    finally:
+        fresh_etcd.resume()
+        await client.close()
+        proxy.close()
+
+
 async def test_scan_prefetch_is_dropped_when_the_consumer_stops(loop: Loop, client: Client) -> None:
     await client.txn(success=[OpSet(b"early/%03d" % i, b"x") for i in range(50)])
     seen = []

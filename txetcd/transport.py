@@ -1,9 +1,11 @@
 """The transport to etcd's gRPC JSON gateway: endpoints, API prefix, auth, deadlines, retries.
 
-Loop-free: it awaits only what its driver (``txetcd.twisted_driver`` or
+Loop-free: it waits only for what its driver (``txetcd.twisted_driver`` or
 ``txetcd.asyncio_driver``) hands it, so the Twisted and the asyncio client share every rule
 here. Unary calls and streams build their headers and pick their endpoint in the same place.
-A semaphore caps the unary requests in flight, and every request has a deadline.
+A semaphore caps the unary requests in flight, and every request has a deadline. A unary
+request is a small state machine on the driver's callbacks (``_Call``): the usual one, a single
+attempt answered, runs no coroutine (``call`` awaits the same machine).
 
 Failover follows one rule (``core.RetryPolicy``): a request is resent only when that is safe.
 Idempotent requests move to the next endpoint on connection errors; a write whose connection
