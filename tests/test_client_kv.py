@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
 from typing import Any
 
 import pytest
@@ -431,12 +433,17 @@ async def test_failover_to_next_endpoint(loop: Loop, etcd: EtcdProcess) -> None:
         await client.close()
 
 
-async def test_cancel_stops_the_request_and_never_retries(
-        loop: Loop, fresh_etcd: EtcdProcess) -> None:
+@pytest.mark.parametrize("batching", [True, False], ids=["batched", "unbatched"])
+async def test_cancel_never_retries_and_frees_the_slot(
+        loop: Loop, fresh_etcd: EtcdProcess, batching: bool) -> None:
+    """A cancelled call is not mistaken for a failure worth a retry. Unbatched (as every txn,
+    lease and maintenance call) the cancel reaches the request and closes its connection;
+    batched, the op was sent and only its caller stops waiting. Either way the one slot of a
+    ``pool_size=1`` client comes back."""
     proxy = ThreadProxy("127.0.0.1", fresh_etcd.client_port)
-    client = loop.client(url=proxy.url)
+    client = loop.client(url=proxy.url, batching=batching, pool_size=1)
     try:
-        await client.version()
+        await client.set(b"k", b"1")
         fresh_etcd.pause()  # the request hangs at the server, as a slow one would
         before = proxy.requests
         request = client.get(b"k")
@@ -445,38 +452,42 @@ async def test_cancel_stops_the_request_and_never_retries(
         with pytest.raises(loop.CancelledError):
             await request
         await loop.sleep(0.5)
-        # Cancelling closed the connection; it was not mistaken for a failure worth a retry.
         assert proxy.requests - before == 1
+        fresh_etcd.resume()
+        # The slot came back: with pool_size=1 this waited until its deadline otherwise.
+        assert (await client.get(b"k", timeout=5)).kvs[0].value == b"1"
+        assert proxy.requests - before == 2
     finally:
         fresh_etcd.resume()
         await client.close()
         proxy.close()
 
 
-async def test_a_cancelled_call_gives_back_its_slot_and_is_not_resent(
+async def test_deadlines_passing_while_waiting_leave_no_slot_behind(
         loop: Loop, fresh_etcd: EtcdProcess) -> None:
-    """Unbatched calls (and every txn, lease and maintenance call) await the transport's
-    callback-driven request: cancelling the caller must reach the request, close its
-    connection, and free the one slot a client of ``pool_size=1`` has."""
-    proxy = ThreadProxy("127.0.0.1", fresh_etcd.client_port)
-    client = loop.client(url=proxy.url, batching=False, pool_size=1)
+    """Calls whose deadlines pass while they wait for the one slot or for an etcd that stalls
+    and recovers: afterwards the slot is free, so a call with time to spare is answered (it
+    timed out instead when an expired request kept its slot)."""
+    client = loop.client(url=fresh_etcd.url, batching=False, pool_size=1)
+    rng = random.Random(8)
     try:
-        await client.set(b"slot", b"1")
-        fresh_etcd.pause()
-        before = proxy.requests
-        request = client.get(b"slot")
-        await loop.sleep(0.2)
-        request.cancel()
-        with pytest.raises(loop.CancelledError):
-            await request
+        await client.set(b"storm", b"1")
+        calls = []
+        for step in range(40):
+            if step % 8 == 0:
+                fresh_etcd.pause()
+            elif step % 8 == 4:
+                fresh_etcd.resume()
+            calls += [client.get(b"storm", timeout=rng.uniform(0.005, 0.1)) for _ in range(5)]
+            await loop.sleep(rng.uniform(0.0, 0.03))
         fresh_etcd.resume()
-        # The slot came back: with pool_size=1 this waited forever otherwise.
-        assert (await client.get(b"slot", timeout=5)).kvs[0].value == b"1"
-        assert proxy.requests - before == 2  # the cancelled one once, and this one
+        for call in calls:
+            with contextlib.suppress(Timeout):
+                assert (await call).kvs[0].value == b"1"
+        assert (await client.get(b"storm", timeout=5)).kvs[0].value == b"1"
     finally:
         fresh_etcd.resume()
         await client.close()
-        proxy.close()
 
 
 async def test_scan_prefetch_is_dropped_when_the_consumer_stops(loop: Loop, client: Client) -> None:

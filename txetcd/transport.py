@@ -194,7 +194,8 @@ class _Call:
         """The attempt's next step: the endpoint's API prefix and an auth token (each fetched
         at most once per endpoint and token, then cached), a free slot, then the request."""
         transport = self.transport
-        if self.passed or self.cancelled:
+        if self.passed or self.cancelled:  # e.g. given a slot (asyncio: a turn ago), then expired
+            self._release()
             self._failed(transport.driver.cancelled_error())
             return
         prefix = transport._prefixes.get(self.endpoint)
@@ -316,6 +317,7 @@ class _Call:
         if self.done:
             return
         self.done = True
+        self._release()  # never one left behind, whichever step failed
         if self.passed:
             exc = Timeout(f"etcd {self.path} took longer than {self.seconds} s",
                           outcome_unknown=not self.idempotent)
