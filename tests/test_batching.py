@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -46,13 +47,19 @@ class PathLog:
             self.bodies.append(json.loads(data))
             self.events.append(("sent", number))
             for outcome in ("on_reply", "on_error"):
-                done = kwargs[outcome]
-                kwargs[outcome] = lambda result, done=done: (
-                    self.events.append(("answered", number)), done(result))
+                kwargs[outcome] = self._answered(number, kwargs[outcome])
             return real_request(path, data, **kwargs)
 
         client.transport.call = call  # type: ignore[method-assign]
         client.transport.request = request  # type: ignore[method-assign]
+
+    def _answered(self, number: int, done: Callable[[Any], None]) -> Callable[[Any], None]:
+        """``done``, recording first that request ``number`` was answered."""
+        def record(result: Any) -> None:
+            self.events.append(("answered", number))
+            done(result)
+
+        return record
 
 
 @pytest.fixture
