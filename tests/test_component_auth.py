@@ -121,6 +121,17 @@ async def serving(node: CrossbarNode, component: subprocess.Popen[bytes], log: P
     raise AssertionError(f"component never registered:\n{log.read_text()[-3000:]}")
 
 
+async def logged(log: Path, line: str, component: subprocess.Popen[bytes],
+                 timeout: float = 30.0) -> None:
+    """Wait until the component's log holds ``line``. Its "ready" line comes once its events
+    have started, which can be after it serves calls (a loaded CI run read the log too soon)."""
+    deadline = time.monotonic() + timeout
+    while line not in log.read_text():
+        assert component.poll() is None, f"component exited:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"never logged {line!r}:\n{log.read_text()[-3000:]}"
+        await sleep(0.1)
+
+
 async def put_and_get(node: CrossbarNode, etcd_direct: Client, key: str) -> None:
     """Callers on each serializer write and read a row through the component."""
     for serializer in ("json", "cbor", "msgpack"):
@@ -155,7 +166,7 @@ async def test_remote_component_logs_in_and_serves_calls(
         (await serving(remote.node, component, log)).leave()
         await put_and_get(remote.node, etcd_direct, login.split()[0])
         method = login.split()[0]
-        assert f"joined as backend, role backend, by {method}" in log.read_text()
+        await logged(log, f"joined as backend, role backend, by {method}", component)
     finally:
         stop_group(component)
 
