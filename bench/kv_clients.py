@@ -228,6 +228,16 @@ class InstantAsyncio(_Instant):
     put = get = _Instant._op
 
 
+def put_body(key: bytes, value: bytes) -> bytes:
+    """The floors' put request body, built per op as a client would."""
+    return b'{"key":"%s","value":"%s"}' % (base64.b64encode(key), base64.b64encode(value))
+
+
+def range_body(key: bytes) -> bytes:
+    """The floors' range request body."""
+    return b'{"key":"%s"}' % base64.b64encode(key)
+
+
 class TwistedFloor:
     """The floor of a Twisted gateway client at 1 in flight, in txetcd's shape (``set``/``get``):
     one connection, each request written straight into the socket, a Deferred fired with the
@@ -279,11 +289,10 @@ class TwistedFloor:
         return self.waiting
 
     def set(self, key: bytes, value: bytes) -> Any:
-        return self._send(b"put", b'{"key":"%s","value":"%s"}' % (base64.b64encode(key),
-                                                                   base64.b64encode(value)))
+        return self._send(b"put", put_body(key, value))
 
     def get(self, key: bytes) -> Any:
-        return self._send(b"range", b'{"key":"%s"}' % base64.b64encode(key))
+        return self._send(b"range", range_body(key))
 
 
 class HTTPPoolFloor:
@@ -307,12 +316,10 @@ class HTTPPoolFloor:
         self.build = build_request
 
     def set(self, key: bytes, value: bytes) -> Any:
-        body = b'{"key":"%s","value":"%s"}' % (base64.b64encode(key), base64.b64encode(value))
-        return self.pool.request(self.url, self.build(self.heads[b"put"], body))
+        return self.pool.request(self.url, self.build(self.heads[b"put"], put_body(key, value)))
 
     def get(self, key: bytes) -> Any:
-        body = b'{"key":"%s"}' % base64.b64encode(key)
-        return self.pool.request(self.url, self.build(self.heads[b"range"], body))
+        return self.pool.request(self.url, self.build(self.heads[b"range"], range_body(key)))
 
 
 def twisted_op(op: str) -> Callable[[Any, int], Any]:

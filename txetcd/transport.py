@@ -137,7 +137,7 @@ class _Call:
 
     __slots__ = ("transport", "path", "data", "idempotent", "with_auth", "needs_leader",
                  "seconds", "on_reply", "on_error", "attempts", "endpoint", "token", "sent",
-                 "slot", "current", "timer", "passed", "done", "cancelled")
+                 "has_slot", "slot_waiter", "current", "timer", "passed", "done", "cancelled")
 
     def __init__(self, transport: Transport, path: str, data: bytes, idempotent: bool,
                  with_auth: bool, needs_leader: bool, seconds: float | None,
@@ -152,7 +152,8 @@ class _Call:
         self.endpoint = ""
         self.token: str | None = None
         self.sent = False  # some byte of this attempt's request may have left us
-        self.slot: Any = False  # True: holds one of the transport's slots; else its waiter
+        self.has_slot = False  # holds one of the transport's slots
+        self.slot_waiter: Any = None  # while it waits for one
         self.current: Any = None  # the future this attempt waits for (cancelled on expiry)
         self.timer: Any = None  # the backoff before the next attempt, while it runs
         self.passed = False  # the deadline passed
@@ -195,8 +196,7 @@ class _Call:
         at most once per endpoint and token, then cached), a free slot, then the request."""
         transport = self.transport
         if self.passed or self.cancelled:  # e.g. given a slot (asyncio: a turn ago), then expired
-            self._release()
-            self._failed(transport.driver.cancelled_error())
+            self._failed(transport.driver.cancelled_error())  # ends it, slot released
             return
         prefix = transport._prefixes.get(self.endpoint)
         if prefix is None:
@@ -209,13 +209,13 @@ class _Call:
                 self._wait(transport.driver.spawn(transport._auth_token()))
                 return
         self.token = token
-        if self.slot is not True:
+        if not self.has_slot:
             waiter = transport._slots.take()
             if waiter is not None:
-                self.slot = waiter
+                self.slot_waiter = waiter
                 self._wait(waiter)
                 return
-            self.slot = True
+            self.has_slot = True
         try:
             head, label = transport._head(self.endpoint, prefix, self.path, self.needs_leader,
                                           token)
@@ -235,24 +235,24 @@ class _Call:
 
     def _waited(self, _: Any) -> None:
         self.current = None
-        if self.slot is not True and self.slot is not False:  # our slot waiter was served
-            self.transport._slots.handed.discard(self.slot)
-            self.slot = True
+        if self.slot_waiter is not None:  # served
+            self.transport._slots.handed.discard(self.slot_waiter)
+            self.slot_waiter, self.has_slot = None, True
         self._go_on()
 
     def _wait_failed(self, exc: BaseException) -> None:
         self.current = None
-        waiter, slots = self.slot, self.transport._slots
-        if waiter is not True and waiter is not False:
-            self.slot = False
+        waiter, slots = self.slot_waiter, self.transport._slots
+        if waiter is not None:
+            self.slot_waiter = None
             if waiter in slots.handed:  # given the slot, then cancelled: pass it on
                 slots.handed.discard(waiter)
                 slots.release()
         self._failed(exc)
 
     def _release(self) -> None:
-        if self.slot is True:
-            self.slot = False
+        if self.has_slot:
+            self.has_slot = False
             self.transport._slots.release()
 
     # -- its outcome -------------------------------------------------------------------------
