@@ -7,7 +7,7 @@ cProfile (deterministic; includes the harness), and the functions that make them
 
     .venv/bin/python bench/client_cpu.py ab /tmp/old-clone . [--rounds 3]
     .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000] [--inflight 32]
-        [--client txetcd|twisted-floor]
+        [--client txetcd|twisted-floor] [--top 30]
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def ab(trees: dict[str, str], rounds: int) -> None:
         print(f"| {op} x32, {harness} | " + " | ".join(cells) + " |")
 
 
-def calls(tree: str, op: str, ops: int, inflight: int, client_name: str) -> None:
+def calls(tree: str, op: str, ops: int, inflight: int, client_name: str, top: int) -> None:
     sys.path[:0] = [tree, f"{tree}/bench"]
     import kv_clients
 
@@ -74,7 +74,7 @@ def calls(tree: str, op: str, ops: int, inflight: int, client_name: str) -> None
     rows = sorted(((n / ops, f"{Path(f).name}:{line}({name})")
                    for (f, line, name), (_, n, *_) in stats.stats.items()),  # type: ignore[attr-defined]
                   reverse=True)
-    for per_op, where in rows[:30]:
+    for per_op, where in rows[:top]:
         print(f"  {per_op:6.2f}  {where}")
 
 
@@ -91,12 +91,14 @@ def main() -> None:
     c.add_argument("--ops", type=int, default=20_000)
     c.add_argument("--inflight", type=int, default=32)
     c.add_argument("--client", default="txetcd", help="txetcd, twisted-floor (x1 only), ...")
+    c.add_argument("--top", type=int, default=30, help="how many functions to list")
     args = parser.parse_args()
     if args.what == "ab":
         ab({"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())},
            args.rounds)
     else:
-        calls(str(Path(args.tree).resolve()), args.op, args.ops, args.inflight, args.client)
+        calls(str(Path(args.tree).resolve()), args.op, args.ops, args.inflight, args.client,
+              args.top)
 
 
 if __name__ == "__main__":

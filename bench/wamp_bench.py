@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,17 @@ async def full_speed_plain(publisher: Any, received: list[tuple[float, float]]) 
     return FULL_SPEED_EVENTS
 
 
+async def cpu_per_event(pids: dict[str, int], into: list[dict[str, float]],
+                        run: Coroutine[Any, Any, int]) -> int:
+    """Await ``run`` (it returns how many events it sent); each process's CPU µs per event
+    goes to ``into``."""
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    count = await run
+    into.append({name: (cpu_seconds(pid) - before[name]) * 1e6 / count
+                 for name, pid in pids.items()})
+    return count
+
+
 async def latency(client: Client, received: list[tuple[float, float]], per_second: int,
                   seconds: float) -> str:
     """Events sent at ``per_second`` (in ticks of 10 ms at most), each with its send time."""
@@ -261,8 +273,18 @@ async def latency(client: Client, received: list[tuple[float, float]], per_secon
     return f"{p99:.1f}"
 
 
+async def watching(client: Client, received: list[tuple[float, float]]) -> None:
+    """The component starts watching once it learns of a subscription: wait for a probe."""
+    for _ in range(100):
+        await client.set(row_key("probe"), cbor2.dumps({"t": 0.0}))
+        await task.deferLater(reactor, 0.1, lambda: None)
+        if received:
+            break
+    await task.deferLater(reactor, 0.5, lambda: None)
+
+
 async def events(session: Any, client: Client, seconds: float, rounds: int = 1,
-                 publisher: Any = None) -> None:
+                 publisher: Any = None, pids: dict[str, int] | None = None) -> None:
     received: list[tuple[float, float]] = []  # (arrival, sent) per event
     plain: list[tuple[float, float]] = []
 
@@ -276,21 +298,17 @@ async def events(session: Any, client: Client, seconds: float, rounds: int = 1,
 
     subscriptions = [await session.subscribe(recorder(received), "etcd.settings.on_change"),
                      await session.subscribe(recorder(plain), "etcd.bench.on_change")]
-    # The component starts watching once it learns of the subscription: wait for a probe.
-    for _ in range(100):
-        await client.set(row_key("probe"), cbor2.dumps({"t": 0.0}))
-        await task.deferLater(reactor, 0.1, lambda: None)
-        if received:
-            break
-    await task.deferLater(reactor, 0.5, lambda: None)
+    await watching(client, received)
 
     # Full speed, alternating with the plain publisher's baseline when there is one.
     table_rates, plain_rates = [], []
+    cpu: dict[str, list[dict[str, float]]] = {"table": [], "plain": []}
+    pids = pids or {}
     writes = table_writes = 0
     for _ in range(rounds):
         received.clear()
         before = await position_writes(client)
-        count = await full_speed_table(client, received)
+        count = await cpu_per_event(pids, cpu["table"], full_speed_table(client, received))
         writes += await position_writes(client) - before
         table_writes += count
         table_rates.append(span_rate(received))
@@ -298,14 +316,16 @@ async def events(session: Any, client: Client, seconds: float, rounds: int = 1,
               flush=True)
         if publisher is not None:
             plain.clear()
-            await full_speed_plain(publisher, plain)
+            await cpu_per_event(pids, cpu["plain"], full_speed_plain(publisher, plain))
             plain_rates.append(span_rate(plain))
             print(f"  plain publisher: {len(plain)} at {plain_rates[-1]:,.0f}/s", flush=True)
     rate = statistics.median(table_rates)
     detail = position_result("full speed", writes, table_writes)
+    detail += f"; CPU µs per event: table: {cpu_text(cpu['table'])}"
     if plain_rates:
         base = statistics.median(plain_rates)
-        detail += f"; plain publisher {base:,.0f}/s, {rate / base:.2f}x"
+        detail += (f"; plain publisher {base:,.0f}/s, {rate / base:.2f}x; CPU µs per event: "
+                   f"plain: {cpu_text(cpu['plain'])}")
         result("events >= 0.8x the plain publisher", f"{rate / base:.2f}x ({rate:,.0f} vs "
                f"{base:,.0f} events/s)", rate / base >= 0.8)
     print(f"| etcd change -> subscriber, full speed | {rate:,.0f} events/s | {detail} | "
@@ -402,7 +422,7 @@ async def main(args: argparse.Namespace) -> None:
             if "get" in args.only:
                 await get_vs_echo(session, client, args.rounds, args.seconds, pids)
             if "events" in args.only:
-                await events(subscriber, client, args.seconds, args.rounds, publisher)
+                await events(subscriber, client, args.seconds, args.rounds, publisher, pids)
             if "scan" in args.only:
                 await scan(session, client, args.rounds, pids, node.socket_path)
             if "burst" in args.only:

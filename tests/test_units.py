@@ -32,6 +32,7 @@ from txetcd.core import decode_json, decode_reply
 from txetcd.errors import classify
 from txetcd.stream import JsonStreamParser
 from txetcd.transport import api_prefix
+from txetcd.types import KeyValue, b64
 
 
 @given(st.binary(max_size=12))
@@ -183,3 +184,26 @@ def test_what_is_not_one_json_value_is_refused_as_json_loads_refuses_it(body: by
         decode_json(body)
     with pytest.raises(ProtocolError):
         decode_reply("kv/range", 200, body)
+
+
+@given(st.binary(min_size=1, max_size=40), st.binary(max_size=200),
+       st.lists(st.integers(min_value=0, max_value=2**63 - 1), min_size=4, max_size=4),
+       st.sampled_from([b"", b"ns/"]))
+def test_key_values_decode_to_what_their_constructor_builds(key: bytes, value: bytes,
+                                                             numbers: list[int],
+                                                             namespace: bytes) -> None:
+    # from_json sets the slots itself (faster than the frozen __init__): the result must be
+    # the same frozen, hashable, equal value, with the namespace stripped.
+    version, created, modified, lease = numbers
+    fields = {"key": b64(namespace + key), "value": b64(value), "version": str(version),
+              "create_revision": str(created), "mod_revision": str(modified),
+              "lease": str(lease)}
+    # The gateway leaves out what holds its default (0, b"").
+    sent = {name: text for name, text in fields.items() if text not in ("", "0")}
+    decoded = KeyValue.from_json(sent, namespace)
+    built = KeyValue(key, value, version, created, modified, lease)
+    assert decoded == built
+    assert repr(decoded) == repr(built)
+    assert hash(decoded) == hash(built)
+    with pytest.raises(AttributeError):
+        decoded.key = b"other"  # type: ignore[misc]

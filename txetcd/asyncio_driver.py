@@ -102,6 +102,7 @@ class AsyncioDriver:
     """``txetcd.interface.Driver`` on an asyncio event loop."""
 
     name = "asyncio"
+    resumes_at_once = False  # a Future schedules its callbacks on the next turn
 
     def __init__(self, *, tls: TLSConfig | None = None, connect_timeout: float = 5.0,
                  pool_size: int = 32, loop: asyncio.AbstractEventLoop | None = None) -> None:

@@ -38,6 +38,8 @@ only the op and the caller's future (no object of its own).
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from .core import Footprint, batch_request, batch_results, plan_batches
@@ -56,6 +58,8 @@ BATCHABLE = (OpGet, OpSet, OpDel)
 # processes on both cores 32 was ahead, as it was in an earlier, loaded measurement. 16 had
 # beaten "end of turn only" by 13 % in issue 7; 8 is too little per request.
 EAGER_FLUSH = 16
+
+_IS_WRITE = attrgetter("is_write")
 
 _Group = tuple[float | None, bool]  # (timeout, serializable): ops that may share a txn
 
@@ -180,7 +184,7 @@ class Batcher:
         self.in_flight += 1
         if len(ops) == 1:
             return self._send_one(ops[0], futures[0], timeout)
-        return self.driver.spawn(self._send_txn(ops, futures, timeout))
+        return self._send_txn(ops, futures, timeout)
 
     def _answered(self) -> None:
         """A request is answered: once none is in flight, what queued behind it goes now."""
@@ -221,33 +225,57 @@ class Batcher:
                                on_reply=reply, on_error=error)
         return answered
 
-    async def _send_txn(self, ops: list[Op], futures: list[Any], timeout: float | None) -> None:
-        writes = any(op.is_write for op in ops)
+    def _send_txn(self, ops: list[Op], futures: list[Any], timeout: float | None
+                  ) -> Awaitable[None]:
+        """A batch of ops as one txn, on callbacks as ``_send_one`` (no coroutine per batch)."""
+        answered = self.driver.new_future()
+        failed = partial(self._txn_failed, ops, futures, timeout, answered)
         try:
-            # A read-only batch is a leader read like a lone range (refused at once without one).
-            reply = await self.transport.call("kv/txn", batch_request(ops, self.namespace),
-                                              idempotent=not writes, timeout=timeout,
-                                              leader_read=not writes)
-        except EtcdError as exc:
-            self._answered()
-            await self._failed(ops, futures, timeout, exc)
+            body = batch_request(ops, self.namespace)
+        except Exception as exc:  # noqa: BLE001 - e.g. a value that cannot be encoded
+            failed(exc)
+            return answered
+        writes = any(map(_IS_WRITE, ops))
+        # A read-only batch is a leader read like a lone range (refused at once without one).
+        answer = partial(self._txn_answered, ops, futures, timeout, answered)
+        self.transport.request("kv/txn", body, idempotent=not writes, timeout=timeout,
+                               leader_read=not writes, on_reply=answer, on_error=failed)
+        return answered
+
+    def _txn_answered(self, ops: list[Op], futures: list[Any], timeout: float | None,
+                      answered: Any, reply: Any) -> None:
+        driver = self.driver
+        try:
+            results, failed = batch_results(ops, reply, self.namespace)
+        except Exception as exc:  # noqa: BLE001 - an answer that is no txn's: the callers'
+            self._txn_failed(ops, futures, timeout, answered, exc)
             return
-        except BaseException as exc:  # noqa: BLE001 - e.g. cancelled: nothing more to try
-            self._answered()
-            self._fail_all(futures, exc)
-            return
-        results, failed = batch_results(ops, reply, self.namespace)
         try:
             if failed:
                 for index in failed:
-                    self.driver.fail(futures[index], results[index])
+                    driver.fail(futures[index], results[index])
                     futures[index] = None
-            self.driver.resolve_all(futures, results)
+            driver.resolve_all(futures, results)
         finally:
-            # Counted as answered only once the callers ran on (Twisted runs them just now,
-            # asyncio on its next turn): the ops they issue next are batched, not the first of
-            # them sent alone.
-            self.driver.call_soon(self._answered)
+            # Counted as answered only once the callers ran on: the ops they issue next are
+            # batched, not the first of them sent alone. On Twisted they just ran.
+            if driver.resumes_at_once:
+                self._answered()
+            else:
+                driver.call_soon(self._answered)
+            driver.resolve(answered, None)
+
+    def _txn_failed(self, ops: list[Op], futures: list[Any], timeout: float | None,
+                    answered: Any, exc: BaseException) -> None:
+        driver = self.driver
+        self._answered()
+        if isinstance(exc, EtcdError):
+            settle = partial(driver.resolve, answered)  # whether the retries worked or not
+            driver.when_done(driver.spawn(self._failed(ops, futures, timeout, exc)), settle,
+                             settle)
+            return
+        self._fail_all(futures, exc)  # e.g. cancelled: nothing more to try
+        driver.resolve(answered, None)
 
     def _fail_all(self, futures: list[Any], exc: BaseException) -> None:
         for future in futures:

@@ -27,7 +27,7 @@ from .errors import (
     classify,
 )
 from .op import Op, OpDel, OpSet
-from .types import Header
+from .types import Header, Revision
 
 __all__ = [
     "MAX_TXN_OPS", "MAX_REQUEST_BYTES", "MAX_PAGE_ROWS", "RetryPolicy", "Action", "RETRY",
@@ -341,7 +341,7 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     writes = WriteSet()
     size = _TXN_OVERHEAD
     for index, op in enumerate(ops):
-        op_size = op.size() + _OP_OVERHEAD
+        op_size = op.wire_size + _OP_OVERHEAD
         conflict = op.is_write and writes.claim(op)
         if batch and (conflict or len(batch) >= max_ops or size + op_size > max_bytes):
             wave.append(batch)
@@ -395,11 +395,16 @@ def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> tuple[list[An
     """Each op's result out of a batch txn's answer, and the indexes of the ops that failed
     (their entry is the exception; usually none, so callers test the list once)."""
     header = Header.from_json(reply.get("header"))  # once, not once per op
+    # What every put that asks for no previous kv gets: one immutable object for them all.
+    revision = Revision(header)
     responses = reply.get("responses", ())
     results: list[Any] = []
     failed: list[int] = []
     # Each inner response is {"response_put": {...}} (the txn's header is the header).
     for op, response in zip(ops, responses, strict=False):
+        if type(op) is OpSet and not op.prev_kv:  # OpSet.txn_result, without the call
+            results.append(revision)
+            continue
         try:
             results.append(op.txn_result(response.popitem()[1] if response else {}, header,
                                          namespace))

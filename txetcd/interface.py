@@ -56,6 +56,9 @@ class Driver(Protocol):
     """What txetcd needs from an event loop. Awaitables are the loop's own (Deferred/Future)."""
 
     name: str
+    #: Whether ``resolve`` runs what awaits the future before it returns (Twisted), rather
+    #: than on a later turn of the loop (asyncio).
+    resumes_at_once: bool
 
     def request(self, endpoint: str, data: bytes) -> Awaitable[Response]:
         """Send one complete request (``core.build_request``) on a pooled keep-alive connection.

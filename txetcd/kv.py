@@ -136,7 +136,7 @@ class KVClient:
         """
         op = OpGet(key, range_end, **options)
         batcher = self.batcher  # the hot path, without _run in between
-        if batcher is not None and op.size() <= self.max_request_bytes:
+        if batcher is not None and op.wire_size <= self.max_request_bytes:
             return batcher.submit(op, timeout)
         return self._run(op, timeout)
 
@@ -147,7 +147,7 @@ class KVClient:
         op = OpSet(key, value, lease, return_previous, ignore_value=ignore_value,
                    ignore_lease=ignore_lease)
         batcher = self.batcher  # the hot path, without _run in between
-        if batcher is not None and op.size() <= self.max_request_bytes:
+        if batcher is not None and op.wire_size <= self.max_request_bytes:
             return batcher.submit(op, timeout)
         return self._run(op, timeout)
 

@@ -24,7 +24,6 @@ from .types import (
     TxnResult,
     b64,
     is_int,
-    to_int,
 )
 
 __all__ = [
@@ -100,6 +99,9 @@ class Op:
     is_write: ClassVar[bool] = True
     #: A read a member may answer from its own state (not linearizable); only gets can be.
     serializable: bool = False
+    #: ``size()`` of a get, put or delete, computed when it is built: the size check and the
+    #: batcher read it for every op, without a call.
+    wire_size: int
 
     def request(self, namespace: bytes = b"") -> Json:
         raise NotImplementedError
@@ -146,14 +148,18 @@ class OpGet(Op):
                  sort_target: str | None = None, min_mod_revision: int | None = None,
                  max_mod_revision: int | None = None, min_create_revision: int | None = None,
                  max_create_revision: int | None = None) -> None:
-        self.keys = _keys(key, range_end)
         self.options: Json = {}
-        self._size: int | None = None
         self.serializable = bool(serializable)
-        if (count_only is keys_only is limit is revision is serializable is sort_order
-                is sort_target is min_mod_revision is max_mod_revision is min_create_revision
-                is max_create_revision is None):
-            return  # a plain read: nothing more to check
+        if (range_end is count_only is keys_only is limit is revision is serializable
+                is sort_order is sort_target is min_mod_revision is max_mod_revision
+                is min_create_revision is max_create_revision is None
+                and type(key) is bytes and key):
+            # A plain read of one key (the hot path): nothing more to check.
+            self.keys = KeySet.single(key)
+            size = len(key)  # _proto_bytes, unrolled
+            self.wire_size = size + 2 + (size > 127) + (size > 16383)
+            return
+        self.keys = _keys(key, range_end)
         for name, flag in (("count_only", count_only), ("keys_only", keys_only),
                            ("serializable", serializable)):
             if flag is not None:
@@ -174,6 +180,8 @@ class OpGet(Op):
             self.options["sort_order"] = order
         if target and target != "KEY":
             self.options["sort_target"] = target
+        self.wire_size = (_proto_bytes(self.keys.key, self.keys.range_end)
+                          + 8 * len(self.options))
 
     def request(self, namespace: bytes = b"") -> Json:
         return {**_key_fields(self.keys, namespace), **self.options}
@@ -192,15 +200,12 @@ class OpGet(Op):
         return Range.from_json(obj, namespace)
 
     def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Range:
-        return Range([KeyValue.from_json(kv, namespace) for kv in obj.get("kvs", ())], header,
-                     to_int(obj.get("count")), bool(obj.get("more", False)))
+        kvs, count = obj.get("kvs"), obj.get("count")  # once per batched get: no helpers
+        return Range([KeyValue.from_json(kv, namespace) for kv in kvs] if kvs else [], header,
+                     int(count) if count else 0, bool(obj.get("more", False)))
 
     def size(self) -> int:
-        # Asked by the size check and again by the batcher; options are set by now.
-        if self._size is None:
-            self._size = (_proto_bytes(self.keys.key, self.keys.range_end)
-                          + 8 * len(self.options))
-        return self._size
+        return self.wire_size
 
     def keyset(self) -> KeySet:
         return self.keys
@@ -224,7 +229,7 @@ class OpSet(Op):
             self.key, self.value, self.lease_object, self.lease = key, value, None, 0
             self.prev_kv = self.ignore_value = self.ignore_lease = False
             self.plain = True
-            self._size: int | None = None
+            self.wire_size = self._wire_size(len(key), len(value))
             return
         if isinstance(key, KeySet) or not isinstance(key, bytes):
             raise TypeError(f"key must be bytes, not {type(key).__name__}")
@@ -241,7 +246,7 @@ class OpSet(Op):
             raise LeaseNotGranted("pass the granted lease, not the Deferred of client.lease(): "
                                   "`lease = await client.lease(ttl)` (or `yield` it) first")
         self.key, self.value = key, value
-        self._size = None
+        self.wire_size = self._wire_size(len(key), len(value))
         self.lease = int_arg("lease", lease_id) if lease_id is not None else 0
         self.prev_kv = bool(return_previous or prev_kv)
         self.ignore_value, self.ignore_lease = bool(ignore_value), bool(ignore_lease)
@@ -282,12 +287,14 @@ class OpSet(Op):
         prev = obj.get("prev_kv")
         return Revision(header, KeyValue.from_json(prev, namespace) if prev else None)
 
+    @staticmethod
+    def _wire_size(key: int, value: int) -> int:
+        # _proto_bytes of the key and the value, unrolled (once per put), and the other fields
+        return (key + 2 + (key > 127) + (key > 16383)
+                + (value and value + 2 + (value > 127) + (value > 16383)) + 12)
+
     def size(self) -> int:
-        if self._size is None:  # asked by the size check and again by the batcher
-            key, value = len(self.key), len(self.value)  # _proto_bytes, unrolled: once per put
-            self._size = (key + 2 + (key > 127) + (key > 16383)
-                          + (value and value + 2 + (value > 127) + (value > 16383)) + 12)
-        return self._size
+        return self.wire_size
 
     def keyset(self) -> KeySet:
         return KeySet(self.key)
@@ -306,6 +313,7 @@ class OpDel(Op):
                  range_end: bytes | None = None, prev_kv: bool | None = None) -> None:
         self.keys = _keys(key, range_end)
         self.prev_kv = bool(return_previous or prev_kv)
+        self.wire_size = _proto_bytes(self.keys.key, self.keys.range_end) + 4
 
     def request(self, namespace: bytes = b"") -> Json:
         obj = _key_fields(self.keys, namespace)
@@ -317,7 +325,7 @@ class OpDel(Op):
         return Deleted.from_json(obj, namespace)
 
     def size(self) -> int:
-        return _proto_bytes(self.keys.key, self.keys.range_end) + 4
+        return self.wire_size
 
     def keyset(self) -> KeySet:
         return self.keys

@@ -170,6 +170,7 @@ class TwistedDriver:
     """``txetcd.interface.Driver`` on a Twisted reactor."""
 
     name = "twisted"
+    resumes_at_once = True  # a Deferred runs its callbacks when it fires
 
     def __init__(self, reactor: Any, *, tls: TLSConfig | None = None,
                  connect_timeout: float = 5.0, pool: HTTPConnectionPool | None = None,
