@@ -32,7 +32,7 @@ from txetcd.core import decode_json, decode_reply
 from txetcd.errors import classify
 from txetcd.stream import JsonStreamParser
 from txetcd.transport import api_prefix
-from txetcd.types import KeyValue, b64
+from txetcd.types import Header, KeyValue, Range, b64
 
 
 @given(st.binary(max_size=12))
@@ -207,3 +207,24 @@ def test_key_values_decode_to_what_their_constructor_builds(key: bytes, value: b
     assert hash(decoded) == hash(built)
     with pytest.raises(AttributeError):
         decoded.key = b"other"  # type: ignore[misc]
+
+
+@given(st.lists(st.binary(min_size=1, max_size=20), max_size=3),
+       st.integers(min_value=0, max_value=2**40), st.booleans())
+def test_ranges_decode_to_what_their_constructor_builds(keys: list[bytes], count: int,
+                                                         more: bool) -> None:
+    answer: dict[str, object] = {"header": {"revision": "7", "member_id": "3"}}
+    if keys:
+        answer["kvs"] = [{"key": b64(key), "value": b64(b"v"), "mod_revision": "5"}
+                         for key in keys]
+    if count:
+        answer["count"] = str(count)
+    if more:
+        answer["more"] = True
+    decoded = Range.from_json(answer)
+    built = Range([KeyValue(key, b"v", mod_revision=5) for key in keys],
+                  Header(member_id=3, revision=7), count, more)
+    assert decoded == built
+    assert repr(decoded) == repr(built)
+    with pytest.raises(AttributeError):
+        decoded.count = 0  # type: ignore[misc]

@@ -200,9 +200,7 @@ class OpGet(Op):
         return Range.from_json(obj, namespace)
 
     def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Range:
-        kvs, count = obj.get("kvs"), obj.get("count")  # once per batched get: no helpers
-        return Range([KeyValue.from_json(kv, namespace) for kv in kvs] if kvs else [], header,
-                     int(count) if count else 0, bool(obj.get("more", False)))
+        return Range.from_txn(obj, header, namespace)
 
     def size(self) -> int:
         return self.wire_size

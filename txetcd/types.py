@@ -122,15 +122,31 @@ class Range:
 
     @classmethod
     def from_json(cls, obj: Json, namespace: bytes = b"") -> Range:
-        return cls([KeyValue.from_json(kv, namespace) for kv in obj.get("kvs", ())],
-                   Header.from_json(obj.get("header")), to_int(obj.get("count")),
-                   bool(obj.get("more", False)))
+        return cls.from_txn(obj, Header.from_json(obj.get("header")), namespace)
+
+    @classmethod
+    def from_txn(cls, obj: Json, header: Header, namespace: bytes = b"") -> Range:
+        """The range answered with ``header`` (a txn's, for each of its reads). Once per
+        batched get: slots set as in ``KeyValue.from_json``."""
+        kvs, count = obj.get("kvs"), obj.get("count")
+        found = _new(cls)
+        _set_kvs(found, [KeyValue.from_json(kv, namespace) for kv in kvs] if kvs else [])
+        _set_header(found, header)
+        _set_count(found, int(count) if count else 0)
+        _set_more(found, bool(obj.get("more", False)))
+        return found
 
     def __len__(self) -> int:
         return len(self.kvs)
 
     def __iter__(self) -> Any:
         return iter(self.kvs)
+
+
+_set_kvs = _slot_setter(Range, "kvs")
+_set_header = _slot_setter(Range, "header")
+_set_count = _slot_setter(Range, "count")
+_set_more = _slot_setter(Range, "more")
 
 
 @dataclass(frozen=True, slots=True)
