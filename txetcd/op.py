@@ -94,6 +94,10 @@ def _proto_bytes(*fields: bytes) -> int:
 class Op:
     """One KV operation: a read (``OpGet``), write (``OpSet``/``OpDel``) or nested ``OpTxn``."""
 
+    # Gets, puts and deletes are made per call, so they keep their fields in slots (no dict to
+    # make and for the garbage collector to track).
+    __slots__ = ()
+
     path: ClassVar[str]
     request_name: ClassVar[str]
     is_write: ClassVar[bool] = True
@@ -136,6 +140,8 @@ class Op:
 
 class OpGet(Op):
     """A range read with every option of etcd's ``RangeRequest``."""
+
+    __slots__ = ("keys", "options", "serializable", "wire_size")
 
     path = "kv/range"
     request_name = "request_range"
@@ -214,6 +220,9 @@ class OpGet(Op):
 
 class OpSet(Op):
     """A put; ``lease`` attaches the key to a lease, ``return_previous`` returns the old kv."""
+
+    __slots__ = ("key", "value", "lease_object", "lease", "prev_kv", "ignore_value",
+                 "ignore_lease", "plain", "wire_size")
 
     path = "kv/put"
     request_name = "request_put"
@@ -303,6 +312,8 @@ class OpSet(Op):
 
 class OpDel(Op):
     """A delete of one key, a range or a prefix (``KeySet``)."""
+
+    __slots__ = ("keys", "prev_kv", "wire_size")
 
     path = "kv/deleterange"
     request_name = "request_delete_range"
