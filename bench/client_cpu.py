@@ -4,8 +4,13 @@
 and this one), alternating in one etcd, at 32 in flight in both harnesses; medians of ops/s
 and of the client process's CPU µs/op. ``calls TREE``: Python function calls per op under
 cProfile (deterministic; includes the harness), and the functions that make them.
+``instructions OLD NEW``: instructions per op of each tree's client at 32 in flight, counted by
+callgrind (steady where CPU seconds swing by a third between runs): this checkout's ``fixed``
+harness runs each tree's ``txetcd`` for two op counts, and the difference in instructions over
+the difference in ops leaves start-up out.
 
     .venv/bin/python bench/client_cpu.py ab /tmp/old-clone . [--rounds 3]
+    .venv/bin/python bench/client_cpu.py instructions /tmp/old-clone . [--op put] [--ops 2000]
     .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000] [--inflight 32]
         [--client txetcd|twisted-floor] [--top 30]
 """
@@ -17,9 +22,11 @@ import cProfile
 import json
 import os
 import pstats
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +63,34 @@ def ab(trees: dict[str, str], rounds: int) -> None:
         print(f"| {op} x32, {harness} | " + " | ".join(cells) + " |")
 
 
+def instructions(trees: dict[str, str], op: str, ops: int) -> None:
+    sys.path.insert(0, str(ROOT))
+    from txetcd.embedded import EtcdProcess, find_etcd
+
+    found: dict[str, float] = {}
+    with EtcdProcess(find_etcd("3.5")) as etcd, tempfile.TemporaryDirectory() as work:
+        # The gets read keys that exist, as in make bench.
+        subprocess.run([sys.executable, str(ROOT / "bench/kv_clients.py"), "txetcd", etcd.url,
+                        "put", "32", "1000", "fixed"], check=True, capture_output=True, cwd=ROOT)
+        for name, tree in trees.items():
+            counted = []
+            for count in (ops, 3 * ops):
+                out = Path(work) / f"{name}-{count}.out"
+                subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                                f"--log-file={work}/valgrind.log", sys.executable,
+                                str(ROOT / "bench/kv_clients.py"), "txetcd", etcd.url, op, "32",
+                                str(count), "fixed"],
+                               check=True, capture_output=True, cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": tree, "PYTHONHASHSEED": "0"})
+                summary = re.search(r"^summary: (\d+)", out.read_text(), re.M)
+                assert summary is not None, f"no summary in {out}"
+                counted.append(int(summary.group(1)))
+            found[name] = (counted[1] - counted[0]) / (2 * ops)
+            print(f"  {name} ({tree}): {found[name]:,.0f} instructions per {op}", flush=True)
+    print(f"| {op} x32 | " + " | ".join(f"{name}: {value:,.0f}" for name, value in found.items())
+          + f" | new / old {found['new'] / found['old']:.2f} |")
+
+
 def calls(tree: str, op: str, ops: int, inflight: int, client_name: str, top: int) -> None:
     sys.path[:0] = [tree, f"{tree}/bench"]
     import kv_clients
@@ -85,6 +120,11 @@ def main() -> None:
     a.add_argument("old")
     a.add_argument("new")
     a.add_argument("--rounds", type=int, default=3)
+    i = sub.add_parser("instructions")
+    i.add_argument("old")
+    i.add_argument("new")
+    i.add_argument("--op", choices=("put", "get"), default="put")
+    i.add_argument("--ops", type=int, default=2000, help="the smaller of the two op counts")
     c = sub.add_parser("calls")
     c.add_argument("tree")
     c.add_argument("--op", choices=("put", "get"), default="put")
@@ -93,9 +133,12 @@ def main() -> None:
     c.add_argument("--client", default="txetcd", help="txetcd, twisted-floor (x1 only), ...")
     c.add_argument("--top", type=int, default=30, help="how many functions to list")
     args = parser.parse_args()
-    if args.what == "ab":
-        ab({"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())},
-           args.rounds)
+    if args.what in ("ab", "instructions"):
+        trees = {"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())}
+        if args.what == "ab":
+            ab(trees, args.rounds)
+        else:
+            instructions(trees, args.op, args.ops)
     else:
         calls(str(Path(args.tree).resolve()), args.op, args.ops, args.inflight, args.client,
               args.top)

@@ -10,6 +10,9 @@ Two harnesses, on 100-byte values over 1,000 keys:
   keys])`` with a ``DeferredSemaphore``, ``asyncio.gather`` with an ``asyncio.Semaphore``, a
   thread pool of ``INFLIGHT`` for blocking clients - and ``SECONDS`` is read as the number of
   ops (30,000 in ``make bench``); creating the ops is part of the time.
+* ``fixed`` (Twisted clients): ``loop``'s workers, until ``SECONDS`` ops (read as a count) are
+  done, with no clock in the loop: runs of two counts under callgrind give the instructions
+  per op (``client_cpu.py instructions``).
 
 Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
 ops; etcd runs in its own process). The clients ``instant-twisted`` and ``instant-asyncio``
@@ -114,6 +117,24 @@ def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
         await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(inflight)])
         return meter
 
+    async def fixed() -> Measure:
+        await make_op(client, 0)  # connect first
+        count = Count(int(seconds))
+        left = count.ops
+
+        async def worker(n: int) -> None:
+            nonlocal left
+            i = n
+            while left > 0:
+                left -= 1
+                await make_op(client, i)
+                i += inflight
+
+        count.start()
+        await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(inflight)])
+        count.stop()
+        return count
+
     async def gather() -> Measure:
         await make_op(client, 0)  # connect before the clock starts
         count = Count(int(seconds))
@@ -126,7 +147,7 @@ def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
     result: list[Measure] = []
 
     def start() -> None:
-        d = defer.ensureDeferred(gather() if harness == "gather" else loop())
+        d = defer.ensureDeferred({"gather": gather, "fixed": fixed}.get(harness, loop)())
         d.addCallback(result.append)
         d.addErrback(lambda f: f.printTraceback())
         d.addBoth(lambda _: reactor.stop())
