@@ -96,6 +96,29 @@ Measure = Meter | Count
 
 # -- Twisted clients: txetcd (this repo) and txaioetcd ------------------------------------------
 
+async def fixed(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
+                ops: int) -> Measure:
+    """The ``fixed`` harness: ``inflight`` workers in closed loops until ``ops`` are done."""
+    from twisted.internet import defer
+
+    await make_op(client, 0)  # connect first
+    count = Count(ops)
+    left = ops
+
+    async def worker(n: int) -> None:
+        nonlocal left
+        i = n
+        while left > 0:
+            left -= 1
+            await make_op(client, i)
+            i += inflight
+
+    count.start()
+    await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(inflight)])
+    count.stop()
+    return count
+
+
 def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
                 seconds: float, harness: str) -> Measure:
     from twisted.internet import defer
@@ -117,24 +140,6 @@ def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
         await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(inflight)])
         return meter
 
-    async def fixed() -> Measure:
-        await make_op(client, 0)  # connect first
-        count = Count(int(seconds))
-        left = count.ops
-
-        async def worker(n: int) -> None:
-            nonlocal left
-            i = n
-            while left > 0:
-                left -= 1
-                await make_op(client, i)
-                i += inflight
-
-        count.start()
-        await defer.gatherResults([defer.ensureDeferred(worker(n)) for n in range(inflight)])
-        count.stop()
-        return count
-
     async def gather() -> Measure:
         await make_op(client, 0)  # connect before the clock starts
         count = Count(int(seconds))
@@ -147,7 +152,9 @@ def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
     result: list[Measure] = []
 
     def start() -> None:
-        d = defer.ensureDeferred({"gather": gather, "fixed": fixed}.get(harness, loop)())
+        d = defer.ensureDeferred(fixed(make_op, client, inflight, int(seconds))
+                                 if harness == "fixed" else gather() if harness == "gather"
+                                 else loop())
         d.addCallback(result.append)
         d.addErrback(lambda f: f.printTraceback())
         d.addBoth(lambda _: reactor.stop())

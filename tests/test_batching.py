@@ -344,6 +344,31 @@ async def test_an_op_with_nothing_in_flight_goes_at_once_and_what_follows_is_bat
     assert log.paths[-20:] == ["kv/range"] * 20
 
 
+async def test_what_a_batchs_callers_issue_on_their_answers_is_batched_too(
+        loop: Loop, client: Client) -> None:
+    # A batch counts as in flight until its callers ran on (on Twisted as it is answered, on
+    # asyncio a turn later): what they issue then is batched, none of it sent alone ahead.
+    batcher = client.batcher
+    assert batcher is not None
+    await _idle(loop, client)
+    log = PathLog(client)
+
+    async def put_then_get(i: int) -> Range:
+        await client.set(b"cb/%02d" % i, b"%d" % i)
+        return await client.get(b"cb/%02d" % i)
+
+    first = client.set(b"cb/first", b"1")  # goes at once; what follows queues behind it
+    at_once = batcher.sent_at_once
+    reads = [loop.spawn(put_then_get(i)) for i in range(8)]
+    found = await loop.gather(*reads)
+    await first
+    assert [r.kvs[0].value for r in found] == [b"%d" % i for i in range(8)]
+    assert batcher.sent_at_once == at_once
+    assert log.paths[0] == "kv/put" and set(log.paths[1:]) == {"kv/txn"}
+    ranges = [op for body in log.bodies[1:] for op in body["success"] if "request_range" in op]
+    assert len(ranges) == 8  # every get went in a txn, none alone
+
+
 async def test_one_callers_ops_apply_in_issue_order_across_requests(
         loop: Loop, client: Client) -> None:
     # Issued without waiting: the first goes at once, the rest queue behind it. The reads wait

@@ -257,13 +257,13 @@ class Batcher:
                     futures[index] = None
             driver.resolve_all(futures, results)
         finally:
+            driver.resolve(answered, None)
             # Counted as answered only once the callers ran on: the ops they issue next are
             # batched, not the first of them sent alone. On Twisted they just ran.
             if driver.resumes_at_once:
                 self._answered()
             else:
                 driver.call_soon(self._answered)
-            driver.resolve(answered, None)
 
     def _txn_failed(self, ops: list[Op], futures: list[Any], timeout: float | None,
                     answered: Any, exc: BaseException) -> None:
