@@ -92,7 +92,7 @@ def instructions(trees: dict[str, str], op: str, ops: int) -> None:
 
 
 def calls(tree: str, op: str, ops: int, inflight: int, client_name: str, top: int) -> None:
-    sys.path[:0] = [tree, f"{tree}/bench"]
+    sys.path[:0] = [tree, str(ROOT / "bench")]  # the tree's txetcd in this checkout's harness
     import kv_clients
 
     from txetcd.embedded import EtcdProcess, find_etcd
