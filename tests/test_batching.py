@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from txetcd import Client, Deleted, KeySet, LeaseNotFound, Range, Revision, Timeout, Unavailable
+from txetcd import (
+    Client,
+    Deleted,
+    KeySet,
+    LeaseNotFound,
+    ProtocolError,
+    Range,
+    Revision,
+    Timeout,
+    Unavailable,
+)
 from txetcd.batch import EAGER_FLUSH
 from txetcd.embedded import EtcdProcess
 
@@ -524,3 +536,64 @@ async def test_deadlines_hold_when_a_timed_out_caller_at_once_sends_again(
         globalLogPublisher.removeObserver(observer)
         await client.close()
         proxy.close()
+
+
+class GarblingGateway:
+    """A gateway that answers ``/version`` and puts as etcd does, and every txn with a 200 whose
+    body is ``garble``: what a broken proxy in front of etcd could send. It records each path."""
+
+    def __init__(self, garble: bytes) -> None:
+        self.paths: list[str] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                gateway.paths.append(self.path)
+                self._answer(b'{"etcdserver":"3.5.30","etcdcluster":"3.5.0"}')
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers["Content-Length"]))
+                gateway.paths.append(self.path)
+                self._answer(garble if self.path.endswith("/kv/txn")
+                             else b'{"header":{"revision":"2"}}')
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(params=[b"<html>bad gateway</html>", b'{"header":5,"responses":[]}'],
+                ids=["not-json", "no-txn-answer"])
+def garbling(request: pytest.FixtureRequest) -> Iterator[GarblingGateway]:
+    gateway = GarblingGateway(request.param)
+    yield gateway
+    gateway.close()
+
+
+async def test_a_txn_answered_with_what_cannot_be_read_is_not_resent(
+        loop: Loop, garbling: GarblingGateway) -> None:
+    # etcd answered 200, so the txn was applied: its writes fail with ProtocolError and are
+    # never resent (in halves, or alone), which could apply them twice.
+    client = loop.client(url=garbling.url)
+    first = client.set(b"g/first", b"1")  # at once; the others queue behind it: one txn
+    writes = [client.set(b"g/%d" % i, b"x") for i in range(4)]
+    assert isinstance(await first, Revision)
+    for write in writes:
+        with pytest.raises(ProtocolError):
+            await loop.wait_for(write, 10)
+    posts = [path for path in garbling.paths if path.startswith("/v3/")]
+    assert sorted(posts) == ["/v3/kv/put", "/v3/kv/txn"]  # one each, in either order

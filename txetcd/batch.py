@@ -26,8 +26,9 @@ invisible to callers:
 - Ops with different timeouts never share a batch, so each call keeps its own deadline.
 - Every op gets its own result or error: a batch that etcd refuses with a definite error was not
   applied, so it is split in halves and the halves are resent until each op fails or succeeds
-  on its own. A batch whose outcome is unknown is never resent: its writes fail with
-  ``outcome_unknown=True``; its reads are resent once. Explicit transactions never pass here.
+  on its own. A batch whose outcome is unknown (no answer, or a 200 that is no txn's answer)
+  is never resent: its writes fail with that error (``outcome_unknown=True``, or
+  ``ProtocolError``); its reads are resent once. Explicit transactions never pass here.
 - A call cancelled while queued is not sent; once sent it cannot be taken back.
 
 Loop-free: futures and timers come from the client's driver (Deferreds on Twisted, Futures on
@@ -43,7 +44,7 @@ from operator import attrgetter
 from typing import Any
 
 from .core import Footprint, batch_request, batch_results, plan_batches
-from .errors import EtcdError, Timeout, Unavailable
+from .errors import EtcdError, ProtocolError, Timeout, Unavailable
 from .interface import Driver, EtcdTransport
 from .op import Op, OpDel, OpGet, OpSet
 
@@ -247,8 +248,10 @@ class Batcher:
         driver = self.driver
         try:
             results, failed = batch_results(ops, reply, self.namespace)
-        except Exception as exc:  # noqa: BLE001 - an answer that is no txn's: the callers'
-            self._txn_failed(ops, futures, timeout, answered, exc)
+        except Exception as exc:  # noqa: BLE001 - etcd's 200 that is no txn's answer
+            self._txn_failed(ops, futures, timeout, answered,
+                             ProtocolError(f"etcd answered a batched txn with {reply!r:.200}: "
+                                           f"{exc}"))
             return
         try:
             if failed:
@@ -283,15 +286,16 @@ class Batcher:
 
     async def _failed(self, ops: list[Op], futures: list[Any], timeout: float | None,
                       exc: EtcdError) -> None:
-        if isinstance(exc, Unavailable) and exc.outcome_unknown:
-            # It may have been applied: resending a write could apply it twice.
+        if isinstance(exc, ProtocolError) or isinstance(exc, Unavailable) and exc.outcome_unknown:
+            # It may have been applied (a 200 we cannot read was): resending a write could apply
+            # it twice.
             self._fail_all([f for op, f in zip(ops, futures, strict=True) if op.is_write], exc)
             reads = [i for i, op in enumerate(ops) if not op.is_write]
             if reads and not isinstance(exc, Timeout):
                 await self._send([ops[i] for i in reads], [futures[i] for i in reads], timeout)
-            else:
+            elif reads:  # the deadline passed: theirs too, but a read changed nothing
                 self._fail_all([futures[i] for i in reads],
-                               type(exc)(exc.message, outcome_unknown=False))
+                               Timeout(exc.message, outcome_unknown=False))
             return
         if isinstance(exc, Unavailable):
             # Not applied, and the transport already tried every endpoint it safely could.
