@@ -22,7 +22,7 @@ from txetcd import (
     Timeout,
     Unavailable,
 )
-from txetcd.batch import EAGER_FLUSH
+from txetcd.batch import EAGER_FLUSH, Batcher
 from txetcd.embedded import EtcdProcess
 
 from .conftest import Loop
@@ -329,12 +329,17 @@ async def _idle(loop: Loop, client: Client) -> None:
     raise AssertionError("batched requests still in flight after 5 s")
 
 
-async def test_an_op_with_nothing_in_flight_goes_at_once_and_what_follows_is_batched(
-        loop: Loop, client: Client) -> None:
+async def _idle_and_logged(loop: Loop, client: Client) -> tuple[Batcher, PathLog]:
+    """The client's batcher once nothing is in flight, and a log of what it sends from now."""
     batcher = client.batcher
     assert batcher is not None
     await _idle(loop, client)
-    log = PathLog(client)
+    return batcher, PathLog(client)
+
+
+async def test_an_op_with_nothing_in_flight_goes_at_once_and_what_follows_is_batched(
+        loop: Loop, client: Client) -> None:
+    batcher, log = await _idle_and_logged(loop, client)
     at_once, requests = batcher.sent_at_once, batcher.requests
     first = client.set(b"ao/first", b"1")
     # Sent in the same call: no wait for the end of the loop turn.
@@ -360,10 +365,7 @@ async def test_what_a_batchs_callers_issue_on_their_answers_is_batched_too(
         loop: Loop, client: Client) -> None:
     # A batch counts as in flight until its callers ran on (on Twisted as it is answered, on
     # asyncio a turn later): what they issue then is batched, none of it sent alone ahead.
-    batcher = client.batcher
-    assert batcher is not None
-    await _idle(loop, client)
-    log = PathLog(client)
+    batcher, log = await _idle_and_logged(loop, client)
 
     async def put_then_get(i: int) -> Range:
         await client.set(b"cb/%02d" % i, b"%d" % i)
