@@ -127,6 +127,19 @@ def node_pids(node: CrossbarNode, etcd_pid: int) -> dict[str, int]:
     return {"etcd": etcd_pid, "caller": os.getpid(), **node.worker_pids()}
 
 
+def cpu_now(pids: dict[str, int]) -> dict[str, float]:
+    """Each process's CPU seconds so far."""
+    return {name: cpu_seconds(pid) for name, pid in pids.items()}
+
+
+def cpu_since(before: dict[str, float], pids: dict[str, int], count: float,
+              unit: float = 1e6) -> dict[str, float]:
+    """Each process's CPU since ``before`` per one of ``count`` (in µs; seconds with
+    ``unit=1``)."""
+    return {name: (cpu_seconds(pid) - before[name]) * unit / count
+            for name, pid in pids.items()}
+
+
 def cpu_text(runs: list[dict[str, float]], unit: str = "{:.0f}") -> str:
     """Each process's median CPU over ``runs`` (one dict of process -> CPU per run)."""
     return ", ".join(f"{name} {unit.format(statistics.median(run[name] for run in runs))}"
@@ -161,12 +174,11 @@ async def get_vs_echo(session: Any, client: Client, rounds: int, seconds: float,
     cpu: dict[str, list[dict[str, float]]] = {"get": [], "echo": []}
     for _ in range(rounds):
         for kind, procedure in (("get", "etcd.settings.get"), ("echo", "etcd.bench.echo")):
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = cpu_now(pids)
             rate = await pipelined(session, procedure, ["k007"], seconds)
             calls = rate * (seconds + 0.5)  # the warm-up's calls too: about the same rate
             rates[kind].append(rate)
-            cpu[kind].append({name: (cpu_seconds(pid) - before[name]) * 1e6 / calls
-                              for name, pid in pids.items()})
+            cpu[kind].append(cpu_since(before, pids, calls))
     get, echo = statistics.median(rates["get"]), statistics.median(rates["echo"])
     print(f"| WAMP get, {INFLIGHT} in flight | {get:,.0f} calls/s | echo {echo:,.0f} calls/s; "
           f"CPU µs per call: get: {cpu_text(cpu['get'])}; echo: {cpu_text(cpu['echo'])} | "
@@ -235,10 +247,9 @@ async def cpu_per_event(pids: dict[str, int], into: list[dict[str, float]],
                         run: Coroutine[Any, Any, int]) -> int:
     """Await ``run`` (it returns how many events it sent); each process's CPU µs per event
     goes to ``into``."""
-    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    before = cpu_now(pids)
     count = await run
-    into.append({name: (cpu_seconds(pid) - before[name]) * 1e6 / count
-                 for name, pid in pids.items()})
+    into.append(cpu_since(before, pids, count))
     return count
 
 
@@ -361,12 +372,11 @@ async def scan(session: Any, client: Client, rounds: int, pids: dict[str, int],
                 nonlocal rows
                 rows += len(chunk)
 
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = cpu_now(pids)
             began = time.perf_counter()
             await session.call(procedure, options=CallOptions(on_progress=on_progress), **kwargs)
             rates[kind].append(rows / (time.perf_counter() - began))
-            cpu[kind].append({name: (cpu_seconds(pid) - before[name]) * 100_000 / rows
-                              for name, pid in pids.items()})
+            cpu[kind].append(cpu_since(before, pids, rows / 100_000, unit=1.0))
             assert rows == SCAN_ROWS, rows
     callee.leave()
     rate, plain = statistics.median(rates["table"]), statistics.median(rates["plain"])

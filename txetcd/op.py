@@ -128,7 +128,7 @@ class Op:
 
     def size(self) -> int:
         """An estimate of the op's protobuf size, for the request-size check."""
-        raise NotImplementedError
+        return self.wire_size
 
     def keyset(self) -> KeySet | None:
         return None
@@ -207,9 +207,6 @@ class OpGet(Op):
 
     def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Range:
         return Range.from_txn(obj, header, namespace)
-
-    def size(self) -> int:
-        return self.wire_size
 
     def keyset(self) -> KeySet:
         return self.keys
@@ -300,9 +297,6 @@ class OpSet(Op):
         return (key + 2 + (key > 127) + (key > 16383)
                 + (value and value + 2 + (value > 127) + (value > 16383)) + 12)
 
-    def size(self) -> int:
-        return self.wire_size
-
     def keyset(self) -> KeySet:
         return KeySet(self.key)
 
@@ -332,9 +326,6 @@ class OpDel(Op):
 
     def result(self, obj: Json, namespace: bytes = b"") -> Deleted:
         return Deleted.from_json(obj, namespace)
-
-    def size(self) -> int:
-        return self.wire_size
 
     def keyset(self) -> KeySet:
         return self.keys
