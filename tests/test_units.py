@@ -30,6 +30,7 @@ from txetcd import (
 )
 from txetcd.core import decode_json, decode_reply
 from txetcd.errors import classify
+from txetcd.op import OpGet
 from txetcd.stream import JsonStreamParser
 from txetcd.transport import api_prefix
 from txetcd.types import Header, KeyValue, Range, b64
@@ -228,3 +229,18 @@ def test_ranges_decode_to_what_their_constructor_builds(keys: list[bytes], count
     assert repr(decoded) == repr(built)
     with pytest.raises(AttributeError):
         decoded.count = 0  # type: ignore[misc]
+
+
+@given(st.binary(min_size=1, max_size=200), st.binary(max_size=8))
+def test_a_plain_read_built_on_the_hot_path_is_the_read_the_constructor_builds(
+        key: bytes, namespace: bytes) -> None:
+    fast, built = OpGet.one(key), OpGet(key)
+    assert fast.request(namespace) == built.request(namespace)
+    assert fast.request_bytes(namespace) == built.request_bytes(namespace)
+    assert fast.request_op(namespace) == built.request_op(namespace)
+    assert (fast.wire_size, fast.size(), fast.serializable, fast.options) == (
+        built.wire_size, built.size(), built.serializable, built.options)
+    assert (fast.keyset(), fast.span()) == (built.keyset(), built.span())
+    # The options a plain read shares are never those of a read with options.
+    assert OpGet(key, limit=2).options == {"limit": 2}
+    assert fast.options == {}

@@ -134,7 +134,10 @@ class KVClient:
         (NONE/ASCEND/DESCEND), sort_target (KEY/VERSION/CREATE/MOD/VALUE),
         min/max_mod_revision, min/max_create_revision.
         """
-        op = OpGet(key, range_end, **options)
+        if range_end is None and not options and type(key) is bytes and key:
+            op = OpGet.one(key)
+        else:
+            op = OpGet(key, range_end, **options)
         batcher = self.batcher  # the hot path, without _run in between
         if batcher is not None and op.wire_size <= self.max_request_bytes:
             return batcher.submit(op, timeout)

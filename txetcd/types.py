@@ -130,10 +130,15 @@ class Range:
         batched get: slots set as in ``KeyValue.from_json``."""
         kvs, count = obj.get("kvs"), obj.get("count")
         found = _new(cls)
-        _set_kvs(found, [KeyValue.from_json(kv, namespace) for kv in kvs] if kvs else [])
+        if not kvs:
+            _set_kvs(found, [])
+        elif len(kvs) == 1:  # a get of one key: no comprehension to call
+            _set_kvs(found, [KeyValue.from_json(kvs[0], namespace)])
+        else:
+            _set_kvs(found, [KeyValue.from_json(kv, namespace) for kv in kvs])
         _set_header(found, header)
         _set_count(found, int(count) if count else 0)
-        _set_more(found, bool(obj.get("more", False)))
+        _set_more(found, "more" in obj and bool(obj["more"]))
         return found
 
     def __len__(self) -> int:
