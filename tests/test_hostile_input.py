@@ -274,25 +274,34 @@ SCALARS = st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats()
     st.text(max_size=4) | st.binary(max_size=4)
 ANY = st.sampled_from(HOSTILE) | SCALARS | st.lists(st.sampled_from(HOSTILE) | SCALARS,
                                                    max_size=2)
-TABLE_KEYS = {"users": st.uuids().map(str), "settings": st.text(max_size=6)}
+TABLE_KEYS = {"users": st.uuids().map(str), "settings": st.text(max_size=6),
+              "people": st.uuids().map(str)}
 KWARGS = {"get": ["meta"], "put": ["if_revision"], "delete": ["if_revision"],
           "scan": ["from_key", "to_key", "prefix", "limit", "reverse", "keys_only"],
-          "count": ["from_key", "to_key", "prefix"], "status": []}
-ARITY = {"get": 1, "put": 2, "delete": 1, "scan": 0, "count": 0, "status": 0, "txn": 1}
+          "count": ["from_key", "to_key", "prefix"], "status": [], "by_email.get": [],
+          "by_email.scan": ["from_value", "to_value", "limit", "reverse", "after", "page"]}
+ARITY = {"get": 1, "put": 2, "delete": 1, "scan": 0, "count": 0, "status": 0, "txn": 1,
+         "by_email.get": 1, "by_email.scan": 0}
+# The typed table (a JSON Schema, a unique index): rows that match it, some sharing an email.
+PERSON = st.fixed_dictionaries({"name": st.text(min_size=1, max_size=4),
+                                "email": st.sampled_from(["a@x", "b@x", "c@x"])})
 
 
 @st.composite
 def calls(draw: Any) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
     op = draw(st.sampled_from(sorted(ARITY)))
-    table = draw(st.sampled_from(sorted(TABLE_KEYS)))
+    # An index's procedures exist on the typed table only.
+    table = "people" if op.startswith("by_email") else draw(st.sampled_from(sorted(TABLE_KEYS)))
     good_key = TABLE_KEYS[table]
-    arg = good_key | ANY
+    arg = good_key | ANY | (PERSON | st.sampled_from(["a@x", "b@x"]) if table == "people"
+                            else ANY)
     if op == "txn":
         ops = draw(st.lists(st.fixed_dictionaries(
-            {"table": st.sampled_from(["users", "settings", "nope"]) | ANY,
+            {"table": st.sampled_from(["users", "settings", "people", "nope"]) | ANY,
              "op": st.sampled_from(["put", "delete", "check"]) | ANY},
-            optional={"key": arg, "value": ANY, "if_revision": st.integers(0, 10**6) | ANY,
-                      "extra": ANY}), max_size=2) | ANY)
+            optional={"key": arg, "value": PERSON | ANY,
+                      "if_revision": st.integers(0, 10**6) | ANY, "extra": ANY}),
+            max_size=2) | ANY)
         return "etcd.txn", (ops,), {}
     count = draw(st.sampled_from([ARITY[op], ARITY[op], ARITY[op] + 1, max(ARITY[op] - 1, 0),
                                   7]))
