@@ -26,8 +26,8 @@ from .errors import (
     UnsupportedServer,
     classify,
 )
-from .op import Op, OpDel, OpSet
-from .types import Header, Revision
+from .op import Op, OpDel, OpGet, OpSet
+from .types import Header, Range, Revision
 
 __all__ = [
     "MAX_TXN_OPS", "MAX_REQUEST_BYTES", "MAX_PAGE_ROWS", "RetryPolicy", "Action", "RETRY",
@@ -402,12 +402,15 @@ def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> tuple[list[An
     failed: list[int] = []
     # Each inner response is {"response_put": {...}} (the txn's header is the header).
     for op, response in zip(ops, responses, strict=False):
-        if type(op) is OpSet and not op.prev_kv:  # OpSet.txn_result, without the call
+        kind = type(op)
+        if kind is OpSet and not op.prev_kv:  # OpSet.txn_result, without the call
             results.append(revision)
             continue
         try:
-            results.append(op.txn_result(response.popitem()[1] if response else {}, header,
-                                         namespace))
+            inner = response.popitem()[1] if response else {}
+            # A get's result is OpGet.txn_result's, without the call.
+            results.append(Range.from_txn(inner, header, namespace) if kind is OpGet
+                           else op.txn_result(inner, header, namespace))
         except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
             failed.append(len(results))
             results.append(exc)
