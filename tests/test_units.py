@@ -30,7 +30,7 @@ from txetcd import (
 )
 from txetcd.core import decode_json, decode_reply
 from txetcd.errors import classify
-from txetcd.op import OpGet
+from txetcd.op import OpGet, OpSet
 from txetcd.stream import JsonStreamParser
 from txetcd.transport import api_prefix
 from txetcd.types import Header, KeyValue, Range, b64
@@ -244,3 +244,23 @@ def test_a_plain_read_built_on_the_hot_path_is_the_read_the_constructor_builds(
     # The options a plain read shares are never those of a read with options.
     assert OpGet(key, limit=2).options == {"limit": 2}
     assert fast.options == {}
+
+
+@given(st.binary(min_size=1, max_size=200), st.binary(max_size=300), st.binary(max_size=8))
+def test_a_plain_put_built_on_the_hot_path_is_the_put_the_constructor_builds(
+        key: bytes, value: bytes, namespace: bytes) -> None:
+    fast, built = OpSet.plain_put(key, value), OpSet(key, value)
+    assert fast.request(namespace) == built.request(namespace)
+    assert fast.request_bytes(namespace) == built.request_bytes(namespace)
+    assert fast.request_op(namespace) == built.request_op(namespace)
+    assert [getattr(fast, name) for name in OpSet.__slots__] == [
+        getattr(built, name) for name in OpSet.__slots__]
+
+
+@pytest.mark.parametrize(("key", "value"), [("k", b"v"), (b"", b"v"), (b"k", "v"),
+                                            (KeySet(b"k"), b"v"), (b"k", None)])
+def test_a_plain_put_checks_its_arguments_as_the_constructor(key: object, value: object) -> None:
+    with pytest.raises((TypeError, ValueError)) as built:
+        OpSet(key, value)  # type: ignore[arg-type]
+    with pytest.raises(built.type, match=str(built.value)):
+        OpSet.plain_put(key, value)  # type: ignore[arg-type]

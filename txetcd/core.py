@@ -402,14 +402,13 @@ def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> tuple[list[An
     failed: list[int] = []
     # Each inner response is {"response_put": {...}} (the txn's header is the header).
     for op, response in zip(ops, responses, strict=False):
-        kind = type(op)
-        if kind is OpSet and not op.prev_kv:  # OpSet.txn_result, without the call
+        if type(op) is OpSet and not op.prev_kv:  # OpSet.txn_result, without the call
             results.append(revision)
             continue
         try:
             inner = response.popitem()[1] if response else {}
             # A get's result is OpGet.txn_result's, without the call.
-            results.append(Range.from_txn(inner, header, namespace) if kind is OpGet
+            results.append(Range.from_txn(inner, header, namespace) if type(op) is OpGet
                            else op.txn_result(inner, header, namespace))
         except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
             failed.append(len(results))

@@ -147,8 +147,11 @@ class KVClient:
             return_previous: bool | None = None, timeout: float | None = None, *,
             ignore_value: bool = False, ignore_lease: bool = False) -> Pending:
         """Write ``value`` at ``key`` -> ``Revision`` (with the old kv if asked)."""
-        op = OpSet(key, value, lease, return_previous, ignore_value=ignore_value,
-                   ignore_lease=ignore_lease)
+        if lease is None and not (return_previous or ignore_value or ignore_lease):
+            op = OpSet.plain_put(key, value)
+        else:
+            op = OpSet(key, value, lease, return_previous, ignore_value=ignore_value,
+                       ignore_lease=ignore_lease)
         batcher = self.batcher  # the hot path, without _run in between
         if batcher is not None and op.wire_size <= self.max_request_bytes:
             return batcher.submit(op, timeout)
