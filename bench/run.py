@@ -6,7 +6,9 @@ Installs each peer in a venv of its own under ``bench/.venvs/`` (once), starts o
 load on the machine spreads over all of them) in two harnesses (worker loops, and
 gather+semaphore, see ``kv_clients.py``) and prints markdown tables of medians and ratios.
 Then runs ``bench/wamp_bench.py`` (Crossbar) and ``bench/watch_memory.py``, which write their
-figures to a results file this script reads. Ratios compare figures of the same run.
+figures to a results file this script reads. Ratios compare figures of the same run. The
+client's CPU per op is also counted in instructions under callgrind (``client_cpu.py``), against
+the client of the day issue 17 was filed.
 
     .venv/bin/python bench/run.py [--rounds 3] [--seconds 3] [--skip-kv] [--skip-wamp]
         [--skip-memory] [--clients txetcd,aetcd] [--gather-ops 30000]
@@ -19,6 +21,7 @@ import io
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -29,6 +32,8 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
+
+import client_cpu  # noqa: E402
 
 from tests.peers import PEERS, ensure_venv, venv_python  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
@@ -144,8 +149,12 @@ def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: 
 CPU_BASELINE_US = {"put": 49.9, "get": 61.1}
 
 
-def kv_targets(medians: dict[Key, dict]) -> list[dict]:
-    """Issue 17's client targets, each with its measured value."""
+def kv_targets(medians: dict[Key, dict],
+               instructions: dict[str, dict[str, float]] | None) -> list[dict]:
+    """Issue 17's client targets, each with its measured value. The CPU target is judged on
+    ``instructions`` (per op, counted by callgrind) when there are some: within one run the
+    CPU µs per op of the same old client swing by a third and more (34 to 47 µs per get in two
+    runs of one day), too much for a bound of one half; the µs are shown beside them."""
     found = []
     for harness in ("loop", "gather"):
         for op, inflight in CASES:
@@ -158,18 +167,48 @@ def kv_targets(medians: dict[Key, dict]) -> list[dict]:
     for op in ("put", "get"):
         cpu = medians[("loop", "txetcd", op, 32)]["cpu_us_per_op"]
         before = medians.get(("loop", "txetcd-before", op, 32))
-        if before is not None:
+        counted = (instructions or {}).get(op)
+        if before is not None and counted is not None:
+            base = before["cpu_us_per_op"]
+            floor = counted[client_cpu.HARNESS]
+            own_now, own_before = counted["now"] - floor, counted["before"] - floor
+            found.append({"target": f"client CPU per batched {op} (x32) <= half of the client "
+                                    f"before issue 17 ({BEFORE_COMMIT}): its own instructions, "
+                                    "less the harness's",
+                          "value": f"{own_now:,.0f} vs {own_before:,.0f} instructions per op "
+                                   f"({own_now / own_before:.2f}x; with the harness's "
+                                   f"{floor:,.0f}: {counted['now'] / counted['before']:.2f}x); "
+                                   f"CPU {cpu:.1f} vs {base:.1f} µs/op ({cpu / base:.2f}x)",
+                          "met": own_now <= own_before / 2})
+        elif before is not None:
             base = before["cpu_us_per_op"]
             found.append({"target": f"client CPU per batched {op} (x32) <= half of the client "
                                     f"before issue 17 ({BEFORE_COMMIT}), same run",
                           "value": f"{cpu:.1f} vs {base:.1f} µs/op ({cpu / base:.2f}x)",
                           "met": cpu <= base / 2})
-            continue
-        base = CPU_BASELINE_US[op]
-        found.append({"target": f"client CPU per batched {op} (x32) <= half of {base:.1f} µs "
-                                "(stored)",
-                      "value": f"{cpu:.1f} µs/op", "met": cpu <= base / 2})
+        else:
+            base = CPU_BASELINE_US[op]
+            found.append({"target": f"client CPU per batched {op} (x32) <= half of "
+                                    f"{base:.1f} µs (stored)",
+                          "value": f"{cpu:.1f} µs/op", "met": cpu <= base / 2})
     return found
+
+
+def count_instructions(url: str, ops: int) -> dict[str, dict[str, float]] | None:
+    """Instructions per batched put and get of this client, of the one before issue 17 and of
+    the harness alone (``client_cpu.count_instructions``); None without valgrind."""
+    if shutil.which("valgrind") is None:
+        print("no valgrind: the CPU target is judged on CPU µs per op", file=sys.stderr)
+        return None
+    counted = {}
+    with tempfile.TemporaryDirectory() as work:
+        client_cpu.fill_keys(url)
+        for op in ("put", "get"):
+            counted[op] = client_cpu.count_instructions(
+                {"before": str(BEFORE_DIR), "now": str(ROOT)}, op, ops, url, work)
+            print(f"  instructions per {op}: " + ", ".join(
+                f"{name} {value:,.0f}" for name, value in counted[op].items()), flush=True)
+    return counted
 
 
 def targets_table(found: list[dict]) -> str:
@@ -205,6 +244,8 @@ def main() -> int:
                         help="clients run in the gather+semaphore harness too")
     parser.add_argument("--gather-ops", type=int, default=30_000,
                         help="ops per gather run at 32 in flight (a fifth of it at 1)")
+    parser.add_argument("--instruction-ops", type=int, default=1000,
+                        help="the smaller op count of the callgrind runs (client_cpu.py)")
     parser.add_argument("--skip-kv", action="store_true")
     parser.add_argument("--skip-wamp", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
@@ -229,7 +270,9 @@ def main() -> int:
                 print(f"\ngather + semaphore, {args.gather_ops:,} ops at 32 in flight, "
                       f"{args.gather_ops // 5:,} at 1:\n")
                 print(kv_table(medians, "gather", gather_clients), flush=True)
-            found += kv_targets(medians)
+            counted = (count_instructions(etcd.url, args.instruction_ops)
+                       if "txetcd-before" in clients else None)
+            found += kv_targets(medians, counted)
     if not args.skip_wamp:
         found += sub_bench("wamp_bench.py", args.wamp_args.split())
     if not args.skip_memory:
