@@ -141,7 +141,12 @@ class TableIndex:
         return (decoded if self.unique else decoded[0]), primary
 
     def probe(self, value: Any, what: str) -> Any:
-        return self.values.to_codec(value, what, "invalid_argument")
+        """An indexed value a caller passed in argument ``what``, as the index's codec takes it.
+        Refused as the argument check refuses that argument: ``invalid_value`` for ``value``
+        (``get``'s), ``invalid_argument`` for the others, whatever the reason, so that one
+        argument has one error kind."""
+        return self.values.to_codec(value, what,
+                                    "invalid_value" if what == "value" else "invalid_argument")
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -259,6 +259,25 @@ async def test_argument_shapes_are_typed(node: CrossbarNode, etcd_direct: Client
     assert await revision(etcd_direct) == before
 
 
+@inline
+async def test_an_index_argument_has_one_error_kind_whatever_is_wrong_with_it(
+        node: CrossbarNode) -> None:
+    # Each of these can be no email: wrong type, beyond the payload policy (a NUL-led string,
+    # an int beyond int64, too deep). get's argument is called value; scan's from_value.
+    wrong = [["list"], {"d": 1}, 7, nest(300), "\0x", 2**70]
+    for serializer in SERIALIZERS:
+        s = await session(node, serializer, "reader")
+        for value in wrong:
+            if (serializer == "json" and not json_can_carry(value)
+                    or serializer == "msgpack" and not msgpack_can_carry(value)):
+                continue
+            assert await refused(s, "etcd.people.by_email.get", value) == \
+                "etcd.error.invalid_value", (serializer, repr(value)[:40])
+            assert await refused(s, "etcd.people.by_email.scan", from_value=value) == \
+                "etcd.error.invalid_argument", (serializer, repr(value)[:40])
+        s.leave()
+
+
 # -- the fuzz ------------------------------------------------------------------------------
 
 # Hostile pieces, built once: drawing from a catalogue keeps 10,000 calls cheap to generate.
