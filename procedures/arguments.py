@@ -19,7 +19,7 @@ from .errors import ProcedureError
 from .payload import ANSWER_WRAPPING, INT64_MAX, MAX_DEPTH
 from .payload import inspect as inspect_payload
 
-__all__ = ["RESERVED", "CallShape", "check_call"]
+__all__ = ["RESERVED", "CallShape", "check_call", "refusal_kind"]
 
 # Names the component passes itself (progressive results, call details): never a caller's.
 RESERVED = frozenset({"progress", "details"})
@@ -86,14 +86,17 @@ def check_call(shape: CallShape, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         total += size
         if found is None:
             continue
-        fields = found.fields()
-        if found.too_large:
-            kind = "too_large"
-        elif "value" in fields:
-            kind = "invalid_value"
-        elif KEY_FIELDS & set(fields):
-            kind = "invalid_key"
-        else:
-            kind = "invalid_argument"
-        raise ProcedureError(kind, str(found))
+        raise ProcedureError("too_large" if found.too_large else refusal_kind(found.fields()),
+                             str(found))
     return total
+
+
+def refusal_kind(fields: Iterable[str]) -> str:
+    """The error kind of a refused argument, named after the fields on the way to the problem
+    (outermost first): the one rule, also for what a handler checks itself."""
+    names = set(fields)
+    if "value" in names:
+        return "invalid_value"
+    if KEY_FIELDS & names:
+        return "invalid_key"
+    return "invalid_argument"

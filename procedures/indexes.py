@@ -36,6 +36,7 @@ from txetcd.pmap import (
 from txetcd.types import KeyValue, is_int
 
 from .answers import Answer, fill
+from .arguments import refusal_kind
 from .errors import ProcedureError
 from .parts import TableParts
 from .payload import SLOT
@@ -142,11 +143,9 @@ class TableIndex:
 
     def probe(self, value: Any, what: str) -> Any:
         """An indexed value a caller passed in argument ``what``, as the index's codec takes it.
-        Refused as the argument check refuses that argument: ``invalid_value`` for ``value``
-        (``get``'s), ``invalid_argument`` for the others, whatever the reason, so that one
-        argument has one error kind."""
-        return self.values.to_codec(value, what,
-                                    "invalid_value" if what == "value" else "invalid_argument")
+        Refused with the kind the argument check gives that argument (``refusal_kind``), so
+        that one argument has one error kind whatever is wrong with it."""
+        return self.values.to_codec(value, what, refusal_kind([what]))
 
     # -- reads -------------------------------------------------------------------------------
 

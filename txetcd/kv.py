@@ -134,7 +134,7 @@ class KVClient:
         (NONE/ASCEND/DESCEND), sort_target (KEY/VERSION/CREATE/MOD/VALUE),
         min/max_mod_revision, min/max_create_revision.
         """
-        if range_end is None and not options and type(key) is bytes and key:
+        if range_end is None and not options:
             op = OpGet.one(key)
         else:
             op = OpGet(key, range_end, **options)
