@@ -46,6 +46,15 @@ CLIENTS = ["txetcd", "txetcd-asyncio", "aetcd", "python-etcd3", "etcd3gw", "txai
 BEFORE_COMMIT = "8ab21cc"
 BEFORE_DIR = BENCH / ".venvs" / f"txetcd-{BEFORE_COMMIT}"
 CASES = [("put", 32), ("get", 32), ("put", 1), ("get", 1)]
+# Run at 1 in flight beside the clients, in each harness (``floors.py x1``): what no client of
+# ours could beat there. "gateway-floor" is etcd's gateway with no client at all (a blocking
+# socket), "twisted-floor" a Twisted client with no logic, "txetcd-http" that client on our
+# HTTP layer. The x1 targets print their ratios to aetcd beside ours: the part of the gap to
+# 1.05x that our code could close is between "twisted-floor" and "txetcd".
+X1_FLOORS = {"loop": ["gateway-floor", "twisted-floor", "txetcd-http"],
+             "gather": ["twisted-floor", "txetcd-http"]}
+FLOOR_NAMES = {"gateway-floor": "the gateway alone", "twisted-floor": "a Twisted client with "
+               "no logic", "txetcd-http": "it on our HTTP layer"}
 
 
 def ensure_venvs() -> None:
@@ -78,8 +87,12 @@ def run_one(client: str, url: str, op: str, inflight: int, seconds: float,
     env = None
     if client == "txetcd-before":
         client, env = "txetcd", {**os.environ, "PYTHONPATH": str(BEFORE_DIR)}
-    command = [str(venv_python(client)), str(BENCH / "kv_clients.py"), client, url, op,
-               str(inflight), str(seconds), harness]
+    if client == "gateway-floor":  # no harness: one blocking socket, one request at a time
+        command = [sys.executable, str(BENCH / "gateway_floor.py"), url, op, str(seconds)]
+    else:
+        python = sys.executable if client in FLOOR_NAMES else venv_python(client)
+        command = [str(python), str(BENCH / "kv_clients.py"), client, url, op, str(inflight),
+                   str(seconds), harness]
     try:
         out = subprocess.run(command, capture_output=True, text=True, check=True, env=env,
                              timeout=seconds + 120 if harness == "loop" else 600, cwd=ROOT)
@@ -96,7 +109,8 @@ Key = tuple[str, str, str, int]  # harness, client, op, in flight
 def kv_bench(url: str, rounds: int, seconds: float, clients: list[str],
              gather_clients: list[str], gather_ops: dict[int, int]) -> dict[Key, dict]:
     """Medians over ``rounds`` of every (harness, client, op, in flight): ops/s and client
-    CPU µs/op. Clients alternate, in an order rotated every round."""
+    CPU µs/op. Clients alternate, in an order rotated every round; at 1 in flight the harness's
+    ``X1_FLOORS`` run among them."""
     runs: dict[Key, list[dict]] = {}
     # Fill the keys the gets read (the put runs rewrite the same keys).
     run_one("txetcd", url, "put", 32, 1.0)
@@ -107,9 +121,10 @@ def kv_bench(url: str, rounds: int, seconds: float, clients: list[str],
                 continue
             for op, inflight in CASES:
                 amount = span if span is not None else gather_ops[inflight]
+                running = names + (X1_FLOORS[harness] if inflight == 1 else [])
                 # Rotate the order every round so no client always runs right after a given one.
-                shift = round_ % len(names)
-                for client in names[shift:] + names[:shift]:
+                shift = round_ % len(running)
+                for client in running[shift:] + running[:shift]:
                     result = run_one(client, url, op, inflight, amount, harness)
                     runs.setdefault((harness, client, op, inflight), []).append(result)
                     print(f"  round {round_ + 1}: {harness:6} {client:17} {op} x{inflight:<2} "
@@ -129,6 +144,11 @@ def kv_table(medians: dict[Key, dict], harness: str, clients: list[str]) -> str:
         cells += [f"{medians[(harness, client, op, 32)]['cpu_us_per_op']:.1f}"
                   for op in ("put", "get")]
         lines.append(f"| {client} | " + " | ".join(cells) + " |")
+    for floor in X1_FLOORS[harness]:
+        if (harness, floor, "put", 1) in medians:
+            cells = [f"{medians[(harness, floor, op, n)]['ops_per_s']:,.0f}/s" if n == 1 else "-"
+                     for op, n in CASES]
+            lines.append(f"| {floor} (x1 only) | " + " | ".join(cells) + " | | |")
     ratios = [("txetcd", "aetcd"), ("txetcd-asyncio", "aetcd"), ("txetcd", "txaioetcd")]
     for ours, peer in ratios:
         if ours in clients and peer in clients:
@@ -162,8 +182,12 @@ def kv_targets(medians: dict[Key, dict],
                 continue
             bound = 2.5 if inflight == 32 else 1.05
             value = ratio(medians, harness, "aetcd", op, inflight)
+            floors = [f"{FLOOR_NAMES[floor]} {ratio(medians, harness, 'aetcd', op, 1, floor):.2f}x"
+                      for floor in X1_FLOORS[harness]
+                      if inflight == 1 and (harness, floor, op, 1) in medians]
             found.append({"target": f"{op} x{inflight} >= {bound}x aetcd ({harness} harness)",
-                          "value": f"{value:.2f}x", "met": value >= bound})
+                          "value": f"{value:.2f}x" + (f" ({', '.join(floors)})" if floors else ""),
+                          "met": value >= bound})
     for op in ("put", "get"):
         cpu = medians[("loop", "txetcd", op, 32)]["cpu_us_per_op"]
         before = medians.get(("loop", "txetcd-before", op, 32))
