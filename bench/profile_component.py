@@ -48,7 +48,7 @@ async def main(args: argparse.Namespace) -> None:
             if args.what == "get":
                 await wamp_bench.get_vs_echo(session, client, 1, args.seconds, pids)
             elif args.what == "events":
-                await wamp_bench.events(session, client, args.seconds)
+                await wamp_bench.events(session, client, etcd.url, args.seconds)
             else:
                 await wamp_bench.scan(session, client, 1, pids, node.socket_path)
             session.leave()
