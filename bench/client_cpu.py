@@ -4,14 +4,16 @@
 and this one), alternating in one etcd, at 32 in flight in both harnesses; medians of ops/s
 and of the client process's CPU µs/op. ``calls TREE``: Python function calls per op under
 cProfile (deterministic; includes the harness), and the functions that make them.
-``instructions OLD NEW``: instructions per op of each tree's client at 32 in flight, counted by
-callgrind (steady where CPU seconds swing by a third between runs): this checkout's ``fixed``
-harness runs each tree's ``txetcd`` for two op counts, and the difference in instructions over
-the difference in ops leaves start-up out; the harness alone is counted too (``make bench``
-judges the CPU target on this).
+``layers``: instructions per op at 1 in flight of a Twisted client with no logic, of it on our
+HTTP layer and of the whole client. ``instructions OLD NEW``: instructions per op of each
+tree's client at 32 in flight, counted by callgrind (steady where CPU seconds swing by a third
+between runs): this checkout's ``fixed`` harness runs each tree's ``txetcd`` for two op counts,
+and the difference in instructions over the difference in ops leaves start-up out; the harness
+alone is counted too (``make bench`` judges the CPU target on this).
 
     .venv/bin/python bench/client_cpu.py ab /tmp/old-clone . [--rounds 3]
     .venv/bin/python bench/client_cpu.py instructions /tmp/old-clone . [--op put] [--ops 2000]
+    .venv/bin/python bench/client_cpu.py layers [--op put] [--ops 500]
     .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000] [--inflight 32]
         [--client txetcd|twisted-floor] [--top 30]
 """
@@ -65,6 +67,26 @@ def ab(trees: dict[str, str], rounds: int) -> None:
         print(f"| {op} x32, {harness} | " + " | ".join(cells) + " |")
 
 
+def instructions_per_op(client: str, url: str, tree: str, op: str, ops: int, inflight: int,
+                        work: str) -> float:
+    """Instructions per ``op`` of ``client`` (``kv_clients.py``'s, with ``tree`` first on the
+    path) at ``inflight`` in the ``fixed`` harness, under callgrind: runs of ``ops`` and
+    3 * ``ops`` ops, the difference over 2 * ``ops`` (start-up left out)."""
+    counted = []
+    for count in (ops, 3 * ops):
+        out = Path(work) / f"{client}-{Path(tree).name}-{op}-{inflight}-{count}.out"
+        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                        f"--log-file={work}/valgrind.log", sys.executable,
+                        str(ROOT / "bench/kv_clients.py"), client, url, op, str(inflight),
+                        str(count), "fixed"],
+                       check=True, capture_output=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": tree, "PYTHONHASHSEED": "0"})
+        summary = re.search(r"^summary: (\d+)", out.read_text(), re.M)
+        assert summary is not None, f"no summary in {out}"
+        counted.append(int(summary.group(1)))
+    return (counted[1] - counted[0]) / (2 * ops)
+
+
 def count_instructions(trees: dict[str, str], op: str, ops: int, url: str,
                        work: str) -> dict[str, float]:
     """Instructions per ``op`` of each tree's ``txetcd`` at 32 in flight (this checkout's
@@ -73,22 +95,8 @@ def count_instructions(trees: dict[str, str], op: str, ops: int, url: str,
     which any Twisted client pays too."""
     runs = {**{name: ("txetcd", url, tree) for name, tree in trees.items()},
             HARNESS: ("instant-twisted", "http://127.0.0.1:1", str(ROOT))}
-    found: dict[str, float] = {}
-    for name, (client, client_url, tree) in runs.items():
-        counted = []
-        for count in (ops, 3 * ops):
-            out = Path(work) / f"{name}-{op}-{count}.out"
-            subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                            f"--log-file={work}/valgrind.log", sys.executable,
-                            str(ROOT / "bench/kv_clients.py"), client, client_url, op, "32",
-                            str(count), "fixed"],
-                           check=True, capture_output=True, cwd=ROOT,
-                           env={**os.environ, "PYTHONPATH": tree, "PYTHONHASHSEED": "0"})
-            summary = re.search(r"^summary: (\d+)", out.read_text(), re.M)
-            assert summary is not None, f"no summary in {out}"
-            counted.append(int(summary.group(1)))
-        found[name] = (counted[1] - counted[0]) / (2 * ops)
-    return found
+    return {name: instructions_per_op(client, client_url, tree, op, ops, 32, work)
+            for name, (client, client_url, tree) in runs.items()}
 
 
 def fill_keys(url: str) -> None:
@@ -111,6 +119,19 @@ def instructions(trees: dict[str, str], op: str, ops: int) -> None:
     print(f"| {op} x32 | " + " | ".join(f"{name}: {found[name]:,.0f}" for name in trees)
           + f" | new / old {found['new'] / found['old']:.2f}; less the harness's "
           f"{found[HARNESS]:,.0f}: {own['new'] / own['old']:.2f} |")
+
+
+def layers(op: str, ops: int) -> None:
+    """Instructions per op at 1 in flight of each layer: a Twisted client with no logic, it on
+    our HTTP layer, the whole client (``floors.py x1``'s clients, counted)."""
+    sys.path.insert(0, str(ROOT))
+    from txetcd.embedded import EtcdProcess, find_etcd
+
+    with EtcdProcess(find_etcd("3.5")) as etcd, tempfile.TemporaryDirectory() as work:
+        fill_keys(etcd.url)
+        for client in ("twisted-floor", "txetcd-http", "txetcd"):
+            counted = instructions_per_op(client, etcd.url, str(ROOT), op, ops, 1, work)
+            print(f"| {op} x1 | {client} | {counted:,.0f} instructions per op |", flush=True)
 
 
 def calls(tree: str, op: str, ops: int, inflight: int, client_name: str, top: int) -> None:
@@ -147,6 +168,9 @@ def main() -> None:
     i.add_argument("new")
     i.add_argument("--op", choices=("put", "get"), default="put")
     i.add_argument("--ops", type=int, default=2000, help="the smaller of the two op counts")
+    layer = sub.add_parser("layers")
+    layer.add_argument("--op", choices=("put", "get"), default="put")
+    layer.add_argument("--ops", type=int, default=500, help="the smaller of the two op counts")
     c = sub.add_parser("calls")
     c.add_argument("tree")
     c.add_argument("--op", choices=("put", "get"), default="put")
@@ -155,7 +179,9 @@ def main() -> None:
     c.add_argument("--client", default="txetcd", help="txetcd, twisted-floor (x1 only), ...")
     c.add_argument("--top", type=int, default=30, help="how many functions to list")
     args = parser.parse_args()
-    if args.what in ("ab", "instructions"):
+    if args.what == "layers":
+        layers(args.op, args.ops)
+    elif args.what in ("ab", "instructions"):
         trees = {"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())}
         if args.what == "ab":
             ab(trees, args.rounds)
