@@ -30,6 +30,7 @@ exactly-once machinery above never spans two routers."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -408,7 +409,11 @@ class EventRelay:
                 # One round trip: the router sent the retained event before answering it.
                 await self.session.call("wamp.subscription.lookup", topic)
             finally:
-                await subscription.unsubscribe()
+                # An undo that fails (the subscription is gone already) must not replace why
+                # the lookup ended: a cancelled read would become "nothing retained", and the
+                # lead that was stopped would go on publishing.
+                with contextlib.suppress(ApplicationError):
+                    await subscription.unsubscribe()
         except ApplicationError as exc:
             log.warn("cannot read the retained event of {topic} ({exc}): continuing from the "
                      "stored position, which may repeat the last events", topic=topic, exc=exc)

@@ -323,6 +323,10 @@ class TablePublisher:
                 # It did not resign: it may be stalled, not dead, and publish once it wakes.
                 await self.relay.fence(predecessor)
             retained = await self.relay.last_published(self.name)
+            if not self.running:
+                # Stopped while it read where to start, by a cancel that a step reported as
+                # something else: a stopped lead must not publish, nor hold the election.
+                raise defer.CancelledError(f"the publisher of {self.name} was stopped")
             start = stored.newest(retained) if retained is not None else stored.copy()
             log.info("publisher of {table} (session {session}) starts after revision {start} "
                      "(stored {stored}, retained {retained})", table=self.name,
