@@ -69,11 +69,18 @@ def test_a_cancelled_retained_read_stays_cancelled_when_its_undo_fails() -> None
     assert failures and failures[0].check(defer.CancelledError), failures
 
 
-async def stopped_while_reading_the_retained_event(relay: EventRelay, router: LookupPending,
-                                                   etcd: Client) -> None:
-    """Start a publisher, stop it (nobody subscribes) while the router has not answered, and
-    check that it ended: nobody leads the table's election and no position is stored."""
-    publisher = TablePublisher(relay, TABLE, etcd, position_interval=60)
+@pytest.mark.parametrize("relay_kind", [EventRelay, SwallowingRelay],
+                         ids=["read cancelled", "cancel reported as nothing retained"])
+@inline
+async def test_a_publisher_stopped_while_it_reads_the_retained_event_resigns(
+        relay_kind: type[EventRelay], etcd_direct: Client) -> None:
+    """Stopped (nobody subscribes) while the router has not answered the lookup, a publisher
+    ends: nobody leads the table's election, no position is stored, nothing was published.
+    Whatever the read reports (``SwallowingRelay``), the lead does not go on."""
+    clock = Clock()
+    router = LookupPending(clock)
+    relay = relay_kind(router, PREFIX, {TABLE: ROWS}, etcd_direct, clock=clock)
+    publisher = TablePublisher(relay, TABLE, etcd_direct, position_interval=60)
     try:
         await eventually(lambda: defer.succeed(bool(router.lookups)), timeout=30)
         assert publisher.leadership is not None  # it leads, and reads where to start
@@ -81,27 +88,8 @@ async def stopped_while_reading_the_retained_event(relay: EventRelay, router: Lo
         # Waited for, not cancelled again: a second cancel would end a lead that went on.
         await eventually(lambda: defer.succeed(publisher.task.called), timeout=STOP_LIMIT)
         with pytest.raises(KeyNotFound):
-            await Election(etcd, election_name(PREFIX, TABLE)).leader()
-        assert not (await etcd.get(position_key(PREFIX, TABLE))).kvs
+            await Election(etcd_direct, election_name(PREFIX, TABLE)).leader()
+        assert not (await etcd_direct.get(position_key(PREFIX, TABLE))).kvs
         assert not router.published
     finally:
         publisher.stop(forget=True)
-
-
-@inline
-async def test_a_publisher_stopped_while_it_reads_the_retained_event_resigns(
-        etcd_direct: Client) -> None:
-    clock = Clock()
-    router = LookupPending(clock)
-    relay = EventRelay(router, PREFIX, {TABLE: ROWS}, etcd_direct, clock=clock)
-    await stopped_while_reading_the_retained_event(relay, router, etcd_direct)
-
-
-@inline
-async def test_a_stopped_lead_does_not_start_whatever_a_start_up_step_reports(
-        etcd_direct: Client) -> None:
-    """However a start-up step reports the stop's cancellation, the lead does not go on."""
-    clock = Clock()
-    router = LookupPending(clock)
-    relay = SwallowingRelay(router, PREFIX, {TABLE: ROWS}, etcd_direct, clock=clock)
-    await stopped_while_reading_the_retained_event(relay, router, etcd_direct)
