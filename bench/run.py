@@ -111,8 +111,8 @@ Key = tuple[str, str, str, int]  # harness, client, op, in flight
 def kv_bench(url: str, rounds: int, seconds: float, clients: list[str],
              gather_clients: list[str], gather_ops: dict[int, int]) -> dict[Key, dict]:
     """Medians over ``rounds`` of every (harness, client, op, in flight): ops/s and client
-    CPU µs/op. Clients alternate, in an order rotated every round; at 1 in flight the harness's
-    ``FLOORS`` run among them."""
+    CPU µs/op. Clients alternate, in an order rotated every round; the ``FLOORS`` of a harness
+    and in-flight count run among them."""
     runs: dict[Key, list[dict]] = {}
     # Fill the keys the gets read (the put runs rewrite the same keys).
     run_one("txetcd", url, "put", 32, 1.0)
