@@ -14,11 +14,17 @@ from typing import Any
 
 import pytest
 from autobahn.wamp.exception import ApplicationError
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 
 from component.events import EventRelay
-from component.publisher import Position, TablePublisher, election_name, position_key
+from component.publisher import (
+    Position,
+    TablePublisher,
+    election_name,
+    observe,
+    position_key,
+)
 from txetcd import Client, Election, KeyNotFound
 
 from .test_component_timing import PREFIX, ROWS, Router, eventually, inline, unused_client
@@ -84,9 +90,13 @@ async def test_a_publisher_stopped_while_it_reads_the_retained_event_resigns(
     try:
         await eventually(lambda: defer.succeed(bool(router.lookups)), timeout=30)
         assert publisher.leadership is not None  # it leads, and reads where to start
-        publisher.stop(forget=True)
-        # Waited for, not cancelled again: a second cancel would end a lead that went on.
-        await eventually(lambda: defer.succeed(publisher.task.called), timeout=STOP_LIMIT)
+        # What stop() returns fires once the lead has resigned (``task.called`` does not say
+        # that: a cancelled coroutine's Deferred counts as called while it still cleans up).
+        # Observed, so that the time limit does not cancel the stop a second time: that would
+        # end a lead that went on, and hide it.
+        stopped = observe(publisher.stop(forget=True))
+        stopped.addTimeout(STOP_LIMIT, reactor)
+        await stopped
         with pytest.raises(KeyNotFound):
             await Election(etcd_direct, election_name(PREFIX, TABLE)).leader()
         assert not (await etcd_direct.get(position_key(PREFIX, TABLE))).kvs
