@@ -15,8 +15,10 @@ Two harnesses, on 100-byte values over 1,000 keys:
   per op (``client_cpu.py instructions``).
 
 Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
-ops; etcd runs in its own process). The clients ``instant-twisted`` and ``instant-asyncio``
-answer every op from memory, a loop turn later: what a harness costs per op on its own.
+ops; etcd runs in its own process); for ``gather`` and ``fixed`` also the part of it the
+cyclic garbage collector took (``gc_us_per_op``). The clients ``instant-twisted`` and
+``instant-asyncio`` answer every op from memory, a loop turn later: what a harness costs per op
+on its own.
 ``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op;
 ``txetcd-http`` the same on txetcd's HTTP layer alone.
 """
@@ -24,6 +26,7 @@ answer every op from memory, a loop turn later: what a harness costs per op on i
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import sys
 import threading
@@ -71,18 +74,32 @@ class Meter:
 
 
 class Count:
-    """The ``gather`` harness's measure: ``ops`` completions from ``start()`` to ``stop()``."""
+    """The ``gather`` harness's measure: ``ops`` completions from ``start()`` to ``stop()``, and
+    how much of that time the cyclic garbage collector took: creating every op at once makes a
+    heap that its full collections walk (a harness's cost, not a client's)."""
 
     def __init__(self, ops: int) -> None:
         self.ops = ops
-        self.began = self.cpu_began = self.elapsed = self.cpu = 0.0
+        self.began = self.cpu_began = self.elapsed = self.cpu = self.gc = 0.0
+        self.collecting = 0.0
 
     def start(self) -> None:
+        gc.callbacks.append(self.collection)
         self.began, self.cpu_began = time.perf_counter(), time.process_time()
 
     def stop(self) -> None:
         self.elapsed = time.perf_counter() - self.began
         self.cpu = time.process_time() - self.cpu_began
+        gc.callbacks.remove(self.collection)
+
+    def collection(self, phase: str, _info: dict[str, int]) -> None:
+        if phase == "start":
+            self.collecting = time.process_time()
+        else:
+            self.gc += time.process_time() - self.collecting
+
+    def gc_us_per_op(self) -> float:
+        return self.gc / self.ops * 1e6
 
     def rate(self) -> float:
         return self.ops / self.elapsed
@@ -483,6 +500,9 @@ if __name__ == "__main__":
     client_name, etcd_url, operation, in_flight, span = sys.argv[1:6]
     how = sys.argv[6] if len(sys.argv) > 6 else "loop"
     measured = measure(client_name, etcd_url, operation, int(in_flight), float(span), how)
-    print(json.dumps({"client": client_name, "op": operation, "inflight": int(in_flight),
-                      "harness": how, "ops_per_s": round(measured.rate(), 1),
-                      "cpu_us_per_op": round(measured.cpu_us_per_op(), 1)}))
+    line = {"client": client_name, "op": operation, "inflight": int(in_flight), "harness": how,
+            "ops_per_s": round(measured.rate(), 1),
+            "cpu_us_per_op": round(measured.cpu_us_per_op(), 1)}
+    if isinstance(measured, Count):
+        line["gc_us_per_op"] = round(measured.gc_us_per_op(), 1)
+    print(json.dumps(line))

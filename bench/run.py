@@ -51,12 +51,14 @@ CASES = [("put", 32), ("get", 32), ("put", 1), ("get", 1)]
 # "twisted-floor" a Twisted client with no logic, "txetcd-http" that client on our HTTP layer:
 # the x1 targets print their ratios to aetcd beside ours, and the part of the gap to 1.05x our
 # code could close is between "twisted-floor" and "txetcd". At 32 in flight in the gather
-# harness, "instant-twisted" answers from memory: the CPU the harness itself costs per op.
+# harness, "instant-twisted" answers from memory: the CPU the harness itself costs per op (and
+# how much of it is garbage collection), beside "instant-asyncio", the same for aetcd's harness.
 FLOORS = {("loop", 1): ["gateway-floor", "twisted-floor", "txetcd-http"],
-          ("gather", 1): ["twisted-floor", "txetcd-http"], ("gather", 32): ["instant-twisted"]}
+          ("gather", 1): ["twisted-floor", "txetcd-http"],
+          ("gather", 32): ["instant-twisted", "instant-asyncio"]}
 FLOOR_NAMES = {"gateway-floor": "the gateway alone", "twisted-floor": "a Twisted client with "
                "no logic", "txetcd-http": "it on our HTTP layer",
-               "instant-twisted": "the harness alone"}
+               "instant-twisted": "the harness alone", "instant-asyncio": "aetcd's harness alone"}
 
 
 def ensure_venvs() -> None:
@@ -133,7 +135,8 @@ def kv_bench(url: str, rounds: int, seconds: float, clients: list[str],
                           f"{result['ops_per_s']:9.0f}/s {result['cpu_us_per_op']:7.1f} µs/op",
                           flush=True)
     return {key: {field: statistics.median(r[field] for r in results)
-                  for field in ("ops_per_s", "cpu_us_per_op")}
+                  for field in ("ops_per_s", "cpu_us_per_op", "gc_us_per_op")
+                  if all(field in r for r in results)}
             for key, results in runs.items()}
 
 
@@ -171,12 +174,19 @@ def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: 
 
 def floor_text(medians: dict[Key, dict], harness: str, floor: str, op: str,
                inflight: int) -> str:
-    """A floor beside a ratio target: its own ratio to aetcd, or (the harness alone) the CPU
-    per op it leaves of ours."""
-    if floor == "instant-twisted":
-        ours = medians[(harness, "txetcd", op, inflight)]["cpu_us_per_op"]
-        alone = medians[(harness, floor, op, inflight)]["cpu_us_per_op"]
-        return f"{FLOOR_NAMES[floor]}: {alone:.1f} of the process's {ours:.1f} CPU µs per op"
+    """A floor beside a ratio target: its own ratio to aetcd, or (a harness alone) its CPU per
+    op and the part of it garbage collection took, beside our process's."""
+    if floor.startswith("instant-"):
+        alone = medians[(harness, floor, op, inflight)]
+        collecting = (f" (garbage collection {alone['gc_us_per_op']:.1f})"
+                      if "gc_us_per_op" in alone else "")
+        if floor != "instant-twisted":
+            return f"{FLOOR_NAMES[floor]}: {alone['cpu_us_per_op']:.1f}{collecting}"
+        ours = medians[(harness, "txetcd", op, inflight)]
+        ours_collecting = (f" (garbage collection {ours['gc_us_per_op']:.1f})"
+                           if "gc_us_per_op" in ours else "")
+        return (f"{FLOOR_NAMES[floor]}: {alone['cpu_us_per_op']:.1f}{collecting} of the "
+                f"process's {ours['cpu_us_per_op']:.1f}{ours_collecting} CPU µs per op")
     return f"{FLOOR_NAMES[floor]} {ratio(medians, harness, 'aetcd', op, inflight, floor):.2f}x"
 
 
