@@ -22,7 +22,7 @@ from txetcd import (
     Timeout,
     Unavailable,
 )
-from txetcd.batch import EAGER_FLUSH, Batcher
+from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT, Batcher
 from txetcd.embedded import EtcdProcess
 
 from .conftest import Loop
@@ -359,6 +359,33 @@ async def test_an_op_with_nothing_in_flight_goes_at_once_and_what_follows_is_bat
         assert isinstance(await client.get(b"ao/%02d" % i), Range)
     assert batcher.sent_at_once == at_once + 20
     assert log.paths[-20:] == ["kv/range"] * 20
+
+
+async def test_with_etcd_busy_a_turn_of_many_callers_makes_few_full_txns(
+        loop: Loop, client: Client) -> None:
+    """Once ``EAGER_IN_FLIGHT`` requests are in flight, the ops of a turn wait for its end (or
+    until a txn is full) instead of leaving in requests of ``EAGER_FLUSH``: 200 callers at
+    once (a component serving many) make a few large txns, which cost etcd far less per op."""
+    batcher, log = await _idle_and_logged(loop, client)
+    keys = [b"busy/%03d" % i for i in range(300)]
+    await loop.gather(*[client.set(key, key) for key in keys[:EAGER_FLUSH]])
+    await _idle(loop, client)
+    first = client.get(keys[0])  # at once
+    eager = [client.get(key) for key in keys[1:EAGER_FLUSH + 1]]  # leaves eagerly: etcd idles
+    assert batcher.in_flight == EAGER_IN_FLIGHT == 2
+    sent = batcher.requests
+    full = batcher.max_txn_ops
+    many = [client.get(key) for key in keys[:full + 40]]
+    # One full txn left at once (it cannot grow); the other 40 wait for the turn's end.
+    assert batcher.requests == sent + 1
+    found = await loop.gather(first, *eager, *many)
+    assert batcher.requests == sent + 2
+    sizes = [len(body["success"]) for body in log.bodies if "success" in body]
+    assert sizes[-2:] == [full, 40], sizes
+    # Every caller got its own answer: the keys written above, nothing for the others.
+    values = [r.kvs[0].value if r.kvs else None for r in found]
+    expected = [keys[0], *keys[1:EAGER_FLUSH + 1], *keys[:full + 40]]
+    assert values == [k if k in keys[:EAGER_FLUSH] else None for k in expected]
 
 
 async def test_what_a_batchs_callers_issue_on_their_answers_is_batched_too(
