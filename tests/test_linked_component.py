@@ -331,8 +331,10 @@ async def test_a_session_leaving_does_not_stop_the_events_others_still_follow(
             leaver = await backend(nodes[0])
             await leaver.subscribe(lambda **_: None, "etcd.settings.on_change")
             # Topics only the leaver follows (links forward no wamp.* topic, so none of
-            # theirs keeps them), deleted when it goes.
-            for own in range(5):
+            # theirs keeps them), deleted when it goes; a different number each try, or the
+            # tries of one router process tend to lay out the leaver's set alike, and then
+            # either all of them bring the false on_delete or none does.
+            for own in range(3 + attempt % 5):
                 await leaver.subscribe(lambda *_: None,
                                        f"wamp.subscription.x_own{attempt}_{own}")
             await sleep(0.3)
