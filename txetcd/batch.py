@@ -63,8 +63,8 @@ BATCHABLE = (OpGet, OpSet, OpDel)
 EAGER_FLUSH = 16
 # ... but only while fewer requests than this are in flight: with two, etcd has work, and more
 # requests of 16 only split what the turn would send together. At 200 gets in flight (a
-# component serving many callers), batches of up to 128 instead of 16 cost etcd 29-37 against
-# 54-63 µs per get and gave 1.4-1.7x the gets/s (issue 17, session 12); at 32 in flight two
+# component serving many callers), the larger batches cost etcd 20-22 against 29-30 µs per get
+# and gave 1.15-1.25x the gets/s (``bench/batch_busy.py``, issue 17); at 32 in flight two
 # batches of 16 are what keeps both busy, as before.
 EAGER_IN_FLIGHT = 2
 
