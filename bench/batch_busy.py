@@ -8,7 +8,6 @@ CPU per get. Rules alternate in one etcd, ``--rounds`` times.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -18,17 +17,12 @@ from twisted.internet import defer, reactor, task
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import txetcd.batch  # noqa: E402
+from tests.test_hostile_load import cpu_seconds  # noqa: E402
 from txetcd import Client  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
 KEYS = 1000
 RULES = {"bounded": txetcd.batch.EAGER_IN_FLIGHT, "unbounded": sys.maxsize}
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def gets(client: Client, inflight: int, seconds: float) -> int:

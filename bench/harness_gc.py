@@ -4,7 +4,7 @@ The gather harness (``kv_clients.py``, issue 17) creates every op at once behind
 32: with 30,000 ops that is a heap of pending Deferreds (or asyncio tasks) that Python's full
 collections walk while it grows. Here the harness drives a client that answers from memory
 (``instant-twisted``, ``instant-asyncio``), in a process of its own per run, for each op count;
-each line gives the CPU per op, the collector's part of it by generation (``gc.callbacks``),
+each line gives the CPU per op, the collector's part of it by generation (``kv_clients.Count``),
 the number of collections, and the CPU per op of the same run with the collector disabled.
 
     .venv/bin/python bench/harness_gc.py [--ops 3000 30000] [--rounds 2]
@@ -21,30 +21,17 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 
 ONE_RUN = """
-import gc, json, sys, time
+import gc, json, sys
 sys.path.insert(0, sys.argv[1])
 import kv_clients
 
 client, ops, collector = sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if collector == "off":
     gc.disable()
-spent = {0: 0.0, 1: 0.0, 2: 0.0}
-began = [0.0]
-
-def collection(phase, info):
-    if phase == "start":
-        began[0] = time.process_time()
-    else:
-        spent[info["generation"]] += time.process_time() - began[0]
-
-before = [generation["collections"] for generation in gc.get_stats()]
-gc.callbacks.append(collection)
 measured = kv_clients.measure(client, "http://127.0.0.1:1", "put", 32, ops, "gather")
-gc.callbacks.remove(collection)
-after = [generation["collections"] for generation in gc.get_stats()]
 print(json.dumps({"cpu": measured.cpu_us_per_op(),
-                  "gc": [spent[g] / ops * 1e6 for g in range(3)],
-                  "collections": [a - b for a, b in zip(after, before)]}))
+                  "gc": [seconds / ops * 1e6 for seconds in measured.gc_seconds],
+                  "collections": measured.collections}))
 """
 
 

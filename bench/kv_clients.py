@@ -80,8 +80,10 @@ class Count:
 
     def __init__(self, ops: int) -> None:
         self.ops = ops
-        self.began = self.cpu_began = self.elapsed = self.cpu = self.gc = 0.0
+        self.began = self.cpu_began = self.elapsed = self.cpu = 0.0
         self.collecting = 0.0
+        self.gc_seconds = [0.0, 0.0, 0.0]  # per generation
+        self.collections = [0, 0, 0]
 
     def start(self) -> None:
         gc.callbacks.append(self.collection)
@@ -92,14 +94,15 @@ class Count:
         self.cpu = time.process_time() - self.cpu_began
         gc.callbacks.remove(self.collection)
 
-    def collection(self, phase: str, _info: dict[str, int]) -> None:
+    def collection(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             self.collecting = time.process_time()
         else:
-            self.gc += time.process_time() - self.collecting
+            self.gc_seconds[info["generation"]] += time.process_time() - self.collecting
+            self.collections[info["generation"]] += 1
 
     def gc_us_per_op(self) -> float:
-        return self.gc / self.ops * 1e6
+        return sum(self.gc_seconds) / self.ops * 1e6
 
     def rate(self) -> float:
         return self.ops / self.elapsed

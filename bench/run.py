@@ -172,21 +172,23 @@ def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: 
                  medians[(harness, peer, op, inflight)]["ops_per_s"])
 
 
+def cpu_per_op(median: dict) -> str:
+    """A run's CPU µs per op, and the garbage collector's part of it where it was measured."""
+    collecting = (f" (garbage collection {median['gc_us_per_op']:.1f})"
+                  if "gc_us_per_op" in median else "")
+    return f"{median['cpu_us_per_op']:.1f}{collecting}"
+
+
 def floor_text(medians: dict[Key, dict], harness: str, floor: str, op: str,
                inflight: int) -> str:
     """A floor beside a ratio target: its own ratio to aetcd, or (a harness alone) its CPU per
     op and the part of it garbage collection took, beside our process's."""
     if floor.startswith("instant-"):
-        alone = medians[(harness, floor, op, inflight)]
-        collecting = (f" (garbage collection {alone['gc_us_per_op']:.1f})"
-                      if "gc_us_per_op" in alone else "")
+        alone = cpu_per_op(medians[(harness, floor, op, inflight)])
         if floor != "instant-twisted":
-            return f"{FLOOR_NAMES[floor]}: {alone['cpu_us_per_op']:.1f}{collecting}"
-        ours = medians[(harness, "txetcd", op, inflight)]
-        ours_collecting = (f" (garbage collection {ours['gc_us_per_op']:.1f})"
-                           if "gc_us_per_op" in ours else "")
-        return (f"{FLOOR_NAMES[floor]}: {alone['cpu_us_per_op']:.1f}{collecting} of the "
-                f"process's {ours['cpu_us_per_op']:.1f}{ours_collecting} CPU µs per op")
+            return f"{FLOOR_NAMES[floor]}: {alone}"
+        ours = cpu_per_op(medians[(harness, "txetcd", op, inflight)])
+        return f"{FLOOR_NAMES[floor]}: {alone} of the process's {ours} CPU µs per op"
     return f"{FLOOR_NAMES[floor]} {ratio(medians, harness, 'aetcd', op, inflight, floor):.2f}x"
 
 
