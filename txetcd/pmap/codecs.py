@@ -94,13 +94,15 @@ def _type_name(obj: object) -> str:
     return type(obj).__name__
 
 
-def _as_bytes(label: str, data: object) -> bytes:
-    """Return ``data`` as ``bytes``; any bytes-like object is accepted, nothing else."""
+def _as_bytes(codec: _Codec, data: object) -> bytes:
+    """Return ``data`` as ``bytes``; any bytes-like object is accepted, nothing else. Takes
+    the codec rather than its label: the label is only needed for the error, and this runs
+    for every row decoded."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
-    raise TypeError(f"{label}: expected bytes, got {_type_name(data)}")
+    raise TypeError(f"{codec.label}: expected bytes, got {_type_name(data)}")
 
 
 class _reraise:  # noqa: N801 - used as a function: ``with _reraise(...)``
@@ -282,7 +284,7 @@ class _IntKey(_FixedWidthKey[int]):
         return self._layout.pack(self.label, key)
 
     def decode(self, data: bytes) -> int:
-        return self._layout.unpack(self.label, _as_bytes(self.label, data))
+        return self._layout.unpack(self.label, _as_bytes(self, data))
 
 
 class OidKey(_IntKey):
@@ -335,7 +337,7 @@ class UuidKey(_FixedWidthKey[uuid.UUID]):
         return _uuid_to_bytes(self.label, key)
 
     def decode(self, data: bytes) -> uuid.UUID:
-        return _uuid_from_bytes(self.label, _as_bytes(self.label, data))
+        return _uuid_from_bytes(self.label, _as_bytes(self, data))
 
 
 class _VariableKey(KeyCodec[K]):
@@ -353,7 +355,7 @@ class _VariableKey(KeyCodec[K]):
         return self._to_raw(key)
 
     def decode(self, data: bytes) -> K:
-        return self._from_raw(_as_bytes(self.label, data))
+        return self._from_raw(_as_bytes(self, data))
 
     def encode_prefix(self, prefix: Any) -> bytes:
         """Raw prefix: matches every top-level key that starts with ``prefix``."""
@@ -398,7 +400,7 @@ class BinaryKey(_VariableKey[bytes]):
     name = "binary"
 
     def _to_raw(self, key: object) -> bytes:
-        return _as_bytes(self.label, key)
+        return _as_bytes(self, key)
 
     def _from_raw(self, raw: bytes) -> bytes:
         return raw
@@ -499,7 +501,7 @@ class CompoundKey(KeyCodec[tuple[Any, ...]]):
         return (*values, last.decode(data[pos:]))
 
     def decode(self, data: bytes) -> tuple[Any, ...]:
-        data = _as_bytes(self.label, data)
+        data = _as_bytes(self, data)
         if self.open_end:
             return self._decode_open_end(data)
         key, end = self.decode_part(data, 0)
@@ -532,7 +534,7 @@ class StringValue(ValueCodec[str]):
         return _utf8_encode(self.label, value)
 
     def decode(self, data: bytes) -> str:
-        return _utf8_decode(self.label, _as_bytes(self.label, data))
+        return _utf8_decode(self.label, _as_bytes(self, data))
 
 
 class BinaryValue(ValueCodec[bytes]):
@@ -541,10 +543,10 @@ class BinaryValue(ValueCodec[bytes]):
     name = "binary"
 
     def encode(self, value: bytes) -> bytes:
-        return _as_bytes(self.label, value)
+        return _as_bytes(self, value)
 
     def decode(self, data: bytes) -> bytes:
-        return _as_bytes(self.label, data)
+        return _as_bytes(self, data)
 
 
 class OidValue(ValueCodec[int]):
@@ -556,7 +558,7 @@ class OidValue(ValueCodec[int]):
         return _UINT64.pack(self.label, value)
 
     def decode(self, data: bytes) -> int:
-        return _UINT64.unpack(self.label, _as_bytes(self.label, data))
+        return _UINT64.unpack(self.label, _as_bytes(self, data))
 
 
 class UuidValue(ValueCodec[uuid.UUID]):
@@ -568,7 +570,7 @@ class UuidValue(ValueCodec[uuid.UUID]):
         return _uuid_to_bytes(self.label, value)
 
     def decode(self, data: bytes) -> uuid.UUID:
-        return _uuid_from_bytes(self.label, _as_bytes(self.label, data))
+        return _uuid_from_bytes(self.label, _as_bytes(self, data))
 
 
 class UuidSetValue(ValueCodec[AbstractSet[uuid.UUID]]):
@@ -584,7 +586,7 @@ class UuidSetValue(ValueCodec[AbstractSet[uuid.UUID]]):
         return b"".join(sorted(_uuid_to_bytes(self.label, item) for item in value))
 
     def decode(self, data: bytes) -> set[uuid.UUID]:
-        data = _as_bytes(self.label, data)
+        data = _as_bytes(self, data)
         if len(data) % 16:
             raise ValueError(f"{self.label}: length {len(data)} is not a multiple of 16")
         items = {uuid.UUID(bytes=data[i:i + 16]) for i in range(0, len(data), 16)}
@@ -611,7 +613,7 @@ class JsonValue(ValueCodec[Any]):
         return _utf8_encode(self.label, text)
 
     def decode(self, data: bytes) -> Any:
-        text = _utf8_decode(self.label, _as_bytes(self.label, data))
+        text = _utf8_decode(self.label, _as_bytes(self, data))
         with _reraise(self.label, "decode JSON", (ValueError, ValueError),
                       (RecursionError, ValueError)):
             return json.loads(text, parse_constant=_reject_constant)
@@ -629,7 +631,7 @@ class CborValue(ValueCodec[Any]):
             return cbor2.dumps(value)
 
     def decode(self, data: bytes) -> Any:
-        data = _as_bytes(self.label, data)
+        data = _as_bytes(self, data)
         stream = io.BytesIO(data)
         try:  # not _reraise: this runs for every row a scan reads
             value = cbor2.CBORDecoder(stream).decode()
@@ -653,7 +655,7 @@ class PickleValue(ValueCodec[Any]):
             return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
 
     def decode(self, data: bytes) -> Any:
-        data = _as_bytes(self.label, data)
+        data = _as_bytes(self, data)
         # Malformed pickles raise almost any exception type, so all of them mean bad data.
         with _reraise(self.label, "unpickle", (Exception, ValueError)):
             return pickle.loads(data)
@@ -684,7 +686,7 @@ class FlatBuffersValue(ValueCodec[Any]):
         return bytes(builder.Output())
 
     def decode(self, data: bytes) -> Any:
-        data = _as_bytes(self.label, data)
+        data = _as_bytes(self, data)
         # Cheap sanity check of the root uoffset; the table itself is read lazily by cast.
         if len(data) < 8 or int.from_bytes(data[:4], "little") + 4 > len(data):
             raise ValueError(f"{self.label}: not a FlatBuffers buffer ({len(data)} bytes)")
@@ -714,7 +716,7 @@ class ZlibValue(ValueCodec[T]):
 
     def decode(self, data: bytes) -> T:
         with _reraise(self.label, "decompress", (zlib.error, ValueError)):
-            raw = zlib.decompress(_as_bytes(self.label, data))
+            raw = zlib.decompress(_as_bytes(self, data))
         return self.inner.decode(raw)
 
 
