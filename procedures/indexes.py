@@ -204,7 +204,7 @@ class TableIndex:
 
     def sized_row(self, found: tuple[Any, Any, KeyValue]) -> tuple[Any, int]:
         """An index scan row ``[indexed value, key, value]`` (or the table's corrupt-row
-        marker in its place) and its size on the wire, from the table's ``sized_row``."""
+        marker in its place) and its size on the wire, from the table's ``sized_kv``."""
         indexed, _, kv = found
         row, size = self.table.sized_kv(kv)
         if isinstance(row, dict):

@@ -97,6 +97,11 @@ def inspect(obj: Any, max_depth: int = MAX_DEPTH, path: str = "",  # noqa: C901,
     ``payload_size(obj, wire=True)``; without, a rough one (strings by their UTF-8 bytes).
     Stored rows may hold ints up to ``UINT64_MAX`` (an oid), which msgpack carries too; a
     caller's ints stay within etcd's int64."""
+    if type(obj) is str and len(obj) < _SCAN_COPY and obj.isascii() and obj.isprintable():
+        # A lone short printable string (a key, most arguments): the loop's first case, here
+        # without the loop's set-up, which cost such a string as much as its check.
+        return None, (_wire_text(obj) if wire and ('"' in obj or "\\" in obj)
+                      else len(obj)) + _ITEM
     size = 0
     # (item, depth, the trail of its container, its step there): a container's own trail is
     # made only when it is reached, and a path only when a problem is found.

@@ -63,6 +63,7 @@ class Table:
         self.wire = TableWire(TableLayout.of(slot), KeyWire(key_kind),
                               ValueWire(value_kind, values, max_depth))
         self.prefix = self.wire.layout.prefix
+        self.key_offset = len(self.prefix)  # a row's etcd key, less this, is its encoded key
         self.keys = self.wire.keys
         self.values = self.wire.values
         self.client = client
@@ -260,26 +261,27 @@ class Table:
         return env_of(self.client).driver.sleep(0)
 
     def sized_kv(self, kv: KeyValue) -> tuple[Any, int]:
-        """``sized_row`` of a stored row as etcd gave it."""
-        return self.sized_row(kv.key, kv.value)
+        """A scan row of a stored row as etcd gave it: ``[key, value]`` (or its corrupt-row
+        marker) and its size on the wire (``payload_size(row, wire=True)``), found by the
+        same walk that checks it can be delivered. Runs for every row a scan delivers."""
+        try:
+            key, key_size = self.keys.decode_sized(kv.key[self.key_offset:])
+            value, value_size = self.values.decode_sized(kv.value)
+        except CorruptRow as exc:
+            return self.corrupt_marker(kv.key, exc)
+        return [key, value], ROW_SLOTS + key_size + value_size
 
     def sized_key(self, kv: KeyValue) -> tuple[Any, int]:
-        """``sized_row`` of a stored row's key alone (a ``keys_only`` scan)."""
-        return self.sized_row(kv.key, None)
-
-    def sized_row(self, etcd_key: bytes, data: bytes | None) -> tuple[Any, int]:
-        """A scan row (the key when ``data`` is None, ``[key, value]``, or a corrupt-row
-        marker) and its size on the wire (``payload_size(row, wire=True)``), found by the same
-        walk that checks it can be delivered."""
+        """``sized_kv`` of a stored row's key alone (a ``keys_only`` scan)."""
         try:
-            key, key_size = self.keys.decode_sized(self.wire.layout.split(etcd_key))
-            if data is None:
-                return key, key_size
-            value, value_size = self.values.decode_sized(data)
-            return [key, value], ROW_SLOTS + key_size + value_size
+            return self.keys.decode_sized(kv.key[self.key_offset:])
         except CorruptRow as exc:
-            marker = {"corrupt_row": self.wire.layout.split(etcd_key).hex(), "error": str(exc)}
-            return marker, payload_size(marker, wire=True)
+            return self.corrupt_marker(kv.key, exc)
+
+    def corrupt_marker(self, etcd_key: bytes, cause: CorruptRow) -> tuple[Any, int]:
+        """What a scan delivers in place of a row it cannot read, and its size on the wire."""
+        marker = {"corrupt_row": self.wire.layout.split(etcd_key).hex(), "error": str(cause)}
+        return marker, payload_size(marker, wire=True)
 
     async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
         return (await self.client.get(self.bounds(from_key, to_key, prefix),

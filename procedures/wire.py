@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from txetcd import KeySet
@@ -54,6 +55,9 @@ class KeyWire:
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self.codec: KeyCodec[Any] = KEY_CODECS[kind]()
+        #: The key and its size on the wire (``payload_size(key, wire=True)``), from its bytes.
+        self.decode_sized: Callable[[bytes], tuple[Any, int]] = partial(
+            _deliverable, _decoder(self.codec, _FROM_CODEC.get(kind)), 0, kind, "key")
 
     def encode(self, key: Any, what: str = "key") -> bytes:
         return self.checked(key, what)[1]
@@ -90,31 +94,37 @@ class KeyWire:
     def decode(self, data: bytes) -> Any:
         return self.decode_sized(data)[0]
 
-    def decode_sized(self, data: bytes) -> tuple[Any, int]:
-        """The key and its size on the wire (``payload_size(key, wire=True)``)."""
-        return _deliverable(data, self.codec, _FROM_CODEC.get(self.kind), 0, self.kind, "key")
-
     def from_codec_sized(self, key: Any) -> tuple[Any, int]:
         """``decode_sized`` of a key already decoded by its codec (a part of a compound key),
         ``CorruptRow`` if it cannot be delivered."""
         return _sized(_FROM_CODEC.get(self.kind, lambda k: k)(key), 0, self.kind, "key")
 
 
-def _deliverable(data: bytes, codec: KeyCodec[Any] | ValueCodec[Any],
-                 convert: Callable[[Any], Any] | None, max_depth: int, kind: str,
-                 what: str) -> tuple[Any, int]:
+def _decoder(codec: KeyCodec[Any] | ValueCodec[Any],
+             convert: Callable[[Any], Any] | None) -> Callable[[bytes], Any]:
+    """The codec's decode, followed by the kind's conversion to its WAMP form if it has one."""
+    decode = codec.decode
+    return decode if convert is None else lambda data: convert(decode(data))
+
+
+def _deliverable(decode: Callable[[bytes], Any], max_depth: int, kind: str, what: str,
+                 data: bytes) -> tuple[Any, int]:
     """The decoded row and its size on the wire, or ``CorruptRow`` if it does not decode or
-    breaks the payload policy. One walk does both: a scan needs each row's size too. (It runs
-    for every row a scan or an event delivers: no closures, no context managers.)"""
+    breaks the payload policy. One walk does both: a scan needs each row's size too. It runs
+    for every row a scan or an event delivers, so each wire binds it to its codec once
+    (``partial``) and it makes no further call of ours."""
     try:
-        decoded = codec.decode(data) if convert is None else convert(codec.decode(data))
+        decoded = decode(data)
     except (TypeError, ValueError) as exc:
         raise CorruptRow(f"{data[:40]!r} is not a {kind} {what}: {exc}") from None
-    return _sized(decoded, max_depth, kind, what)
+    found, size = inspect(decoded, max_depth, "", UINT64_MAX)
+    if found is not None:
+        raise CorruptRow(f"stored {kind} {what} cannot be delivered: {found}")
+    return decoded, size
 
 
 def _sized(decoded: Any, max_depth: int, kind: str, what: str) -> tuple[Any, int]:
-    found, size = inspect(decoded, max_depth, int_max=UINT64_MAX)
+    found, size = inspect(decoded, max_depth, "", UINT64_MAX)
     if found is not None:
         raise CorruptRow(f"stored {kind} {what} cannot be delivered: {found}")
     return decoded, size
@@ -131,6 +141,10 @@ class ValueWire:
         # (procedures.schema.value_codec) takes and gives maps.
         codec_kind = "binary" if kind == "flatbuffers" else kind
         self.codec: ValueCodec[Any] = codec or VALUE_CODECS[codec_kind]()
+        #: The value and its size on the wire (``payload_size(value, wire=True)``).
+        self.decode_sized: Callable[[bytes], tuple[Any, int]] = partial(
+            _deliverable, _decoder(self.codec, _FROM_CODEC.get(kind)), max_depth, kind,
+            "value")
 
     def to_codec(self, value: Any) -> Any:
         return _TO_CODEC.get(self.kind, lambda v: v)(value)
@@ -151,11 +165,6 @@ class ValueWire:
 
     def decode(self, data: bytes) -> Any:
         return self.decode_sized(data)[0]
-
-    def decode_sized(self, data: bytes) -> tuple[Any, int]:
-        """The value and its size on the wire (``payload_size(value, wire=True)``)."""
-        return _deliverable(data, self.codec, _FROM_CODEC.get(self.kind), self.max_depth,
-                            self.kind, "value")
 
 
 class TableWire:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from procedures.payload import INT64_MAX, MAX_BLOB_BYTES, UINT64_MAX, inspect, payload_size, problem
 from procedures.table import Table
+from txetcd.types import KeyValue
 
 LEAVES = (st.none() | st.booleans() | st.integers(min_value=-(2**64), max_value=2**65)
           | st.floats(allow_nan=True, allow_infinity=True) | st.text() | st.binary()
@@ -57,9 +58,9 @@ def test_a_scan_row_is_sized_by_the_walk_that_checks_it() -> None:
     key = table.etcd_key("k\"1")
     value = {"name": "n\n" * 50, "blob": b"b" * 99, "n": [1, 2.5, None, True]}
     stored = table.values.encode(value)
-    row, size = table.sized_row(key, stored)
+    row, size = table.sized_kv(KeyValue(key, stored))
     assert row == ["k\"1", value] and size == payload_size(row, wire=True)
-    only_key, key_size = table.sized_row(key, None)
+    only_key, key_size = table.sized_key(KeyValue(key))
     assert only_key == "k\"1" and key_size == payload_size(only_key, wire=True)
-    marker, marker_size = table.sized_row(key, b"\xff\xfe not cbor")
+    marker, marker_size = table.sized_kv(KeyValue(key, b"\xff\xfe not cbor"))
     assert "corrupt_row" in marker and marker_size == payload_size(marker, wire=True)
