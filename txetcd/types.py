@@ -79,22 +79,30 @@ class KeyValue:
     @classmethod
     def from_json(cls, obj: Json, namespace: bytes = b"") -> KeyValue:
         # Once per key of every read, scan and watch event: the helpers (unb64, to_int,
-        # strip_namespace) inlined, and the fields filled in as parts (see _parts_of).
+        # strip_namespace) inlined, and the fields filled in as parts (see _parts_of). The
+        # fields etcd leaves out when zero (a lease, mostly) cost no int() call.
         get = obj.get
         key = get("key")
-        key = binascii.a2b_base64(key) if key else b""
+        key = _a2b(key) if key else b""
         if namespace and key.startswith(namespace):
             key = key[len(namespace):]
         value = get("value")
         kv = _KeyValueParts()
         kv.key = key
-        kv.value = binascii.a2b_base64(value) if value else b""
-        kv.version = int(get("version") or 0)
-        kv.create_revision = int(get("create_revision") or 0)
-        kv.mod_revision = int(get("mod_revision") or 0)
-        kv.lease = int(get("lease") or 0)
+        kv.value = _a2b(value) if value else b""
+        number = get("version")
+        kv.version = int(number) if number else 0
+        number = get("create_revision")
+        kv.create_revision = int(number) if number else 0
+        number = get("mod_revision")
+        kv.mod_revision = int(number) if number else 0
+        number = get("lease")
+        kv.lease = int(number) if number else 0
         kv.__class__ = cls
         return kv
+
+
+_a2b = binascii.a2b_base64
 
 
 def _parts_of(cls: type) -> Any:
