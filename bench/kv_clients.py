@@ -81,9 +81,10 @@ class Count:
     def __init__(self, ops: int) -> None:
         self.ops = ops
         self.began = self.cpu_began = self.elapsed = self.cpu = 0.0
-        self.collecting = 0.0
+        self.collecting = self.paused = 0.0
         self.gc_seconds = [0.0, 0.0, 0.0]  # per generation
         self.collections = [0, 0, 0]
+        self.longest_pause = 0.0  # seconds: everything in the process waits for a collection
 
     def start(self) -> None:
         gc.callbacks.append(self.collection)
@@ -96,10 +97,11 @@ class Count:
 
     def collection(self, phase: str, info: dict[str, int]) -> None:
         if phase == "start":
-            self.collecting = time.process_time()
+            self.collecting, self.paused = time.process_time(), time.perf_counter()
         else:
             self.gc_seconds[info["generation"]] += time.process_time() - self.collecting
             self.collections[info["generation"]] += 1
+            self.longest_pause = max(self.longest_pause, time.perf_counter() - self.paused)
 
     def gc_us_per_op(self) -> float:
         return sum(self.gc_seconds) / self.ops * 1e6

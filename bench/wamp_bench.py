@@ -45,6 +45,8 @@ from twisted.internet import defer, reactor, task
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from kv_clients import Count  # noqa: E402 - bench/, beside this file
+
 from component.publisher import MAX_IN_FLIGHT, position_key  # noqa: E402
 from procedures.answers import CHUNK_ROWS, FIRST_CHUNK_ROWS  # noqa: E402
 from tests.test_hostile_load import RSS_BOUND_MB, component_pid, cpu_seconds, rss_mb  # noqa: E402
@@ -307,11 +309,16 @@ async def latency(client: Client, received: list[tuple[float, float]], per_secon
 
     before = await position_writes(client)
     fsyncs_before = slow_fsyncs(etcd_url)
+    # This process is the writer and the subscriber, and it holds every event of the runs
+    # before: a full collection of its heap delays the arrivals it stamps.
+    collector = Count(0)
+    collector.start()
     loop = task.LoopingCall(tick)
     loop.start(interval)
     await task.deferLater(reactor, seconds, lambda: None)
     loop.stop()
     await arrived(received, sent, DRAIN_LIMIT)
+    collector.stop()
     writes = await position_writes(client) - before
     fsyncs, slow = (now - then for now, then in zip(slow_fsyncs(etcd_url), fsyncs_before,
                                                      strict=True))
@@ -321,7 +328,9 @@ async def latency(client: Client, received: list[tuple[float, float]], per_secon
     rest_p99 = percentile([(arrival - acknowledged[t]) * 1000 for arrival, t in received
                            if t in acknowledged], 0.99)
     parts = (f"etcd's acknowledgement p99 {etcd_p99:.1f} ms, from it to the subscriber p99 "
-             f"{rest_p99:.1f} ms; etcd's WAL fsyncs over 64 ms: {slow} of {fsyncs}")
+             f"{rest_p99:.1f} ms; etcd's WAL fsyncs over 64 ms: {slow} of {fsyncs}; the "
+             f"subscriber's longest collector pause {collector.longest_pause * 1000:.1f} ms, "
+             f"full collections {collector.collections[2]}")
     print(f"| latency at {sent / seconds:,.0f} events/s | p50 {p50:.1f} ms | p99 {p99:.1f} ms "
           f"(max {max(whole, default=float('nan')):.1f}; {len(received)} of {sent} arrived; "
           f"{parts}); {position_result(f'{per_second:,} events/s', writes, sent)} | "
