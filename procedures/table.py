@@ -280,7 +280,7 @@ class Table:
 
     def corrupt_marker(self, etcd_key: bytes, cause: CorruptRow) -> tuple[Any, int]:
         """What a scan delivers in place of a row it cannot read, and its size on the wire."""
-        marker = {"corrupt_row": self.wire.layout.split(etcd_key).hex(), "error": str(cause)}
+        marker = {"corrupt_row": etcd_key[self.key_offset:].hex(), "error": str(cause)}
         return marker, payload_size(marker, wire=True)
 
     async def count(self, from_key: Any = None, to_key: Any = None, prefix: Any = None) -> int:
