@@ -16,9 +16,11 @@ Two harnesses, on 100-byte values over 1,000 keys:
 
 Prints one JSON line: ops/s and the client process's CPU time per op (µs, over the measured
 ops; etcd runs in its own process); for ``gather`` and ``fixed`` also the part of it the
-cyclic garbage collector took (``gc_us_per_op``). The clients ``instant-twisted`` and
-``instant-asyncio`` answer every op from memory, a loop turn later: what a harness costs per op
-on its own.
+cyclic garbage collector took (``gc_us_per_op``); for ``gather`` on Twisted and asyncio also
+the set-up's part, creating every op's awaitable before any runs (``setup_cpu_us_per_op``,
+``setup_gc_us_per_op``), and the rate of the ops after it (``after_setup_ops_per_s``). The
+clients ``instant-twisted`` and ``instant-asyncio`` answer every op from memory, a loop turn
+later: what a harness costs per op on its own.
 ``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op;
 ``txetcd-http`` the same on txetcd's HTTP layer alone.
 """
@@ -76,7 +78,8 @@ class Meter:
 class Count:
     """The ``gather`` harness's measure: ``ops`` completions from ``start()`` to ``stop()``, and
     how much of that time the cyclic garbage collector took: creating every op at once makes a
-    heap that its full collections walk (a harness's cost, not a client's)."""
+    heap that its full collections walk (a harness's cost, not a client's). ``set_up()`` marks
+    the end of that creation (at most ``INFLIGHT`` ops have reached the client by then)."""
 
     def __init__(self, ops: int) -> None:
         self.ops = ops
@@ -85,10 +88,16 @@ class Count:
         self.gc_seconds = [0.0, 0.0, 0.0]  # per generation
         self.collections = [0, 0, 0]
         self.longest_pause = 0.0  # seconds: everything in the process waits for a collection
+        self.setup_elapsed = self.setup_cpu = self.setup_gc = 0.0
 
     def start(self) -> None:
         gc.callbacks.append(self.collection)
         self.began, self.cpu_began = time.perf_counter(), time.process_time()
+
+    def set_up(self) -> None:
+        self.setup_elapsed = time.perf_counter() - self.began
+        self.setup_cpu = time.process_time() - self.cpu_began
+        self.setup_gc = sum(self.gc_seconds)
 
     def stop(self) -> None:
         self.elapsed = time.perf_counter() - self.began
@@ -111,6 +120,12 @@ class Count:
 
     def cpu_us_per_op(self) -> float:
         return self.cpu / self.ops * 1e6
+
+    def setup(self) -> dict[str, float]:
+        """The set-up's CPU and collector µs per op, and the rate of the ops after it."""
+        return {"setup_cpu_us_per_op": round(self.setup_cpu / self.ops * 1e6, 1),
+                "setup_gc_us_per_op": round(self.setup_gc / self.ops * 1e6, 1),
+                "after_setup_ops_per_s": round(self.ops / (self.elapsed - self.setup_elapsed), 1)}
 
 
 Measure = Meter | Count
@@ -167,7 +182,9 @@ def run_twisted(make_op: Callable[[Any, int], Any], client: Any, inflight: int,
         count = Count(int(seconds))
         count.start()
         sem = defer.DeferredSemaphore(inflight)
-        await defer.gatherResults([sem.run(make_op, client, i) for i in range(count.ops)])
+        every_op = defer.gatherResults([sem.run(make_op, client, i) for i in range(count.ops)])
+        count.set_up()
+        await every_op
         count.stop()
         return count
 
@@ -399,7 +416,9 @@ def run_asyncio(open_client: Callable[[], Any], op: str, inflight: int, seconds:
                     async with sem:
                         return await call(*args(i))
 
-                await asyncio.gather(*[run(i) for i in range(count.ops)])
+                every_op = asyncio.gather(*[run(i) for i in range(count.ops)])
+                count.set_up()
+                await every_op
                 count.stop()
                 return count
             meter = Meter(seconds)
@@ -510,4 +529,6 @@ if __name__ == "__main__":
             "cpu_us_per_op": round(measured.cpu_us_per_op(), 1)}
     if isinstance(measured, Count):
         line["gc_us_per_op"] = round(measured.gc_us_per_op(), 1)
+        if measured.setup_elapsed:
+            line.update(measured.setup())
     print(json.dumps(line))
