@@ -232,8 +232,9 @@ def kv_targets(medians: dict[Key, dict],
             floors = [floor_text(medians, harness, floor, op, inflight)
                       for floor in FLOORS.get((harness, inflight), [])
                       if (harness, floor, op, inflight) in medians]
-            if harness == "gather" and inflight == 32:
-                floors += filter(None, [setup_text(medians, op)])
+            setup = setup_text(medians, op) if (harness, inflight) == ("gather", 32) else None
+            if setup is not None:
+                floors.append(setup)
             found.append({"target": f"{op} x{inflight} >= {bound}x aetcd ({harness} harness)",
                           "value": f"{value:.2f}x" + (f" ({', '.join(floors)})" if floors else ""),
                           "met": value >= bound})
