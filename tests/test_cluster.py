@@ -51,6 +51,13 @@ class History:
     unknown: dict[bytes, bytes] = field(default_factory=dict)
     reads: int = 0
     unexpected: list[str] = field(default_factory=list)
+    killed_at: float | None = None  # time.monotonic() when the leader was killed
+
+    def since_kill(self) -> str:
+        """When a failure surfaced, relative to the kill: a rare failure says which phase."""
+        if self.killed_at is None:
+            return "before the kill"
+        return f"{time.monotonic() - self.killed_at:.2f} s after the kill"
 
     @property
     def operations(self) -> int:
@@ -68,13 +75,15 @@ async def write_and_read(client: Client, worker: int, rounds: int, history: Hist
             if exc.outcome_unknown:
                 history.unknown[key] = value
             else:  # two members stay up: a write is answered or of unknown fate, never refused
-                history.unexpected.append(f"write {key!r} failed as if never sent: {exc!r}")
+                history.unexpected.append(f"write {key!r}, {history.since_kill()}, failed as "
+                                          f"if never sent: {exc!r}")
         except Exception as exc:  # noqa: BLE001 - any other outcome is a test failure
-            history.unexpected.append(f"write {key!r}: {exc!r}")
+            history.unexpected.append(f"write {key!r}, {history.since_kill()}: {exc!r}")
         try:
             found = await client.get(key)
         except Exception as exc:  # noqa: BLE001 - reads must carry on via other members
-            history.unexpected.append(f"read {key!r}: {exc!r}")
+            history.unexpected.append(f"read {key!r}, {history.since_kill()}, with "
+                                      f"{client.transport.endpoint} active: {exc!r}")
             continue
         history.reads += 1
         if key in history.acked and [kv.value for kv in found.kvs] != [value]:
@@ -92,6 +101,7 @@ async def test_leader_killed_under_load(loop: Loop, cluster: list[EtcdProcess]) 
         while history.operations < kill_after:
             await loop.sleep(0.005)
         leader.kill()
+        history.killed_at = time.monotonic()
         return history.operations
 
     try:
