@@ -93,7 +93,11 @@ async def write_and_read(client: Client, worker: int, rounds: int, history: Hist
 async def test_leader_killed_under_load(loop: Loop, cluster: list[EtcdProcess]) -> None:
     leader = await find_leader(loop, cluster)
     followers = [m for m in cluster if m is not leader]
-    client = loop.client(endpoints=[leader.url] + [m.url for m in followers], timeout=5)
+    # A read that reaches a follower before it learns of the death waits there until a new
+    # leader is elected, then gets "leader changed" and moves on. That took 1-1.5 s on a quiet
+    # machine (etcd 3.4.23 and 3.5.30). In one CI run under load, reads still waited at a 5 s
+    # deadline. 10 s, the client's default, leaves room for a slow election.
+    client = loop.client(endpoints=[leader.url] + [m.url for m in followers], timeout=10)
     history = History()
     workers, rounds, kill_after = 4, 25, 40  # 200 operations, the leader dies after 40
 
