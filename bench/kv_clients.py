@@ -121,7 +121,7 @@ class Count:
     def cpu_us_per_op(self) -> float:
         return self.cpu / self.ops * 1e6
 
-    def setup(self) -> dict[str, float]:
+    def setup_figures(self) -> dict[str, float]:
         """The set-up's CPU and collector µs per op, and the rate of the ops after it."""
         return {"setup_cpu_us_per_op": round(self.setup_cpu / self.ops * 1e6, 1),
                 "setup_gc_us_per_op": round(self.setup_gc / self.ops * 1e6, 1),
@@ -533,5 +533,5 @@ if __name__ == "__main__":
     if isinstance(measured, Count):
         line["gc_us_per_op"] = round(measured.gc_us_per_op(), 1)
         if measured.setup_elapsed:
-            line.update(measured.setup())
+            line.update(measured.setup_figures())
     print(json.dumps(line))

@@ -174,11 +174,12 @@ def ratio(medians: dict[Key, dict], harness: str, peer: str, op: str, inflight: 
                  medians[(harness, peer, op, inflight)]["ops_per_s"])
 
 
-def cpu_per_op(median: dict) -> str:
-    """A run's CPU µs per op, and the garbage collector's part of it where it was measured."""
-    collecting = (f" (garbage collection {median['gc_us_per_op']:.1f})"
-                  if "gc_us_per_op" in median else "")
-    return f"{median['cpu_us_per_op']:.1f}{collecting}"
+def cpu_per_op(median: dict, part: str = "") -> str:
+    """A run's CPU µs per op (``part="setup_"``: its set-up's), and the garbage collector's
+    part of it where it was measured."""
+    collecting = (f" (garbage collection {median[f'{part}gc_us_per_op']:.1f})"
+                  if f"{part}gc_us_per_op" in median else "")
+    return f"{median[f'{part}cpu_us_per_op']:.1f}{collecting}"
 
 
 def floor_text(medians: dict[Key, dict], harness: str, floor: str, op: str,
@@ -203,10 +204,9 @@ def setup_text(medians: dict[Key, dict], op: str) -> str | None:
         return None
     after = ours["after_setup_ops_per_s"] / peer["after_setup_ops_per_s"]
     return (f"the set-up, every op's Deferreds made before any runs: "
-            f"{ours['setup_cpu_us_per_op']:.1f} (garbage collection "
-            f"{ours['setup_gc_us_per_op']:.1f}) of the process's CPU µs per op, aetcd's "
-            f"{peer['setup_cpu_us_per_op']:.1f} ({peer['setup_gc_us_per_op']:.1f}); after the "
-            f"set-ups {ours['after_setup_ops_per_s']:,.0f} against "
+            f"{cpu_per_op(ours, 'setup_')} of the process's CPU µs per op, aetcd's "
+            f"{cpu_per_op(peer, 'setup_')}; after the set-ups "
+            f"{ours['after_setup_ops_per_s']:,.0f} against "
             f"{peer['after_setup_ops_per_s']:,.0f} ops/s, {after:.2f}x")
 
 
