@@ -22,7 +22,8 @@ the set-up's part, creating every op's awaitable before any runs (``setup_cpu_us
 clients ``instant-twisted`` and ``instant-asyncio`` answer every op from memory, a loop turn
 later: what a harness costs per op on its own.
 ``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op;
-``txetcd-http`` the same on txetcd's HTTP layer alone.
+``txetcd-http`` the same on txetcd's HTTP layer alone; ``txetcd-http-batching`` adds txetcd's
+batching rules and nothing else, for many ops in flight.
 """
 
 from __future__ import annotations
@@ -389,6 +390,73 @@ class HTTPPoolFloor:
         return self.pool.request(self.url, self.build(self.heads[b"range"], range_body(key)))
 
 
+class BatchingFloor(HTTPPoolFloor):
+    """The floor of a batching client on our HTTP layer (issue 17): txetcd's batcher's rules
+    and nothing else. An op issued with nothing in flight goes at once, alone; the others
+    queue and leave as one txn at the end of the loop turn, or at ``EAGER_FLUSH`` ops while
+    fewer than ``EAGER_IN_FLIGHT`` txns are in flight. Each op's Deferred fires with its raw
+    inner answer, decoded by ``json.loads`` alone: no op objects, result types, deadlines,
+    retries or ordering rules. Between it and ``txetcd`` is what our client logic costs."""
+
+    def __init__(self, url: str) -> None:
+        from twisted.internet import defer, reactor
+
+        from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT
+        from txetcd.core import request_head
+
+        super().__init__(url)
+        self.heads[b"txn"] = request_head(b"POST", b"/v3/kv/txn", urlsplit(url).netloc.encode(),
+                                          [(b"Content-Type", b"application/json")])
+        self.eager_flush, self.eager_in_flight = EAGER_FLUSH, EAGER_IN_FLIGHT
+        self.reactor: Any = reactor
+        self.new_deferred = defer.Deferred
+        self.queued: list[tuple[bytes, Any]] = []  # (the op's RequestOp, its Deferred)
+        self.in_flight = 0
+        self.flush_scheduled = False
+
+    def set(self, key: bytes, value: bytes) -> Any:
+        return self._issue(b"put", put_body(key, value), b'{"request_put":%s}')
+
+    def get(self, key: bytes) -> Any:
+        return self._issue(b"range", range_body(key), b'{"request_range":%s}')
+
+    def _issue(self, path: bytes, body: bytes, request_op: bytes) -> Any:
+        answer = self.new_deferred()
+        if not self.in_flight and not self.queued:
+            self.in_flight += 1
+            sent = self.pool.request(self.url, self.build(self.heads[path], body))
+            sent.addCallback(self._answered_alone, answer)
+            return answer
+        self.queued.append((request_op % body, answer))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.reactor.callLater(0, self._flush)
+        if len(self.queued) >= self.eager_flush and self.in_flight < self.eager_in_flight:
+            self._send_txn()
+        return answer
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.queued:
+            self._send_txn()
+
+    def _send_txn(self) -> None:
+        batch, self.queued = self.queued, []
+        self.in_flight += 1
+        body = b'{"success":[%s]}' % b",".join([request_op for request_op, _ in batch])
+        sent = self.pool.request(self.url, self.build(self.heads[b"txn"], body))
+        sent.addCallback(self._answered_txn, [answer for _, answer in batch])
+
+    def _answered_alone(self, response: tuple[int, bytes], answer: Any) -> None:
+        self.in_flight -= 1
+        answer.callback(json.loads(response[1]))
+
+    def _answered_txn(self, response: tuple[int, bytes], answers: list[Any]) -> None:
+        self.in_flight -= 1
+        for answer, inner in zip(answers, json.loads(response[1])["responses"], strict=True):
+            answer.callback(inner)
+
+
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
     if op == "put":
         return lambda c, i: c.set(key(i), VALUE)
@@ -496,6 +564,7 @@ TWISTED_CLIENTS: dict[str, Callable[[str], Any]] = {
     "instant-twisted": lambda url: InstantTwisted(),  # no etcd: the harness's own cost
     "twisted-floor": TwistedFloor,
     "txetcd-http": HTTPPoolFloor,
+    "txetcd-http-batching": BatchingFloor,
     "txaioetcd": txaioetcd_client,
 }
 
