@@ -18,7 +18,8 @@ Prints one JSON line: ops/s and the client process's CPU time per op (µs, over 
 ops; etcd runs in its own process); for ``gather`` and ``fixed`` also the part of it the
 cyclic garbage collector took (``gc_us_per_op``); for ``gather`` on Twisted and asyncio also
 the set-up's part, creating every op's awaitable before any runs (``setup_cpu_us_per_op``,
-``setup_gc_us_per_op``), and the rate of the ops after it (``after_setup_ops_per_s``). The
+``setup_gc_us_per_op``), and the rate of the ops after it (``after_setup_ops_per_s``), with
+the process's CPU seconds per second meanwhile (``after_setup_busy``). The
 clients ``instant-twisted`` and ``instant-asyncio`` answer every op from memory, a loop turn
 later: what a harness costs per op on its own.
 ``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op;
@@ -123,10 +124,13 @@ class Count:
         return self.cpu / self.ops * 1e6
 
     def setup_figures(self) -> dict[str, float]:
-        """The set-up's CPU and collector µs per op, and the rate of the ops after it."""
+        """The set-up's CPU and collector µs per op, the rate of the ops after it, and how busy
+        the process was after it (its CPU seconds per second: under 1, it waited for etcd)."""
+        after = self.elapsed - self.setup_elapsed
         return {"setup_cpu_us_per_op": round(self.setup_cpu / self.ops * 1e6, 1),
                 "setup_gc_us_per_op": round(self.setup_gc / self.ops * 1e6, 1),
-                "after_setup_ops_per_s": round(self.ops / (self.elapsed - self.setup_elapsed), 1)}
+                "after_setup_ops_per_s": round(self.ops / after, 1),
+                "after_setup_busy": round((self.cpu - self.setup_cpu) / after, 2)}
 
 
 Measure = Meter | Count

@@ -198,6 +198,15 @@ def floor_text(medians: dict[Key, dict], harness: str, floor: str, op: str,
     return f"{FLOOR_NAMES[floor]} {ratio(medians, harness, 'aetcd', op, inflight, floor):.2f}x"
 
 
+def asyncio_text(medians: dict[Key, dict], op: str) -> str | None:
+    """Beside the gather x32 ratio: the same client core on asyncio (``txetcd.asyncio``), in
+    the asyncio harness aetcd runs in: what the Twisted harness costs against it."""
+    if ("gather", "txetcd-asyncio", op, 32) not in medians:
+        return None
+    return (f"txetcd.asyncio in aetcd's harness "
+            f"{ratio(medians, 'gather', 'aetcd', op, 32, 'txetcd-asyncio'):.2f}x")
+
+
 def setup_text(medians: dict[Key, dict], op: str) -> str | None:
     """The gather harness's set-up beside its x32 ratio: the CPU (and the collector's part of
     it) that making every op's awaitable took before any ran, ours against aetcd's, and the
@@ -235,9 +244,9 @@ def kv_targets(medians: dict[Key, dict],
             floors = [floor_text(medians, harness, floor, op, inflight)
                       for floor in FLOORS.get((harness, inflight), [])
                       if (harness, floor, op, inflight) in medians]
-            setup = setup_text(medians, op) if (harness, inflight) == ("gather", 32) else None
-            if setup is not None:
-                floors.append(setup)
+            if (harness, inflight) == ("gather", 32):
+                same_core, setup = asyncio_text(medians, op), setup_text(medians, op)
+                floors = [text for text in (same_core, *floors, setup) if text is not None]
             found.append({"target": f"{op} x{inflight} >= {bound}x aetcd ({harness} harness)",
                           "value": f"{value:.2f}x" + (f" ({', '.join(floors)})" if floors else ""),
                           "met": value >= bound})
@@ -316,7 +325,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per run")
     parser.add_argument("--clients", default=",".join(CLIENTS))
-    parser.add_argument("--gather-clients", default="txetcd,aetcd",
+    parser.add_argument("--gather-clients", default="txetcd,txetcd-asyncio,aetcd",
                         help="clients run in the gather+semaphore harness too")
     parser.add_argument("--gather-ops", type=int, default=30_000,
                         help="ops per gather run at 32 in flight (a fifth of it at 1)")
