@@ -7,8 +7,11 @@ can beat through the same harness.
     .venv/bin/python bench/floors.py pace [--op put] [--rounds 3] [--seconds 3]
 
 ``gather``: 32 in flight in the gather harness; the floors are ``kv_clients.py``'s instant
-clients (no etcd), i.e. what the harness costs per op on its own, and ``txetcd-http-batching``,
-our batching rules on our HTTP layer with no other client logic. After the harness's set-up
+clients (no etcd), i.e. what the harness costs per op on its own, ``txetcd-http-batching``,
+our batching rules on our HTTP layer with no other client logic, and ``gateway-floor-txn``,
+``gateway_floor.py`` sending txns of ``EAGER_FLUSH`` ops on ``EAGER_IN_FLIGHT`` sockets with
+no harness at all (what etcd does with two batches in flight when each answer is turned
+around at once; its "after the set-up" columns are its whole run). After the harness's set-up
 (every op's Deferreds or tasks made before any runs) the table also gives each side's CPU
 seconds per second, the client's and etcd's: a side below 1 waited for the other.
 ``x1``: one worker loop, one op in flight; the floor is ``gateway_floor.py`` (a blocking socket
@@ -37,11 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from tests.peers import venv_python  # noqa: E402
 from tests.test_hostile_load import cpu_seconds  # noqa: E402
+from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
 WARMUP = 0.5  # kv_clients.WARMUP
-CLIENTS = {"gather": ["instant-twisted", "txetcd-http-batching", "txetcd", "instant-asyncio",
-                      "txetcd-asyncio", "aetcd"],
+CLIENTS = {"gather": ["gateway-floor-txn", "instant-twisted", "txetcd-http-batching", "txetcd",
+                      "instant-asyncio", "txetcd-asyncio", "aetcd"],
            "x1": ["gateway-floor", "twisted-floor", "txetcd-http", "txetcd", "txetcd-asyncio",
                   "aetcd"],
            "pace": [f"gateway-floor+{pause}" for pause in (0, 100, 200, 400)]}
@@ -49,6 +53,9 @@ CLIENTS = {"gather": ["instant-twisted", "txetcd-http-batching", "txetcd", "inst
 
 def command(name: str, url: str, args: argparse.Namespace) -> list[str]:
     bench = ROOT / "bench"
+    if name == "gateway-floor-txn":
+        return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds),
+                "0", str(EAGER_FLUSH), str(EAGER_IN_FLIGHT)]
     if name.startswith("gateway-floor"):
         pause = name.partition("+")[2] or "0"
         return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds),
@@ -91,8 +98,12 @@ def main() -> None:
                 got = json.loads(out.stdout.strip().splitlines()[-1])
                 # kv_clients' worker loops run a warm-up (WARMUP s) before they count.
                 span = args.seconds + (0 if name.startswith("gateway-floor") else WARMUP)
-                done = args.ops if args.what == "gather" else got["ops_per_s"] * span
+                timed = args.what != "gather" or name == "gateway-floor-txn"
+                done = got["ops_per_s"] * span if timed else args.ops
                 etcd_us = (cpu_seconds(etcd.proc.pid) - before) / max(done, 1) * 1e6
+                if name == "gateway-floor-txn":  # no harness, no set-up: the whole run
+                    got["after_setup_ops_per_s"] = got["ops_per_s"]
+                    got["after_setup_busy"] = got["cpu_us_per_op"] * got["ops_per_s"] / 1e6
                 after = got.get("after_setup_ops_per_s", float("nan"))
                 # etcd works once the set-up is over (at most 32 ops reach it before).
                 runs[name].append((got["ops_per_s"], got["cpu_us_per_op"], etcd_us, after,
