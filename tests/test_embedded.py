@@ -147,3 +147,61 @@ def test_pause_returns_once_etcd_has_stopped(fresh_etcd: EtcdProcess) -> None:
         fresh_etcd.resume()
     assert not fresh_etcd.stopped()
     assert b"etcdserver" in urllib.request.urlopen(f"{fresh_etcd.url}/version", timeout=5).read()
+
+
+def etcdctl(etcd: EtcdProcess, *args: str) -> str:
+    """etcd's own client against ``etcd`` only (no ETCDCTL_* setting of the shell applies)."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")},
+           "ETCDCTL_API": "3"}
+    done = subprocess.run(["/usr/bin/etcdctl", f"--endpoints={etcd.url}", *args],
+                          capture_output=True, text=True, timeout=30, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_member_started_again_on_its_data_is_ours(etcd_binary: Path, tmp_path: Path) -> None:
+    """``make run`` a second time: a new EtcdProcess on an earlier one's data dir draws new
+    ports, yet etcd keeps the peer URL the member advertised when its data was made. The
+    restart must be recognised as that member, with its data, and nothing else."""
+    data = tmp_path / "etcd"
+    with EtcdProcess(etcd_binary, data_dir=data) as first:
+        etcdctl(first, "put", "kept", "across restarts")
+        advertised = first.peer_url
+    again = EtcdProcess(etcd_binary, data_dir=data)
+    assert again.peer_port == first.peer_port  # the port it advertised, free again
+    with again:
+        assert etcdctl(again, "get", "kept", "--print-value-only").strip() == "across restarts"
+
+    # Another process took that peer port meanwhile: a lone member needs no peers, so it
+    # listens elsewhere and is still recognised by the URL it advertised.
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", first.peer_port))
+        squatter.listen()
+        moved = EtcdProcess(etcd_binary, data_dir=data)
+        assert moved.peer_port != first.peer_port
+        with moved:
+            assert etcdctl(moved, "get", "kept", "--print-value-only").strip() == (
+                "across restarts")
+
+    # Data made before the URL was recorded: ours by its name, as our child serves it.
+    (data / "advertised-peer-url").unlink()
+    with EtcdProcess(etcd_binary, data_dir=data) as older:
+        assert etcdctl(older, "get", "kept", "--print-value-only").strip() == "across restarts"
+    assert (data / "advertised-peer-url").read_text().strip() == advertised
+
+
+def test_a_foreign_member_answering_for_a_restart_is_refused(etcd_binary: Path, tmp_path: Path,
+                                                             foreign_etcd: EtcdProcess) -> None:
+    """After a restart on its data, a member of the same name answering on our URL (another
+    process, another peer URL) is still refused."""
+    data = tmp_path / "etcd"
+    with EtcdProcess(etcd_binary, data_dir=data, name="somebody-else"):
+        pass  # a member of our name (the foreign one's) made this data
+    ours = EtcdProcess(etcd_binary, data_dir=data, name="somebody-else")
+    try:
+        ours.start()
+        ours.client_port = foreign_etcd.client_port  # as if the foreign one took over our URL
+        with pytest.raises(NotOurEtcd, match="another process|not somebody-else at"):
+            ours.verify_ours()
+    finally:
+        ours.cleanup()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -61,8 +62,59 @@ async def test_make_run_launcher(tmp_path: Path) -> None:
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         proc.wait(60)
     assert proc.returncode == 0
-    import socket
+    for port in (web_port, etcd_port):
+        with socket.socket() as sock:
+            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
 
+
+def launch(data_dir: Path, web_port: int, etcd_port: int) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-u", "-m", "component.cli", "run", "--data-dir",
+                             str(data_dir), "--web-port", str(web_port), "--etcd-port",
+                             str(etcd_port)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+async def call_when_served(url: str, procedure: str, *args: object) -> object:
+    """Call as the writer once the container component has registered ``procedure``."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    session = await connect(url, "writer", "writer-secret")
+    try:
+        for _ in range(150):
+            try:
+                return await session.call(procedure, *args)
+            except Exception:  # noqa: BLE001 - not registered yet
+                await deferLater(reactor, 0.2, lambda: None)
+        raise AssertionError(f"{procedure} was never served")
+    finally:
+        session.leave()
+
+
+@pytest_twisted.ensureDeferred
+async def test_make_run_again_on_its_data_serves_it(tmp_path: Path) -> None:
+    """Stop ``make run`` and start it again: the same etcd data, on the same ports, served
+    again; and SIGTERM (a service manager's stop) ends it as cleanly as Ctrl-C."""
+    web_port, etcd_port = free_port(), free_port()
+    url = f"ws://127.0.0.1:{web_port}/ws"
+    first = launch(tmp_path, web_port, etcd_port)
+    try:
+        wait_for_line(first, "explorer")
+        await call_when_served(url, "etcd.settings.put", "theme", "dark")
+    finally:
+        os.killpg(first.pid, signal.SIGINT)
+        first.wait(60)
+    assert first.returncode == 0
+
+    again = launch(tmp_path, web_port, etcd_port)
+    try:
+        lines = wait_for_line(again, "explorer")
+        assert any(f"127.0.0.1:{etcd_port}" in line for line in lines), lines
+        assert await call_when_served(url, "etcd.settings.get", "theme") == "dark"
+    finally:
+        os.killpg(again.pid, signal.SIGTERM)
+        again.wait(60)
+    assert again.returncode == 0
     for port in (web_port, etcd_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"

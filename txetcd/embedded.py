@@ -190,6 +190,16 @@ def _accepts(host: str, port: int) -> bool:
         return False
 
 
+def _bindable(host: str, port: int) -> bool:
+    """Whether no socket holds ``host:port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def _listening_inodes(port: int) -> set[int] | None:
     """Socket inodes listening on TCP ``port`` (from /proc/net; None where there is none)."""
     found: set[int] | None = None
@@ -219,9 +229,18 @@ def _socket_inodes(pid: int) -> set[int]:
     return inodes
 
 
+# Beside a member's data: the peer URL it advertised when its data was made. etcd keeps that URL
+# in its data and ignores ``--initial-advertise-peer-urls`` when it restarts on it, so it is
+# what ``verify_ours`` looks for after a restart (a new EtcdProcess draws new ports).
+ADVERTISED_PEER_URL_FILE = "advertised-peer-url"
+
+
 @dataclass
 class EtcdProcess:
-    """One etcd member: its binary, ports and data dir; start, stop, kill, pause and resume."""
+    """One etcd member: its binary, ports and data dir; start, stop, kill, pause and resume.
+
+    A member started on a data dir that holds one already (``make run`` again) is the member
+    that data makes: it listens on the peer port it advertised then, when that port is free."""
 
     binary: Path
     name: str = "default"
@@ -236,13 +255,21 @@ class EtcdProcess:
     scheme: str = "http"
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _own_data_dir: bool = field(default=False, init=False, repr=False)
+    _making_member: bool = field(default=True, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.client_port = self.client_port or free_port(self.host)
-        self.peer_port = self.peer_port or free_port(self.host)
         if self.data_dir is None:
             self.data_dir = Path(tempfile.mkdtemp(prefix="txetcd-", dir=_default_tmp_root()))
             self._own_data_dir = True
+        # None: the data dir holds no member yet, or one made before its URL was recorded.
+        self.advertised_peer_url = self._recorded_peer_url()
+        if not self.peer_port and self.advertised_peer_url is not None:
+            port = int(self.advertised_peer_url.rsplit(":", 1)[1])
+            if _bindable(self.host, port):  # else another port: a lone member needs no peers
+                self.peer_port = port
+                _handed_out.add(port)  # not free_port's to hand out while etcd takes it
+        self.peer_port = self.peer_port or free_port(self.host)
         self.version = binary_version(self.binary)
 
     @property
@@ -254,6 +281,26 @@ class EtcdProcess:
         return f"http://{self.host}:{self.peer_port}"
 
     @property
+    def member_data(self) -> Path:
+        assert self.data_dir is not None
+        return self.data_dir / "member-data"
+
+    @property
+    def holds_member(self) -> bool:
+        """Whether the data dir holds a member already (etcd's ``member/`` with its WAL)."""
+        return (self.member_data / "member" / "wal").is_dir()
+
+    def _recorded_peer_url(self) -> str | None:
+        """The peer URL the member of this data dir advertised (see
+        ``ADVERTISED_PEER_URL_FILE``), if it has a member and the URL was recorded."""
+        assert self.data_dir is not None
+        if not self.holds_member:
+            return None  # a new member: whatever file is there is stale
+        with contextlib.suppress(OSError):
+            return (self.data_dir / ADVERTISED_PEER_URL_FILE).read_text().strip() or None
+        return None
+
+    @property
     def log_path(self) -> Path:
         assert self.data_dir is not None
         return self.data_dir.with_name(self.data_dir.name + ".log")
@@ -262,7 +309,7 @@ class EtcdProcess:
         return [
             str(self.binary),
             "--name", self.name,
-            "--data-dir", str(self.data_dir / "member-data"),  # type: ignore[operator]
+            "--data-dir", str(self.member_data),
             "--listen-client-urls", self.url,
             "--advertise-client-urls", self.url,
             "--listen-peer-urls", self.peer_url,
@@ -281,6 +328,8 @@ class EtcdProcess:
         """
         if self.running:
             return self
+        # Whether this start makes the member: then the peer URL it advertises is its own.
+        self._making_member = not self.holds_member
         for port in (self.client_port, self.peer_port):
             if _accepts(self.host, port):
                 raise NotOurEtcd(f"{self.host}:{port} is already in use by another process; "
@@ -322,12 +371,27 @@ class EtcdProcess:
                              f"(pid {self.proc.pid}) started here:\n{self.log_tail()}")
         if self.scheme == "http":
             members = self._post("/v3/cluster/member/list").get("members", [])
-            ours = [m for m in members
-                    if m.get("name") == self.name and self.peer_url in m.get("peerURLs", [])]
             answering = self._post("/v3/maintenance/status")["header"].get("member_id")
+            expected = self.peer_url if self._making_member else self.advertised_peer_url
+            if expected is None and listeners is None:
+                raise NotOurEtcd(f"{self.url} answers for the member of {self.member_data}, "
+                                 f"but this system cannot tell which process serves it")
+            # A member whose advertised URL was not recorded (made by an older txetcd) is ours
+            # by its name, as the process serving it is our child (checked above).
+            ours = [m for m in members if m.get("name") == self.name
+                    and (expected is None or expected in m.get("peerURLs", []))]
             if not ours or ours[0].get("ID") != answering:
                 raise NotOurEtcd(f"the etcd member answering at {self.url} (id {answering}) is "
-                                 f"not {self.name} at {self.peer_url}, the one started here")
+                                 f"not {self.name} at {expected or self.peer_url}, the one "
+                                 f"started here")
+            self._record_peer_url((ours[0].get("peerURLs") or [expected])[0])
+
+    def _record_peer_url(self, url: str | None) -> None:
+        """Remember the member's advertised peer URL beside its data, for its restarts."""
+        if url and url != self.advertised_peer_url:
+            assert self.data_dir is not None
+            (self.data_dir / ADVERTISED_PEER_URL_FILE).write_text(url + "\n")
+            self.advertised_peer_url = url
 
     def _post(self, path: str) -> dict[str, Any]:
         request = urllib.request.Request(self.url + path, data=b"{}",
