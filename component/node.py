@@ -27,7 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from txetcd.embedded import EtcdNotFound, EtcdProcess, NotOurEtcd, find_etcd, stop_group
+from txetcd.embedded import (
+    EtcdNotFound,
+    EtcdProcess,
+    NotOurEtcd,
+    dies_with_parent,
+    find_etcd,
+    stop_group,
+)
 
 from .config import ConfigError, parse_settings
 from .localsocket import point_to_socket, private_dir
@@ -228,9 +235,12 @@ def run(options: NodeOptions, out: Any = None) -> int:
             [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         # Crossbar run by this interpreter (not a `crossbar` script found somewhere), so its
         # workers import the component from the same installation as this command.
+        # Stopped (cleanly: SIGTERM) if this process is killed, as its etcd is: an orphaned
+        # node would hold the web port, and the next `make run` could not start.
         node = subprocess.Popen([sys.executable, "-c", CROSSBAR_MAIN, "start", "--cbdir",
                                  str(cbdir), "--config", str(config_path), "--color", "false"],
-                                stdout=log, stderr=log, env=env, start_new_session=True)
+                                stdout=log, stderr=log, env=env, start_new_session=True,
+                                preexec_fn=dies_with_parent(signal.SIGTERM))
         log.close()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, _: stopping.append(signum))

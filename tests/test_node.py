@@ -118,3 +118,42 @@ async def test_make_run_again_on_its_data_serves_it(tmp_path: Path) -> None:
     for port in (web_port, etcd_port):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+
+
+def wait_closed(ports: tuple[int, ...], timeout: float = 60) -> list[int]:
+    """The ports of ``ports`` still accepting connections after ``timeout`` s (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        open_ports = []
+        for port in ports:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    open_ports.append(port)
+        if not open_ports or time.monotonic() > deadline:
+            return open_ports
+        time.sleep(0.2)
+
+
+@pytest_twisted.ensureDeferred
+async def test_make_run_killed_leaves_nothing_behind(tmp_path: Path) -> None:
+    """``kill -9`` of ``make run`` (the OOM killer, a hard stop) takes its etcd and its
+    Crossbar node down with it, so that the next ``make run`` on the same ports starts."""
+    web_port, etcd_port = free_port(), free_port()
+    url = f"ws://127.0.0.1:{web_port}/ws"
+    first = launch(tmp_path, web_port, etcd_port)
+    try:
+        wait_for_line(first, "explorer")
+        await call_when_served(url, "etcd.settings.put", "survives", "a crash")
+    finally:
+        first.kill()  # the launcher alone, not its process group
+        first.wait(60)
+    assert wait_closed((web_port, etcd_port)) == []
+
+    again = launch(tmp_path, web_port, etcd_port)
+    try:
+        wait_for_line(again, "explorer")
+        assert await call_when_served(url, "etcd.settings.get", "survives") == "a crash"
+    finally:
+        os.killpg(again.pid, signal.SIGINT)
+        again.wait(60)
+    assert again.returncode == 0

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,8 @@ from typing import Any
 from .fetch import fetched_binaries
 
 __all__ = ["BuggyEtcdWarning", "EtcdProcess", "EtcdNotFound", "NotOurEtcd", "binary_version",
-           "find_etcd", "free_port", "port_slice", "running_cluster", "start_cluster", "stop_group"]
+           "dies_with_parent", "find_etcd", "free_port", "port_slice", "running_cluster",
+           "start_cluster", "stop_group"]
 
 # Debian's etcd-server package installs the 3.4 server here.
 SYSTEM_ETCD = Path("/usr/bin/etcd")
@@ -166,14 +167,23 @@ def _ephemeral_low() -> int:
     return low if low > _LOWEST_PORT + 1000 else 49152
 
 
-def _die_with_parent() -> None:
-    # A test run that is killed must not leave etcd servers behind (Linux only).
-    try:
-        import ctypes
+def dies_with_parent(signum: int = signal.SIGKILL) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the child sent ``signum`` when its parent dies (Linux only): a
+    test run or launcher that is killed must not leave its servers behind, holding their
+    ports. ``SIGTERM`` lets a child that can stop cleanly do so."""
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    def arrange() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signum)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+    return arrange
+
+
+_die_with_parent = dies_with_parent()
 
 
 def _default_tmp_root() -> str | None:
