@@ -14,7 +14,6 @@ once (``floors.py gather``).
 
 from __future__ import annotations
 
-import base64
 import json
 import socket
 import sys
@@ -22,22 +21,15 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-VALUE_B64 = base64.b64encode(b"v" * 100)  # the 100-byte values of kv_clients.py
-KEYS = 1000  # kv_clients.KEYS
-
-
-def key_b64(i: int) -> bytes:
-    return base64.b64encode(b"bench/%04d" % (i % KEYS))  # kv_clients.key
+from kv_clients import KEYS, VALUE, key, put_body, range_body, txn_body
 
 
 def body(op: str, txn: int, first: int) -> bytes:
-    """One request's body: a plain range or put of one key, or a txn of ``txn`` of them."""
-    one = (b'{"key":"%s"}' if op == "get" else b'{"key":"%s","value":"' + VALUE_B64 + b'"}')
+    """One request's body: a plain range or put of one key, or a txn of ``txn`` of them
+    (``kv_clients``' keys and values, and its floors' bodies)."""
     if not txn:
-        return one % key_b64(1)
-    wrap = b'{"request_range":%s}' if op == "get" else b'{"request_put":%s}'
-    return b'{"success":[%s]}' % b",".join(wrap % (one % key_b64(i))
-                                            for i in range(first, first + txn))
+        return range_body(key(1)) if op == "get" else put_body(key(1), VALUE)
+    return txn_body(op, [key(i) for i in range(first, first + txn)])
 
 
 def answer_complete(data: bytes) -> bool:

@@ -310,6 +310,16 @@ def range_body(key: bytes) -> bytes:
     return b'{"key":"%s"}' % base64.b64encode(key)
 
 
+# A floor's plain request body as one op of a txn.
+REQUEST_OP = {"put": b'{"request_put":%s}', "get": b'{"request_range":%s}'}
+
+
+def txn_body(op: str, keys: list[bytes]) -> bytes:
+    """The floors' txn body: ``op`` of each of ``keys``, in order."""
+    one = (lambda k: put_body(k, VALUE)) if op == "put" else range_body
+    return b'{"success":[%s]}' % b",".join([REQUEST_OP[op] % one(k) for k in keys])
+
+
 class TwistedFloor:
     """The floor of a Twisted gateway client at 1 in flight, in txetcd's shape (``set``/``get``):
     one connection, each request written straight into the socket, a Deferred fired with the
@@ -419,13 +429,13 @@ class BatchingFloor(HTTPPoolFloor):
         self.flush_scheduled = False
 
     def set(self, key: bytes, value: bytes) -> Any:
-        return self._issue(b"put", put_body(key, value), b'{"request_put":%s}')
+        return self._issue(b"put", put_body(key, value), REQUEST_OP["put"])
 
     def get(self, key: bytes) -> Any:
-        return self._issue(b"range", range_body(key), b'{"request_range":%s}')
+        return self._issue(b"range", range_body(key), REQUEST_OP["get"])
 
     def _issue(self, path: bytes, body: bytes, request_op: bytes) -> Any:
-        answer = self.new_deferred()
+        answer: Any = self.new_deferred()
         if not self.in_flight and not self.queued:
             self.in_flight += 1
             sent = self.pool.request(self.url, self.build(self.heads[path], body))

@@ -29,6 +29,7 @@ from txetcd.embedded import (
     free_port,
 )
 
+from .test_etcdctl_interop import etcdctl
 from .wamp import ROOT
 
 
@@ -147,16 +148,6 @@ def test_pause_returns_once_etcd_has_stopped(fresh_etcd: EtcdProcess) -> None:
         fresh_etcd.resume()
     assert not fresh_etcd.stopped()
     assert b"etcdserver" in urllib.request.urlopen(f"{fresh_etcd.url}/version", timeout=5).read()
-
-
-def etcdctl(etcd: EtcdProcess, *args: str) -> str:
-    """etcd's own client against ``etcd`` only (no ETCDCTL_* setting of the shell applies)."""
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL")},
-           "ETCDCTL_API": "3"}
-    done = subprocess.run(["/usr/bin/etcdctl", f"--endpoints={etcd.url}", *args],
-                          capture_output=True, text=True, timeout=30, env=env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 def test_a_member_started_again_on_its_data_is_ours(etcd_binary: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest_twisted
@@ -91,19 +92,29 @@ async def call_when_served(url: str, procedure: str, *args: object) -> object:
         session.leave()
 
 
+async def write_then_stop(data_dir: Path, web_port: int, etcd_port: int, row: tuple[str, str],
+                          stop: Callable[[subprocess.Popen[str]], object]
+                          ) -> subprocess.Popen[str]:
+    """A ``make run`` that puts ``row`` into the settings table through WAMP, then is stopped
+    by ``stop``; returns it once it has exited."""
+    proc = launch(data_dir, web_port, etcd_port)
+    try:
+        wait_for_line(proc, "explorer")
+        await call_when_served(f"ws://127.0.0.1:{web_port}/ws", "etcd.settings.put", *row)
+    finally:
+        stop(proc)
+        proc.wait(60)
+    return proc
+
+
 @pytest_twisted.ensureDeferred
 async def test_make_run_again_on_its_data_serves_it(tmp_path: Path) -> None:
     """Stop ``make run`` and start it again: the same etcd data, on the same ports, served
     again; and SIGTERM (a service manager's stop) ends it as cleanly as Ctrl-C."""
     web_port, etcd_port = free_port(), free_port()
     url = f"ws://127.0.0.1:{web_port}/ws"
-    first = launch(tmp_path, web_port, etcd_port)
-    try:
-        wait_for_line(first, "explorer")
-        await call_when_served(url, "etcd.settings.put", "theme", "dark")
-    finally:
-        os.killpg(first.pid, signal.SIGINT)
-        first.wait(60)
+    first = await write_then_stop(tmp_path, web_port, etcd_port, ("theme", "dark"),
+                                  lambda proc: os.killpg(proc.pid, signal.SIGINT))
     assert first.returncode == 0
 
     again = launch(tmp_path, web_port, etcd_port)
@@ -115,23 +126,25 @@ async def test_make_run_again_on_its_data_serves_it(tmp_path: Path) -> None:
         os.killpg(again.pid, signal.SIGTERM)
         again.wait(60)
     assert again.returncode == 0
-    for port in (web_port, etcd_port):
+    assert still_open((web_port, etcd_port)) == []
+
+
+def still_open(ports: tuple[int, ...]) -> list[int]:
+    """The ports of ``ports`` accepting connections right now."""
+    found = []
+    for port in ports:
         with socket.socket() as sock:
-            assert sock.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                found.append(port)
+    return found
 
 
 def wait_closed(ports: tuple[int, ...], timeout: float = 60) -> list[int]:
     """The ports of ``ports`` still accepting connections after ``timeout`` s (bounded)."""
     deadline = time.monotonic() + timeout
-    while True:
-        open_ports = []
-        for port in ports:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    open_ports.append(port)
-        if not open_ports or time.monotonic() > deadline:
-            return open_ports
+    while (found := still_open(ports)) and time.monotonic() < deadline:
         time.sleep(0.2)
+    return found
 
 
 @pytest_twisted.ensureDeferred
@@ -140,13 +153,9 @@ async def test_make_run_killed_leaves_nothing_behind(tmp_path: Path) -> None:
     Crossbar node down with it, so that the next ``make run`` on the same ports starts."""
     web_port, etcd_port = free_port(), free_port()
     url = f"ws://127.0.0.1:{web_port}/ws"
-    first = launch(tmp_path, web_port, etcd_port)
-    try:
-        wait_for_line(first, "explorer")
-        await call_when_served(url, "etcd.settings.put", "survives", "a crash")
-    finally:
-        first.kill()  # the launcher alone, not its process group
-        first.wait(60)
+    # kill -9 of the launcher alone, not of its process group
+    await write_then_stop(tmp_path, web_port, etcd_port, ("survives", "a crash"),
+                          subprocess.Popen.kill)
     assert wait_closed((web_port, etcd_port)) == []
 
     again = launch(tmp_path, web_port, etcd_port)

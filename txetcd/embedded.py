@@ -120,13 +120,8 @@ def free_port(host: str = "127.0.0.1") -> int:
     low, high = _port_range()
     for _ in range(200):
         port = random.randrange(low, high)
-        if port in _handed_out:
+        if port in _handed_out or not _bindable(host, port):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
         _handed_out.add(port)
         return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # all taken: any will do
