@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from txetcd import (
@@ -28,9 +28,9 @@ from txetcd import (
     UnsupportedServer,
     prefix_end,
 )
-from txetcd.core import decode_json, decode_reply
+from txetcd.core import decode_json, decode_reply, plan_batches, plan_batches_by_rules
 from txetcd.errors import classify
-from txetcd.op import OpGet, OpSet
+from txetcd.op import OpDel, OpGet, OpSet
 from txetcd.stream import JsonStreamParser
 from txetcd.transport import api_prefix
 from txetcd.types import Header, KeyValue, Range, b64
@@ -264,3 +264,23 @@ def test_a_plain_put_checks_its_arguments_as_the_constructor(key: object, value:
         OpSet(key, value)  # type: ignore[arg-type]
     with pytest.raises(built.type, match=str(built.value)):
         OpSet.plain_put(key, value)  # type: ignore[arg-type]
+
+
+
+_KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"])
+_PUTS = st.builds(OpSet.plain_put, _KEYS, st.binary(max_size=40))
+_GETS = st.builds(OpGet.one, _KEYS)
+_OPS_OF_A_TURN = st.one_of(st.lists(_PUTS, max_size=8), st.lists(_GETS, max_size=8),
+                           st.lists(_PUTS | _GETS | st.builds(OpDel, _KEYS), max_size=8))
+
+
+@settings(max_examples=1000)  # about 1 ms each; the limits' edges are narrow
+@given(_OPS_OF_A_TURN, st.integers(-2, 2), st.integers(-30, 30))
+def test_the_shortcut_for_a_common_batch_plans_what_the_rules_plan(
+        ops: list, ops_slack: int, bytes_slack: int) -> None:
+    """Gets only, or puts of distinct keys only, within the limits, are planned as one txn
+    without looking at each op; any turn gets the plan the rules give it (a key put twice,
+    a delete, reads beside writes, one op or a few bytes too many)."""
+    max_ops = max(1, len(ops) + ops_slack)
+    max_bytes = 16 + sum(op.wire_size + 4 for op in ops) + bytes_slack  # near the whole turn
+    assert plan_batches(ops, max_ops, max_bytes) == plan_batches_by_rules(ops, max_ops, max_bytes)

@@ -14,6 +14,7 @@ import json.scanner
 import random
 import socket
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from .errors import (
@@ -335,6 +336,14 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     ops in order), so they are not looked at there; but a read that touches none of its batch's
     writes leaves that batch for a read-only one of the same wave (``_reads_apart``).
     """
+    if _one_txn(ops, max_ops, max_bytes):
+        return [[list(range(len(ops)))]]
+    return plan_batches_by_rules(ops, max_ops, max_bytes)
+
+
+def plan_batches_by_rules(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[int]]]:
+    """``plan_batches`` without its shortcut for the common batch: each op looked at in turn
+    (what the shortcut must agree with)."""
     waves: list[list[list[int]]] = []
     wave: list[list[int]] = []
     batch: list[int] = []
@@ -357,6 +366,22 @@ def plan_batches(ops: list[Op], max_ops: int, max_bytes: int) -> list[list[list[
     if wave:
         waves.append(wave)
     return [_reads_apart(ops, wave) for wave in waves]
+
+
+def _one_txn(ops: list[Op], max_ops: int, max_bytes: int) -> bool:
+    """Whether ``ops`` are the common batch the rules leave whole: gets only, or puts of
+    distinct keys only, within both limits. Answered with a few C-level passes, where the
+    rules would look at each op in Python (a turn's batch at 32 in flight is one of these)."""
+    if len(ops) > max_ops or (_TXN_OVERHEAD + _OP_OVERHEAD * len(ops)
+                              + sum(map(_WIRE_SIZE, ops)) > max_bytes):
+        return False
+    kinds = set(map(type, ops))
+    if kinds == {OpGet}:  # reads never conflict, and there is no write to keep them from
+        return True
+    return kinds == {OpSet} and len(set(map(_KEY, ops))) == len(ops)
+
+
+_WIRE_SIZE, _KEY = attrgetter("wire_size"), attrgetter("key")
 
 
 def _reads_apart(ops: list[Op], wave: list[list[int]]) -> list[list[int]]:
