@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -196,3 +197,46 @@ def test_a_foreign_member_answering_for_a_restart_is_refused(etcd_binary: Path, 
             ours.verify_ours()
     finally:
         ours.cleanup()
+
+
+# A process that starts an etcd on a temporary data dir and prints where, then waits: killed by
+# a signal, it never runs its cleanup; told to go (its stdin closed), it does.
+MAKER = """
+import sys
+from txetcd.embedded import EtcdProcess, find_etcd
+with EtcdProcess(find_etcd("3.5")) as etcd:
+    print(etcd.data_dir, etcd.url, etcd.proc.pid, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_killed_process_s_data_dir_goes_with_the_next_etcd_started() -> None:
+    """A process killed with its etcd running leaves the etcd's temporary data dir behind (and
+    under /dev/shm it holds 64 MB and more of RAM); the next ``EtcdProcess`` to make one removes
+    it, and its log, but not the dir of a process still running, whose etcd still serves."""
+    def start_maker() -> tuple[subprocess.Popen[str], Path, str, int]:
+        maker = subprocess.Popen([sys.executable, "-c", MAKER], cwd=ROOT, text=True,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        assert maker.stdout is not None
+        data_dir, url, etcd_pid = maker.stdout.readline().split()
+        return maker, Path(data_dir), url, int(etcd_pid)
+
+    killed, killed_dir, _, killed_etcd = start_maker()
+    living, living_dir, living_url, _ = start_maker()
+    try:
+        killed.kill()
+        killed.wait(10)
+        deadline = time.monotonic() + 20  # etcd dies with its parent (PR_SET_PDEATHSIG)
+        while Path(f"/proc/{killed_etcd}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with EtcdProcess(find_etcd("3.5")) as etcd:
+            assert not killed_dir.exists()
+            assert not killed_dir.with_name(killed_dir.name + ".log").exists()
+            assert living_dir.is_dir() and etcd.data_dir is not None and etcd.data_dir.is_dir()
+            with urllib.request.urlopen(f"{living_url}/version", timeout=10) as answer:
+                assert b"etcdserver" in answer.read()
+    finally:
+        living.communicate("", timeout=30)  # its own cleanup
+        if killed.poll() is None:
+            killed.kill()
+    assert not living_dir.exists()

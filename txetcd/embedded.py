@@ -238,6 +238,48 @@ def _socket_inodes(pid: int) -> set[int]:
 # in its data and ignores ``--initial-advertise-peer-urls`` when it restarts on it, so it is
 # what ``verify_ours`` looks for after a restart (a new EtcdProcess draws new ports).
 ADVERTISED_PEER_URL_FILE = "advertised-peer-url"
+DATA_DIR_PREFIX = "txetcd-"  # of the temporary data dirs EtcdProcess makes
+# In a data dir an EtcdProcess made itself: "<pid> <start time>" of the process that made it,
+# so that once that process is gone without its cleanup (killed by a signal), the next
+# EtcdProcess removes the dir (``_reap_data_dirs``).
+MAKER_FILE = "maker"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started (``/proc/<pid>/stat``'s starttime, in clock ticks since
+    boot; with the pid it names one process, as pids are reused), None when there is none."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _make_data_dir() -> Path:
+    """A new temporary data dir, signed with this process (``MAKER_FILE``), after removing
+    those of processes that are gone."""
+    root = Path(_default_tmp_root() or tempfile.gettempdir())
+    _reap_data_dirs(root)
+    data_dir = Path(tempfile.mkdtemp(prefix=DATA_DIR_PREFIX, dir=root))
+    (data_dir / MAKER_FILE).write_text(f"{os.getpid()} {_started(os.getpid())}")
+    return data_dir
+
+
+def _reap_data_dirs(root: Path) -> None:
+    """Remove the temporary data dirs (and their logs) in ``root`` that processes now gone
+    made: one killed by a signal never ran its cleanup, and under /dev/shm each dir holds
+    etcd's preallocated WAL, 64 MB and more of RAM, until the machine restarts. A dir stays
+    while the process that made it lives, and when it names none (not ours to judge)."""
+    for maker in root.glob(f"{DATA_DIR_PREFIX}*/{MAKER_FILE}"):
+        data_dir = maker.parent
+        try:
+            pid, started = maker.read_text().split()
+            if data_dir.stat().st_uid != os.getuid():
+                continue
+        except (OSError, ValueError):
+            continue
+        if _started(int(pid)) != started:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            data_dir.with_name(data_dir.name + ".log").unlink(missing_ok=True)
 
 
 @dataclass
@@ -265,7 +307,7 @@ class EtcdProcess:
     def __post_init__(self) -> None:
         self.client_port = self.client_port or free_port(self.host)
         if self.data_dir is None:
-            self.data_dir = Path(tempfile.mkdtemp(prefix="txetcd-", dir=_default_tmp_root()))
+            self.data_dir = _make_data_dir()
             self._own_data_dir = True
         # None: the data dir holds no member yet, or one made before its URL was recorded.
         self.advertised_peer_url = self._recorded_peer_url()
