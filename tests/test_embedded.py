@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import http.server
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -213,7 +215,8 @@ with EtcdProcess(find_etcd("3.5")) as etcd:
 def test_a_killed_process_s_data_dir_goes_with_the_next_etcd_started() -> None:
     """A process killed with its etcd running leaves the etcd's temporary data dir behind (and
     under /dev/shm it holds 64 MB and more of RAM); the next ``EtcdProcess`` to make one removes
-    it, and its log, but not the dir of a process still running, whose etcd still serves."""
+    it, and its log, but not the dir of a process still running, whose etcd still serves, nor
+    one a process of another pid namespace made (a container sharing /dev/shm)."""
     def start_maker() -> tuple[subprocess.Popen[str], Path, str, int]:
         maker = subprocess.Popen([sys.executable, "-c", MAKER], cwd=ROOT, text=True,
                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE)
@@ -223,6 +226,8 @@ def test_a_killed_process_s_data_dir_goes_with_the_next_etcd_started() -> None:
 
     killed, killed_dir, _, killed_etcd = start_maker()
     living, living_dir, living_url, _ = start_maker()
+    elsewhere = Path(tempfile.mkdtemp(prefix="txetcd-", dir=killed_dir.parent))
+    (elsewhere / "maker").write_text("pid:[1] 1 1")  # its pid 1, not ours: not ours to judge
     try:
         killed.kill()
         killed.wait(10)
@@ -233,10 +238,12 @@ def test_a_killed_process_s_data_dir_goes_with_the_next_etcd_started() -> None:
             assert not killed_dir.exists()
             assert not killed_dir.with_name(killed_dir.name + ".log").exists()
             assert living_dir.is_dir() and etcd.data_dir is not None and etcd.data_dir.is_dir()
+            assert elsewhere.is_dir()
             with urllib.request.urlopen(f"{living_url}/version", timeout=10) as answer:
                 assert b"etcdserver" in answer.read()
     finally:
         living.communicate("", timeout=30)  # its own cleanup
         if killed.poll() is None:
             killed.kill()
+        shutil.rmtree(elsewhere)
     assert not living_dir.exists()

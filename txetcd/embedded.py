@@ -239,17 +239,19 @@ def _socket_inodes(pid: int) -> set[int]:
 # what ``verify_ours`` looks for after a restart (a new EtcdProcess draws new ports).
 ADVERTISED_PEER_URL_FILE = "advertised-peer-url"
 DATA_DIR_PREFIX = "txetcd-"  # of the temporary data dirs EtcdProcess makes
-# In a data dir an EtcdProcess made itself: "<pid> <start time>" of the process that made it,
-# so that once that process is gone without its cleanup (killed by a signal), the next
-# EtcdProcess removes the dir (``_reap_data_dirs``).
+# In a data dir an EtcdProcess made itself: the process that made it (``_maker``), so that
+# once that process is gone without its cleanup (killed by a signal), the next EtcdProcess
+# removes the dir (``_reap_data_dirs``).
 MAKER_FILE = "maker"
 
 
-def _started(pid: int) -> str | None:
-    """When process ``pid`` started (``/proc/<pid>/stat``'s starttime, in clock ticks since
-    boot; with the pid it names one process, as pids are reused), None when there is none."""
+def _maker(pid: int) -> str | None:
+    """Process ``pid`` as one line: its pid namespace, pid and start time (``/proc``'s
+    starttime, in clock ticks since boot: pids are reused), None when there is none. Containers
+    sharing /dev/shm see other pids: a maker of another namespace is never judged gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        started = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        return f"{os.readlink('/proc/self/ns/pid')} {pid} {started}"
     except (OSError, IndexError):
         return None
 
@@ -260,7 +262,9 @@ def _make_data_dir() -> Path:
     root = Path(_default_tmp_root() or tempfile.gettempdir())
     _reap_data_dirs(root)
     data_dir = Path(tempfile.mkdtemp(prefix=DATA_DIR_PREFIX, dir=root))
-    (data_dir / MAKER_FILE).write_text(f"{os.getpid()} {_started(os.getpid())}")
+    maker = _maker(os.getpid())
+    if maker is not None:  # where /proc tells no process apart, the dir is never reaped
+        (data_dir / MAKER_FILE).write_text(maker)
     return data_dir
 
 
@@ -269,15 +273,20 @@ def _reap_data_dirs(root: Path) -> None:
     made: one killed by a signal never ran its cleanup, and under /dev/shm each dir holds
     etcd's preallocated WAL, 64 MB and more of RAM, until the machine restarts. A dir stays
     while the process that made it lives, and when it names none (not ours to judge)."""
-    for maker in root.glob(f"{DATA_DIR_PREFIX}*/{MAKER_FILE}"):
-        data_dir = maker.parent
+    ours = _maker(os.getpid())
+    if ours is None:
+        return
+    namespace = ours.split()[0]
+    for maker_file in root.glob(f"{DATA_DIR_PREFIX}*/{MAKER_FILE}"):
+        data_dir = maker_file.parent
         try:
-            pid, started = maker.read_text().split()
-            if data_dir.stat().st_uid != os.getuid():
+            maker = maker_file.read_text()
+            maker_namespace, pid, _ = maker.split()
+            if data_dir.stat().st_uid != os.getuid() or maker_namespace != namespace:
                 continue
         except (OSError, ValueError):
             continue
-        if _started(int(pid)) != started:
+        if _maker(int(pid)) != maker:
             shutil.rmtree(data_dir, ignore_errors=True)
             data_dir.with_name(data_dir.name + ".log").unlink(missing_ok=True)
 
