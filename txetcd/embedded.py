@@ -264,7 +264,10 @@ def _make_data_dir() -> Path:
     data_dir = Path(tempfile.mkdtemp(prefix=DATA_DIR_PREFIX, dir=root))
     maker = _maker(os.getpid())
     if maker is not None:  # where /proc tells no process apart, the dir is never reaped
-        (data_dir / MAKER_FILE).write_text(maker)
+        # Whole or not at all (a rename): a reaper reading a half-written start time would
+        # judge this process gone.
+        (data_dir / f"{MAKER_FILE}.new").write_text(maker)
+        (data_dir / f"{MAKER_FILE}.new").replace(data_dir / MAKER_FILE)
     return data_dir
 
 
