@@ -266,7 +266,6 @@ def test_a_plain_put_checks_its_arguments_as_the_constructor(key: object, value:
         OpSet.plain_put(key, value)  # type: ignore[arg-type]
 
 
-
 _KEYS = st.sampled_from([b"a", b"b", b"c", b"d", b"e", b"f"])
 _PUTS = st.builds(OpSet.plain_put, _KEYS, st.binary(max_size=40))
 _GETS = st.builds(OpGet.one, _KEYS)
