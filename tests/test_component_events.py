@@ -21,6 +21,7 @@ from component.publisher import Position, election_name, position_key
 from txetcd import Client, Election, KeyNotFound, KeySet
 from txetcd.embedded import EtcdProcess, stop_group
 
+from .test_etcdctl_interop import etcdctl
 from .wamp import CrossbarNode, connect, eventually
 
 inline = pytest_twisted.ensureDeferred
@@ -348,6 +349,37 @@ async def test_takeover_after_kill_repeats_nothing_the_router_accepted(
         setup.instances.append(setup.node.start_component())
         await setup.new_leader(leader)
         await setup.more_arrive_once(20, 5)
+    finally:
+        setup.stop()
+
+
+@inline
+async def test_a_leader_key_deleted_by_hand_repeats_and_loses_nothing(
+        etcd35: EtcdProcess, etcd_direct: Client, tmp_path: Any) -> None:
+    """An operator deletes the publishing instance's election key with ``etcdctl`` (a prefix
+    wiped by hand) while changes keep coming, and its stored position lags far behind
+    (``position_interval`` of 60 s): a lead under a new key takes over, and every change
+    arrives once, in order, whichever instance leads then."""
+    setup = Deployment(etcd35, etcd_direct, tmp_path, 2, position_interval=60)
+    try:
+        await setup.subscribe()
+        await eventually(setup.leader, timeout=30)
+        for i in range(20):
+            await setup.write(i)
+        await setup.delivered(20)
+        old = (await setup.election.leader()).key
+        etcdctl(etcd35, "del", b"app/" + old)
+        for i in range(20, 30):  # while the lead learns it lost its key
+            await setup.write(i)
+
+        async def led_under_another_key() -> bool:
+            try:
+                return bool((await setup.election.leader()).key != old)
+            except KeyNotFound:
+                return False
+
+        await eventually(lambda: defer.ensureDeferred(led_under_another_key()), timeout=30)
+        await setup.more_arrive_once(30, 5)
     finally:
         setup.stop()
 
