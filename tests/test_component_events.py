@@ -279,6 +279,15 @@ class Deployment:
         self.reader = await ready(self.node, "reader")
         await self.reader.subscribe(self.seen.on_change, "etcd.settings.on_change")
 
+    async def published(self, count: int) -> bytes:
+        """Subscribe, wait for a lead, and have it publish ``count`` changes; the lead."""
+        await self.subscribe()
+        leader: bytes = await eventually(self.leader, timeout=30)
+        for i in range(count):
+            await self.write(i)
+        await self.delivered(count)
+        return leader
+
     async def write(self, i: int) -> None:
         self.committed.append((await self.client.set(SETTINGS + b"k%03d" % i,
                                                      cbor2.dumps(i))).revision)
@@ -336,11 +345,7 @@ async def test_takeover_after_kill_repeats_nothing_the_router_accepted(
     retained, not from the stored position."""
     setup = Deployment(etcd35, etcd_direct, tmp_path, 1, position_interval=60)
     try:
-        await setup.subscribe()
-        leader = await eventually(setup.leader, timeout=30)
-        for i in range(20):
-            await setup.write(i)
-        await setup.delivered(20)
+        leader = await setup.published(20)
         # Lagging behind: a position at revision R with no keys covers nothing at R.
         assert (await setup.stored())[0].revision <= setup.committed[0]
         victim = setup.instance(leader)
@@ -362,11 +367,7 @@ async def test_a_leader_key_deleted_by_hand_repeats_and_loses_nothing(
     arrives once, in order, whichever instance leads then."""
     setup = Deployment(etcd35, etcd_direct, tmp_path, 2, position_interval=60)
     try:
-        await setup.subscribe()
-        await eventually(setup.leader, timeout=30)
-        for i in range(20):
-            await setup.write(i)
-        await setup.delivered(20)
+        await setup.published(20)
         old = (await setup.election.leader()).key
         etcdctl(etcd35, "del", b"app/" + old)
         for i in range(20, 30):  # while the lead learns it lost its key
@@ -394,11 +395,7 @@ async def test_a_lead_whose_lease_lapsed_stores_its_position_for_after_a_router_
     setup = Deployment(etcd35, etcd_direct, tmp_path, 1, position_interval=60)
     blocker: Any = None
     try:
-        await setup.subscribe()
-        await eventually(setup.leader, timeout=30)
-        for i in range(20):
-            await setup.write(i)
-        await setup.delivered(20)
+        await setup.published(20)
         assert (await setup.stored())[0].revision < setup.committed[-1]  # lagging behind
         # The test campaigns too, so that the lapsed instance cannot lead again at once.
         blocker = setup.election.campaign(b"test", ttl=30)
@@ -437,10 +434,7 @@ async def test_stalled_publisher_is_detached_and_repeats_nothing_when_it_wakes(
     its successor detaches its WAMP session first, so nothing it sends then is published."""
     setup = Deployment(etcd35, etcd_direct, tmp_path, 2)
     try:
-        await setup.subscribe()
-        leader = await eventually(setup.leader, timeout=30)
-        await setup.write(0)
-        await setup.delivered(1)
+        leader = await setup.published(1)
         _, first_session = await setup.stored()
         assert first_session is not None
         stalled = setup.instance(leader)
