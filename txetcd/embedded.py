@@ -256,30 +256,34 @@ def _maker(pid: int) -> str | None:
         return None
 
 
+def _write_whole(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a rename): a reader never sees half of it, nor a
+    crash leaves half of it (a cut start time would judge a live maker gone, a cut URL refuse
+    a restarted member)."""
+    partial = path.with_name(path.name + ".new")
+    partial.write_text(text)
+    partial.replace(path)
+
+
 def _make_data_dir() -> Path:
     """A new temporary data dir, signed with this process (``MAKER_FILE``), after removing
     those of processes that are gone."""
     root = Path(_default_tmp_root() or tempfile.gettempdir())
-    _reap_data_dirs(root)
+    ours = _maker(os.getpid())
+    if ours is not None:  # where /proc tells no process apart, no dir is judged or signed
+        _reap_data_dirs(root, ours.split()[0])
     data_dir = Path(tempfile.mkdtemp(prefix=DATA_DIR_PREFIX, dir=root))
-    maker = _maker(os.getpid())
-    if maker is not None:  # where /proc tells no process apart, the dir is never reaped
-        # Whole or not at all (a rename): a reaper reading a half-written start time would
-        # judge this process gone.
-        (data_dir / f"{MAKER_FILE}.new").write_text(maker)
-        (data_dir / f"{MAKER_FILE}.new").replace(data_dir / MAKER_FILE)
+    if ours is not None:
+        _write_whole(data_dir / MAKER_FILE, ours)
     return data_dir
 
 
-def _reap_data_dirs(root: Path) -> None:
-    """Remove the temporary data dirs (and their logs) in ``root`` that processes now gone
-    made: one killed by a signal never ran its cleanup, and under /dev/shm each dir holds
-    etcd's preallocated WAL, 64 MB and more of RAM, until the machine restarts. A dir stays
-    while the process that made it lives, and when it names none (not ours to judge)."""
-    ours = _maker(os.getpid())
-    if ours is None:
-        return
-    namespace = ours.split()[0]
+def _reap_data_dirs(root: Path, namespace: str) -> None:
+    """Remove the temporary data dirs (and their logs) in ``root`` that processes of pid
+    ``namespace`` made and that are now gone: one killed by a signal never ran its cleanup,
+    and under /dev/shm each dir holds etcd's preallocated WAL, 64 MB and more of RAM, until
+    the machine restarts. A dir stays while the process that made it lives, and when it names
+    none (not ours to judge)."""
     for maker_file in root.glob(f"{DATA_DIR_PREFIX}*/{MAKER_FILE}"):
         data_dir = maker_file.parent
         try:
@@ -449,7 +453,7 @@ class EtcdProcess:
         """Remember the member's advertised peer URL beside its data, for its restarts."""
         if url and url != self.advertised_peer_url:
             assert self.data_dir is not None
-            (self.data_dir / ADVERTISED_PEER_URL_FILE).write_text(url + "\n")
+            _write_whole(self.data_dir / ADVERTISED_PEER_URL_FILE, url + "\n")
             self.advertised_peer_url = url
 
     def _post(self, path: str) -> dict[str, Any]:
