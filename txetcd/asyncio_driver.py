@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .aio_http import HTTPPool, StreamConnection, describe, tls_context
-from .core import TLSConfig, build_request, request_head
+from .core import TLSConfig, build_request, get_request, request_head
 from .interface import Json, NotSent, Response, StreamHandle
 from .stream import StreamDecoder
 
@@ -126,10 +126,7 @@ class AsyncioDriver:
         return self.unary.connections
 
     async def get(self, url: str) -> Response:
-        parts = urlsplit(url)
-        head = request_head(b"GET", (parts.path or "/").encode(), parts.netloc.encode(), [])
-        response: Response = await self.unary.request(f"{parts.scheme}://{parts.netloc}",
-                                                      build_request(head, b""))
+        response: Response = await self.unary.request(*get_request(url))
         return response
 
     async def open_stream(self, url: str, headers: list[tuple[bytes, bytes]], body: bytes,

@@ -16,6 +16,7 @@ import socket
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import (
     AuthFailed,
@@ -106,6 +107,14 @@ def request_head(method: bytes, target: bytes, host: bytes,
 def build_request(head: bytes, body: bytes) -> bytes:
     """A complete request from a ``request_head`` and a body."""
     return b"%b%d\r\n\r\n%b" % (head, len(body), body)
+
+
+def get_request(url: str) -> tuple[str, bytes]:
+    """The endpoint (``scheme://host:port``) and the complete request of a ``GET`` of ``url``:
+    ``/version`` and ``/metrics`` go through the same keep-alive pool as every unary call."""
+    parts = urlsplit(url)
+    head = request_head(b"GET", (parts.path or "/").encode(), parts.netloc.encode(), [])
+    return f"{parts.scheme}://{parts.netloc}", build_request(head, b"")
 
 
 def parse_version(text: str) -> tuple[int, ...]:

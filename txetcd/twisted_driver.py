@@ -1,17 +1,18 @@
 """The Twisted driver: txetcd's loop-free code on the reactor (``txetcd.interface.Driver``).
 
 Unary requests go through txetcd's own keep-alive HTTP client (``txetcd.http``: Twisted's Agent
-cost more CPU per request than the rest of the client); streams and ``GET /version`` use treq.
+cost more CPU per request than the rest of the client), and so does ``GET /version``; streams
+use treq, imported when the first stream opens: a program of gets and puts does not carry it.
 Futures are Deferreds, so ``txetcd.Client`` hands Deferreds to its callers as txaioetcd did.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Iterable
+from functools import cached_property
 from operator import attrgetter
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import treq
 from OpenSSL import SSL
 from twisted.internet import defer, protocol
 from twisted.internet.error import ConnectError, ConnectingCancelledError, DNSLookupError
@@ -27,10 +28,13 @@ from twisted.web.client import (
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
-from .core import TLSConfig
+from .core import TLSConfig, get_request
 from .http import HTTPPool
 from .interface import Json, Response, StreamHandle
 from .stream import StreamDecoder
+
+if TYPE_CHECKING:
+    import treq.client
 
 __all__ = ["TwistedDriver", "TwistedStream", "describe_failure", "tls_reason"]
 
@@ -187,11 +191,16 @@ class TwistedDriver:
                   else BrowserLikePolicyForHTTPS())
         self.agent = _Agent(reactor, contextFactory=policy, pool=pool,
                             connectTimeout=connect_timeout)
-        #: treq over the same TLS policy: streams, ``GET /version``, ``/metrics``.
-        self.http = treq.client.HTTPClient(self.agent)  # type: ignore[arg-type]
         # Unary requests: our own client, as many connections per endpoint as requests in flight.
         self.unary = HTTPPool(reactor, policy, connect_timeout=connect_timeout, max_idle=pool_size)
         self.request = self.unary.request  # the hot path: no call in between
+
+    @cached_property
+    def http(self) -> treq.client.HTTPClient:
+        """treq over the same TLS policy: streams, and ``/metrics`` for ``etcd-wamp status``."""
+        import treq.client
+
+        return treq.client.HTTPClient(self.agent)  # type: ignore[arg-type]
 
     @property
     def connections(self) -> int:
@@ -199,11 +208,7 @@ class TwistedDriver:
         return self.unary.connections
 
     def get(self, url: str) -> defer.Deferred[Response]:
-        async def run() -> Response:
-            response = await self.http.get(url)
-            return response.code, await treq.content(response)
-
-        return defer.ensureDeferred(run())
+        return self.unary.request(*get_request(url))
 
     def open_stream(self, url: str, headers: list[tuple[bytes, bytes]], body: bytes,
                     on_message: Callable[[Json], None]
@@ -214,7 +219,7 @@ class TwistedDriver:
                 all_headers.setdefault(name, []).append(value)
             response = await self.http.post(url, data=body, headers=all_headers, unbuffered=True)
             if response.code != 200:
-                return response.code, await treq.content(response), None
+                return response.code, await response.content(), None
             return 200, b"", TwistedStream(response, on_message)
 
         return defer.ensureDeferred(run())
