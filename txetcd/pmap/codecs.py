@@ -48,7 +48,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import cbor2
-import flatbuffers
 
 from ..types import is_int
 
@@ -675,6 +674,11 @@ class FlatBuffersValue(ValueCodec[Any]):
         self.initial_size = initial_size
 
     def encode(self, value: Any) -> bytes:
+        # Imported here, not at the top: flatbuffers imports numpy when it is installed, and a
+        # program that never builds a FlatBuffers table should not carry it (import time, and
+        # the objects every full garbage collection of the process walks).
+        import flatbuffers
+
         builder = flatbuffers.Builder(self.initial_size)
         with _reraise(self.label, "build", (TypeError, TypeError),
                       (AttributeError, TypeError), (ValueError, ValueError)):
