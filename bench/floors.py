@@ -7,13 +7,15 @@ can beat through the same harness.
     .venv/bin/python bench/floors.py pace [--op put] [--rounds 3] [--seconds 3]
 
 ``gather``: 32 in flight in the gather harness; the floors are ``kv_clients.py``'s instant
-clients (no etcd), i.e. what the harness costs per op on its own, ``txetcd-http-batching``,
-our batching rules on our HTTP layer with no other client logic, and ``gateway-floor-txn``,
-``gateway_floor.py`` sending txns of ``EAGER_FLUSH`` ops on ``EAGER_IN_FLIGHT`` sockets with
-no harness at all (what etcd does with two batches in flight when each answer is turned
-around at once; its "after the set-up" columns are its whole run). After the harness's set-up
-(every op's Deferreds or tasks made before any runs) the table also gives each side's CPU
-seconds per second, the client's and etcd's: a side below 1 waited for the other.
+clients (no etcd), i.e. what the harness costs per op on its own, ``raw-batching-floor``, our
+batching rules on raw sockets decoding nothing (the least a batching client can do),
+``txetcd-http-batching``, those rules on our HTTP layer with no other client logic, and
+``gateway-floor-txn``, ``gateway_floor.py`` sending txns of ``EAGER_FLUSH`` ops on
+``EAGER_IN_FLIGHT`` sockets with no harness at all (what etcd does with two batches in
+flight when each answer is turned around at once; its "after the set-up" columns are its
+whole run). After the harness's set-up (every op's Deferreds or tasks made before any runs)
+the table also gives each side's CPU seconds per second, the client's and etcd's: a side
+below 1 waited for the other.
 ``x1``: one worker loop, one op in flight; the floor is ``gateway_floor.py`` (a blocking socket
 repeating one request: the gateway's own round trip with no client work), and
 ``twisted-floor`` the least a Twisted client does per op in the same harness (the reactor, a
@@ -44,7 +46,8 @@ from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT  # noqa: E402
 from txetcd.embedded import EtcdProcess, find_etcd  # noqa: E402
 
 WARMUP = 0.5  # kv_clients.WARMUP
-CLIENTS = {"gather": ["gateway-floor-txn", "instant-twisted", "txetcd-http-batching", "txetcd",
+CLIENTS = {"gather": ["gateway-floor-txn", "instant-twisted", "raw-batching-floor",
+                      "txetcd-http-batching", "txetcd",
                       "instant-asyncio", "txetcd-asyncio", "aetcd"],
            "x1": ["gateway-floor", "twisted-floor", "txetcd-http", "txetcd", "txetcd-asyncio",
                   "aetcd"],
@@ -60,7 +63,7 @@ def command(name: str, url: str, args: argparse.Namespace) -> list[str]:
         pause = name.partition("+")[2] or "0"
         return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds),
                 pause]
-    ours = name.startswith(("instant", "twisted-floor"))  # in bench/kv_clients.py, no peer
+    ours = name.startswith(("instant", "twisted-floor", "raw-batching"))  # kv_clients.py, no peer
     python = sys.executable if ours else str(venv_python(name))
     if args.what == "gather":
         return [python, str(bench / "kv_clients.py"), name, url, args.op, "32", str(args.ops),

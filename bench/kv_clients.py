@@ -24,7 +24,8 @@ clients ``instant-twisted`` and ``instant-asyncio`` answer every op from memory,
 later: what a harness costs per op on its own.
 ``twisted-floor`` (one op in flight only) is the least a Twisted gateway client can do per op;
 ``txetcd-http`` the same on txetcd's HTTP layer alone; ``txetcd-http-batching`` adds txetcd's
-batching rules and nothing else, for many ops in flight.
+batching rules and nothing else, for many ops in flight; ``raw-batching-floor`` keeps those
+rules on raw sockets and decodes nothing: the least a batching gateway client can do per op.
 """
 
 from __future__ import annotations
@@ -471,6 +472,97 @@ class BatchingFloor(HTTPPoolFloor):
             answer.callback(inner)
 
 
+class RawBatchingFloor:
+    """``txetcd-http-batching`` without our HTTP layer and without decoding (issue 17): the
+    same batching rules, each request written straight into an idle raw connection (as
+    ``twisted-floor``), the answer's end found from its ``Content-Length``, and each op's
+    Deferred fired with None. No client can do less per op and still batch; what it reaches in
+    a harness is the most that harness and etcd leave any gateway client."""
+
+    def __init__(self, url: str) -> None:
+        from twisted.internet import defer, protocol
+        from twisted.internet import reactor as the_reactor
+
+        from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT
+
+        self.reactor: Any = the_reactor
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname, parts.port
+        self.heads = {path: b"POST /v3/kv/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: " % (path, parts.netloc.encode())
+                      for path in (b"put", b"range", b"txn")}
+        self.eager_flush, self.eager_in_flight = EAGER_FLUSH, EAGER_IN_FLIGHT
+        self.new_deferred = defer.Deferred
+        self.idle: list[Any] = []  # connected exchanges with nothing in flight
+        self.queued: list[tuple[bytes, Any]] = []  # (the op's RequestOp, its Deferred)
+        self.in_flight = 0
+        self.flush_scheduled = False
+        floor = self
+
+        class Exchange(protocol.Protocol):
+            answers: list[Any] = []
+            buffer = b""
+
+            def connectionMade(self) -> None:  # noqa: N802
+                self.transport.setTcpNoDelay(True)
+
+            def dataReceived(self, data: bytes) -> None:  # noqa: N802
+                self.buffer += data
+                head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+                if sep and len(rest) >= int(
+                        head.lower().split(b"content-length:")[1].split(b"\r\n")[0]):
+                    self.buffer = b""
+                    answers, self.answers = self.answers, []
+                    floor.idle.append(self)
+                    floor.in_flight -= 1
+                    for answer in answers:
+                        answer.callback(None)
+
+        self.exchange = protocol.ClientCreator(self.reactor, Exchange)
+
+    def _request(self, path: bytes, body: bytes, answers: list[Any]) -> None:
+        self.in_flight += 1
+        request = self.heads[path] + b"%d\r\n\r\n%s" % (len(body), body)
+
+        def send(exchange: Any) -> None:
+            exchange.answers = answers
+            exchange.transport.write(request)
+
+        if self.idle:
+            send(self.idle.pop())
+        else:
+            self.exchange.connectTCP(self.host, self.port).addCallback(send)
+
+    def set(self, key: bytes, value: bytes) -> Any:
+        return self._issue(b"put", put_body(key, value), REQUEST_OP["put"])
+
+    def get(self, key: bytes) -> Any:
+        return self._issue(b"range", range_body(key), REQUEST_OP["get"])
+
+    def _issue(self, path: bytes, body: bytes, request_op: bytes) -> Any:
+        answer: Any = self.new_deferred()
+        if not self.in_flight and not self.queued:
+            self._request(path, body, [answer])
+            return answer
+        self.queued.append((request_op % body, answer))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.reactor.callLater(0, self._flush)
+        if len(self.queued) >= self.eager_flush and self.in_flight < self.eager_in_flight:
+            self._send_txn()
+        return answer
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.queued:
+            self._send_txn()
+
+    def _send_txn(self) -> None:
+        batch, self.queued = self.queued, []
+        body = b'{"success":[%s]}' % b",".join([request_op for request_op, _ in batch])
+        self._request(b"txn", body, [answer for _, answer in batch])
+
+
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
     if op == "put":
         return lambda c, i: c.set(key(i), VALUE)
@@ -579,6 +671,7 @@ TWISTED_CLIENTS: dict[str, Callable[[str], Any]] = {
     "twisted-floor": TwistedFloor,
     "txetcd-http": HTTPPoolFloor,
     "txetcd-http-batching": BatchingFloor,
+    "raw-batching-floor": RawBatchingFloor,
     "txaioetcd": txaioetcd_client,
 }
 
