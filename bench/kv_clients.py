@@ -504,7 +504,8 @@ class RawBatchingFloor:
             buffer = b""
 
             def connectionMade(self) -> None:  # noqa: N802
-                self.transport.setTcpNoDelay(True)
+                transport: Any = self.transport
+                transport.setTcpNoDelay(True)
 
             def dataReceived(self, data: bytes) -> None:  # noqa: N802
                 self.buffer += data
