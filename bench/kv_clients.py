@@ -405,29 +405,28 @@ class HTTPPoolFloor:
         return self.pool.request(self.url, self.build(self.heads[b"range"], range_body(key)))
 
 
-class BatchingFloor(HTTPPoolFloor):
-    """The floor of a batching client on our HTTP layer (issue 17): txetcd's batcher's rules
-    and nothing else. An op issued with nothing in flight goes at once, alone; the others
-    queue and leave as one txn at the end of the loop turn, or at ``EAGER_FLUSH`` ops while
-    fewer than ``EAGER_IN_FLIGHT`` txns are in flight. Each op's Deferred fires with its raw
-    inner answer, decoded by ``json.loads`` alone: no op objects, result types, deadlines,
-    retries or ordering rules. Between it and ``txetcd`` is what our client logic costs."""
+class _BatchingRules:
+    """txetcd's batcher's rules and nothing else (issue 17), for the batching floors. An op
+    issued with nothing in flight goes at once, alone; the others queue and leave as one txn at
+    the end of the loop turn, or at ``EAGER_FLUSH`` ops while fewer than ``EAGER_IN_FLIGHT``
+    txns are in flight. A floor sends with ``_send(path, body, answers)`` and, once answered,
+    lowers ``in_flight`` and fires ``answers``: no op objects, result types, deadlines, retries
+    or ordering rules."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self) -> None:
         from twisted.internet import defer, reactor
 
         from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT
-        from txetcd.core import request_head
 
-        super().__init__(url)
-        self.heads[b"txn"] = request_head(b"POST", b"/v3/kv/txn", urlsplit(url).netloc.encode(),
-                                          [(b"Content-Type", b"application/json")])
         self.eager_flush, self.eager_in_flight = EAGER_FLUSH, EAGER_IN_FLIGHT
         self.reactor: Any = reactor
         self.new_deferred = defer.Deferred
         self.queued: list[tuple[bytes, Any]] = []  # (the op's RequestOp, its Deferred)
         self.in_flight = 0
         self.flush_scheduled = False
+
+    def _send(self, path: bytes, body: bytes, answers: list[Any]) -> None:
+        raise NotImplementedError
 
     def set(self, key: bytes, value: bytes) -> Any:
         return self._issue(b"put", put_body(key, value), REQUEST_OP["put"])
@@ -439,8 +438,7 @@ class BatchingFloor(HTTPPoolFloor):
         answer: Any = self.new_deferred()
         if not self.in_flight and not self.queued:
             self.in_flight += 1
-            sent = self.pool.request(self.url, self.build(self.heads[path], body))
-            sent.addCallback(self._answered_alone, answer)
+            self._send(path, body, [answer])
             return answer
         self.queued.append((request_op % body, answer))
         if not self.flush_scheduled:
@@ -459,44 +457,51 @@ class BatchingFloor(HTTPPoolFloor):
         batch, self.queued = self.queued, []
         self.in_flight += 1
         body = b'{"success":[%s]}' % b",".join([request_op for request_op, _ in batch])
-        sent = self.pool.request(self.url, self.build(self.heads[b"txn"], body))
-        sent.addCallback(self._answered_txn, [answer for _, answer in batch])
-
-    def _answered_alone(self, response: tuple[int, bytes], answer: Any) -> None:
-        self.in_flight -= 1
-        answer.callback(json.loads(response[1]))
-
-    def _answered_txn(self, response: tuple[int, bytes], answers: list[Any]) -> None:
-        self.in_flight -= 1
-        for answer, inner in zip(answers, json.loads(response[1])["responses"], strict=True):
-            answer.callback(inner)
+        self._send(b"txn", body, [answer for _, answer in batch])
 
 
-class RawBatchingFloor:
-    """``txetcd-http-batching`` without our HTTP layer and without decoding (issue 17): the
-    same batching rules, each request written straight into an idle raw connection (as
-    ``twisted-floor``), the answer's end found from its ``Content-Length``, and each op's
-    Deferred fired with None. No client can do less per op and still batch; what it reaches in
-    a harness is the most that harness and etcd leave any gateway client."""
+class BatchingFloor(_BatchingRules, HTTPPoolFloor):
+    """The floor of a batching client on our HTTP layer (issue 17): ``_BatchingRules`` on
+    ``txetcd.http``, each op's Deferred fired with its raw inner answer, decoded by
+    ``json.loads`` alone. Between it and ``txetcd`` is what our client logic costs."""
 
     def __init__(self, url: str) -> None:
-        from twisted.internet import defer, protocol
-        from twisted.internet import reactor as the_reactor
+        from txetcd.core import request_head
 
-        from txetcd.batch import EAGER_FLUSH, EAGER_IN_FLIGHT
+        HTTPPoolFloor.__init__(self, url)
+        _BatchingRules.__init__(self)
+        self.heads[b"txn"] = request_head(b"POST", b"/v3/kv/txn", urlsplit(url).netloc.encode(),
+                                          [(b"Content-Type", b"application/json")])
 
-        self.reactor: Any = the_reactor
+    def _send(self, path: bytes, body: bytes, answers: list[Any]) -> None:
+        sent = self.pool.request(self.url, self.build(self.heads[path], body))
+        sent.addCallback(self._answered, answers, path == b"txn")
+
+    def _answered(self, response: tuple[int, bytes], answers: list[Any], txn: bool) -> None:
+        self.in_flight -= 1
+        answer = json.loads(response[1])
+        for deferred, inner in zip(answers, answer["responses"] if txn else [answer],
+                                   strict=True):
+            deferred.callback(inner)
+
+
+class RawBatchingFloor(_BatchingRules):
+    """``_BatchingRules`` without our HTTP layer and without decoding (issue 17): each request
+    written straight into an idle raw connection (as ``twisted-floor``), the answer's end found
+    from its ``Content-Length``, and each op's Deferred fired with None. No client can do less
+    per op and still batch; what it reaches in a harness is the most that harness and etcd
+    leave any gateway client."""
+
+    def __init__(self, url: str) -> None:
+        from twisted.internet import protocol
+
+        super().__init__()
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
         self.heads = {path: b"POST /v3/kv/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: "
                       b"application/json\r\nContent-Length: " % (path, parts.netloc.encode())
                       for path in (b"put", b"range", b"txn")}
-        self.eager_flush, self.eager_in_flight = EAGER_FLUSH, EAGER_IN_FLIGHT
-        self.new_deferred = defer.Deferred
         self.idle: list[Any] = []  # connected exchanges with nothing in flight
-        self.queued: list[tuple[bytes, Any]] = []  # (the op's RequestOp, its Deferred)
-        self.in_flight = 0
-        self.flush_scheduled = False
         floor = self
 
         class Exchange(protocol.Protocol):
@@ -510,19 +515,28 @@ class RawBatchingFloor:
             def dataReceived(self, data: bytes) -> None:  # noqa: N802
                 self.buffer += data
                 head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-                if sep and len(rest) >= int(
-                        head.lower().split(b"content-length:")[1].split(b"\r\n")[0]):
-                    self.buffer = b""
-                    answers, self.answers = self.answers, []
-                    floor.idle.append(self)
-                    floor.in_flight -= 1
-                    for answer in answers:
-                        answer.callback(None)
+                if not sep or not floor.complete(head, rest):
+                    return
+                assert head.startswith(b"HTTP/1.1 200 "), head  # a refused request: no floor
+                self.buffer = b""
+                answers, self.answers = self.answers, []
+                floor.idle.append(self)
+                floor.in_flight -= 1
+                for answer in answers:
+                    answer.callback(None)
 
         self.exchange = protocol.ClientCreator(self.reactor, Exchange)
 
-    def _request(self, path: bytes, body: bytes, answers: list[Any]) -> None:
-        self.in_flight += 1
+    @staticmethod
+    def complete(head: bytes, body: bytes) -> bool:
+        """Whether ``body`` is all of the answer: etcd's gateway (Go) sends an answer of more
+        than 4 kB chunked, which ends with an empty chunk (its JSON holds no line break)."""
+        length = head.lower().partition(b"content-length:")[2]
+        if length:
+            return len(body) >= int(length.split(b"\r\n")[0])
+        return body.endswith(b"\r\n0\r\n\r\n")
+
+    def _send(self, path: bytes, body: bytes, answers: list[Any]) -> None:
         request = self.heads[path] + b"%d\r\n\r\n%s" % (len(body), body)
 
         def send(exchange: Any) -> None:
@@ -533,35 +547,6 @@ class RawBatchingFloor:
             send(self.idle.pop())
         else:
             self.exchange.connectTCP(self.host, self.port).addCallback(send)
-
-    def set(self, key: bytes, value: bytes) -> Any:
-        return self._issue(b"put", put_body(key, value), REQUEST_OP["put"])
-
-    def get(self, key: bytes) -> Any:
-        return self._issue(b"range", range_body(key), REQUEST_OP["get"])
-
-    def _issue(self, path: bytes, body: bytes, request_op: bytes) -> Any:
-        answer: Any = self.new_deferred()
-        if not self.in_flight and not self.queued:
-            self._request(path, body, [answer])
-            return answer
-        self.queued.append((request_op % body, answer))
-        if not self.flush_scheduled:
-            self.flush_scheduled = True
-            self.reactor.callLater(0, self._flush)
-        if len(self.queued) >= self.eager_flush and self.in_flight < self.eager_in_flight:
-            self._send_txn()
-        return answer
-
-    def _flush(self) -> None:
-        self.flush_scheduled = False
-        if self.queued:
-            self._send_txn()
-
-    def _send_txn(self) -> None:
-        batch, self.queued = self.queued, []
-        body = b'{"success":[%s]}' % b",".join([request_op for request_op, _ in batch])
-        self._request(b"txn", body, [answer for _, answer in batch])
 
 
 def twisted_op(op: str) -> Callable[[Any, int], Any]:
