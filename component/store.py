@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import treq
 from twisted.internet import defer
 
 from txetcd import Client, Election, KeyNotFound
@@ -59,12 +58,14 @@ async def _publisher(etcd: Client, prefix: str, table: str, node: str | None) ->
 
 async def _quota_bytes(etcd: Client) -> int | None:
     """etcd's backend quota (``--quota-backend-bytes``), which only its metrics expose."""
-    transport = etcd.transport
+    # A plain GET, on the client's keep-alive pool like its /version reads.
+    asked = etcd.driver.get(etcd.transport.endpoint + "/metrics")
+    asked.addTimeout(METRICS_TIMEOUT, etcd.reactor)
     try:
-        response = await etcd.driver.http.get(transport.endpoint + "/metrics",
-                                             timeout=METRICS_TIMEOUT)
-        body = await treq.content(response)
+        code, body = await asked
     except (defer.CancelledError, Exception):  # noqa: BLE001 - the quota is optional
+        return None
+    if code != 200:
         return None
     found = _QUOTA.search(body)
     return int(float(found.group(1))) if found else None

@@ -197,7 +197,7 @@ class TwistedDriver:
 
     @cached_property
     def http(self) -> treq.client.HTTPClient:
-        """treq over the same TLS policy: streams, and ``/metrics`` for ``etcd-wamp status``."""
+        """treq over the same TLS policy, for streams."""
         import treq.client
 
         return treq.client.HTTPClient(self.agent)  # type: ignore[arg-type]
