@@ -111,7 +111,8 @@ def build_request(head: bytes, body: bytes) -> bytes:
 
 def get_request(url: str) -> tuple[str, bytes]:
     """The endpoint (``scheme://host:port``) and the complete request of a ``GET`` of ``url``
-    (``/version``): both drivers send it on the keep-alive pool of the unary calls."""
+    (``/version``, ``/metrics``): both drivers send it on the keep-alive pool of the unary
+    calls."""
     parts = urlsplit(url)
     head = request_head(b"GET", (parts.path or "/").encode(), parts.netloc.encode(), [])
     return f"{parts.scheme}://{parts.netloc}", build_request(head, b"")

@@ -1,8 +1,9 @@
 """The Twisted driver: txetcd's loop-free code on the reactor (``txetcd.interface.Driver``).
 
 Unary requests go through txetcd's own keep-alive HTTP client (``txetcd.http``: Twisted's Agent
-cost more CPU per request than the rest of the client), and so does ``GET /version``; streams
-use treq, imported when the first stream opens: a program of gets and puts does not carry it.
+cost more CPU per request than the rest of the client), and so do plain GETs (``/version``,
+``/metrics``); streams use treq, imported when the first stream opens: a program of gets and
+puts does not carry it.
 Futures are Deferreds, so ``txetcd.Client`` hands Deferreds to its callers as txaioetcd did.
 """
 
