@@ -64,8 +64,7 @@ def command(name: str, url: str, args: argparse.Namespace) -> list[str]:
         pause = name.partition("+")[2] or "0"
         return [sys.executable, str(bench / "gateway_floor.py"), url, args.op, str(args.seconds),
                 pause]
-    ours = name.startswith(("instant", "twisted-floor", "raw-batching"))  # kv_clients.py, no peer
-    python = sys.executable if ours else str(venv_python(name))
+    python = str(venv_python(name))
     if args.what == "gather":
         return [python, str(bench / "kv_clients.py"), name, url, args.op, "32", str(args.ops),
                 "gather"]

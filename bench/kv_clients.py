@@ -321,6 +321,21 @@ def txn_body(op: str, keys: list[bytes]) -> bytes:
     return b'{"success":[%s]}' % b",".join([REQUEST_OP[op] % one(k) for k in keys])
 
 
+def raw_heads(netloc: bytes) -> dict[bytes, bytes]:
+    """The raw floors' request heads up to ``Content-Length: ``, per KV path."""
+    return {path: b"POST /v3/kv/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json"
+                  b"\r\nContent-Length: " % (path, netloc) for path in (b"put", b"range", b"txn")}
+
+
+def answer_complete(head: bytes, body: bytes) -> bool:
+    """Whether ``body`` is all of the raw floors' answer: etcd's gateway (Go) sends an answer of
+    more than 4 kB chunked, which ends with an empty chunk (its JSON holds no line break)."""
+    length = head.lower().partition(b"content-length:")[2]
+    if length:
+        return len(body) >= int(length.split(b"\r\n")[0])
+    return body.endswith(b"\r\n0\r\n\r\n")
+
+
 class TwistedFloor:
     """The floor of a Twisted gateway client at 1 in flight, in txetcd's shape (``set``/``get``):
     one connection, each request written straight into the socket, a Deferred fired with the
@@ -333,8 +348,7 @@ class TwistedFloor:
 
         reactor: Any = the_reactor
         parts = urlsplit(url)
-        self.prefix = b"POST /v3/kv/%s HTTP/1.1\r\nHost: " + parts.netloc.encode() + (
-            b"\r\nContent-Type: application/json\r\nContent-Length: ")
+        self.heads = raw_heads(parts.netloc.encode())
         self.waiting: Any = None
         self.buffer = b""
         floor = self
@@ -356,7 +370,7 @@ class TwistedFloor:
     def received(self, data: bytes) -> None:
         self.buffer += data
         head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-        if sep and len(rest) >= int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]):
+        if sep and answer_complete(head, rest):
             self.buffer = b""
             waiting, self.waiting = self.waiting, None
             waiting.callback(rest)
@@ -364,7 +378,7 @@ class TwistedFloor:
     def _send(self, path: bytes, body: bytes) -> Any:
         assert self.waiting is None, "one op in flight at most"
         self.waiting = self.defer.Deferred()
-        request = self.prefix % path + b"%d\r\n\r\n%s" % (len(body), body)
+        request = self.heads[path] + b"%d\r\n\r\n%s" % (len(body), body)
         if self.connection.called:
             self.socket.send(request)
         else:
@@ -498,9 +512,7 @@ class RawBatchingFloor(_BatchingRules):
         super().__init__()
         parts = urlsplit(url)
         self.host, self.port = parts.hostname, parts.port
-        self.heads = {path: b"POST /v3/kv/%s HTTP/1.1\r\nHost: %s\r\nContent-Type: "
-                      b"application/json\r\nContent-Length: " % (path, parts.netloc.encode())
-                      for path in (b"put", b"range", b"txn")}
+        self.heads = raw_heads(parts.netloc.encode())
         self.idle: list[Any] = []  # connected exchanges with nothing in flight
         floor = self
 
@@ -515,7 +527,7 @@ class RawBatchingFloor(_BatchingRules):
             def dataReceived(self, data: bytes) -> None:  # noqa: N802
                 self.buffer += data
                 head, sep, rest = self.buffer.partition(b"\r\n\r\n")
-                if not sep or not floor.complete(head, rest):
+                if not sep or not answer_complete(head, rest):
                     return
                 assert head.startswith(b"HTTP/1.1 200 "), head  # a refused request: no floor
                 self.buffer = b""
@@ -526,15 +538,6 @@ class RawBatchingFloor(_BatchingRules):
                     answer.callback(None)
 
         self.exchange = protocol.ClientCreator(self.reactor, Exchange)
-
-    @staticmethod
-    def complete(head: bytes, body: bytes) -> bool:
-        """Whether ``body`` is all of the answer: etcd's gateway (Go) sends an answer of more
-        than 4 kB chunked, which ends with an empty chunk (its JSON holds no line break)."""
-        length = head.lower().partition(b"content-length:")[2]
-        if length:
-            return len(body) >= int(length.split(b"\r\n")[0])
-        return body.endswith(b"\r\n0\r\n\r\n")
 
     def _send(self, path: bytes, body: bytes, answers: list[Any]) -> None:
         request = self.heads[path] + b"%d\r\n\r\n%s" % (len(body), body)

@@ -101,9 +101,8 @@ def run_one(client: str, url: str, op: str, inflight: int, seconds: float,
     if client == "gateway-floor":  # no harness: one blocking socket, one request at a time
         command = [sys.executable, str(BENCH / "gateway_floor.py"), url, op, str(seconds)]
     else:
-        python = sys.executable if client in FLOOR_NAMES else venv_python(client)
-        command = [str(python), str(BENCH / "kv_clients.py"), client, url, op, str(inflight),
-                   str(seconds), harness]
+        command = [str(venv_python(client)), str(BENCH / "kv_clients.py"), client, url, op,
+                   str(inflight), str(seconds), harness]
     try:
         out = subprocess.run(command, capture_output=True, text=True, check=True, env=env,
                              timeout=seconds + 120 if harness == "loop" else 600, cwd=ROOT)

@@ -24,7 +24,9 @@ PEERS = {
 
 
 def venv_python(client: str) -> Path:
-    if client.startswith("txetcd"):
+    """The python that runs ``client``: a peer's own venv; for txetcd and the benchmark's
+    floors (``bench/kv_clients.py``'s own clients), the project's."""
+    if client not in PEERS:
         return Path(sys.executable)
     return VENVS / client / "bin" / "python"
 
