@@ -4,16 +4,16 @@
 and this one), alternating in one etcd, at 32 in flight in both harnesses; medians of ops/s
 and of the client process's CPU µs/op. ``calls TREE``: Python function calls per op under
 cProfile (deterministic; includes the harness), and the functions that make them.
-``layers``: instructions per op at 1 in flight of a Twisted client with no logic, of it on our
-HTTP layer and of the whole client. ``instructions OLD NEW``: instructions per op of each
-tree's client at 32 in flight, counted by callgrind (steady where CPU seconds swing by a third
-between runs): this checkout's ``fixed`` harness runs each tree's ``txetcd`` for two op counts,
-and the difference in instructions over the difference in ops leaves start-up out; the harness
-alone is counted too (``make bench`` judges the CPU target on this).
+``instructions OLD NEW``: instructions per op of each tree's client at 32 in flight, counted by
+callgrind (steady where CPU seconds swing by a third between runs): this checkout's ``fixed``
+harness runs each tree's ``txetcd`` for two op counts, and the difference in instructions over
+the difference in ops leaves start-up out; the harness alone is counted too (``make bench``
+judges the CPU target on this). ``layers``: so counted, each layer of a client (``LAYERS``),
+and what it adds to the one below.
 
     .venv/bin/python bench/client_cpu.py ab /tmp/old-clone . [--rounds 3]
     .venv/bin/python bench/client_cpu.py instructions /tmp/old-clone . [--op put] [--ops 2000]
-    .venv/bin/python bench/client_cpu.py layers [--op put] [--ops 500]
+    .venv/bin/python bench/client_cpu.py layers [--op put] [--ops 500] [--inflight 1|32]
     .venv/bin/python bench/client_cpu.py calls . [--op put] [--ops 20000] [--inflight 32]
         [--client txetcd|twisted-floor] [--top 30]
 """
@@ -121,17 +121,30 @@ def instructions(trees: dict[str, str], op: str, ops: int) -> None:
           f"{found[HARNESS]:,.0f}: {own['new'] / own['old']:.2f} |")
 
 
-def layers(op: str, ops: int) -> None:
-    """Instructions per op at 1 in flight of each layer: a Twisted client with no logic, it on
-    our HTTP layer, the whole client (``floors.py x1``'s clients, counted)."""
+#: Each layer's client at 1 and at 32 in flight, leanest first (``floors.py``'s floors): at 32,
+#: the harness alone (``instant-twisted``, no etcd), our batching rules on raw sockets, those
+#: rules on our HTTP layer with ``json.loads``, the whole client. Counted in the ``fixed``
+#: harness: the gather harness's own instructions grow faster than its op count (its collector
+#: walks every pending op, and ``DeferredSemaphore`` pops the head of a list of them).
+LAYERS = {1: ("twisted-floor", "txetcd-http", "txetcd"),
+          32: ("instant-twisted", "raw-batching-floor", "txetcd-http-batching", "txetcd")}
+
+
+def layers(op: str, ops: int, inflight: int) -> None:
+    """Instructions per op of each layer in ``LAYERS``, and what each adds to the one before:
+    where a client's CPU goes, steadier than any profile of a run."""
     sys.path.insert(0, str(ROOT))
     from txetcd.embedded import EtcdProcess, find_etcd
 
     with EtcdProcess(find_etcd("3.5")) as etcd, tempfile.TemporaryDirectory() as work:
         fill_keys(etcd.url)
-        for client in ("twisted-floor", "txetcd-http", "txetcd"):
-            counted = instructions_per_op(client, etcd.url, str(ROOT), op, ops, 1, work)
-            print(f"| {op} x1 | {client} | {counted:,.0f} instructions per op |", flush=True)
+        below = 0.0
+        for client in LAYERS[inflight]:
+            url = "http://127.0.0.1:1" if client == "instant-twisted" else etcd.url
+            counted = instructions_per_op(client, url, str(ROOT), op, ops, inflight, work)
+            print(f"| {op} x{inflight} | {client} | {counted:,.0f} instructions per op | "
+                  f"+{counted - below:,.0f} |", flush=True)
+            below = counted
 
 
 def calls(tree: str, op: str, ops: int, inflight: int, client_name: str, top: int) -> None:
@@ -171,6 +184,7 @@ def main() -> None:
     layer = sub.add_parser("layers")
     layer.add_argument("--op", choices=("put", "get"), default="put")
     layer.add_argument("--ops", type=int, default=500, help="the smaller of the two op counts")
+    layer.add_argument("--inflight", type=int, choices=sorted(LAYERS), default=1)
     c = sub.add_parser("calls")
     c.add_argument("tree")
     c.add_argument("--op", choices=("put", "get"), default="put")
@@ -180,7 +194,7 @@ def main() -> None:
     c.add_argument("--top", type=int, default=30, help="how many functions to list")
     args = parser.parse_args()
     if args.what == "layers":
-        layers(args.op, args.ops)
+        layers(args.op, args.ops, args.inflight)
     elif args.what in ("ab", "instructions"):
         trees = {"old": str(Path(args.old).resolve()), "new": str(Path(args.new).resolve())}
         if args.what == "ab":

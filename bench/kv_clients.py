@@ -423,7 +423,8 @@ class _BatchingRules:
     """txetcd's batcher's rules and nothing else (issue 17), for the batching floors. An op
     issued with nothing in flight goes at once, alone; the others queue and leave as one txn at
     the end of the loop turn, or at ``EAGER_FLUSH`` ops while fewer than ``EAGER_IN_FLIGHT``
-    txns are in flight. A floor sends with ``_send(path, body, answers)`` and, once answered,
+    txns are in flight; an op on a key already queued sends the queue first (etcd refuses a txn
+    that puts one key twice). A floor sends with ``_send(path, body, answers)`` and, once answered,
     lowers ``in_flight`` and fires ``answers``: no op objects, result types, deadlines, retries
     or ordering rules."""
 
@@ -436,6 +437,7 @@ class _BatchingRules:
         self.reactor: Any = reactor
         self.new_deferred = defer.Deferred
         self.queued: list[tuple[bytes, Any]] = []  # (the op's RequestOp, its Deferred)
+        self.queued_keys: set[bytes] = set()
         self.in_flight = 0
         self.flush_scheduled = False
 
@@ -443,17 +445,20 @@ class _BatchingRules:
         raise NotImplementedError
 
     def set(self, key: bytes, value: bytes) -> Any:
-        return self._issue(b"put", put_body(key, value), REQUEST_OP["put"])
+        return self._issue(key, b"put", put_body(key, value), REQUEST_OP["put"])
 
     def get(self, key: bytes) -> Any:
-        return self._issue(b"range", range_body(key), REQUEST_OP["get"])
+        return self._issue(key, b"range", range_body(key), REQUEST_OP["get"])
 
-    def _issue(self, path: bytes, body: bytes, request_op: bytes) -> Any:
+    def _issue(self, key: bytes, path: bytes, body: bytes, request_op: bytes) -> Any:
         answer: Any = self.new_deferred()
         if not self.in_flight and not self.queued:
             self.in_flight += 1
             self._send(path, body, [answer])
             return answer
+        if key in self.queued_keys:
+            self._send_txn()
+        self.queued_keys.add(key)
         self.queued.append((request_op % body, answer))
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -469,6 +474,7 @@ class _BatchingRules:
 
     def _send_txn(self) -> None:
         batch, self.queued = self.queued, []
+        self.queued_keys = set()
         self.in_flight += 1
         body = b'{"success":[%s]}' % b",".join([request_op for request_op, _ in batch])
         self._send(b"txn", body, [answer for _, answer in batch])
