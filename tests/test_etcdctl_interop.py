@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import gatherResults
 from twisted.internet.task import deferLater
 
 from txetcd import Client, Election, KeySet, Lock
@@ -68,6 +69,38 @@ async def test_keys_and_binary_values_both_ways(etcd: EtcdProcess, client: Clien
     assert (await client.get(b"from-etcdctl")).kvs[0].value == high
     etcdctl(etcd, "del", "bin")
     assert (await client.get(b"bin")).kvs == []
+
+
+@inline
+async def test_what_etcdctl_wrote_reads_back_in_one_batch_with_its_metadata(
+        etcd: EtcdProcess, client: Client) -> None:
+    # Gets issued in one turn share a txn, whose answer is decoded apart from a lone get's:
+    # each kv must match etcdctl's own view of it, field for field, lease and all.
+    granted = etcdctl(etcd, "lease", "grant", "60").split()[1]
+    # b/big: the gateway sends an answer over 4 kB chunked.
+    values = {"b/bin": "wert ü €".encode() + bytes([0x01, 0xFE, 0xFF]), "b/empty": b"",
+              "b/leased": b"on a lease", "b/twice": b"first", "b/big": b"x" * 100_000}
+    for key, value in values.items():
+        etcdctl(etcd, "put", key, value, *(["--lease=" + granted] if key == "b/leased" else []))
+    etcdctl(etcd, "put", "b/twice", "second")
+    values["b/twice"] = b"second"
+    before = sum(client.stats()["posts"].values())
+    keys = [*values, "b/missing"]
+    answers = await gatherResults([client.get(key.encode()) for key in keys])
+    posts = client.stats()["posts"]
+    assert sum(posts.values()) - before == 2  # the first at once, the others in one txn
+    assert any(url.endswith("/kv/txn") for url in posts)
+    for key, answer in zip(keys, answers, strict=True):
+        theirs = get_json(etcd, key)
+        assert [kv.key for kv in answer.kvs] == [base64.b64decode(kv["key"]) for kv in theirs]
+        assert answer.count == len(theirs)
+        for ours, kv in zip(answer.kvs, theirs, strict=True):
+            assert ours.value == values[key]
+            assert (ours.version, ours.create_revision, ours.mod_revision, ours.lease) == (
+                kv["version"], kv["create_revision"], kv["mod_revision"], kv.get("lease", 0))
+    assert answers[keys.index("b/leased")].kvs[0].lease == int(granted, 16)
+    assert answers[keys.index("b/twice")].kvs[0].version == 2
+    etcdctl(etcd, "lease", "revoke", granted)
 
 
 @inline

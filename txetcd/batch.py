@@ -49,6 +49,7 @@ from .core import Footprint, batch_request, batch_results, plan_batches
 from .errors import EtcdError, ProtocolError, Timeout, Unavailable
 from .interface import Driver, EtcdTransport
 from .op import Op, OpDel, OpGet, OpSet
+from .types import decode_txn_answer
 
 __all__ = ["Batcher", "BATCHABLE", "EAGER_FLUSH", "EAGER_IN_FLIGHT"]
 
@@ -249,7 +250,8 @@ class Batcher:
         # A read-only batch is a leader read like a lone range (refused at once without one).
         answer = partial(self._txn_answered, ops, futures, timeout, answered)
         self.transport.request("kv/txn", body, idempotent=not writes, timeout=timeout,
-                               leader_read=not writes, on_reply=answer, on_error=failed)
+                               leader_read=not writes, on_reply=answer, on_error=failed,
+                               decode=decode_txn_answer)
         return answered
 
     def _txn_answered(self, ops: list[Op], futures: list[Any], timeout: float | None,

@@ -13,6 +13,7 @@ import json
 import json.scanner
 import random
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
@@ -29,7 +30,7 @@ from .errors import (
     classify,
 )
 from .op import Op, OpDel, OpGet, OpSet
-from .types import Header, Range, Revision
+from .types import Revision, TxnAnswer
 
 __all__ = [
     "MAX_TXN_OPS", "MAX_REQUEST_BYTES", "MAX_PAGE_ROWS", "RetryPolicy", "Action", "RETRY",
@@ -64,15 +65,17 @@ def encode(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
 
-def decode_reply(path: str, code: int, body: bytes) -> Json:
-    """The decoded answer of a unary request, or the typed error it carries (raised)."""
+def decode_reply(path: str, code: int, body: bytes,
+                 decode: Callable[[bytes], Any] | None = None) -> Any:
+    """The answer of a unary request decoded (by ``decode``, else as JSON), or the typed error
+    it carries (raised)."""
     if code != 200:
         raise classify(code, body)
     try:
-        result: Json = decode_json(body)
-    except ValueError:
-        raise ProtocolError(f"etcd {path} answered non-JSON: {body[:200]!r}") from None
-    return result
+        return (decode or decode_json)(body)
+    except ValueError as exc:
+        raise ProtocolError(f"etcd {path} answered what is not its JSON answer ({exc}): "
+                            f"{body[:200]!r}") from None
 
 
 # typeshed types the argument as the scanner itself; it is the decoder whose settings it takes.
@@ -426,28 +429,23 @@ def batch_request(ops: list[Op], namespace: bytes) -> bytes:
     return b'{"success":[%s]}' % b",".join([op.request_op(namespace) for op in ops])
 
 
-def batch_results(ops: list[Op], reply: Json, namespace: bytes) -> tuple[list[Any], list[int]]:
-    """Each op's result out of a batch txn's answer, and the indexes of the ops that failed
-    (their entry is the exception; usually none, so callers test the list once)."""
-    header = Header.from_json(reply.get("header"))  # once, not once per op
+def batch_results(ops: list[Op], answer: TxnAnswer, namespace: bytes
+                  ) -> tuple[list[Any], list[int]]:
+    """Each op's result out of a batch txn's answer (``decode_txn_answer``'s), and the indexes
+    of the ops that failed (their entry is the exception; usually none, so callers test the
+    list once)."""
+    header = answer.header
     # What every put that asks for no previous kv gets: one immutable object for them all.
     revision = Revision(header)
-    responses = reply.get("responses", ())
     results: list[Any] = []
-    failed: list[int] = []
-    # Each inner response is {"response_put": {...}} (the txn's header is the header).
-    for op, response in zip(ops, responses, strict=False):
+    for op, response in zip(ops, answer.responses, strict=False):
         if type(op) is OpSet and not op.prev_kv:  # OpSet.txn_result, without the call
             results.append(revision)
-            continue
-        try:
-            inner = response.popitem()[1] if response else {}
-            # A get's result is OpGet.txn_result's, without the call.
-            results.append(Range.from_txn(inner, header, namespace) if type(op) is OpGet
-                           else op.txn_result(inner, header, namespace))
-        except Exception as exc:  # noqa: BLE001 - a bad answer fails only its op
-            failed.append(len(results))
-            results.append(exc)
+        elif type(op) is OpGet:  # OpGet.txn_result, without the call
+            results.append(response.as_range(header, namespace))
+        else:
+            results.append(op.txn_result(response, header, namespace))
+    failed: list[int] = []
     for _ in ops[len(results):]:
         failed.append(len(results))
         results.append(EtcdError("etcd answered a batched txn with too few responses"))

@@ -158,9 +158,11 @@ class EtcdTransport(Protocol):
                    timeout: float | None = None, leader_read: bool | None = None) -> Json: ...
 
     def request(self, path: str, data: bytes, *, idempotent: bool, timeout: float | None,
-                leader_read: bool, on_reply: Callable[[Json], None],
-                on_error: Callable[[BaseException], None], with_auth: bool = True) -> Any:
-        """``call`` with callbacks instead of a coroutine; the result has ``cancel()``."""
+                leader_read: bool, on_reply: Callable[[Any], None],
+                on_error: Callable[[BaseException], None], with_auth: bool = True,
+                decode: Callable[[bytes], Any] | None = None) -> Any:
+        """``call`` with callbacks instead of a coroutine; the result has ``cancel()``, and
+        ``decode`` (else ``json``) reads the answer."""
         ...
 
     async def open_stream(self, path: str, body: Json | list[Json],

@@ -18,7 +18,7 @@ from .types import (
     Deleted,
     Header,
     KeySet,
-    KeyValue,
+    OpAnswer,
     Range,
     Revision,
     TxnResult,
@@ -127,9 +127,10 @@ class Op:
     def result(self, obj: Json, namespace: bytes = b"") -> Any:
         raise NotImplementedError
 
-    def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Any:
-        """The result from its response inside a txn, whose ``header`` is the txn's."""
-        return self.result({**obj, "header": header}, namespace)
+    def txn_result(self, answer: OpAnswer, header: Header, namespace: bytes = b"") -> Any:
+        """The result from its entry in a batched txn's answer, whose ``header`` is the txn's
+        (gets, puts and deletes are batched)."""
+        raise NotImplementedError(f"{type(self).__name__} is not batched")
 
     def size(self) -> int:
         """An estimate of the op's protobuf size, for the request-size check."""
@@ -225,8 +226,8 @@ class OpGet(Op):
     def result(self, obj: Json, namespace: bytes = b"") -> Range:
         return Range.from_json(obj, namespace)
 
-    def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Range:
-        return Range.from_txn(obj, header, namespace)
+    def txn_result(self, answer: OpAnswer, header: Header, namespace: bytes = b"") -> Range:
+        return answer.as_range(header, namespace)
 
     def keyset(self) -> KeySet:
         return self.keys
@@ -318,11 +319,8 @@ class OpSet(Op):
     def result(self, obj: Json, namespace: bytes = b"") -> Revision:
         return Revision.from_json(obj, namespace)
 
-    def txn_result(self, obj: Json, header: Header, namespace: bytes = b"") -> Revision:
-        if not self.prev_kv:
-            return Revision(header)
-        prev = obj.get("prev_kv")
-        return Revision(header, KeyValue.from_json(prev, namespace) if prev else None)
+    def txn_result(self, answer: OpAnswer, header: Header, namespace: bytes = b"") -> Revision:
+        return answer.as_revision(header, namespace) if self.prev_kv else Revision(header)
 
     @staticmethod
     def _wire_size(key: int, value: int) -> int:
@@ -359,6 +357,9 @@ class OpDel(Op):
 
     def result(self, obj: Json, namespace: bytes = b"") -> Deleted:
         return Deleted.from_json(obj, namespace)
+
+    def txn_result(self, answer: OpAnswer, header: Header, namespace: bytes = b"") -> Deleted:
+        return answer.as_deleted(header, namespace)
 
     def keyset(self) -> KeySet:
         return self.keys

@@ -136,18 +136,19 @@ class _Call:
     """
 
     __slots__ = ("transport", "path", "data", "idempotent", "with_auth", "needs_leader",
-                 "seconds", "on_reply", "on_error", "attempts", "endpoint", "token", "sent",
+                 "seconds", "on_reply", "on_error", "decode", "attempts", "endpoint", "token",
+                 "sent",
                  "has_slot", "slot_waiter", "current", "timer", "passed", "done", "cancelled")
 
     def __init__(self, transport: Transport, path: str, data: bytes, idempotent: bool,
                  with_auth: bool, needs_leader: bool, seconds: float | None,
-                 on_reply: Callable[[Json], None],
-                 on_error: Callable[[BaseException], None]) -> None:
+                 on_reply: Callable[[Any], None], on_error: Callable[[BaseException], None],
+                 decode: Callable[[bytes], Any] | None) -> None:
         self.transport = transport
         self.path, self.data = path, data
         self.idempotent, self.with_auth, self.needs_leader = idempotent, with_auth, needs_leader
         self.seconds = seconds
-        self.on_reply, self.on_error = on_reply, on_error
+        self.on_reply, self.on_error, self.decode = on_reply, on_error, decode
         self.attempts = 0
         self.endpoint = ""
         self.token: str | None = None
@@ -263,7 +264,7 @@ class _Call:
         code, body = response
         if code == 200:
             try:
-                reply = decode_reply(self.path, code, body)
+                reply = decode_reply(self.path, code, body, self.decode)
             except EtcdError as exc:
                 self._finish_error(exc)
                 return
@@ -462,19 +463,22 @@ class Transport:
         return await self._awaited(path, data, idempotent, True, timeout, needs_leader)
 
     def request(self, path: str, data: bytes, *, idempotent: bool, timeout: float | None,
-                leader_read: bool, on_reply: Callable[[Json], None],
-                on_error: Callable[[BaseException], None], with_auth: bool = True) -> _Call:
-        """``call`` for callers that take callbacks (the batcher's lone ops): exactly one of
-        ``on_reply`` and ``on_error`` runs, once. No coroutine runs unless the request has to
-        wait for an endpoint's prefix or a token; ``cancel()`` on the result gives up."""
+                leader_read: bool, on_reply: Callable[[Any], None],
+                on_error: Callable[[BaseException], None], with_auth: bool = True,
+                decode: Callable[[bytes], Any] | None = None) -> _Call:
+        """``call`` for callers that take callbacks (the batcher): exactly one of ``on_reply``
+        and ``on_error`` runs, once. No coroutine runs unless the request has to wait for an
+        endpoint's prefix or a token; ``cancel()`` on the result gives up. ``decode`` reads
+        the answer's body instead of ``json`` (its ``ValueError``: ``ProtocolError``)."""
         return self._start(path, data, idempotent, with_auth, leader_read, timeout, on_reply,
-                           on_error)
+                           on_error, decode)
 
     def _start(self, path: str, data: bytes, idempotent: bool, with_auth: bool,
-               needs_leader: bool, timeout: float | None, on_reply: Callable[[Json], None],
-               on_error: Callable[[BaseException], None]) -> _Call:
+               needs_leader: bool, timeout: float | None, on_reply: Callable[[Any], None],
+               on_error: Callable[[BaseException], None],
+               decode: Callable[[bytes], Any] | None = None) -> _Call:
         unary = _Call(self, path, data, idempotent, with_auth, needs_leader,
-                      self.timeout if timeout is None else timeout, on_reply, on_error)
+                      self.timeout if timeout is None else timeout, on_reply, on_error, decode)
         unary.attempt()
         return unary
 
