@@ -3,7 +3,8 @@
 Plain code without an event loop, shared by the Twisted and the asyncio client: what a request
 looks like on the wire, how an answer becomes a result or a typed error, when a failed request
 may be sent again (and where), and which ops may share one txn. Request building and reply
-decoding each live in exactly one function here, so that per-op CPU work has one place.
+decoding each live in exactly one function here, so that per-op CPU work has one place; a
+batched txn's answer is the exception, decoded in C by ``types.decode_txn_answer``.
 """
 
 from __future__ import annotations

@@ -137,8 +137,8 @@ class _Call:
 
     __slots__ = ("transport", "path", "data", "idempotent", "with_auth", "needs_leader",
                  "seconds", "on_reply", "on_error", "decode", "attempts", "endpoint", "token",
-                 "sent",
-                 "has_slot", "slot_waiter", "current", "timer", "passed", "done", "cancelled")
+                 "sent", "has_slot", "slot_waiter", "current", "timer", "passed", "done",
+                 "cancelled")
 
     def __init__(self, transport: Transport, path: str, data: bytes, idempotent: bool,
                  with_auth: bool, needs_leader: bool, seconds: float | None,
