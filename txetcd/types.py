@@ -86,7 +86,8 @@ class KeyValue:
 
     @classmethod
     def from_json(cls, obj: Json, namespace: bytes = b"") -> KeyValue:
-        # Once per key of every read, scan and watch event: the helpers (unb64, to_int,
+        # Once per key of every lone read, scan page and watch event (a batched read's kvs come
+        # from decode_txn_answer): the helpers (unb64, to_int,
         # strip_namespace) inlined, and the fields filled in as parts (see _parts_of). The
         # fields etcd leaves out when zero (a lease, mostly) cost no int() call.
         get = obj.get
